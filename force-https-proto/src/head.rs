@@ -1,0 +1,1058 @@
+//! The HTTP/1.x request-head parser and what force-https needs from a head.
+//!
+//! [`parse_head`] runs `httparse` over a buffer that may hold a partial head and extracts, in
+//! one pass and without allocation, the method, the request-target, the version, the `Host`
+//! field(s), whether a body follows and whether the client wants the connection closed.
+//! [`classify_target`] sorts the request-target into its four forms (RFC 9112 §3.2) and
+//! [`redirect_inputs`] applies the port-80 rules of `docs/design.md` to get the authority and
+//! the path of the redirect. [`path_only`] and [`path_has_prefix`] serve exempt-path matching.
+//!
+//! Every function here is total: malformed network bytes give a [`HeadError`], never a panic.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        missing_docs
+    )
+)]
+
+use std::fmt;
+
+use crate::host::{Authority, HostError, parse_authority};
+
+/// Most header lines a head may carry; more is answered like an oversized head (431).
+pub const MAX_HEADERS: usize = 96;
+
+/// Why a request head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeadError {
+    /// Not a parsable HTTP/1.0 or HTTP/1.1 head; the reason comes from the parser.
+    Malformed(&'static str),
+    /// The head is larger than the configured limit or has too many header lines (431).
+    TooLarge,
+    /// The request-target is not acceptable: control bytes, a fragment, an unknown scheme,
+    /// or a form the method does not allow.
+    BadTarget,
+    /// No `Host` header where one is required.
+    MissingHost,
+    /// More than one `Host` header line (even with equal values).
+    MultipleHost,
+    /// A `Host` (or absolute-form authority, or default host) that is not a valid host.
+    BadHost(HostError),
+    /// A `Content-Length` that is not a decimal number, or several that disagree.
+    BadContentLength,
+}
+
+impl HeadError {
+    /// The status code to answer with: 431 for [`HeadError::TooLarge`], 400 otherwise.
+    pub fn status(&self) -> u16 {
+        match self {
+            HeadError::TooLarge => 431,
+            _ => 400,
+        }
+    }
+}
+
+impl fmt::Display for HeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadError::Malformed(why) => write!(f, "malformed request head: {why}"),
+            HeadError::TooLarge => f.write_str("request head too large"),
+            HeadError::BadTarget => f.write_str("invalid request-target"),
+            HeadError::MissingHost => f.write_str("missing Host header"),
+            HeadError::MultipleHost => f.write_str("more than one Host header"),
+            HeadError::BadHost(e) => write!(f, "invalid host: {e}"),
+            HeadError::BadContentLength => f.write_str("invalid Content-Length"),
+        }
+    }
+}
+
+impl std::error::Error for HeadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HeadError::BadHost(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The `Host` header field(s) of a head, unvalidated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HostField<'b> {
+    /// No `Host` header.
+    None,
+    /// Exactly one `Host` header, with this value (surrounding whitespace trimmed by the
+    /// parser).
+    One(&'b [u8]),
+    /// Several `Host` header lines.
+    Many,
+}
+
+/// A complete request head, borrowing from the receive buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head<'b> {
+    /// The method token, as received (case preserved).
+    pub method: &'b str,
+    /// The request-target, as received.
+    pub target: &'b [u8],
+    /// The minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    /// Length of the head in bytes, final empty line included; a body starts here.
+    pub head_len: usize,
+    /// The `Host` header field(s).
+    pub host: HostField<'b>,
+    /// A body follows: `Content-Length` above 0, or any `Transfer-Encoding`.
+    pub has_body: bool,
+    /// The connection must not be reused after this request: `Connection: close`, or
+    /// HTTP/1.0 without `Connection: keep-alive`.
+    pub connection_close: bool,
+}
+
+/// What [`parse_head`] found in the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadStatus<'b> {
+    /// The head is not complete yet (and still within the limit): read more.
+    Partial,
+    /// A complete, syntactically valid head.
+    Complete(Head<'b>),
+    /// The head is refused; answer with [`HeadError::status`] and close.
+    Error(HeadError),
+}
+
+/// Short reason for each `httparse` error.
+fn httparse_reason(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token in request line",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "invalid or unsupported HTTP version",
+    }
+}
+
+/// Whether a request-target byte is forbidden outright: controls, space, DEL.
+fn is_forbidden_target_byte(b: u8) -> bool {
+    b <= 0x20 || b == 0x7f
+}
+
+/// Trims optional whitespace (SP / HTAB) on both sides.
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let Some((&(b' ' | b'\t'), rest)) = s.split_first() {
+        s = rest;
+    }
+    while let Some((&(b' ' | b'\t'), rest)) = s.split_last() {
+        s = rest;
+    }
+    s
+}
+
+/// Parses one `Content-Length` field value: a decimal number, or a list of equal ones
+/// (`42, 42`, RFC 9110 §8.6).
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let mut result: Option<u64> = None;
+    for item in value.split(|&b| b == b',') {
+        let item = trim_ows(item);
+        if item.is_empty() {
+            return None;
+        }
+        let mut n: u64 = 0;
+        for &b in item {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        }
+        match result {
+            Some(prev) if prev != n => return None,
+            _ => result = Some(n),
+        }
+    }
+    result
+}
+
+/// Whether a comma-separated header value holds `token` (case-insensitive).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|item| trim_ows(item).eq_ignore_ascii_case(token))
+}
+
+/// Parses the request head at the start of `buf`, which may hold only part of it (or the
+/// head followed by body bytes).
+///
+/// `max_head` is the largest accepted head in bytes: a complete head longer than that, or no
+/// complete head within `buf.len() >= max_head` bytes, or more than [`MAX_HEADERS`] header
+/// lines give [`HeadError::TooLarge`]. Control bytes in the request-target give
+/// [`HeadError::BadTarget`]; anything `httparse` rejects (including versions other than
+/// HTTP/1.0 and HTTP/1.1) gives [`HeadError::Malformed`]. No allocation.
+pub fn parse_head(buf: &[u8], max_head: usize) -> HeadStatus<'_> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() >= max_head {
+                HeadStatus::Error(HeadError::TooLarge)
+            } else {
+                HeadStatus::Partial
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return HeadStatus::Error(HeadError::TooLarge),
+        Err(e) => return HeadStatus::Error(HeadError::Malformed(httparse_reason(e))),
+    };
+    if head_len > max_head {
+        return HeadStatus::Error(HeadError::TooLarge);
+    }
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return HeadStatus::Error(HeadError::Malformed("incomplete request line"));
+    };
+    let target = path.as_bytes();
+    if target.is_empty() || target.iter().any(|&b| is_forbidden_target_byte(b)) {
+        return HeadStatus::Error(HeadError::BadTarget);
+    }
+
+    let mut host = HostField::None;
+    let mut content_length: Option<u64> = None;
+    let mut chunked_or_te = false;
+    let mut close = false;
+    let mut keep_alive = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            host = match host {
+                HostField::None => HostField::One(h.value),
+                _ => HostField::Many,
+            };
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let Some(n) = parse_content_length(h.value) else {
+                return HeadStatus::Error(HeadError::BadContentLength);
+            };
+            match content_length {
+                Some(prev) if prev != n => {
+                    return HeadStatus::Error(HeadError::BadContentLength);
+                }
+                _ => content_length = Some(n),
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked_or_te = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= has_token(h.value, b"close");
+            keep_alive |= has_token(h.value, b"keep-alive");
+        }
+    }
+    let connection_close = close || (version == 0 && !keep_alive);
+    HeadStatus::Complete(Head {
+        method,
+        target,
+        version,
+        head_len,
+        host,
+        has_body: chunked_or_te || content_length.is_some_and(|n| n > 0),
+        connection_close,
+    })
+}
+
+/// The four forms of a request-target (RFC 9112 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target<'b> {
+    /// `/path?query`.
+    Origin {
+        /// The whole target, starting with `/`.
+        path_and_query: &'b [u8],
+    },
+    /// `http://authority/path?query` (or `https://`, scheme case-insensitive).
+    Absolute {
+        /// The authority as received (may be empty or invalid; validate with
+        /// [`parse_authority`]).
+        authority: &'b [u8],
+        /// Path and query: `/` when the target has neither; starts with `/`, except for a
+        /// query-only target (`http://h?q` gives `?q`, which stands for `/?q`: see
+        /// [`origin_form_prefix`]).
+        path_and_query: &'b [u8],
+        /// The scheme was `https`.
+        scheme_https: bool,
+    },
+    /// `*` (only for `OPTIONS`).
+    Asterisk,
+    /// `host:port` (only for `CONNECT`).
+    Authority(&'b [u8]),
+}
+
+/// Sorts a request-target into its form.
+///
+/// Rejected with [`HeadError::BadTarget`]: an empty target, control bytes / space / DEL
+/// anywhere, a `#` (fragments are never part of a request-target), a scheme other than
+/// `http` / `https`, anything else that is neither origin-, absolute-, asterisk- nor
+/// authority-form. Non-ASCII bytes are passed through as received. No allocation.
+pub fn classify_target(t: &[u8]) -> Result<Target<'_>, HeadError> {
+    if t.is_empty() || t.iter().any(|&b| is_forbidden_target_byte(b) || b == b'#') {
+        return Err(HeadError::BadTarget);
+    }
+    if t.first() == Some(&b'/') {
+        return Ok(Target::Origin { path_and_query: t });
+    }
+    if t == b"*" {
+        return Ok(Target::Asterisk);
+    }
+    let scheme = if starts_with_ignore_case(t, b"http://") {
+        Some((7, false))
+    } else if starts_with_ignore_case(t, b"https://") {
+        Some((8, true))
+    } else {
+        None
+    };
+    if let Some((skip, scheme_https)) = scheme {
+        let rest = t.get(skip..).unwrap_or_default();
+        let end = rest
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .unwrap_or(rest.len());
+        let (authority, path_and_query) = rest.split_at_checked(end).unwrap_or((rest, &[]));
+        let path_and_query: &[u8] = if path_and_query.is_empty() {
+            b"/"
+        } else {
+            path_and_query
+        };
+        return Ok(Target::Absolute {
+            authority,
+            path_and_query,
+            scheme_https,
+        });
+    }
+    if t.iter().any(|&b| b == b'/' || b == b'?') {
+        return Err(HeadError::BadTarget);
+    }
+    Ok(Target::Authority(t))
+}
+
+/// ASCII case-insensitive `starts_with`.
+fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
+    s.get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+}
+
+/// What a redirect (or a policy lookup) needs from a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestTarget<'b> {
+    /// The authority the request is for (validated; normalize with
+    /// [`crate::host::normalize_into`]).
+    pub authority: Authority<'b>,
+    /// Path and query byte for byte; starts with `/` except for a query-only absolute-form
+    /// target (`?q`, standing for `/?q`, see [`origin_form_prefix`]). `/` for `OPTIONS *`.
+    pub path_and_query: &'b [u8],
+    /// The request was `OPTIONS *` (`path_and_query` is then `/`).
+    pub is_asterisk: bool,
+}
+
+/// Applies the port-80 rules to a parsed head: which authority the request is for, and
+/// which path and query.
+///
+/// - Any request with several `Host` lines: [`HeadError::MultipleHost`]; with an invalid
+///   `Host`: [`HeadError::BadHost`] (RFC 9112 §3.2).
+/// - HTTP/1.1 without `Host`: [`HeadError::MissingHost`], absolute-form included.
+/// - Absolute-form: the target's authority wins over `Host` (RFC 9112 §3.2.2); an empty path
+///   becomes `/`.
+/// - HTTP/1.0 without `Host` (and not absolute-form): `default_host` (validated like a `Host`
+///   value), else [`HeadError::MissingHost`].
+/// - Asterisk-form with a method other than `OPTIONS`, and authority-form (`CONNECT`; this
+///   is not a forward proxy): [`HeadError::BadTarget`].
+///
+/// No allocation.
+pub fn redirect_inputs<'b>(
+    head: &Head<'b>,
+    default_host: Option<&'b [u8]>,
+) -> Result<RequestTarget<'b>, HeadError> {
+    let target = classify_target(head.target)?;
+    let host_header = match head.host {
+        HostField::Many => return Err(HeadError::MultipleHost),
+        HostField::One(value) => Some(parse_authority(value).map_err(HeadError::BadHost)?),
+        HostField::None => None,
+    };
+    let (path_and_query, is_asterisk): (&'b [u8], bool) = match target {
+        Target::Authority(_) => return Err(HeadError::BadTarget),
+        Target::Asterisk if head.method != "OPTIONS" => return Err(HeadError::BadTarget),
+        Target::Asterisk => (b"/", true),
+        Target::Origin { path_and_query } => (path_and_query, false),
+        Target::Absolute {
+            authority,
+            path_and_query,
+            ..
+        } => {
+            if head.version >= 1 && host_header.is_none() {
+                return Err(HeadError::MissingHost);
+            }
+            let authority = parse_authority(authority).map_err(HeadError::BadHost)?;
+            return Ok(RequestTarget {
+                authority,
+                path_and_query,
+                is_asterisk: false,
+            });
+        }
+    };
+    let authority = match host_header {
+        Some(a) => a,
+        None if head.version == 0 => match default_host {
+            Some(d) => parse_authority(d).map_err(HeadError::BadHost)?,
+            None => return Err(HeadError::MissingHost),
+        },
+        None => return Err(HeadError::MissingHost),
+    };
+    Ok(RequestTarget {
+        authority,
+        path_and_query,
+        is_asterisk,
+    })
+}
+
+/// What has to be written before `path_and_query` to make it an origin-form path: `/` when
+/// it does not start with `/` (empty or query-only), nothing otherwise.
+pub fn origin_form_prefix(path_and_query: &[u8]) -> &'static [u8] {
+    if path_and_query.first() == Some(&b'/') {
+        b""
+    } else {
+        b"/"
+    }
+}
+
+/// The path part of `path_and_query` (up to the first `?`); `/` when that is empty.
+pub fn path_only(path_and_query: &[u8]) -> &[u8] {
+    let path = match path_and_query.iter().position(|&b| b == b'?') {
+        Some(q) => path_and_query.get(..q).unwrap_or_default(),
+        None => path_and_query,
+    };
+    if path.is_empty() { b"/" } else { path }
+}
+
+/// Whether the path part of `path_and_query` starts with `prefix`, byte-wise and
+/// case-sensitively, with no percent-decoding (for exempt paths).
+///
+/// Hardening: a path containing `..` or `%2e` (any case) never matches, so that a dot
+/// segment cannot carry an exempt prefix to another resource on the backend
+/// (`/.well-known/acme-challenge/../../admin`); such requests are redirected instead.
+pub fn path_has_prefix(path_and_query: &[u8], prefix: &[u8]) -> bool {
+    let path = path_only(path_and_query);
+    if !path.starts_with(prefix) {
+        return false;
+    }
+    let dot_segment = path.windows(2).any(|w| w == b"..")
+        || path.windows(3).any(|w| w.eq_ignore_ascii_case(b"%2e"));
+    !dot_segment
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::normalize;
+
+    const MAX: usize = 16 * 1024;
+
+    fn complete(buf: &[u8]) -> Head<'_> {
+        match parse_head(buf, MAX) {
+            HeadStatus::Complete(h) => h,
+            other => panic!("expected a complete head, got {other:?}"),
+        }
+    }
+
+    fn error(buf: &[u8]) -> HeadError {
+        match parse_head(buf, MAX) {
+            HeadStatus::Error(e) => e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// Outcome of the whole port-80 pipeline: (normalized host, path) or the error.
+    fn inputs(
+        buf: &[u8],
+        default_host: Option<&'static [u8]>,
+    ) -> Result<(String, String), HeadError> {
+        let head = match parse_head(buf, MAX) {
+            HeadStatus::Complete(h) => h,
+            HeadStatus::Error(e) => return Err(e),
+            HeadStatus::Partial => panic!("partial"),
+        };
+        let rt = redirect_inputs(&head, default_host)?;
+        Ok((
+            normalize(&rt.authority),
+            String::from_utf8_lossy(rt.path_and_query).into_owned(),
+        ))
+    }
+
+    fn ok(host: &str, path: &str) -> Result<(String, String), HeadError> {
+        Ok((host.into(), path.into()))
+    }
+
+    #[test]
+    fn simple_get() {
+        let buf = b"GET /a?b HTTP/1.1\r\nHost: Example.COM.:80\r\n\r\nbody";
+        let h = complete(buf);
+        assert_eq!(h.method, "GET");
+        assert_eq!(h.target, b"/a?b");
+        assert_eq!(h.version, 1);
+        assert_eq!(h.head_len, buf.len() - 4);
+        assert_eq!(h.host, HostField::One(b"Example.COM.:80"));
+        assert!(!h.has_body);
+        assert!(!h.connection_close);
+        assert_eq!(inputs(buf, None), ok("example.com", "/a?b"));
+    }
+
+    #[test]
+    fn percent_encoding_and_query_byte_for_byte() {
+        let buf = b"GET /a%20b?x=%2F&y HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(inputs(buf, None), ok("h", "/a%20b?x=%2F&y"));
+        let buf = b"GET //x/../%2e%2E/?q=a?b HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(inputs(buf, None), ok("h", "//x/../%2e%2E/?q=a?b"));
+    }
+
+    #[test]
+    fn absolute_form_authority_wins() {
+        let buf = b"GET http://Target.Example:8080/p?q HTTP/1.1\r\nHost: other.example\r\n\r\n";
+        assert_eq!(inputs(buf, None), ok("target.example", "/p?q"));
+        let buf = b"GET HTTPS://t.example/p HTTP/1.1\r\nHost: other\r\n\r\n";
+        assert_eq!(inputs(buf, None), ok("t.example", "/p"));
+        let buf = b"GET http://[2001:DB8::1]:80/ HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(inputs(buf, None), ok("[2001:db8::1]", "/"));
+    }
+
+    #[test]
+    fn absolute_form_empty_path() {
+        let buf = b"GET http://h HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(inputs(buf, None), ok("h", "/"));
+        let buf = b"GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(inputs(buf, None), ok("h", "?q=1"));
+    }
+
+    #[test]
+    fn absolute_form_host_rules() {
+        // HTTP/1.1 still needs a Host header, and a valid, single one
+        let buf = b"GET http://h/ HTTP/1.1\r\n\r\n";
+        assert_eq!(inputs(buf, None), Err(HeadError::MissingHost));
+        let buf = b"GET http://h/ HTTP/1.1\r\nHost: a b\r\n\r\n";
+        assert_eq!(
+            inputs(buf, None),
+            Err(HeadError::BadHost(HostError::InvalidChar(b' ')))
+        );
+        let buf = b"GET http://h/ HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n";
+        assert_eq!(inputs(buf, None), Err(HeadError::MultipleHost));
+        // HTTP/1.0 takes the target's authority without a Host header
+        let buf = b"GET http://h/x HTTP/1.0\r\n\r\n";
+        assert_eq!(inputs(buf, None), ok("h", "/x"));
+        // invalid authorities in the target
+        let buf = b"GET http://user@h/ HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(
+            inputs(buf, None),
+            Err(HeadError::BadHost(HostError::Userinfo))
+        );
+        let buf = b"GET http:///p HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(inputs(buf, None), Err(HeadError::BadHost(HostError::Empty)));
+    }
+
+    #[test]
+    fn http10_default_host() {
+        let buf = b"GET /x HTTP/1.0\r\n\r\n";
+        assert_eq!(inputs(buf, None), Err(HeadError::MissingHost));
+        assert_eq!(
+            inputs(buf, Some(b"Default.Example")),
+            ok("default.example", "/x")
+        );
+        assert_eq!(
+            inputs(buf, Some(b"bad host")),
+            Err(HeadError::BadHost(HostError::InvalidChar(b' ')))
+        );
+        // a Host header wins over the default
+        let buf = b"GET /x HTTP/1.0\r\nHost: h\r\n\r\n";
+        assert_eq!(inputs(buf, Some(b"d")), ok("h", "/x"));
+        // the default is only for HTTP/1.0
+        let buf = b"GET /x HTTP/1.1\r\n\r\n";
+        assert_eq!(inputs(buf, Some(b"d")), Err(HeadError::MissingHost));
+        // HTTP/1.0 with a duplicate or invalid Host is still refused
+        let buf = b"GET /x HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n";
+        assert_eq!(inputs(buf, Some(b"d")), Err(HeadError::MultipleHost));
+        let buf = b"GET /x HTTP/1.0\r\nHost: a/b\r\n\r\n";
+        assert_eq!(
+            inputs(buf, Some(b"d")),
+            Err(HeadError::BadHost(HostError::InvalidChar(b'/')))
+        );
+    }
+
+    #[test]
+    fn http11_host_rules() {
+        let r = |host: &[u8]| {
+            let mut buf = b"GET / HTTP/1.1\r\nHost: ".to_vec();
+            buf.extend_from_slice(host);
+            buf.extend_from_slice(b"\r\n\r\n");
+            inputs(&buf, None)
+        };
+        let bad = |e| Err(HeadError::BadHost(e));
+        assert_eq!(r(b"a b"), bad(HostError::InvalidChar(b' ')));
+        assert_eq!(r(b"a/b"), bad(HostError::InvalidChar(b'/')));
+        assert_eq!(r(b"user@h"), bad(HostError::Userinfo));
+        assert_eq!(r(b"[::1"), bad(HostError::InvalidIpv6));
+        assert_eq!(r(b"h:99999"), bad(HostError::PortOutOfRange));
+        assert_eq!(r(b"h:x"), bad(HostError::InvalidPort));
+        assert_eq!(
+            r("b\u{fc}cher.de".as_bytes()),
+            bad(HostError::InvalidChar(0xc3))
+        );
+        assert_eq!(r(b""), bad(HostError::Empty));
+        assert_eq!(r(b"h:80"), ok("h", "/"));
+        assert_eq!(r(b"[2001:db8::1]:80"), ok("[2001:db8::1]", "/"));
+        // case-insensitive header name, duplicates even when equal
+        let buf = b"GET / HTTP/1.1\r\nhOsT: h\r\n\r\n";
+        assert_eq!(inputs(buf, None), ok("h", "/"));
+        let buf = b"GET / HTTP/1.1\r\nHost: h\r\nHOST: h\r\n\r\n";
+        assert_eq!(complete(buf).host, HostField::Many);
+        assert_eq!(inputs(buf, None), Err(HeadError::MultipleHost));
+        let buf = b"GET / HTTP/1.1\r\nX-Host: h\r\n\r\n";
+        assert_eq!(inputs(buf, None), Err(HeadError::MissingHost));
+    }
+
+    #[test]
+    fn asterisk_and_authority_forms() {
+        let buf = b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n";
+        let head = complete(buf);
+        let rt = redirect_inputs(&head, None).unwrap();
+        assert!(rt.is_asterisk);
+        assert_eq!(rt.path_and_query, b"/");
+        assert_eq!(normalize(&rt.authority), "h");
+        let buf = b"GET * HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(inputs(buf, None), Err(HeadError::BadTarget));
+        let buf = b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n";
+        assert_eq!(complete(buf).target, b"h:443");
+        assert_eq!(inputs(buf, None), Err(HeadError::BadTarget));
+    }
+
+    #[test]
+    fn classify() {
+        assert_eq!(
+            classify_target(b"/p?q"),
+            Ok(Target::Origin {
+                path_and_query: b"/p?q"
+            })
+        );
+        assert_eq!(classify_target(b"*"), Ok(Target::Asterisk));
+        assert_eq!(classify_target(b"h:443"), Ok(Target::Authority(b"h:443")));
+        // neither form, looks like an authority: refused by redirect_inputs / parse_authority
+        assert_eq!(classify_target(b"**"), Ok(Target::Authority(b"**")));
+        assert_eq!(
+            classify_target(b"HtTp://h"),
+            Ok(Target::Absolute {
+                authority: b"h",
+                path_and_query: b"/",
+                scheme_https: false
+            })
+        );
+        assert_eq!(
+            classify_target(b"https://h:8443/a/b?c"),
+            Ok(Target::Absolute {
+                authority: b"h:8443",
+                path_and_query: b"/a/b?c",
+                scheme_https: true
+            })
+        );
+        assert_eq!(
+            classify_target(b"http://h?q"),
+            Ok(Target::Absolute {
+                authority: b"h",
+                path_and_query: b"?q",
+                scheme_https: false
+            })
+        );
+        for bad in [
+            &b""[..],
+            b"/a b",
+            b"/a\x00",
+            b"/a\x7f",
+            b"/a\tb",
+            b"/a\r\nX: y",
+            b"/a#frag",
+            b"ftp://h/",
+            b"http:/h",
+            b"h/x",
+        ] {
+            assert_eq!(classify_target(bad), Err(HeadError::BadTarget), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn control_byte_in_target() {
+        // httparse refuses these itself; whichever layer catches them, the answer is 400
+        for buf in [
+            &b"GET /a\x01b HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"GET /a\x7fb HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /a\x00b HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            assert_eq!(error(buf).status(), 400, "{buf:?}");
+        }
+        // parse_head's own check, behind httparse's
+        assert!(is_forbidden_target_byte(b' '));
+        assert!(is_forbidden_target_byte(0));
+        assert!(is_forbidden_target_byte(0x7f));
+        assert!(!is_forbidden_target_byte(b'~'));
+    }
+
+    #[test]
+    fn too_large() {
+        // a 16 KiB head with no end
+        let mut buf = b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: ".to_vec();
+        buf.resize(MAX, b'a');
+        assert_eq!(
+            parse_head(&buf, MAX),
+            HeadStatus::Error(HeadError::TooLarge)
+        );
+        assert_eq!(HeadError::TooLarge.status(), 431);
+        // one byte less is still partial
+        assert_eq!(parse_head(&buf[..MAX - 1], MAX), HeadStatus::Partial);
+        // complete but over the limit
+        buf.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            parse_head(&buf, MAX),
+            HeadStatus::Error(HeadError::TooLarge)
+        );
+        // exactly at the limit is fine
+        let mut exact = b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: ".to_vec();
+        exact.resize(MAX - 4, b'a');
+        exact.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(parse_head(&exact, MAX), HeadStatus::Complete(h) if h.head_len == MAX));
+        // too many header lines
+        let mut many = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+        for i in 0..MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(
+            parse_head(&many, MAX),
+            HeadStatus::Error(HeadError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn partial_heads() {
+        let full = b"GET /path HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n";
+        for n in 0..full.len() {
+            assert_eq!(
+                parse_head(&full[..n], MAX),
+                HeadStatus::Partial,
+                "prefix {n}"
+            );
+        }
+        assert!(matches!(parse_head(full, MAX), HeadStatus::Complete(_)));
+    }
+
+    #[test]
+    fn body_and_connection() {
+        let h = complete(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+        assert!(h.has_body);
+        let h = complete(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
+        assert!(!h.has_body);
+        let h = complete(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n");
+        assert!(h.has_body);
+        let h = complete(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(h.has_body);
+        assert_eq!(
+            error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\n\r\n"),
+            HeadError::BadContentLength
+        );
+        assert_eq!(
+            error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            HeadError::BadContentLength
+        );
+        assert_eq!(
+            error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n"),
+            HeadError::BadContentLength
+        );
+        assert_eq!(
+            error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+            HeadError::BadContentLength
+        );
+        assert_eq!(
+            error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: \r\n\r\n"),
+            HeadError::BadContentLength
+        );
+        let h = complete(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n");
+        assert!(h.connection_close);
+        let h = complete(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(h.connection_close);
+        let h = complete(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(!h.connection_close);
+        let h = complete(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: closed\r\n\r\n");
+        assert!(!h.connection_close);
+    }
+
+    #[test]
+    fn error_status_and_display() {
+        assert_eq!(HeadError::MissingHost.status(), 400);
+        assert_eq!(HeadError::BadTarget.status(), 400);
+        assert_eq!(HeadError::Malformed("x").status(), 400);
+        assert_eq!(
+            HeadError::BadHost(HostError::Userinfo).to_string(),
+            "invalid host: userinfo ('@') not allowed in host"
+        );
+        assert_eq!(
+            HeadError::MultipleHost.to_string(),
+            "more than one Host header"
+        );
+        let e: &dyn std::error::Error = &HeadError::BadHost(HostError::Empty);
+        assert!(e.source().is_some());
+    }
+
+    #[test]
+    fn path_helpers() {
+        assert_eq!(path_only(b"/a/b?c=d?e"), b"/a/b");
+        assert_eq!(path_only(b"/a"), b"/a");
+        assert_eq!(path_only(b"?q"), b"/");
+        assert_eq!(path_only(b""), b"/");
+        assert_eq!(origin_form_prefix(b"/a"), b"");
+        assert_eq!(origin_form_prefix(b"?q"), b"/");
+        assert_eq!(origin_form_prefix(b""), b"/");
+        let acme = b"/.well-known/acme-challenge/";
+        assert!(path_has_prefix(
+            b"/.well-known/acme-challenge/tok_EN-1",
+            acme
+        ));
+        assert!(path_has_prefix(b"/.well-known/acme-challenge/t?x=..", acme));
+        assert!(!path_has_prefix(b"/.well-known/acme-challenge", acme));
+        assert!(!path_has_prefix(b"/.WELL-KNOWN/acme-challenge/t", acme));
+        assert!(!path_has_prefix(b"/x?/.well-known/acme-challenge/t", acme));
+        assert!(!path_has_prefix(
+            b"/.well-known/acme-challenge/../../admin",
+            acme
+        ));
+        assert!(!path_has_prefix(
+            b"/.well-known/acme-challenge/%2E%2e/admin",
+            acme
+        ));
+        assert!(!path_has_prefix(
+            b"/.well-known/acme-challenge/.%2e/admin",
+            acme
+        ));
+        assert!(path_has_prefix(b"/healthz", b"/healthz"));
+        assert!(path_has_prefix(b"/healthz?full=1", b"/healthz"));
+        assert!(path_has_prefix(b"/healthzz", b"/healthz"));
+        assert!(!path_has_prefix(b"/health", b"/healthz"));
+        assert!(path_has_prefix(b"?q", b"/"));
+    }
+
+    /// Mutated requests never panic anywhere in the pipeline (a poor man's fuzzer).
+    #[test]
+    fn mutations_never_panic() {
+        let seeds: [&[u8]; 5] = [
+            b"GET /a?b HTTP/1.1\r\nHost: Example.COM.:80\r\nContent-Length: 3\r\n\r\n",
+            b"GET http://[2001:db8::1]:8080/p HTTP/1.0\r\nConnection: close\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n",
+            b"GET https://u@h?q HTTP/1.1\r\nHost: [::1]\r\n\r\n",
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let interesting = b"\0\r\n :/?#@[]%.*\x7f\xff\t,";
+        for i in 0..20_000u64 {
+            let seed = seeds[(i % 5) as usize];
+            let mut buf = seed.to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % (buf.len() + 1);
+                let byte = if next() % 2 == 0 {
+                    interesting[(next() as usize) % interesting.len()]
+                } else {
+                    next() as u8
+                };
+                match next() % 3 {
+                    0 if at < buf.len() => buf[at] = byte,
+                    1 if at < buf.len() => {
+                        buf.remove(at);
+                    }
+                    _ => buf.insert(at, byte),
+                }
+            }
+            let cut = (next() as usize) % (buf.len() + 1);
+            for b in [&buf[..], &buf[..cut]] {
+                if let HeadStatus::Complete(head) = parse_head(b, 64) {
+                    let _ = classify_target(head.target);
+                    if let Ok(rt) = redirect_inputs(&head, Some(b"d")) {
+                        let mut out = [0u8; 64];
+                        let _ = crate::host::normalize_into(&rt.authority, &mut out);
+                        let _ = path_has_prefix(rt.path_and_query, b"/.well-known/");
+                    }
+                }
+                let _ = parse_head(b, 1 << 14);
+                let _ = crate::host::parse_authority(b);
+            }
+        }
+    }
+
+    /// Odd requests, each with its exact outcome through parse_head + redirect_inputs.
+    #[test]
+    fn corpus() {
+        type Outcome = Result<(String, String), HeadError>;
+        let malformed = |why: &'static str| -> Outcome { Err(HeadError::Malformed(why)) };
+        let long = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Long: {}\r\n\r\n",
+            "v".repeat(12000)
+        );
+        let cases: Vec<(&[u8], Outcome)> = vec![
+            // 1. tab as OWS around a header value
+            (b"GET / HTTP/1.1\r\nHost:\th\t\r\n\r\n", ok("h", "/")),
+            // 2. no space after the colon
+            (b"GET / HTTP/1.1\r\nHost:h\r\n\r\n", ok("h", "/")),
+            // 3. obs-fold continuation line
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\n\r\n",
+                malformed("invalid header name"),
+            ),
+            // 4. LF-only line endings
+            (b"GET /lf HTTP/1.1\nHost: h\n\n", ok("h", "/lf")),
+            // 5. mixed CRLF / LF
+            (b"GET /m HTTP/1.1\r\nHost: h\n\r\n", ok("h", "/m")),
+            // 6. very long header value (under the limit)
+            (long.as_bytes(), ok("h", "/")),
+            // 7. empty header value
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nX-Empty:\r\n\r\n",
+                ok("h", "/"),
+            ),
+            // 8. empty Host value
+            (
+                b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+                Err(HeadError::BadHost(HostError::Empty)),
+            ),
+            // 9. absolute https:// target
+            (
+                b"GET https://h/s HTTP/1.1\r\nHost: x\r\n\r\n",
+                ok("h", "/s"),
+            ),
+            // 10. OPTIONS *
+            (b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", ok("h", "/")),
+            // 11. CONNECT authority-form
+            (
+                b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n",
+                Err(HeadError::BadTarget),
+            ),
+            // 12. lowercase method is a different (valid) token
+            (b"get /l HTTP/1.1\r\nHost: h\r\n\r\n", ok("h", "/l")),
+            // 13. HTTP/2 preface
+            (
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                malformed("invalid or unsupported HTTP version"),
+            ),
+            // 14. HTTP/0.9 simple request
+            (b"GET /\r\n\r\n", malformed("invalid token in request line")),
+            // 15. NUL byte in a header value
+            (
+                b"GET / HTTP/1.1\r\nHost: h\x00x\r\n\r\n",
+                malformed("invalid header value"),
+            ),
+            // 16. header name with a space
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nX Y: z\r\n\r\n",
+                malformed("invalid header name"),
+            ),
+            // 17. space before the colon
+            (
+                b"GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+                malformed("invalid header name"),
+            ),
+            // 18. leading empty line before the request line
+            (b"\r\nGET /e HTTP/1.1\r\nHost: h\r\n\r\n", ok("h", "/e")),
+            // 19. two spaces between method and target
+            (
+                b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
+                malformed("invalid token in request line"),
+            ),
+            // 20. lowercase version
+            (
+                b"GET / http/1.1\r\nHost: h\r\n\r\n",
+                malformed("invalid or unsupported HTTP version"),
+            ),
+            // 21. HTTP/1.2
+            (
+                b"GET / HTTP/1.2\r\nHost: h\r\n\r\n",
+                malformed("invalid or unsupported HTTP version"),
+            ),
+            // 22. bare CR line ending
+            (
+                b"GET / HTTP/1.1\rHost: h\r\n\r\n",
+                malformed("invalid line ending"),
+            ),
+            // 23. non-ASCII (UTF-8) Host value
+            (
+                "GET / HTTP/1.1\r\nHost: bücher.de\r\n\r\n".as_bytes(),
+                Err(HeadError::BadHost(HostError::InvalidChar(0xc3))),
+            ),
+            // 24. Host with trailing whitespace is trimmed by the parser
+            (b"GET / HTTP/1.1\r\nHost: h  \r\n\r\n", ok("h", "/")),
+            // 25. fragment in the target
+            (
+                b"GET /a#b HTTP/1.1\r\nHost: h\r\n\r\n",
+                Err(HeadError::BadTarget),
+            ),
+            // 26. absolute-form with an empty path and a query
+            (
+                b"GET http://H.?q HTTP/1.1\r\nHost: x\r\n\r\n",
+                ok("h", "?q"),
+            ),
+            // 27. method with a non-token byte
+            (
+                b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n",
+                malformed("invalid token in request line"),
+            ),
+            // 28. Host header in odd case, value with port and trailing dot
+            (
+                b"GET /x HTTP/1.1\r\nHOST: WWW.H.COM.:8080\r\n\r\n",
+                ok("www.h.com", "/x"),
+            ),
+            // 29. TLS ClientHello on port 80
+            (
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+                malformed("invalid token in request line"),
+            ),
+            // 30. missing target
+            (
+                b"GET HTTP/1.1\r\nHost: h\r\n\r\n",
+                malformed("invalid token in request line"),
+            ),
+            // 31. raw UTF-8 in the path is passed through
+            (
+                "GET /caf\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n".as_bytes(),
+                ok("h", "/caf\u{e9}"),
+            ),
+            // 32. header line without a colon
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nNoColon\r\n\r\n",
+                malformed("invalid header name"),
+            ),
+            // 33. HTTP/1.0 absolute-form with a Host that disagrees
+            (b"GET http://a/ HTTP/1.0\r\nHost: b\r\n\r\n", ok("a", "/")),
+            // 34. invalid UTF-8 in the target
+            (
+                b"GET /\xff HTTP/1.1\r\nHost: h\r\n\r\n",
+                malformed("invalid token in request line"),
+            ),
+        ];
+        assert!(cases.len() >= 25);
+        let mismatches: Vec<String> = cases
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (buf, want))| {
+                let got = inputs(buf, None);
+                (&got != want).then(|| {
+                    format!(
+                        "case {}: {:?}: got {got:?}, want {want:?}",
+                        i + 1,
+                        String::from_utf8_lossy(buf)
+                    )
+                })
+            })
+            .collect();
+        assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    }
+}

@@ -1,0 +1,360 @@
+//! The command line: clap definitions, and the client side of every subcommand.
+//!
+//! `run` starts the daemon; every other command is a short-lived client that talks to a
+//! running daemon over its control socket (or, for `check`, only reads files). Failures map
+//! to the distinct exit codes documented in `--help`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    config::{Config, DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET},
+    control::{self, ClientError, Request, Response},
+};
+
+const EXIT_CODES: &str = "\
+EXIT STATUS:
+  0  success
+  1  other error (I/O, a failure reported by the daemon)
+  2  usage error, or an invalid configuration file
+  3  the daemon is not running (no control socket, or nobody listening on it)
+  4  invalid host name (nothing was changed)
+  5  permission denied on the control socket (it is mode 0600: run as the daemon's user)
+
+FILES:
+  /etc/force-https/config.toml      configuration (see `force-https check`)
+  /var/lib/force-https/state.json   runtime enable/disable changes, restored at start
+  /run/force-https/control.sock     control socket of the running daemon
+
+ENVIRONMENT:
+  RUST_LOG            log filter of `force-https run` (default: info)
+  FORCE_HTTPS_CONFIG  configuration file, instead of --config";
+
+/// force-https: make websites reachable over HTTPS only.
+#[derive(Debug, Parser)]
+#[command(
+    name = "force-https",
+    version,
+    about = "Make websites reachable over HTTPS only: redirect port 80 to HTTPS, terminate TLS and add HSTS",
+    long_about = "force-https is an edge daemon. Every request for an enforced host that arrives on \
+port 80 gets a permanent redirect (301 for GET/HEAD, 308 otherwise) to the same URL over HTTPS; \
+every HTTPS response for an enforced host carries Strict-Transport-Security. Hosts that are not \
+enforced, and exempt paths such as ACME challenges, are proxied to the site's backend.\n\n\
+`force-https run` is the daemon. The other commands change or inspect a running daemon through \
+its control socket; changes take effect at once and are persisted across restarts.",
+    after_long_help = EXIT_CODES,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        env = "FORCE_HTTPS_CONFIG",
+        default_value = DEFAULT_CONFIG
+    )]
+    config: PathBuf,
+}
+
+/// How the client finds the daemon's control socket.
+#[derive(Debug, Args)]
+struct ControlArgs {
+    /// Control socket of the daemon [default: from --config, else /run/force-https/control.sock].
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// Read the control socket path from this configuration file.
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "control")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (as systemd does).
+    ///
+    /// Binds the [listen] addresses, restores runtime host changes from the state directory,
+    /// opens the control socket and, with an [xdp] section, attaches the XDP program.
+    /// SIGTERM or SIGINT stops accepting, drains in-flight connections (limits.drain_timeout_ms)
+    /// and exits 0. SIGHUP reloads certificates. Logs go to stderr; RUST_LOG filters them.
+    Run(ConfigArg),
+    /// Validate a configuration file and the certificates it names.
+    ///
+    /// Prints "ok" and exits 0 when the file is valid; otherwise prints every problem with
+    /// its line and column and exits 2. Nothing is changed.
+    Check(ConfigArg),
+    /// Enforce HTTPS for hosts on the running daemon.
+    ///
+    /// Each HOST is a name (shop.example.com) or a one-label wildcard (*.example.com);
+    /// internationalized names are converted to A-labels. A host that belongs to no site is
+    /// redirected only. The change is persisted before this command returns and is in effect
+    /// at once. An invalid name changes nothing and exits 4.
+    Enable {
+        /// Host names or wildcards.
+        #[arg(required = true, value_name = "HOST")]
+        hosts: Vec<String>,
+        #[command(flatten)]
+        target: ControlArgs,
+    },
+    /// Stop enforcing HTTPS for hosts on the running daemon.
+    ///
+    /// A site's host is proxied to its backend again; a host added with `enable` alone is
+    /// removed. Persisted before this command returns.
+    Disable {
+        /// Host names or wildcards.
+        #[arg(required = true, value_name = "HOST")]
+        hosts: Vec<String>,
+        #[command(flatten)]
+        target: ControlArgs,
+    },
+    /// List every host: its site, where it comes from, whether it is enforced, its counters.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: ControlArgs,
+    },
+    /// Show the daemon's global counters.
+    Stats {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: ControlArgs,
+    },
+    /// Reload TLS certificates without dropping connections.
+    ///
+    /// A certificate that cannot be loaded is reported (exit 1) and its previous version
+    /// stays in service. SIGHUP does the same.
+    Reload {
+        #[command(flatten)]
+        target: ControlArgs,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn fail(code: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let code = match e {
+            ClientError::NotRunning(..) => 3,
+            ClientError::PermissionDenied(_) => 5,
+            ClientError::Other(_) => 1,
+        };
+        fail(code, e.to_string())
+    }
+}
+
+impl ControlArgs {
+    fn socket(&self) -> Result<PathBuf, Failure> {
+        if let Some(p) = &self.control {
+            return Ok(p.clone());
+        }
+        if let Some(c) = &self.config {
+            return Config::load(c)
+                .map(|c| c.control_socket)
+                .map_err(|e| fail(2, e.to_string()));
+        }
+        Ok(PathBuf::from(DEFAULT_CONTROL_SOCKET))
+    }
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("force-https: error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run(c) => run_daemon(&c.config),
+        Command::Check(c) => check(&c.config),
+        Command::Enable { hosts, target } => set(&target, hosts, true),
+        Command::Disable { hosts, target } => set(&target, hosts, false),
+        Command::List { json, target } => list(&target, json),
+        Command::Stats { json, target } => stats(&target, json),
+        Command::Reload { target } => {
+            let r = call(&target, &Request::Reload)?;
+            println!("{}", r.message.unwrap_or_else(|| "reloaded".into()));
+            Ok(())
+        }
+    }
+}
+
+fn call(target: &ControlArgs, req: &Request) -> Result<Response, Failure> {
+    let socket = target.socket()?;
+    let r = control::call(&socket, req)?;
+    if r.ok {
+        return Ok(r);
+    }
+    let code = match r.code.as_deref() {
+        Some("invalid_host") => 4,
+        Some("bad_request") => 2,
+        _ => 1,
+    };
+    Err(fail(
+        code,
+        r.error
+            .unwrap_or_else(|| "the daemon reported an error".into()),
+    ))
+}
+
+fn run_daemon(path: &Path) -> Result<(), Failure> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = Config::load(path).map_err(|e| fail(2, e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(1, format!("cannot start the runtime: {e}")))?;
+    rt.block_on(crate::daemon::run(config))
+        .map_err(|e| fail(1, format!("{e:#}")))
+}
+
+fn check(path: &Path) -> Result<(), Failure> {
+    let config = Config::load(path).map_err(|e| fail(2, e.to_string()))?;
+    let cert_errors = crate::tls::check(&config);
+    if !cert_errors.is_empty() {
+        return Err(fail(
+            2,
+            format!("{}: {}", path.display(), cert_errors.join("\n  ")),
+        ));
+    }
+    println!(
+        "{}: ok ({} site(s), {} domain(s))",
+        path.display(),
+        config.sites.len(),
+        config.sites.iter().map(|s| s.domains.len()).sum::<usize>()
+    );
+    Ok(())
+}
+
+fn set(target: &ControlArgs, hosts: Vec<String>, enforce: bool) -> Result<(), Failure> {
+    // Validate locally first, so a typo gets exit 4 even before the daemon is asked.
+    for h in &hosts {
+        if let Err(e) = force_https_proto::host::parse_domain_pattern(h) {
+            return Err(fail(4, format!("invalid host name {h:?}: {e}")));
+        }
+    }
+    let req = if enforce {
+        Request::Enable { hosts }
+    } else {
+        Request::Disable { hosts }
+    };
+    let r = call(target, &req)?;
+    let verb = if enforce { "enforced" } else { "not enforced" };
+    let changed = r.changed.unwrap_or_default();
+    if changed.is_empty() {
+        println!("no change: already {verb}");
+    } else {
+        for h in changed {
+            println!("{h}: {verb}");
+        }
+    }
+    Ok(())
+}
+
+fn list(target: &ControlArgs, json: bool) -> Result<(), Failure> {
+    let r = call(target, &Request::List)?;
+    let hosts = r.hosts.unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&hosts).map_err(|e| fail(1, e.to_string()))?
+        );
+        return Ok(());
+    }
+    let w = hosts.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
+    let sw = hosts
+        .iter()
+        .map(|h| h.site.as_deref().map_or(1, str::len))
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<w$}  {:<sw$}  {:<7}  {:<8}  {:>10}  {:>10}",
+        "HOST", "SITE", "SOURCE", "ENFORCED", "REDIRECTS", "PROXIED"
+    );
+    for h in hosts {
+        let enforced = match (h.enforced, h.overridden && h.source == "config") {
+            (true, true) => "yes*",
+            (true, false) => "yes",
+            (false, true) => "no*",
+            (false, false) => "no",
+        };
+        println!(
+            "{:<w$}  {:<sw$}  {:<7}  {:<8}  {:>10}  {:>10}",
+            h.host,
+            h.site.as_deref().unwrap_or("-"),
+            h.source,
+            enforced,
+            h.redirects,
+            h.proxied
+        );
+    }
+    Ok(())
+}
+
+fn stats(target: &ControlArgs, json: bool) -> Result<(), Failure> {
+    let r = call(target, &Request::Stats)?;
+    let stats = r.stats.unwrap_or_default();
+    if json {
+        let map: serde_json::Map<String, serde_json::Value> = stats
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::from(v)))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&map).map_err(|e| fail(1, e.to_string()))?
+        );
+        return Ok(());
+    }
+    let w = stats.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in stats {
+        println!("{k:<w$}  {v}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,376 @@
+//! The TLS terminator on 443: certificates, SNI, reload, and the HTTPS accept loop.
+//!
+//! rustls with the aws-lc-rs provider (see README, "TLS"): TLS 1.2 and 1.3 only, the
+//! provider's default (AEAD, forward-secret) suites, ALPN `h2` and `http/1.1`, session tickets
+//! plus a server-side session cache. The certificate for a connection is chosen from the SNI:
+//! exact site domain, then a one-label wildcard, then `[tls] default_cert`; with none, the
+//! handshake is refused with the `unrecognized_name` alert. Certificates live behind an
+//! [`ArcSwap`], so `force-https reload` and SIGHUP swap them without touching connections; a
+//! file that fails to load keeps its previous certificate in service.
+
+use std::{collections::HashMap, fmt::Write as _, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context, anyhow, bail};
+use arc_swap::ArcSwap;
+use force_https_proto::host::{DomainPattern, wildcard_parent};
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use rustls::{
+    ServerConfig,
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache},
+    sign::CertifiedKey,
+};
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, watch},
+};
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::{
+    config::{Config, TlsFiles},
+    daemon::Shared,
+    metrics::Metrics,
+    proxy::{self, ConnInfo, Scheme},
+};
+
+/// A fatal `unrecognized_name` alert record (TLS 1.2 record layer, as before ServerHello).
+const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
+
+/// Which certificate serves which names.
+#[derive(Debug, Clone)]
+struct CertSource {
+    /// `None` for the default certificate.
+    names: Option<Vec<DomainPattern>>,
+    files: TlsFiles,
+}
+
+/// The loaded certificates, by name.
+#[derive(Default)]
+struct CertMap {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+    /// Loaded key per file pair, so a failed reload can keep the previous one.
+    by_files: HashMap<(std::path::PathBuf, std::path::PathBuf), Arc<CertifiedKey>>,
+}
+
+impl CertMap {
+    fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let named = sni.and_then(|n| {
+            let n = n.trim_end_matches('.').to_ascii_lowercase();
+            self.exact
+                .get(&n)
+                .or_else(|| wildcard_parent(&n).and_then(|p| self.wildcard.get(p)))
+                .cloned()
+        });
+        named.or_else(|| self.default.clone())
+    }
+
+    fn knows(&self, sni: Option<&str>) -> bool {
+        self.lookup(sni).is_some()
+    }
+}
+
+/// The certificate store and rustls configuration of the TLS listeners.
+pub struct CertStore {
+    sources: Vec<CertSource>,
+    /// Shared with the rustls resolver: a store here is what the next handshake sees.
+    map: Arc<ArcSwap<CertMap>>,
+    config: Arc<ServerConfig>,
+}
+
+#[derive(Debug)]
+struct Resolver(Arc<ArcSwap<CertMap>>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.load().lookup(hello.server_name())
+    }
+}
+
+impl std::fmt::Debug for CertMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CertMap({} exact, {} wildcard)",
+            self.exact.len(),
+            self.wildcard.len()
+        )
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Loads a PEM chain and key, checking that they belong together.
+pub fn load_certified_key(files: &TlsFiles) -> anyhow::Result<CertifiedKey> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .with_context(|| format!("cannot read certificate file {}", files.cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("invalid PEM in certificate file {}", files.cert.display()))?;
+    if certs.is_empty() {
+        bail!("no certificate found in {}", files.cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("cannot read a private key from {}", files.key.display()))?;
+    let ck = CertifiedKey::from_der(certs, key, &provider()).map_err(|e| {
+        anyhow!(
+            "certificate {} and key {} do not work together: {e}",
+            files.cert.display(),
+            files.key.display()
+        )
+    })?;
+    Ok(ck)
+}
+
+fn sources(config: &Config) -> Vec<CertSource> {
+    let mut v: Vec<CertSource> = config
+        .sites
+        .iter()
+        .filter_map(|s| {
+            s.tls.as_ref().map(|t| CertSource {
+                names: Some(s.domains.clone()),
+                files: t.clone(),
+            })
+        })
+        .collect();
+    if let Some(d) = &config.tls.default_cert {
+        v.push(CertSource {
+            names: None,
+            files: d.clone(),
+        });
+    }
+    v
+}
+
+/// Loads every source. Failures keep `previous`'s key for that file pair, if any, and are
+/// reported in the returned list.
+fn build_map(sources: &[CertSource], previous: Option<&CertMap>) -> (CertMap, Vec<String>) {
+    let mut map = CertMap::default();
+    let mut errors = Vec::new();
+    for s in sources {
+        let key = (s.files.cert.clone(), s.files.key.clone());
+        let ck = match map.by_files.get(&key) {
+            Some(ck) => Some(ck.clone()),
+            None => match load_certified_key(&s.files) {
+                Ok(ck) => Some(Arc::new(ck)),
+                Err(e) => {
+                    errors.push(format!("{e:#}"));
+                    previous.and_then(|p| p.by_files.get(&key).cloned())
+                }
+            },
+        };
+        let Some(ck) = ck else { continue };
+        map.by_files.insert(key, ck.clone());
+        match &s.names {
+            None => map.default = Some(ck),
+            Some(names) => {
+                for n in names {
+                    match n {
+                        DomainPattern::Exact(h) => map.exact.insert(h.clone(), ck.clone()),
+                        DomainPattern::Wildcard(s) => map.wildcard.insert(s.clone(), ck.clone()),
+                    };
+                }
+            }
+        }
+    }
+    (map, errors)
+}
+
+/// Checks every certificate of a config (for `force-https check`).
+pub fn check(config: &Config) -> Vec<String> {
+    build_map(&sources(config), None).1
+}
+
+impl CertStore {
+    /// Loads the certificates of `config`; any failure at start is an error.
+    pub fn load(config: &Config) -> anyhow::Result<CertStore> {
+        let sources = sources(config);
+        let (map, errors) = build_map(&sources, None);
+        if !errors.is_empty() {
+            bail!("{}", errors.join("; "));
+        }
+        let map = Arc::new(ArcSwap::from_pointee(map));
+        let mut sc = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .context("TLS protocol versions")?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Resolver(map.clone())));
+        sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        sc.session_storage = ServerSessionMemoryCache::new(config.tls.session_cache_size);
+        sc.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().context("session ticketer")?;
+        sc.ignore_client_order = true;
+        Ok(CertStore {
+            sources,
+            map,
+            config: Arc::new(sc),
+        })
+    }
+
+    /// Re-reads every certificate. Those that fail keep their previous version in service.
+    pub fn reload(&self) -> anyhow::Result<String> {
+        let previous = self.map.load_full();
+        let (map, errors) = build_map(&self.sources, Some(&previous));
+        let n = map.by_files.len();
+        self.map.store(Arc::new(map));
+        if errors.is_empty() {
+            Ok(format!("reloaded {n} certificate(s)"))
+        } else {
+            let mut msg = String::from(
+                "some certificates failed to reload; their previous version stays in service:",
+            );
+            for e in errors {
+                let _ = write!(msg, "\n  {e}");
+            }
+            Err(anyhow!(msg))
+        }
+    }
+}
+
+/// Accepts TLS connections until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("accept on a TLS listener failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        Metrics::inc(&shared.metrics.https_connections);
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = shared.conn_limit.clone().try_acquire_owned() else {
+            // No HTTP answer is possible before the handshake: just close.
+            Metrics::inc(&shared.metrics.connections_rejected);
+            continue;
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, peer, shared, permit, shutdown).await {
+                tracing::debug!(%peer, "TLS connection: {e:#}");
+            }
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(store) = shared.tls.as_ref() else {
+        bail!("TLS listener without certificates");
+    };
+    let m = &shared.metrics;
+    let timeout = Duration::from_millis(shared.config.tls.handshake_timeout_ms);
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        let sni = start.client_hello().server_name().map(str::to_owned);
+        if !store.map.load().knows(sni.as_deref()) {
+            return Ok::<_, std::io::Error>(Err((sni, start.io)));
+        }
+        Ok(Ok(start.into_stream(store.config.clone()).await?))
+    };
+    let tls = match tokio::time::timeout(timeout, handshake).await {
+        Err(_) => {
+            Metrics::inc(&m.tls_handshake_failures);
+            bail!("TLS handshake timed out");
+        }
+        Ok(Err(e)) => {
+            Metrics::inc(&m.tls_handshake_failures);
+            return Err(e).context("TLS handshake");
+        }
+        Ok(Ok(Err((sni, mut stream)))) => {
+            Metrics::inc(&m.tls_unknown_sni);
+            Metrics::inc(&m.tls_handshake_failures);
+            let _ = stream.write_all(&ALERT_UNRECOGNIZED_NAME).await;
+            let _ = stream.shutdown().await;
+            bail!("no certificate for SNI {sni:?}");
+        }
+        Ok(Ok(Ok(tls))) => tls,
+    };
+    let info = ConnInfo {
+        peer,
+        scheme: Scheme::Https,
+    };
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), info, req));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let tls_cfg = &shared.config.tls;
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(shared.config.limits.idle_timeout_ms))
+        .max_buf_size(tls_cfg.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(tls_cfg.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(tls_cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r.map_err(|e| anyhow!("{e}")),
+            c = shutdown.changed(), if !draining => {
+                if c.is_err() || *shutdown.borrow() {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_files_are_reported() {
+        let files = TlsFiles {
+            cert: "/nonexistent/c.pem".into(),
+            key: "/nonexistent/k.pem".into(),
+        };
+        let e = load_certified_key(&files).unwrap_err();
+        assert!(format!("{e:#}").contains("/nonexistent/c.pem"), "{e:#}");
+    }
+
+    #[test]
+    fn unrecognized_name_alert_bytes() {
+        // ContentType alert(21), TLS 1.2, length 2, level fatal(2), description 112.
+        assert_eq!(ALERT_UNRECOGNIZED_NAME, [21, 3, 3, 0, 2, 2, 112]);
+    }
+
+    #[test]
+    fn lookup_order() {
+        let mut m = CertMap::default();
+        assert!(m.lookup(Some("a.example")).is_none());
+        m.default = None;
+        assert!(!m.knows(None));
+    }
+}
