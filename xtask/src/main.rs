@@ -1,0 +1,80 @@
+//! `cargo xtask`: the developer entry point of force-https.
+//!
+//! - `setup` checks and installs the prerequisites (nightly + rust-src, LLVM dev packages,
+//!   bpf-linker, runtime tools);
+//! - `test` runs setup, fmt, clippy, the build and the whole test suite;
+//! - `demo` runs the daemon in two network namespaces and shows redirects and runtime toggles;
+//! - `bench` is not written yet.
+
+mod cmd;
+mod demo;
+mod netns;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Developer tasks for force-https"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the prerequisites and install what is missing (idempotent).
+    Setup,
+    /// Setup, then fmt --check, clippy -D warnings, build, and the whole test suite.
+    Test {
+        /// Extra arguments passed to `cargo test` (after `--`).
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Setup, build, then run the daemon in network namespaces and show what it does (root).
+    Demo,
+    /// Benchmarks (not yet implemented).
+    Bench,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cmd::ensure_cargo_bin_on_path();
+    let result = match cli.command {
+        Command::Setup => setup::run(),
+        Command::Test { cargo_test_args } => test::run(&cargo_test_args),
+        Command::Demo => demo::run(),
+        Command::Bench => {
+            eprintln!("xtask: bench: not yet implemented");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_passes_everything_after_double_dash() {
+        let cli = Cli::try_parse_from(["xtask", "test", "--", "-p", "tests", "--", "--nocapture"])
+            .unwrap();
+        let Command::Test { cargo_test_args } = cli.command else {
+            panic!("not the test command");
+        };
+        assert_eq!(cargo_test_args, ["-p", "tests", "--", "--nocapture"]);
+    }
+}
