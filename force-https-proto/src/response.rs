@@ -8,8 +8,8 @@
 //! ```text
 //! HTTP/1.1 301 Moved Permanently\r\n
 //! Location: https://HOST[:PORT]PATH\r\n
-//! Content-Length: 0\r\n
 //! Connection: close\r\n
+//! Content-Length: 0\r\n
 //! \r\n
 //! ```
 //!
@@ -30,7 +30,7 @@
 use crate::head::origin_form_prefix;
 
 /// What follows the path in every redirect.
-const REDIRECT_SUFFIX: &[u8] = b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const REDIRECT_SUFFIX: &[u8] = b"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
 /// The configured redirect code of a site (`redirect_code = "auto" | 301 | 308`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(
             text(&r),
             "HTTP/1.1 301 Moved Permanently\r\nLocation: https://example.com/a?b\r\n\
-             Content-Length: 0\r\nConnection: close\r\n\r\n"
+             Connection: close\r\nContent-Length: 0\r\n\r\n"
         );
     }
 
@@ -316,7 +316,7 @@ mod tests {
         assert_eq!(
             text(&r),
             "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://example.com:8443/\r\n\
-             Content-Length: 0\r\nConnection: close\r\n\r\n"
+             Connection: close\r\nContent-Length: 0\r\n\r\n"
         );
     }
 
@@ -592,6 +592,6 @@ mod tests {
             443,
         );
         assert_eq!(location(&r), "https://h/a%20b?x=%2F&y");
-        assert!(r.ends_with("\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
+        assert!(r.ends_with("\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"));
     }
 }

@@ -200,6 +200,10 @@ async fn serve_proxied(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(limits.idle_timeout_ms))
         .max_buf_size(limits.max_head_bytes.max(8192))
+        // Redirects sent from here must be byte-identical to the raw ones (see
+        // proxy::redirect_response); backends' own Date headers are forwarded unchanged.
+        .title_case_headers(true)
+        .auto_date_header(false)
         .keep_alive(true);
     let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);

@@ -109,7 +109,9 @@ fn full(b: Bytes) -> Body {
 }
 
 /// The redirect as a hyper response, parsed from the canonical bytes of
-/// [`response::redirect`] so it can never differ from what the raw paths send.
+/// [`response::redirect`] with its headers in the same order. The port-80 hyper connection
+/// writes Title-Case names and no Date header, so the bytes on the wire are exactly those of
+/// the raw paths.
 fn redirect_response(
     status: RedirectStatus,
     host: &str,
@@ -128,8 +130,7 @@ fn redirect_response(
             if let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(h.name.as_bytes()),
                 HeaderValue::from_bytes(h.value),
-            ) && n != header::CONTENT_LENGTH
-            {
+            ) {
                 r.headers_mut().append(n, v);
             }
         }
@@ -199,10 +200,12 @@ pub async fn handle(
                 RedirectStatus::Moved301 => &m.redirects_301,
                 RedirectStatus::Permanent308 => &m.redirects_308,
             });
-            let mut r = redirect_response(status, &host, shared.config.https_port, pq.as_bytes());
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(r);
+            return Ok(redirect_response(
+                status,
+                &host,
+                shared.config.https_port,
+                pq.as_bytes(),
+            ));
         }
         Action::NotFound => {
             m.count_status(404);

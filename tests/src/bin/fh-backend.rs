@@ -1,0 +1,220 @@
+//! `fh-backend`: a tiny HTTP/1.1 backend for the black-box tests.
+//!
+//! ```text
+//! fh-backend --listen ADDR --name NAME [--delay-ms N] [--hsts VALUE]
+//! ```
+//!
+//! Every request gets `200`, `Content-Type: text/plain`, `X-Backend: NAME` and a body of lines:
+//! `backend=NAME`, `method=..`, `path=..` (path and query), `host=..`, one
+//! `header:<name>=<value>` per request header (lowercase names, in order), then
+//! `body-bytes=N` (the request body is read and counted, streaming). `--delay-ms` sleeps before
+//! answering, `--hsts` adds `Strict-Transport-Security: VALUE`. `GET /ws` with
+//! `Upgrade: websocket` answers `101` and then echoes raw bytes back. Plain HTTP only.
+//! Prints `listening on ADDR` once bound.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+struct Opts {
+    listen: SocketAddr,
+    name: String,
+    delay: Duration,
+    hsts: Option<String>,
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("fh-backend: {msg}");
+    eprintln!("usage: fh-backend --listen ADDR --name NAME [--delay-ms N] [--hsts VALUE]");
+    std::process::exit(2);
+}
+
+fn parse_args() -> Opts {
+    let mut listen = None;
+    let mut name = None;
+    let mut delay = Duration::ZERO;
+    let mut hsts = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |flag: &str| {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
+        match arg.as_str() {
+            "--listen" => {
+                let v = value("--listen");
+                listen = Some(
+                    v.parse()
+                        .unwrap_or_else(|_| usage(&format!("bad address {v:?}"))),
+                );
+            }
+            "--name" => name = Some(value("--name")),
+            "--delay-ms" => {
+                let v = value("--delay-ms");
+                delay = Duration::from_millis(
+                    v.parse()
+                        .unwrap_or_else(|_| usage(&format!("bad delay {v:?}"))),
+                );
+            }
+            "--hsts" => hsts = Some(value("--hsts")),
+            "-h" | "--help" => usage("help"),
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    Opts {
+        listen: listen.unwrap_or_else(|| usage("--listen is required")),
+        name: name.unwrap_or_else(|| usage("--name is required")),
+        delay,
+        hsts,
+    }
+}
+
+fn is_ws_upgrade(req: &Request<Incoming>) -> bool {
+    req.uri().path() == "/ws"
+        && req
+            .headers()
+            .get(hyper::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+async fn handle(
+    opts: Arc<Opts>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if is_ws_upgrade(&req) {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut io = TokioIo::new(upgraded);
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if io.write_all(&buf[..n]).await.is_err() || io.flush().await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let resp = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(hyper::header::UPGRADE, "websocket")
+            .header(hyper::header::CONNECTION, "Upgrade")
+            .header("X-Backend", opts.name.as_str())
+            .body(Full::new(Bytes::new()))
+            .expect("101 response");
+        return Ok(resp);
+    }
+
+    let mut text = String::new();
+    text.push_str(&format!("backend={}\n", opts.name));
+    text.push_str(&format!("method={}\n", req.method()));
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    text.push_str(&format!("path={path}\n"));
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    text.push_str(&format!("host={host}\n"));
+    for (name, value) in req.headers() {
+        text.push_str(&format!(
+            "header:{}={}\n",
+            name.as_str(),
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+
+    let mut body = req.into_body();
+    let mut count: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    count += data.len() as u64;
+                }
+            }
+            Err(e) => {
+                eprintln!("fh-backend: body error: {e}");
+                break;
+            }
+        }
+    }
+    text.push_str(&format!("body-bytes={count}\n"));
+
+    if !opts.delay.is_zero() {
+        tokio::time::sleep(opts.delay).await;
+    }
+
+    let mut resp = Response::builder()
+        .status(StatusCode::OK)
+        .header(hyper::header::CONTENT_TYPE, "text/plain")
+        .header("X-Backend", opts.name.as_str());
+    if let Some(hsts) = &opts.hsts {
+        resp = resp.header(hyper::header::STRICT_TRANSPORT_SECURITY, hsts.as_str());
+    }
+    Ok(resp
+        .body(Full::new(Bytes::from(text)))
+        .expect("200 response"))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let opts = Arc::new(parse_args());
+    let listener = match TcpListener::bind(opts.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("fh-backend: bind {}: {e}", opts.listen);
+            std::process::exit(1);
+        }
+    };
+    let local = listener.local_addr().expect("local_addr");
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {local}");
+        let _ = out.flush();
+    }
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("fh-backend: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let opts = opts.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(opts.clone(), req));
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await
+            {
+                eprintln!("fh-backend: connection: {e}");
+            }
+        });
+    }
+}

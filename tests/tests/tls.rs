@@ -1,0 +1,812 @@
+//! TLS terminator on 443: certificates by SNI, HSTS semantics, forwarding headers, h1/h2 with
+//! curl and a Rust client, WebSocket tunnelling, live reload.
+//!
+//! Certificates come from a throw-away CA made with the openssl CLI in each test's temp dir.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::Duration,
+};
+
+use fh_tests::*;
+
+const EDGE443: &str = "198.51.100.1:443";
+
+/// A CA and leaf certificates signed by it.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+fn openssl(args: &[&str]) {
+    let out = output_timeout(Command::new("openssl").args(args), CMD_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::Builder::new()
+            .prefix("fht-pki-")
+            .tempdir()
+            .expect("tempdir");
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.pem"),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=force-https test CA",
+        ]);
+        Pki { dir }
+    }
+
+    fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+
+    fn ca(&self) -> String {
+        self.path("ca.pem").display().to_string()
+    }
+
+    /// Issues `NAME.pem` (leaf + CA chain) and `NAME.key` for `sans`. `rsa` picks an RSA PKCS#8
+    /// key, otherwise an ECDSA P-256 key in SEC1 form.
+    fn issue(&self, name: &str, cn: &str, sans: &[&str], rsa: bool) -> (String, String) {
+        let p = |f: String| self.path(&f).display().to_string();
+        let key = p(format!("{name}.key"));
+        if rsa {
+            openssl(&[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                &key,
+            ]);
+        } else {
+            openssl(&[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &key,
+            ]);
+        }
+        let csr = p(format!("{name}.csr"));
+        openssl(&[
+            "req",
+            "-new",
+            "-key",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={cn}"),
+        ]);
+        let ext = p(format!("{name}.ext"));
+        let san: Vec<String> = sans.iter().map(|s| format!("DNS:{s}")).collect();
+        std::fs::write(
+            &ext,
+            format!(
+                "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+                san.join(",")
+            ),
+        )
+        .expect("ext file");
+        let leaf = p(format!("{name}.leaf"));
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &self.ca(),
+            "-CAkey",
+            &p("ca.key".into()),
+            "-CAcreateserial",
+            "-out",
+            &leaf,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+        let chain = format!(
+            "{}{}",
+            std::fs::read_to_string(&leaf).expect("leaf"),
+            std::fs::read_to_string(self.ca()).expect("ca")
+        );
+        let cert = p(format!("{name}.pem"));
+        std::fs::write(&cert, chain).expect("chain");
+        (cert, key)
+    }
+}
+
+/// The config: port 80 + 443, two sites with their own certificates, and `extra` TOML.
+fn config(
+    pki: &Pki,
+    shop_backend: &str,
+    blog_backend: &str,
+    extra_shop: &str,
+    top: &str,
+) -> Config {
+    let (shop_cert, shop_key) = pki.issue(
+        "shop",
+        "shop.example.com",
+        &["shop.example.com", "*.shop.example.com"],
+        true,
+    );
+    let (blog_cert, blog_key) = pki.issue("blog", "blog.example.com", &["blog.example.com"], false);
+    Config::raw(&format!(
+        r#"[listen]
+http = ["0.0.0.0:80", "[::]:80"]
+https = ["0.0.0.0:443", "[::]:443"]
+[state]
+dir = "{{STATE_DIR}}"
+control_socket = "{{CONTROL_SOCKET}}"
+{top}
+[[site]]
+name = "shop"
+domains = ["shop.example.com", "*.shop.example.com"]
+backend = "{shop_backend}"
+force_https = true
+tls = {{ cert = "{shop_cert}", key = "{shop_key}" }}
+{extra_shop}
+[[site]]
+name = "blog"
+domains = ["blog.example.com"]
+backend = "{blog_backend}"
+tls = {{ cert = "{blog_cert}", key = "{blog_key}" }}
+"#
+    ))
+}
+
+fn resolve(host: &str) -> String {
+    format!("{host}:443:{}", EDGE_V4)
+}
+
+/// `curl -si --cacert CA --resolve HOST:443:EDGE ARGS https://HOST PATH`.
+fn curl_https(ns: &Netns, pki: &Pki, host: &str, path: &str, args: &[&str]) -> String {
+    let url = format!("https://{host}{path}");
+    let ca = pki.ca();
+    let r = resolve(host);
+    let mut all = vec!["--cacert", &ca, "--resolve", &r];
+    all.extend_from_slice(args);
+    all.push(&url);
+    curl(ns, &all)
+}
+
+fn headers_named<'a>(resp: &'a str, name: &str) -> Vec<&'a str> {
+    let head = resp.split("\r\n\r\n").next().unwrap_or("");
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+fn status_line(resp: &str) -> &str {
+    resp.lines().next().unwrap_or("").trim_end()
+}
+
+#[test]
+fn h1_h2_hsts_exactly_once_and_forwarding_headers() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let shop = Backend::start(&ns, "shop", 0);
+    let blog = Backend::start(&ns, "blog", 0);
+    let _d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", ""));
+
+    for proto in ["--http1.1", "--http2"] {
+        let r = curl_https(
+            &ns,
+            &pki,
+            "shop.example.com",
+            "/a?b=1",
+            &[
+                proto,
+                "-H",
+                "X-Forwarded-For: 203.0.113.9",
+                "-H",
+                "X-Forwarded-Proto: http",
+                "-H",
+                "Forwarded: for=x",
+            ],
+        );
+        let want_version = if proto == "--http2" {
+            "HTTP/2 200"
+        } else {
+            "HTTP/1.1 200 OK"
+        };
+        assert_eq!(status_line(&r), want_version, "{r}");
+        assert_eq!(
+            headers_named(&r, "strict-transport-security"),
+            vec!["max-age=31536000"],
+            "{proto}: {r}"
+        );
+        assert!(r.contains("backend=shop"), "{r}");
+        assert!(r.contains("path=/a?b=1"), "{r}");
+        assert!(r.contains("header:x-forwarded-proto=https"), "{r}");
+        assert!(
+            r.contains(&format!("header:x-forwarded-for={CLIENT_V4}")),
+            "{r}"
+        );
+        assert!(
+            !r.contains("203.0.113.9"),
+            "forged X-Forwarded-For kept: {r}"
+        );
+        assert!(
+            r.contains("header:x-forwarded-host=shop.example.com"),
+            "{r}"
+        );
+        assert!(
+            r.contains(&format!(
+                "header:forwarded=for={CLIENT_V4};host=\"shop.example.com\";proto=https"
+            )),
+            "{r}"
+        );
+        assert_eq!(r.matches("header:x-forwarded-for=").count(), 1, "{r}");
+
+        // Not enforced: no HSTS from force-https.
+        let r = curl_https(&ns, &pki, "blog.example.com", "/", &[proto]);
+        assert!(status_line(&r).contains(" 200"), "{r}");
+        assert!(
+            headers_named(&r, "strict-transport-security").is_empty(),
+            "{r}"
+        );
+    }
+    // No HSTS on port 80.
+    let r = curl(
+        &ns,
+        &[
+            "--resolve",
+            &format!("shop.example.com:80:{EDGE_V4}"),
+            "http://shop.example.com/x",
+        ],
+    );
+    assert!(r.starts_with("HTTP/1.1 301"), "{r}");
+    assert!(
+        headers_named(&r, "strict-transport-security").is_empty(),
+        "{r}"
+    );
+}
+
+#[test]
+fn backend_hsts_is_kept_unchanged_and_502_504_carry_hsts() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let shop = Backend::start_with(&ns, "shop", 0, &["--hsts", "max-age=5;   preload"]);
+    // Nothing listens on 127.0.0.1:9 in the edge namespace: the blog backend is down.
+    let _d = Daemon::start(
+        &ns,
+        &config(
+            &pki,
+            &shop.url(),
+            "http://127.0.0.1:9",
+            "",
+            "[proxy]\nresponse_timeout_ms = 500",
+        ),
+    );
+    for proto in ["--http1.1", "--http2"] {
+        let r = curl_https(&ns, &pki, "shop.example.com", "/", &[proto]);
+        assert_eq!(
+            headers_named(&r, "strict-transport-security"),
+            vec!["max-age=5;   preload"],
+            "{r}"
+        );
+    }
+    // Enforce blog, whose backend is down: 502 with HSTS and a short text body.
+    let out = _d.cli(&["enable", "blog.example.com"]);
+    assert!(out.status.success(), "{out:?}");
+    let r = curl_https(&ns, &pki, "blog.example.com", "/", &["--http2"]);
+    assert_eq!(status_line(&r), "HTTP/2 502", "{r}");
+    assert_eq!(
+        headers_named(&r, "strict-transport-security"),
+        vec!["max-age=31536000"],
+        "{r}"
+    );
+    assert!(r.contains("502 Bad Gateway"), "{r}");
+    drop(shop);
+}
+
+#[test]
+fn gateway_timeout_carries_hsts() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let shop = Backend::start_with(&ns, "shop", 0, &["--delay-ms", "3000"]);
+    let blog = Backend::start(&ns, "blog", 0);
+    let _d = Daemon::start(
+        &ns,
+        &config(
+            &pki,
+            &shop.url(),
+            &blog.url(),
+            "",
+            "[proxy]\nresponse_timeout_ms = 300",
+        ),
+    );
+    let r = curl_https(&ns, &pki, "shop.example.com", "/", &["--http1.1"]);
+    assert_eq!(status_line(&r), "HTTP/1.1 504 Gateway Timeout", "{r}");
+    assert_eq!(
+        headers_named(&r, "strict-transport-security"),
+        vec!["max-age=31536000"],
+        "{r}"
+    );
+}
+
+#[test]
+fn disable_and_enable_toggle_hsts_live_and_site_opt_out() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let shop = Backend::start(&ns, "shop", 0);
+    let blog = Backend::start(&ns, "blog", 0);
+    let d = Daemon::start(
+        &ns,
+        &config(
+            &pki,
+            &shop.url(),
+            &blog.url(),
+            "hsts = { max_age = 600, include_subdomains = true }",
+            "",
+        ),
+    );
+    let hsts = |host: &str| {
+        headers_named(
+            &curl_https(&ns, &pki, host, "/", &[]),
+            "strict-transport-security",
+        )
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        hsts("shop.example.com"),
+        vec!["max-age=600; includeSubDomains"]
+    );
+    assert!(d.cli(&["disable", "shop.example.com"]).status.success());
+    assert!(hsts("shop.example.com").is_empty());
+    assert!(d.cli(&["enable", "shop.example.com"]).status.success());
+    assert_eq!(
+        hsts("shop.example.com"),
+        vec!["max-age=600; includeSubDomains"]
+    );
+    assert!(d.cli(&["enable", "blog.example.com"]).status.success());
+    assert_eq!(hsts("blog.example.com"), vec!["max-age=31536000"]);
+}
+
+#[test]
+fn hsts_false_still_redirects_but_injects_nothing() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let shop = Backend::start(&ns, "shop", 0);
+    let blog = Backend::start(&ns, "blog", 0);
+    let _d = Daemon::start(
+        &ns,
+        &config(&pki, &shop.url(), &blog.url(), "hsts = false", ""),
+    );
+    let r = curl_https(&ns, &pki, "shop.example.com", "/", &[]);
+    assert!(status_line(&r).contains(" 200"), "{r}");
+    assert!(
+        headers_named(&r, "strict-transport-security").is_empty(),
+        "{r}"
+    );
+    let r = curl(
+        &ns,
+        &[
+            "--resolve",
+            &format!("shop.example.com:80:{EDGE_V4}"),
+            "http://shop.example.com/x",
+        ],
+    );
+    assert!(r.starts_with("HTTP/1.1 301"), "{r}");
+}
+
+/// The subject CN curl reports for a handshake with `sni`.
+fn served_cn(ns: &Netns, pki: &Pki, sni: &str) -> Result<String, String> {
+    let url = format!("https://{sni}/");
+    let r = resolve(sni);
+    let o = output_timeout(
+        &mut ns.cli_cmd(&[
+            "curl",
+            "-sv",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "5",
+            "-k",
+            "--resolve",
+            &r,
+            &url,
+        ]),
+        CMD_TIMEOUT,
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let _ = pki;
+    err.lines()
+        .find_map(|l| l.trim().strip_prefix("*  subject: CN=").map(str::to_string))
+        .ok_or(err)
+}
+
+#[test]
+fn sni_picks_the_certificate_and_unknown_sni_is_refused_or_defaulted() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let shop = Backend::start(&ns, "shop", 0);
+    let blog = Backend::start(&ns, "blog", 0);
+    let d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", ""));
+    assert_eq!(
+        served_cn(&ns, &pki, "shop.example.com").unwrap(),
+        "shop.example.com"
+    );
+    assert_eq!(
+        served_cn(&ns, &pki, "x.shop.example.com").unwrap(),
+        "shop.example.com"
+    );
+    assert_eq!(
+        served_cn(&ns, &pki, "blog.example.com").unwrap(),
+        "blog.example.com"
+    );
+    let err = served_cn(&ns, &pki, "other.example.org").unwrap_err();
+    assert!(err.contains("unrecognized name"), "{err}");
+    let stats = json(&d.cli(&["stats", "--json"]).out());
+    assert!(
+        stats["tls_unknown_sni"].as_u64().unwrap_or(0) >= 1,
+        "{stats}"
+    );
+    drop(d);
+
+    // With a default certificate, unknown names get it.
+    let (dc, dk) = pki.issue(
+        "default",
+        "default.example.net",
+        &["default.example.net"],
+        false,
+    );
+    let _d = Daemon::start(
+        &ns,
+        &config(
+            &pki,
+            &shop.url(),
+            &blog.url(),
+            "",
+            &format!("[tls]\ndefault_cert = {{ cert = \"{dc}\", key = \"{dk}\" }}"),
+        ),
+    );
+    assert_eq!(
+        served_cn(&ns, &pki, "other.example.org").unwrap(),
+        "default.example.net"
+    );
+    assert_eq!(
+        served_cn(&ns, &pki, "shop.example.com").unwrap(),
+        "shop.example.com"
+    );
+}
+
+/// A TLS client config trusting the test CA, offering `alpn`.
+fn client_config(pki: &Pki, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).expect("ca") {
+        roots.add(c.expect("ca der")).expect("add ca");
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+async fn tls_connect(
+    cfg: Arc<rustls::ClientConfig>,
+    sni: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let addr: SocketAddr = EDGE443.parse().expect("addr");
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect 443");
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).expect("sni");
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn rust_client_h1_and_h2() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let shop = Backend::start(&ns, "shop", 0);
+    let blog = Backend::start(&ns, "blog", 0);
+    let _d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", ""));
+    ns.run_in_client(|| {
+        rt().block_on(async {
+            use http_body_util::{BodyExt, Empty};
+            use hyper_util::rt::{TokioExecutor, TokioIo};
+            // HTTP/2 over ALPN h2.
+            let tls = tls_connect(client_config(&pki, &[b"h2"]), "shop.example.com").await;
+            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .expect("h2 handshake");
+            tokio::spawn(conn);
+            for i in 0..3 {
+                let req = hyper::Request::builder()
+                    .uri(format!("https://shop.example.com/h2/{i}"))
+                    .body(Empty::<bytes::Bytes>::new())
+                    .expect("req");
+                let resp = send.send_request(req).await.expect("h2 request");
+                assert_eq!(resp.status(), 200);
+                assert_eq!(resp.version(), hyper::Version::HTTP_2);
+                assert_eq!(
+                    resp.headers()
+                        .get_all("strict-transport-security")
+                        .iter()
+                        .count(),
+                    1
+                );
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                let text = String::from_utf8_lossy(&body);
+                assert!(text.contains(&format!("path=/h2/{i}")), "{text}");
+                assert!(text.contains("header:host=shop.example.com"), "{text}");
+            }
+            // HTTP/1.1 over ALPN http/1.1, keep-alive.
+            let tls = tls_connect(client_config(&pki, &[b"http/1.1"]), "blog.example.com").await;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .expect("h1 handshake");
+            tokio::spawn(conn);
+            for i in 0..3 {
+                let req = hyper::Request::builder()
+                    .uri(format!("/h1/{i}"))
+                    .header("host", "blog.example.com")
+                    .body(Empty::<bytes::Bytes>::new())
+                    .expect("req");
+                let resp = send.send_request(req).await.expect("h1 request");
+                assert_eq!(resp.status(), 200);
+                assert!(resp.headers().get("strict-transport-security").is_none());
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                assert!(String::from_utf8_lossy(&body).contains(&format!("path=/h1/{i}")));
+            }
+        })
+    });
+}
+
+#[test]
+fn websocket_upgrade_is_tunnelled_over_tls() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let shop = Backend::start(&ns, "shop", 0);
+    let blog = Backend::start(&ns, "blog", 0);
+    let _d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", ""));
+    ns.run_in_client(|| {
+        rt().block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut tls = tls_connect(client_config(&pki, &[b"http/1.1"]), "shop.example.com").await;
+            tls.write_all(
+                b"GET /ws HTTP/1.1\r\nHost: shop.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            )
+            .await
+            .expect("write upgrade");
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut byte)).await.expect("timeout").expect("read");
+                assert!(n == 1, "closed during head: {}", String::from_utf8_lossy(&head));
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+            assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+            for msg in [&b"hello through the tunnel"[..], b"second frame"] {
+                tls.write_all(msg).await.expect("write");
+                let mut got = vec![0u8; msg.len()];
+                tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut got)).await.expect("timeout").expect("echo");
+                assert_eq!(got, msg);
+            }
+        })
+    });
+}
+
+#[test]
+fn reload_keeps_open_connections_and_bad_files_keep_the_old_cert() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let shop = Backend::start(&ns, "shop", 0);
+    let blog = Backend::start(&ns, "blog", 0);
+    let d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", ""));
+    let serial = |pem: &Path| -> String {
+        let o = output_timeout(
+            Command::new("openssl")
+                .args(["x509", "-noout", "-serial", "-in"])
+                .arg(pem),
+            CMD_TIMEOUT,
+        );
+        o.out().trim().to_string()
+    };
+    let first = serial(&pki.path("shop.pem"));
+
+    ns.run_in_client(|| {
+        rt().block_on(async {
+            use http_body_util::{BodyExt, Empty};
+            use hyper_util::rt::TokioIo;
+            let tls = tls_connect(client_config(&pki, &[b"http/1.1"]), "shop.example.com").await;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .expect("h1 handshake");
+            tokio::spawn(conn);
+            let get = |p: &str| {
+                hyper::Request::builder()
+                    .uri(p)
+                    .header("host", "shop.example.com")
+                    .body(Empty::<bytes::Bytes>::new())
+                    .expect("req")
+            };
+            let resp = send
+                .send_request(get("/before"))
+                .await
+                .expect("before reload");
+            assert_eq!(resp.status(), 200);
+            let _ = resp.into_body().collect().await;
+
+            // Replace the certificate on disk and reload while the connection is open.
+            pki.issue(
+                "shop",
+                "shop.example.com",
+                &["shop.example.com", "*.shop.example.com"],
+                false,
+            );
+            let out = d.cli(&["reload"]);
+            assert!(out.status.success(), "reload: {out:?}");
+
+            let resp = send
+                .send_request(get("/after"))
+                .await
+                .expect("same connection after reload");
+            assert_eq!(resp.status(), 200);
+            let _ = resp.into_body().collect().await;
+
+            // A new connection sees the new certificate.
+            let tls = tls_connect(client_config(&pki, &[b"http/1.1"]), "shop.example.com").await;
+            let certs = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .expect("peer certs")
+                .to_vec();
+            let second_pem = pki.path("shop.pem");
+            let on_disk: Vec<_> = {
+                use rustls::pki_types::{CertificateDer, pem::PemObject};
+                CertificateDer::pem_file_iter(&second_pem)
+                    .expect("pem")
+                    .map(|c| c.expect("der"))
+                    .collect()
+            };
+            assert_eq!(
+                certs[0], on_disk[0],
+                "new connections must get the reloaded certificate"
+            );
+        })
+    });
+    let second = serial(&pki.path("shop.pem"));
+    assert_ne!(first, second);
+
+    // A broken key on reload: reported (exit 1), old certificate stays in service.
+    std::fs::write(
+        pki.path("shop.key"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("break key");
+    let out = d.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shop.key"),
+        "{out:?}"
+    );
+    let r = curl_https(&ns, &pki, "shop.example.com", "/", &[]);
+    assert!(
+        status_line(&r).contains(" 200"),
+        "old certificate must still serve: {r}"
+    );
+    let stats = json(&d.cli(&["stats", "--json"]).out());
+    assert_eq!(stats["cert_reload_failures"].as_u64(), Some(1), "{stats}");
+    // SIGHUP with the broken file: the daemon keeps running and serving.
+    let _ = Command::new("kill")
+        .args(["-HUP", &d.pid().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = curl_https(&ns, &pki, "shop.example.com", "/", &[]);
+    assert!(status_line(&r).contains(" 200"), "{r}");
+}
+
+#[test]
+fn check_validates_certificate_files() {
+    // No root needed: `check` only reads files.
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("shop", "shop.example.com", &["shop.example.com"], true);
+    let (_, other_key) = pki.issue("other", "other.example.com", &["other.example.com"], false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, cert: &str, key: &str| -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(
+            &p,
+            format!("[[site]]\nname = \"s\"\ndomains = [\"shop.example.com\"]\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\n"),
+        )
+        .expect("config");
+        p
+    };
+    let ok = write("ok.toml", &cert, &key);
+    let o = cli(&["check", "--config", ok.to_str().expect("utf8")]);
+    assert!(o.status.success(), "{o:?}");
+    let mismatched = write("bad.toml", &cert, &other_key);
+    let o = cli(&["check", "--config", mismatched.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("do not work together"),
+        "{o:?}"
+    );
+    let missing = write("missing.toml", "/nonexistent/cert.pem", &key);
+    let o = cli(&["check", "--config", missing.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/nonexistent/cert.pem"),
+        "{o:?}"
+    );
+}
