@@ -810,3 +810,92 @@ fn check_validates_certificate_files() {
         "{o:?}"
     );
 }
+
+#[test]
+fn returning_clients_resume_sessions_with_tickets_and_the_cache() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let shop = Backend::start(&ns, "shop", 0);
+    let blog = Backend::start(&ns, "blog", 0);
+    let _d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", ""));
+    // (version flag, extra flag): TLS 1.3 tickets, TLS 1.2 tickets, TLS 1.2 session-ID cache.
+    for (i, (version, extra)) in [("-tls1_3", ""), ("-tls1_2", ""), ("-tls1_2", "-no_ticket")]
+        .into_iter()
+        .enumerate()
+    {
+        let sess = pki.path(&format!("session-{i}"));
+        let run = |io: &str| -> String {
+            let script = format!(
+                "(sleep 0.5; echo Q) | openssl s_client {version} {extra} -connect {EDGE443} -servername shop.example.com \
+                 -CAfile {} {io} {} 2>/dev/null | grep -E '^(New|Reused),'",
+                pki.ca(),
+                sess.display()
+            );
+            output_timeout(&mut ns.cli_cmd(&["sh", "-c", &script]), CMD_TIMEOUT).out()
+        };
+        let first = run("-sess_out");
+        assert!(first.starts_with("New,"), "{version} {extra}: {first}");
+        let second = run("-sess_in");
+        assert!(
+            second.starts_with("Reused,"),
+            "{version} {extra}: resumption failed: {second}"
+        );
+    }
+}
+
+#[test]
+fn h2_response_trailers_from_the_backend_reach_the_client() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let shop = Backend::start(&ns, "shop", 0);
+    let blog = Backend::start(&ns, "blog", 0);
+    let _d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", ""));
+    ns.run_in_client(|| {
+        rt().block_on(async {
+            use http_body_util::{BodyExt, Full};
+            use hyper_util::rt::{TokioExecutor, TokioIo};
+            let tls = tls_connect(client_config(&pki, &[b"h2"]), "shop.example.com").await;
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .expect("h2 handshake");
+            tokio::spawn(conn);
+            let body = Full::new(bytes::Bytes::from_static(b"payload"))
+                .with_trailers(async {
+                    let mut t = hyper::HeaderMap::new();
+                    t.insert(
+                        "x-client-trailer",
+                        hyper::header::HeaderValue::from_static("sent"),
+                    );
+                    Some(Ok::<_, std::convert::Infallible>(t))
+                })
+                .boxed();
+            let req = hyper::Request::builder()
+                .method("POST")
+                .uri("https://shop.example.com/trailers")
+                .header("te", "trailers")
+                .header("x-want-trailers", "1")
+                .body(body)
+                .expect("req");
+            let resp = send.send_request(req).await.expect("h2 request");
+            assert_eq!(resp.status(), 200);
+            let collected = resp.into_body().collect().await.expect("body");
+            let trailers = collected.trailers().cloned();
+            let text = String::from_utf8_lossy(&collected.to_bytes()).to_string();
+            assert!(text.contains("body-bytes=7"), "{text}");
+            // Request trailers end at the proxy: hyper's HTTP/1.1 client (the backend leg) does
+            // not send trailers. The body itself must arrive whole.
+            let trailers = trailers.expect("response trailers lost");
+            assert_eq!(
+                trailers.get("x-backend-trailer").map(|v| v.as_bytes()),
+                Some(&b"done"[..])
+            );
+        })
+    });
+}

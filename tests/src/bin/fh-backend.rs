@@ -7,7 +7,9 @@
 //! Every request gets `200`, `Content-Type: text/plain`, `X-Backend: NAME` and a body of lines:
 //! `backend=NAME`, `method=..`, `path=..` (path and query), `host=..`, one
 //! `header:<name>=<value>` per request header (lowercase names, in order), then
-//! `body-bytes=N` (the request body is read and counted, streaming). `--delay-ms` sleeps before
+//! `body-bytes=N` (the request body is read and counted, streaming), then `trailer:<name>=<value>`
+//! per request trailer. A request with `x-want-trailers` gets a response trailer
+//! `x-backend-trailer: done`. `--delay-ms` sleeps before
 //! answering, `--hsts` adds `Strict-Transport-Security: VALUE`. `GET /ws` with
 //! `Upgrade: websocket` answers `101` and then echoes raw bytes back. Plain HTTP only.
 //! Prints `listening on ADDR` once bound.
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -93,7 +95,7 @@ fn is_ws_upgrade(req: &Request<Incoming>) -> bool {
 async fn handle(
     opts: Arc<Opts>,
     mut req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
     if is_ws_upgrade(&req) {
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -118,7 +120,7 @@ async fn handle(
             .header(hyper::header::UPGRADE, "websocket")
             .header(hyper::header::CONNECTION, "Upgrade")
             .header("X-Backend", opts.name.as_str())
-            .body(Full::new(Bytes::new()))
+            .body(Full::new(Bytes::new()).boxed())
             .expect("101 response");
         return Ok(resp);
     }
@@ -147,6 +149,8 @@ async fn handle(
         ));
     }
 
+    let want_trailers = req.headers().contains_key("x-want-trailers");
+    let mut request_trailers = String::new();
     let mut body = req.into_body();
     let mut count: u64 = 0;
     while let Some(frame) = body.frame().await {
@@ -154,6 +158,15 @@ async fn handle(
             Ok(frame) => {
                 if let Some(data) = frame.data_ref() {
                     count += data.len() as u64;
+                }
+                if let Some(trailers) = frame.trailers_ref() {
+                    for (name, value) in trailers {
+                        request_trailers.push_str(&format!(
+                            "trailer:{}={}\n",
+                            name.as_str(),
+                            String::from_utf8_lossy(value.as_bytes())
+                        ));
+                    }
                 }
             }
             Err(e) => {
@@ -163,6 +176,7 @@ async fn handle(
         }
     }
     text.push_str(&format!("body-bytes={count}\n"));
+    text.push_str(&request_trailers);
 
     if !opts.delay.is_zero() {
         tokio::time::sleep(opts.delay).await;
@@ -175,9 +189,27 @@ async fn handle(
     if let Some(hsts) = &opts.hsts {
         resp = resp.header(hyper::header::STRICT_TRANSPORT_SECURITY, hsts.as_str());
     }
-    Ok(resp
-        .body(Full::new(Bytes::from(text)))
-        .expect("200 response"))
+    if want_trailers {
+        // hyper's HTTP/1.1 server sends only the trailer fields declared here.
+        resp = resp.header(hyper::header::TRAILER, "x-backend-trailer");
+        resp = resp.header(hyper::header::TRANSFER_ENCODING, "chunked");
+    }
+    let body = Full::new(Bytes::from(text));
+    let body = if want_trailers {
+        // `x-want-trailers: 1` asks for a response trailer (chunked over HTTP/1.1).
+        body.with_trailers(async {
+            let mut t = hyper::HeaderMap::new();
+            t.insert(
+                "x-backend-trailer",
+                hyper::header::HeaderValue::from_static("done"),
+            );
+            Some(Ok(t))
+        })
+        .boxed()
+    } else {
+        body.boxed()
+    };
+    Ok(resp.body(body).expect("200 response"))
 }
 
 #[tokio::main(flavor = "current_thread")]
