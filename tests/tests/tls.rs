@@ -179,6 +179,36 @@ tls = {{ cert = "{blog_cert}", key = "{blog_key}" }}
     ))
 }
 
+/// The usual test edge: namespaces, a test CA, the shop and blog backends and the daemon.
+/// Fields drop in declaration order: the daemon first, the namespaces last.
+struct Edge {
+    d: Daemon,
+    _shop: Backend,
+    _blog: Backend,
+    pki: Pki,
+    ns: Netns,
+}
+
+impl Edge {
+    fn start(extra_shop: &str, top: &str) -> Edge {
+        let ns = Netns::new();
+        let pki = Pki::new();
+        let shop = Backend::start(&ns, "shop", 0);
+        let blog = Backend::start(&ns, "blog", 0);
+        let d = Daemon::start(
+            &ns,
+            &config(&pki, &shop.url(), &blog.url(), extra_shop, top),
+        );
+        Edge {
+            d,
+            _shop: shop,
+            _blog: blog,
+            pki,
+            ns,
+        }
+    }
+}
+
 fn resolve(host: &str) -> String {
     format!("{host}:443:{}", EDGE_V4)
 }
@@ -212,16 +242,13 @@ fn h1_h2_hsts_exactly_once_and_forwarding_headers() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new();
-    let pki = Pki::new();
-    let shop = Backend::start(&ns, "shop", 0);
-    let blog = Backend::start(&ns, "blog", 0);
-    let _d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", ""));
+    let e = Edge::start("", "");
+    let (ns, pki) = (&e.ns, &e.pki);
 
     for proto in ["--http1.1", "--http2"] {
         let r = curl_https(
-            &ns,
-            &pki,
+            ns,
+            pki,
             "shop.example.com",
             "/a?b=1",
             &[
@@ -269,7 +296,7 @@ fn h1_h2_hsts_exactly_once_and_forwarding_headers() {
         assert_eq!(r.matches("header:x-forwarded-for=").count(), 1, "{r}");
 
         // Not enforced: no HSTS from force-https.
-        let r = curl_https(&ns, &pki, "blog.example.com", "/", &[proto]);
+        let r = curl_https(ns, pki, "blog.example.com", "/", &[proto]);
         assert!(status_line(&r).contains(" 200"), "{r}");
         assert!(
             headers_named(&r, "strict-transport-security").is_empty(),
@@ -278,7 +305,7 @@ fn h1_h2_hsts_exactly_once_and_forwarding_headers() {
     }
     // No HSTS on port 80.
     let r = curl(
-        &ns,
+        ns,
         &[
             "--resolve",
             &format!("shop.example.com:80:{EDGE_V4}"),
@@ -563,17 +590,14 @@ fn rust_client_h1_and_h2() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new();
-    let pki = Pki::new();
-    let shop = Backend::start(&ns, "shop", 0);
-    let blog = Backend::start(&ns, "blog", 0);
-    let _d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", ""));
+    let e = Edge::start("", "");
+    let (ns, pki) = (&e.ns, &e.pki);
     ns.run_in_client(|| {
         rt().block_on(async {
             use http_body_util::{BodyExt, Empty};
             use hyper_util::rt::{TokioExecutor, TokioIo};
             // HTTP/2 over ALPN h2.
-            let tls = tls_connect(client_config(&pki, &[b"h2"]), "shop.example.com").await;
+            let tls = tls_connect(client_config(pki, &[b"h2"]), "shop.example.com").await;
             assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
             let (mut send, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
@@ -601,7 +625,7 @@ fn rust_client_h1_and_h2() {
                 assert!(text.contains("header:host=shop.example.com"), "{text}");
             }
             // HTTP/1.1 over ALPN http/1.1, keep-alive.
-            let tls = tls_connect(client_config(&pki, &[b"http/1.1"]), "blog.example.com").await;
+            let tls = tls_connect(client_config(pki, &[b"http/1.1"]), "blog.example.com").await;
             let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                 .await
                 .expect("h1 handshake");
@@ -627,15 +651,12 @@ fn websocket_upgrade_is_tunnelled_over_tls() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new();
-    let pki = Pki::new();
-    let shop = Backend::start(&ns, "shop", 0);
-    let blog = Backend::start(&ns, "blog", 0);
-    let _d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", ""));
+    let e = Edge::start("", "");
+    let (ns, pki) = (&e.ns, &e.pki);
     ns.run_in_client(|| {
         rt().block_on(async {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut tls = tls_connect(client_config(&pki, &[b"http/1.1"]), "shop.example.com").await;
+            let mut tls = tls_connect(client_config(pki, &[b"http/1.1"]), "shop.example.com").await;
             tls.write_all(
                 b"GET /ws HTTP/1.1\r\nHost: shop.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
@@ -667,11 +688,8 @@ fn reload_keeps_open_connections_and_bad_files_keep_the_old_cert() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new();
-    let pki = Pki::new();
-    let shop = Backend::start(&ns, "shop", 0);
-    let blog = Backend::start(&ns, "blog", 0);
-    let d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", ""));
+    let e = Edge::start("", "");
+    let (ns, pki, d) = (&e.ns, &e.pki, &e.d);
     let serial = |pem: &Path| -> String {
         let o = output_timeout(
             Command::new("openssl")
@@ -687,7 +705,7 @@ fn reload_keeps_open_connections_and_bad_files_keep_the_old_cert() {
         rt().block_on(async {
             use http_body_util::{BodyExt, Empty};
             use hyper_util::rt::TokioIo;
-            let tls = tls_connect(client_config(&pki, &[b"http/1.1"]), "shop.example.com").await;
+            let tls = tls_connect(client_config(pki, &[b"http/1.1"]), "shop.example.com").await;
             let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                 .await
                 .expect("h1 handshake");
@@ -724,7 +742,7 @@ fn reload_keeps_open_connections_and_bad_files_keep_the_old_cert() {
             let _ = resp.into_body().collect().await;
 
             // A new connection sees the new certificate.
-            let tls = tls_connect(client_config(&pki, &[b"http/1.1"]), "shop.example.com").await;
+            let tls = tls_connect(client_config(pki, &[b"http/1.1"]), "shop.example.com").await;
             let certs = tls
                 .get_ref()
                 .1
@@ -760,7 +778,7 @@ fn reload_keeps_open_connections_and_bad_files_keep_the_old_cert() {
         String::from_utf8_lossy(&out.stderr).contains("shop.key"),
         "{out:?}"
     );
-    let r = curl_https(&ns, &pki, "shop.example.com", "/", &[]);
+    let r = curl_https(ns, pki, "shop.example.com", "/", &[]);
     assert!(
         status_line(&r).contains(" 200"),
         "old certificate must still serve: {r}"
@@ -772,7 +790,7 @@ fn reload_keeps_open_connections_and_bad_files_keep_the_old_cert() {
         .args(["-HUP", &d.pid().to_string()])
         .status();
     std::thread::sleep(Duration::from_millis(200));
-    let r = curl_https(&ns, &pki, "shop.example.com", "/", &[]);
+    let r = curl_https(ns, pki, "shop.example.com", "/", &[]);
     assert!(status_line(&r).contains(" 200"), "{r}");
 }
 
@@ -816,11 +834,8 @@ fn returning_clients_resume_sessions_with_tickets_and_the_cache() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new();
-    let pki = Pki::new();
-    let shop = Backend::start(&ns, "shop", 0);
-    let blog = Backend::start(&ns, "blog", 0);
-    let _d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", ""));
+    let e = Edge::start("", "");
+    let (ns, pki) = (&e.ns, &e.pki);
     // (version flag, extra flag): TLS 1.3 tickets, TLS 1.2 tickets, TLS 1.2 session-ID cache.
     for (i, (version, extra)) in [("-tls1_3", ""), ("-tls1_2", ""), ("-tls1_2", "-no_ticket")]
         .into_iter()
@@ -851,16 +866,13 @@ fn h2_response_trailers_from_the_backend_reach_the_client() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new();
-    let pki = Pki::new();
-    let shop = Backend::start(&ns, "shop", 0);
-    let blog = Backend::start(&ns, "blog", 0);
-    let _d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", ""));
+    let e = Edge::start("", "");
+    let (ns, pki) = (&e.ns, &e.pki);
     ns.run_in_client(|| {
         rt().block_on(async {
             use http_body_util::{BodyExt, Full};
             use hyper_util::rt::{TokioExecutor, TokioIo};
-            let tls = tls_connect(client_config(&pki, &[b"h2"]), "shop.example.com").await;
+            let tls = tls_connect(client_config(pki, &[b"h2"]), "shop.example.com").await;
             let (mut send, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
                     .await
