@@ -1,35 +1,263 @@
 //! The contract between the XDP program (`force-https-ebpf`) and the daemon
-//! (`force-https-userspace`): map names, map value layouts and counter indices.
+//! (`force-https-userspace`): map names, map key/value layouts, counter indices and the host
+//! hash both sides must compute identically.
 //!
 //! Everything here is `#[repr(C)]` and `no_std`, so both sides compile the exact same
 //! definitions. Userspace enables the `user` feature to get `aya::Pod` impls.
+//!
+//! # The host map (`FH_HOSTS`)
+//!
+//! The map is a projection of the daemon's policy table, one entry per table pattern:
+//!
+//! - key: [`host_key`] of the pattern string — the normalized name for an exact host
+//!   (`shop.example.com`, `[2001:db8::1]`), the literal `*.suffix` for a wildcard. 64-bit
+//!   FNV-1a.
+//! - value: [`HostValue`]: a second, independent 32-bit hash ([`host_check`]) and the length
+//!   of the same string, which XDP compares before trusting the entry, plus [`HostValue::flags`].
+//!
+//! XDP normalizes the request's host the way `force_https_proto::host::normalize_into` does
+//! (ASCII lowercase, one trailing dot dropped, port dropped, IPv6 brackets kept), hashes it
+//! byte by byte with [`fnv64_step`] / [`fnv32_step`], looks the exact key up first, then the
+//! wildcard key of its parent: the hash of `"*."` followed by everything after the first dot
+//! (starting from [`WILD_KEY_INIT`] / [`WILD_CHECK_INIT`]). A wrong match needs a 64-bit key
+//! collision *and* a 32-bit check collision *and* equal lengths; two patterns of the table
+//! whose keys collide are both stored as [`HOST_PASS`] (left to the kernel), so a collision
+//! can only cost speed, never correctness.
+//!
+//! # Flows (`FH_FLOWS`)
+//!
+//! An LRU map of TCP flows whose first data segment was passed to the kernel (split heads,
+//! requests XDP does not answer) or that the AF_XDP responder handed back: later segments of
+//! those flows are passed instead of dropped.
 #![no_std]
 
 /// Name of the map of TCP ports the XDP program watches (key: port in host order, value: 1).
 pub const MAP_PORTS: &str = "FH_PORTS";
 /// Name of the per-CPU counter array (index: one of the `STAT_*` constants).
 pub const MAP_STATS: &str = "FH_STATS";
+/// Name of the host map (key: [`host_key`], value: [`HostValue`]).
+pub const MAP_HOSTS: &str = "FH_HOSTS";
+/// Name of the LRU map of flows passed to the kernel (key: [`FlowKey`], value: u32, 1).
+pub const MAP_FLOWS: &str = "FH_FLOWS";
+/// Name of the `XSKMAP` of AF_XDP sockets (key: RX queue index).
+pub const MAP_XSKS: &str = "FH_XSKS";
+/// Name of the one-entry array holding [`Settings`].
+pub const MAP_SETTINGS: &str = "FH_SETTINGS";
 /// Name of the XDP program inside the object file.
 pub const PROG_NAME: &str = "force_https";
-
 /// Maximum number of listen ports the XDP program can watch.
 pub const MAX_PORTS: u32 = 64;
+/// Default capacity of the host map (userspace sets the real one from `[xdp] max_hosts`).
+pub const DEFAULT_MAX_HOSTS: u32 = 65_536;
+/// Default capacity of the flow LRU (userspace sets it from `[xdp] max_flows`).
+pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
+/// Default size of the XSK map (userspace sets it to the number of RX queues).
+pub const DEFAULT_MAX_QUEUES: u32 = 64;
+
+/// Largest TCP payload XDP inspects; longer first segments go to the kernel.
+pub const MAX_HEAD: u32 = 2048;
+/// Largest fast-path response on IPv4: the minimum MSS every host accepts (RFC 9293), since
+/// the syncookie hides the client's real MSS.
+pub const MAX_RESPONSE_V4: u32 = 536;
+/// Largest fast-path response on IPv6 (minimum MTU 1280 - 40 - 20).
+pub const MAX_RESPONSE_V6: u32 = 1220;
+
+/// [`HostValue::flags`]: the host is enforced (port-80 requests are redirected).
+pub const HOST_ENFORCED: u16 = 1;
+/// [`HostValue::flags`]: leave every request of this host to the kernel (a site with exempt
+/// paths other than the ACME prefix, or a key collision).
+pub const HOST_PASS: u16 = 2;
+
+/// Value of the host map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostValue {
+    /// [`host_check`] of the pattern string.
+    pub check: u32,
+    /// Length of the pattern string (`*.suffix` for a wildcard).
+    pub len: u16,
+    /// `HOST_*` bits.
+    pub flags: u16,
+}
+
+/// Key of the flow LRU: both addresses (IPv4 in the first 4 bytes, rest zero) and ports as
+/// they appear on the wire (network order), of the client-to-server direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowKey {
+    /// Client address.
+    pub saddr: [u8; 16],
+    /// Server address.
+    pub daddr: [u8; 16],
+    /// Client port (network order bytes).
+    pub sport: [u8; 2],
+    /// Server port (network order bytes).
+    pub dport: [u8; 2],
+    /// 4 or 6.
+    pub family: u32,
+}
+
+/// Global settings the XDP program reads (index 0 of [`MAP_SETTINGS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Bytes of a redirect besides the host and the path: the longer status line, the
+    /// `Location: https://` and `:port` parts and the fixed header lines after the path.
+    pub fixed_len: u32,
+    /// 1 once userspace has filled the settings; 0 makes XDP pass every data segment.
+    pub ready: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers and arrays without padding.
+    unsafe impl aya::Pod for super::HostValue {}
+    // SAFETY: as above (16 + 16 + 2 + 2 + 4 bytes, no padding).
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Settings {}
+}
+
+/// FNV-1a 64 offset basis.
+pub const FNV64_INIT: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV64_PRIME: u64 = 0x0000_0100_0000_01b3;
+/// Offset basis of the 32-bit check hash (FNV-1a 32 with a non-standard basis, so that it is
+/// independent of the key hash).
+pub const FNV32_INIT: u32 = 0x9e37_79b9;
+const FNV32_PRIME: u32 = 0x0100_0193;
+
+/// One byte of the 64-bit key hash.
+#[inline(always)]
+pub const fn fnv64_step(h: u64, b: u8) -> u64 {
+    (h ^ b as u64).wrapping_mul(FNV64_PRIME)
+}
+
+/// One byte of the 32-bit check hash.
+#[inline(always)]
+pub const fn fnv32_step(h: u32, b: u8) -> u32 {
+    (h ^ b as u32).wrapping_mul(FNV32_PRIME)
+}
+
+/// Key hash of a whole string.
+pub const fn host_key(s: &[u8]) -> u64 {
+    let mut h = FNV64_INIT;
+    let mut i = 0;
+    while i < s.len() {
+        h = fnv64_step(h, s[i]);
+        i += 1;
+    }
+    h
+}
+
+/// Check hash of a whole string.
+pub const fn host_check(s: &[u8]) -> u32 {
+    let mut h = FNV32_INIT;
+    let mut i = 0;
+    while i < s.len() {
+        h = fnv32_step(h, s[i]);
+        i += 1;
+    }
+    h
+}
+
+/// Key hash state after `"*."`: XDP continues it with the wildcard parent of the host.
+pub const WILD_KEY_INIT: u64 = host_key(b"*.");
+/// Check hash state after `"*."`.
+pub const WILD_CHECK_INIT: u32 = host_check(b"*.");
 
 /// Every packet the program saw.
 pub const STAT_PACKETS: u32 = 0;
 /// TCP packets (IPv4 or IPv6) to a watched port.
 pub const STAT_TCP_WATCHED: u32 = 1;
-/// TCP packets with SYN set (and not ACK) to a watched port.
+/// SYNs to a watched port, passed (the kernel answers with a cookie).
 pub const STAT_SYN: u32 = 2;
 /// TCP segments carrying payload to a watched port.
 pub const STAT_DATA: u32 = 3;
+/// Segments of a connection the kernel has a socket for (established, time-wait), passed.
+pub const STAT_SOCKET_PASS: u32 = 4;
+/// Segments of flows in the flow LRU, passed.
+pub const STAT_FLOW_PASS: u32 = 5;
+/// Bare ACKs without a socket (the client's handshake ACK, ACKs of fast answers), dropped.
+pub const STAT_BARE_ACK_DROP: u32 = 6;
+/// First data segments whose syncookie checked out.
+pub const STAT_COOKIE_OK: u32 = 7;
+/// Data segments with no socket and a bad or expired cookie, dropped.
+pub const STAT_COOKIE_BAD_DROP: u32 = 8;
+/// Requests handed to the AF_XDP responder.
+pub const STAT_FAST_REDIRECT: u32 = 9;
+/// FINs with no socket handed to the AF_XDP responder (it ACKs them).
+pub const STAT_FIN_REDIRECT: u32 = 10;
+/// Passed: no listening socket matched (or other packets XDP does not handle: RST, URG).
+pub const STAT_PASS_NO_LISTENER: u32 = 11;
+/// Passed: IP options, fragments, IPv6 extension headers or a truncated frame.
+pub const STAT_PASS_IP: u32 = 12;
+/// Passed: the segment does not end the head (split head) or holds more than a head.
+pub const STAT_PASS_PARTIAL: u32 = 13;
+/// Passed: not a request XDP can decide (method, target form, version, header bytes, no or
+/// several Host fields, a body, a head over `MAX_HEAD`).
+pub const STAT_PASS_NOT_SIMPLE: u32 = 14;
+/// Passed: host not in the map.
+pub const STAT_PASS_UNKNOWN_HOST: u32 = 15;
+/// Passed: host not enforced.
+pub const STAT_PASS_NOT_ENFORCED: u32 = 16;
+/// Passed: exempt path (ACME prefix) or a host flagged [`HOST_PASS`].
+pub const STAT_PASS_EXEMPT: u32 = 17;
+/// Passed: the response would not fit the minimum MSS.
+pub const STAT_PASS_TOO_LARGE: u32 = 18;
+/// Passed: the redirect found no AF_XDP socket on the RX queue (the responder is not running).
+pub const STAT_PASS_NO_XSK: u32 = 19;
 /// Number of counters in [`MAP_STATS`].
-pub const STAT_COUNT: u32 = 4;
+pub const STAT_COUNT: u32 = 20;
 
 /// Human-readable names of the counters, indexed like the `STAT_*` constants.
 pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
     "xdp_packets",
     "xdp_tcp_watched",
-    "xdp_syn",
+    "xdp_syn_pass",
     "xdp_data_segments",
+    "xdp_socket_pass",
+    "xdp_flow_pass",
+    "xdp_bare_ack_drop",
+    "xdp_cookie_ok",
+    "xdp_cookie_bad_drop",
+    "xdp_fast_redirect",
+    "xdp_fin_redirect",
+    "xdp_pass_no_listener",
+    "xdp_pass_ip",
+    "xdp_pass_partial_head",
+    "xdp_pass_not_simple",
+    "xdp_pass_unknown_host",
+    "xdp_pass_not_enforced",
+    "xdp_pass_exempt",
+    "xdp_pass_too_large",
+    "xdp_pass_no_xsk",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_reference_values() {
+        // FNV-1a 64 reference vectors.
+        assert_eq!(host_key(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(host_key(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(host_key(b"foobar"), 0x8594_4171_f739_67e8);
+        // The wildcard states continue the hash of "*.".
+        let mut h = WILD_KEY_INIT;
+        let mut c = WILD_CHECK_INIT;
+        for &b in b"example.com" {
+            h = fnv64_step(h, b);
+            c = fnv32_step(c, b);
+        }
+        assert_eq!(h, host_key(b"*.example.com"));
+        assert_eq!(c, host_check(b"*.example.com"));
+    }
+
+    #[test]
+    fn layouts() {
+        assert_eq!(core::mem::size_of::<HostValue>(), 8);
+        assert_eq!(core::mem::size_of::<FlowKey>(), 40);
+        assert_eq!(core::mem::size_of::<Settings>(), 8);
+    }
+}

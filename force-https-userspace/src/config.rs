@@ -165,7 +165,9 @@ struct RawXdp {
     #[serde(default)]
     mode: XdpMode,
     #[serde(default)]
-    max_hosts: Option<u32>,
+    max_hosts: Option<Spanned<u32>>,
+    #[serde(default)]
+    max_flows: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -361,8 +363,12 @@ pub struct XdpConfig {
     pub interface: String,
     /// Attach mode.
     pub mode: XdpMode,
-    /// Capacity of the host map.
+    /// Capacity of the host map (`max_hosts`, default 1048576): one entry per exact name or
+    /// wildcard of the policy table.
     pub max_hosts: u32,
+    /// Capacity of the LRU of flows handed to the kernel (`max_flows`, default 65536): split
+    /// heads and requests XDP does not answer.
+    pub max_flows: u32,
 }
 
 /// HSTS of one site: off, or the header value to inject.
@@ -557,10 +563,19 @@ impl Config {
                         format!("invalid interface name {name:?}"),
                     ));
                 }
+                let size = |v: Option<Spanned<u32>>, default: u32, what: &str| match v {
+                    None => Ok(default),
+                    Some(v) if *v.get_ref() >= 1 && *v.get_ref() <= 1 << 26 => Ok(*v.get_ref()),
+                    Some(v) => Err(err(
+                        Some(v.span()),
+                        format!("{what} must be between 1 and {}", 1u32 << 26),
+                    )),
+                };
                 Some(XdpConfig {
                     interface: name.clone(),
                     mode: x.mode,
-                    max_hosts: x.max_hosts.unwrap_or(1 << 20),
+                    max_hosts: size(x.max_hosts, 1 << 20, "max_hosts")?,
+                    max_flows: size(x.max_flows, 1 << 16, "max_flows")?,
                 })
             }
         };
@@ -910,5 +925,43 @@ tls = { cert = "/etc/force-https/shop.pem", key = "/etc/force-https/shop.key" }
         )
         .unwrap();
         assert_eq!(c.sites[0].exempt_paths, vec!["/x"]);
+    }
+
+    #[test]
+    fn xdp_section() {
+        assert!(parse("").unwrap().xdp.is_none());
+        let x = parse("[xdp]\ninterface = \"eth0\"\n").unwrap().xdp.unwrap();
+        assert_eq!(
+            x,
+            XdpConfig {
+                interface: "eth0".into(),
+                mode: XdpMode::Auto,
+                max_hosts: 1 << 20,
+                max_flows: 1 << 16,
+            }
+        );
+        let x = parse(
+            "[xdp]\ninterface = \"eth1\"\nmode = \"native\"\nmax_hosts = 10\nmax_flows = 20\n",
+        )
+        .unwrap()
+        .xdp
+        .unwrap();
+        assert_eq!(
+            (x.mode, x.max_hosts, x.max_flows),
+            (XdpMode::Native, 10, 20)
+        );
+        assert_eq!(
+            parse("[xdp]\ninterface = \"eth0\"\nmax_flows = 0\n")
+                .unwrap_err()
+                .line,
+            Some(3)
+        );
+        assert_eq!(
+            parse("[xdp]\ninterface = \"eth0\"\nmode = \"turbo\"\n")
+                .unwrap_err()
+                .line,
+            Some(3)
+        );
+        assert!(parse("[xdp]\ninterface = \"a/b\"\n").is_err());
     }
 }

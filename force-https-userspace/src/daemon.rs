@@ -135,7 +135,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let mut ports: Vec<u16> = config.http.iter().map(|a| a.port()).collect();
             ports.sort_unstable();
             ports.dedup();
-            let h = xdp::attach(x, &ports)?;
+            let h = xdp::attach(x, &ports, config.https_port)?;
             tracing::info!(interface = %h.interface, mode = h.mode, ?ports, "XDP program attached");
             Some(h)
         }
@@ -150,6 +150,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         xdp: Mutex::new(xdp),
         config,
     });
+    // Host map, its sync with the policy, and the AF_XDP responders.
+    xdp::start(&shared)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     for (l, a) in http_listeners.into_iter().zip(&shared.config.http) {

@@ -1,0 +1,44 @@
+//! Arbitrary bytes as a request head: `parse_head`, `redirect_inputs`, host normalization and
+//! the redirect builder never panic, and a redirect is built for every accepted request whose
+//! path has no control bytes.
+#![no_main]
+
+use force_https_proto::{
+    head::{HeadStatus, parse_head, redirect_inputs},
+    host::{MAX_HOST_LEN, normalize_into},
+    response::{RedirectPrefix, RedirectStatus, for_method, RedirectCode},
+};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    for max in [64, 16 * 1024] {
+        let HeadStatus::Complete(head) = parse_head(data, max) else {
+            continue;
+        };
+        assert!(head.head_len <= data.len());
+        for default_host in [None, Some(&b"default.example"[..])] {
+            let Ok(t) = redirect_inputs(&head, default_host) else {
+                continue;
+            };
+            let mut host = [0u8; MAX_HOST_LEN];
+            let n = normalize_into(&t.authority, &mut host).expect("a validated host fits");
+            let host = std::str::from_utf8(&host[..n]).expect("hosts are ASCII");
+            assert!(!host.is_empty());
+            assert!(!host.bytes().any(|b| b.is_ascii_uppercase()));
+            let status = for_method(head.method.as_bytes(), RedirectCode::Auto);
+            assert!(matches!(
+                status,
+                RedirectStatus::Moved301 | RedirectStatus::Permanent308
+            ));
+            let prefix = RedirectPrefix::new(status, host, 8443);
+            let mut out = vec![0u8; prefix.response_len(t.path_and_query)];
+            let written = prefix.write(t.path_and_query, &mut out);
+            let clean = t.path_and_query.iter().all(|&b| b > 0x20 && b != 0x7f);
+            assert_eq!(written.is_some(), clean);
+            if let Some(len) = written {
+                assert_eq!(len, out.len());
+                assert!(out.ends_with(b"\r\n\r\n"));
+            }
+        }
+    }
+});

@@ -1,0 +1,724 @@
+//! The XDP + AF_XDP fast path, black-box: real clients in a client namespace, the daemon with
+//! `[xdp]` on the edge end of the veth pair.
+//!
+//! - the fast path answers (curl gets the exact redirect) while the edge's
+//!   `TcpPassiveOpens` / `TcpExtSyncookiesRecv` do not move, in generic and native mode;
+//! - a differential corpus gets byte-identical answers with and without the fast path, and
+//!   exactly the eligible requests are answered by it;
+//! - a split head and a request carrying FIN;
+//! - enable/disable under a bounded load, and the host map follows within 100 ms;
+//! - kill -9 under load: the program goes with the process, the kernel answers, a restart
+//!   attaches again.
+//!
+//! Native mode on veth needs nothing on the peer: the responder transmits through the AF_XDP
+//! socket (copy mode), never with XDP_TX or a device redirect.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use fh_tests::*;
+
+const SHOP: &str = "shop.example.test";
+
+fn xdp_section(ns: &Netns, mode: &str) -> String {
+    format!(
+        "[xdp]\ninterface = {}\nmode = \"{mode}\"",
+        toml_str(&ns.veth_edge)
+    )
+}
+
+fn link_line(ns: &Netns) -> String {
+    output_timeout(
+        &mut ns.edge_cmd(&["ip", "-details", "link", "show", &ns.veth_edge]),
+        CMD_TIMEOUT,
+    )
+    .out()
+}
+
+fn xdp_attached(ns: &Netns) -> bool {
+    link_line(ns).contains("prog/xdp")
+}
+
+/// Absolute values of edge-namespace SNMP counters (`nstat -asz`, history untouched).
+fn nstat(ns: &Netns, names: &[&str]) -> Vec<u64> {
+    let mut args = vec!["nstat", "-asz"];
+    args.extend_from_slice(names);
+    let out = output_timeout(&mut ns.edge_cmd(&args), CMD_TIMEOUT).out();
+    names
+        .iter()
+        .map(|n| {
+            out.lines()
+                .find_map(|l| {
+                    let mut f = l.split_whitespace();
+                    (f.next() == Some(n)).then(|| f.next().and_then(|v| v.parse().ok()))?
+                })
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+const PASSIVE: [&str; 2] = ["TcpPassiveOpens", "TcpExtSyncookiesRecv"];
+
+fn stats(d: &Daemon) -> serde_json::Value {
+    let o = d.cli(&["stats", "--json"]);
+    assert!(o.status.success(), "stats: {}", o.describe());
+    json(&o.out())
+}
+
+fn stat(s: &serde_json::Value, name: &str) -> u64 {
+    s.get(name)
+        .and_then(|v| v.as_u64())
+        .unwrap_or_else(|| panic!("no counter {name} in {s}"))
+}
+
+fn fast_answers(s: &serde_json::Value) -> u64 {
+    stat(s, "afxdp_redirects_301") + stat(s, "afxdp_redirects_308")
+}
+
+/// One exchange that reports connection errors instead of panicking.
+fn try_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Result<Vec<u8>, ErrorKind> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.kind())?;
+    let _ = s.set_nodelay(true);
+    s.write_all(bytes).map_err(|e| e.kind())?;
+    let o = raw_exchange_on(&mut s, timeout);
+    if o.closed {
+        Ok(o.bytes)
+    } else {
+        Err(ErrorKind::TimedOut)
+    }
+}
+
+fn get_req(host: &str, path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fh-test\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn fast_path_answers(mode: &str) {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let cfg = Config::new()
+        .site(Site::new("shop", &[SHOP, "*.shop.example.test"]).enforced())
+        .extra(&xdp_section(&ns, mode));
+    let mut d = Daemon::start(&ns, &cfg);
+    let log = d.log();
+    assert!(log.contains(&format!("mode=\"{mode}\"")), "{log}");
+    assert!(log.contains("tcp_syncookies=2"), "{log}");
+    let sc = output_timeout(
+        &mut ns.edge_cmd(&["cat", "/proc/sys/net/ipv4/tcp_syncookies"]),
+        CMD_TIMEOUT,
+    )
+    .out();
+    assert_eq!(sc.trim(), "2");
+    let line = link_line(&ns);
+    if mode == "generic" {
+        assert!(line.contains("xdpgeneric"), "{line}");
+    } else {
+        assert!(
+            !line.contains("xdpgeneric") && line.contains("prog/xdp"),
+            "{line}"
+        );
+    }
+
+    let before = nstat(&ns, &PASSIVE);
+    for i in 0..4 {
+        let out = curl(
+            &ns,
+            &[
+                "-H",
+                &format!("Host: {SHOP}"),
+                &format!("http://{EDGE_V4}/p?i={i}"),
+            ],
+        );
+        assert_eq!(out, redirect_bytes(301, &format!("https://{SHOP}/p?i={i}")));
+    }
+    let out = curl(
+        &ns,
+        &[
+            "-H",
+            "Host: A.Shop.Example.Test",
+            &format!("http://[{EDGE_V6}]/v6"),
+        ],
+    );
+    assert_eq!(out, redirect_bytes(301, "https://a.shop.example.test/v6"));
+    let out = curl(
+        &ns,
+        &[
+            "-X",
+            "POST",
+            "-d",
+            "",
+            "-H",
+            &format!("Host: {SHOP}"),
+            &format!("http://{EDGE_V4}/form"),
+        ],
+    );
+    assert_eq!(out, redirect_bytes(308, &format!("https://{SHOP}/form")));
+    let after = nstat(&ns, &PASSIVE);
+    assert_eq!(
+        before, after,
+        "the kernel made sockets for fast-path requests ({PASSIVE:?})"
+    );
+
+    let s = stats(&d);
+    assert_eq!(fast_answers(&s), 6, "{s}");
+    assert_eq!(stat(&s, "xdp_fast_redirect"), 6, "{s}");
+    assert!(stat(&s, "xdp_syn_pass") >= 6, "{s}");
+    assert!(stat(&s, "xdp_bare_ack_drop") >= 6, "{s}");
+    assert_eq!(stat(&s, "xdp_cookie_ok"), 6, "{s}");
+
+    // A host the fast path does not answer still works (through the kernel).
+    let r = get(&ns, "nope.example.test", "/");
+    assert_eq!(r.status, 404);
+    let s = stats(&d);
+    assert_eq!(stat(&s, "xdp_pass_unknown_host"), 1, "{s}");
+
+    d.sigterm();
+    assert!(
+        d.wait_exit(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "{}",
+        d.log()
+    );
+    assert!(!xdp_attached(&ns), "XDP still attached after SIGTERM");
+}
+
+#[test]
+fn fast_path_answers_in_generic_mode() {
+    fast_path_answers("generic");
+}
+
+#[test]
+fn fast_path_answers_in_native_mode() {
+    fast_path_answers("native");
+}
+
+/// (request bytes, over IPv6, answered by the fast path)
+fn corpus() -> Vec<(Vec<u8>, bool, bool)> {
+    let r = |s: &str| s.as_bytes().to_vec();
+    let long = format!("/{}", "l".repeat(600));
+    let long6 = format!("/{}", "m".repeat(900));
+    let too_long6 = format!("/{}", "n".repeat(1300));
+    vec![
+        (
+            r(&format!("GET / HTTP/1.1\r\nHost: {SHOP}\r\n\r\n")),
+            false,
+            true,
+        ),
+        (
+            r(&format!(
+                "GET /a/b?c=d&e=%20f HTTP/1.1\r\nHost: {SHOP}\r\n\r\n"
+            )),
+            false,
+            true,
+        ),
+        (
+            r(&format!("HEAD /h HTTP/1.1\r\nHost: {SHOP}\r\n\r\n")),
+            false,
+            true,
+        ),
+        (
+            r(&format!(
+                "POST /p HTTP/1.1\r\nHost: {SHOP}\r\nContent-Length: 0\r\n\r\n"
+            )),
+            false,
+            true,
+        ),
+        (
+            r(&format!("PUT /u HTTP/1.1\r\nHost: {SHOP}\r\n\r\n")),
+            false,
+            true,
+        ),
+        (
+            r("GET /%7Euser/%2F?q=a+b HTTP/1.1\r\nHost: A.Shop.Example.Test.:80\r\n\r\n"),
+            false,
+            true,
+        ),
+        (
+            r("GET / HTTP/1.1\r\nHost: x.shop.example.test\r\n\r\n"),
+            false,
+            true,
+        ),
+        (
+            r(&format!("GET /?only HTTP/1.1\r\nHost: {SHOP}\r\n\r\n")),
+            false,
+            true,
+        ),
+        (
+            r(&format!("GET / HTTP/1.0\r\nHost: {SHOP}\r\n\r\n")),
+            false,
+            true,
+        ),
+        (
+            r(&format!(
+                "GET /c HTTP/1.1\r\nHost: {SHOP}\r\nUser-Agent: curl/8\r\nAccept: */*\r\nX-A: b\r\n\r\n"
+            )),
+            false,
+            true,
+        ),
+        // Not for the fast path, answered by the kernel path.
+        (
+            r(&format!(
+                "GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: {SHOP}\r\nConnection: close\r\n\r\n"
+            )),
+            false,
+            false,
+        ),
+        (
+            r("GET /healthz HTTP/1.1\r\nHost: ex.example.test\r\nConnection: close\r\n\r\n"),
+            false,
+            false,
+        ),
+        (
+            r("GET /other HTTP/1.1\r\nHost: ex.example.test\r\n\r\n"),
+            false,
+            false,
+        ),
+        (
+            r(&format!("GET {long} HTTP/1.1\r\nHost: {SHOP}\r\n\r\n")),
+            false,
+            false,
+        ),
+        (
+            r("GET / HTTP/1.1\r\nHost: nope.example.test\r\n\r\n"),
+            false,
+            false,
+        ),
+        (
+            r("GET /o HTTP/1.1\r\nHost: off.example.test\r\nConnection: close\r\n\r\n"),
+            false,
+            false,
+        ),
+        (
+            r(&format!(
+                "GET http://{SHOP}/abs HTTP/1.1\r\nHost: {SHOP}\r\n\r\n"
+            )),
+            false,
+            false,
+        ),
+        (
+            r(&format!(
+                "GET / HTTP/1.1\r\nHost: {SHOP}\r\nHost: {SHOP}\r\n\r\n"
+            )),
+            false,
+            false,
+        ),
+        (
+            r(&format!("get /lower HTTP/1.1\r\nHost: {SHOP}\r\n\r\n")),
+            false,
+            false,
+        ),
+        (
+            r(&format!(
+                "POST /b HTTP/1.1\r\nHost: {SHOP}\r\nContent-Length: 3\r\n\r\nabc"
+            )),
+            false,
+            false,
+        ),
+        (
+            r(&format!("GET / HTTP/1.1\r\nHost: {SHOP}:99999\r\n\r\n")),
+            false,
+            false,
+        ),
+        // IPv6
+        (
+            r(&format!("GET /six HTTP/1.1\r\nHost: {SHOP}\r\n\r\n")),
+            true,
+            true,
+        ),
+        (
+            r(&format!("GET {long6} HTTP/1.1\r\nHost: {SHOP}\r\n\r\n")),
+            true,
+            true,
+        ),
+        (
+            r(&format!("GET / HTTP/1.1\r\nHost: [{EDGE_V6}]\r\n\r\n")),
+            true,
+            true,
+        ),
+        (
+            r(&format!("GET {too_long6} HTTP/1.1\r\nHost: {SHOP}\r\n\r\n")),
+            true,
+            false,
+        ),
+        // Last: XDP does not check header names, the responder's parser refuses this one, so
+        // the responder hands the flow back (FH_FLOWS) and the client's retransmission reaches
+        // the kernel, which answers 400.
+        (
+            r(&format!(
+                "GET /bad HTTP/1.1\r\nHost: {SHOP}\r\nBad Name: x\r\n\r\n"
+            )),
+            false,
+            false,
+        ),
+    ]
+}
+
+/// The answer with the value of a `Date` header (a backend's, on proxied answers) blanked:
+/// the two runs are seconds apart.
+fn without_date(bytes: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(bytes);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return bytes.to_vec();
+    };
+    let head: Vec<&str> = head
+        .split("\r\n")
+        .map(|l| {
+            if l.to_ascii_lowercase().starts_with("date:") {
+                "Date: -"
+            } else {
+                l
+            }
+        })
+        .collect();
+    format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes()
+}
+
+fn run_corpus(ns: &Netns, corpus: &[(Vec<u8>, bool, bool)]) -> Vec<Vec<u8>> {
+    ns.run_in_client(|| {
+        corpus
+            .iter()
+            .map(|(req, v6, _)| {
+                let addr = if *v6 { edge80_v6() } else { edge80() };
+                let o = raw_exchange_here(addr, req, Duration::from_secs(5));
+                assert!(o.closed, "no close for {:?}", String::from_utf8_lossy(req));
+                o.bytes
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn differential_corpus_is_byte_identical() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let backend = Backend::start(&ns, "b", 18080);
+    let base = Config::new()
+        .site(
+            Site::new("shop", &[SHOP, "*.shop.example.test"])
+                .enforced()
+                .backend(&backend.url()),
+        )
+        .site(
+            Site::new("strict", &["x.shop.example.test"])
+                .enforced()
+                .redirect_code("308"),
+        )
+        .site(
+            Site::new("ex", &["ex.example.test"])
+                .enforced()
+                .exempt("/healthz")
+                .backend(&backend.url()),
+        )
+        .site(Site::new("off", &["off.example.test"]).backend(&backend.url()))
+        .site(Site::new("lit", &[&format!("[{EDGE_V6}]")]).enforced());
+    let corpus = corpus();
+
+    // Kernel sockets only.
+    let mut plain = Daemon::start(&ns, &base);
+    let expected = run_corpus(&ns, &corpus);
+    plain.sigterm();
+    assert!(plain.wait_exit(Duration::from_secs(10)).is_some());
+    drop(plain);
+
+    // With the fast path.
+    let fast_cfg = base.clone().extra(&xdp_section(&ns, "generic"));
+    let d = Daemon::start(&ns, &fast_cfg);
+    let got = run_corpus(&ns, &corpus);
+    for ((req, v6, _), (e, g)) in corpus.iter().zip(expected.iter().zip(&got)) {
+        let (e, g) = (&without_date(e), &without_date(g));
+        assert!(
+            e == g,
+            "different answers (v6={v6}) to {:?}:\nsockets: {:?}\nfast:    {:?}",
+            String::from_utf8_lossy(req),
+            String::from_utf8_lossy(e),
+            String::from_utf8_lossy(g)
+        );
+        assert_ne!(status_of(e), 0, "{:?}", String::from_utf8_lossy(req));
+    }
+    let eligible = corpus.iter().filter(|c| c.2).count() as u64;
+    let s = stats(&d);
+    assert_eq!(fast_answers(&s), eligible, "{s}");
+    assert_eq!(stat(&s, "xdp_fast_redirect"), eligible + 1, "{s}");
+    assert_eq!(stat(&s, "afxdp_fallbacks"), 1, "{s}");
+    assert!(stat(&s, "xdp_flow_pass") >= 1, "{s}");
+    for name in [
+        "xdp_pass_exempt",
+        "xdp_pass_too_large",
+        "xdp_pass_unknown_host",
+        "xdp_pass_not_enforced",
+        "xdp_pass_not_simple",
+    ] {
+        assert!(stat(&s, name) >= 1, "{name}: {s}");
+    }
+}
+
+#[test]
+fn split_head_and_request_with_fin() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let cfg = Config::new()
+        .site(Site::new("shop", &[SHOP]).enforced())
+        .extra(&xdp_section(&ns, "generic"));
+    let d = Daemon::start(&ns, &cfg);
+    let want = redirect_bytes(301, &format!("https://{SHOP}/split"));
+
+    // A head in two segments goes to the kernel, which answers it.
+    let before = nstat(&ns, &PASSIVE);
+    let out = ns.run_in_client(|| {
+        let mut s = TcpStream::connect_timeout(&edge80(), Duration::from_secs(5)).expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        s.write_all(b"GET /split HTTP/1.1\r\nHo").expect("write 1");
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(format!("st: {SHOP}\r\n\r\n").as_bytes())
+            .expect("write 2");
+        raw_exchange_on(&mut s, Duration::from_secs(5))
+    });
+    assert!(out.closed);
+    assert_eq!(out.text(), want);
+    let after = nstat(&ns, &PASSIVE);
+    assert_eq!(
+        after[0],
+        before[0] + 1,
+        "the kernel answered the split head"
+    );
+    let s = stats(&d);
+    assert_eq!(stat(&s, "xdp_pass_partial_head"), 1, "{s}");
+    assert_eq!(fast_answers(&s), 0, "{s}");
+
+    // The request and the client's FIN in one segment (TCP_CORK, then shutdown): answered by
+    // the fast path, acknowledging the FIN too.
+    let before = nstat(&ns, &PASSIVE);
+    let out = ns.run_in_client(|| {
+        let mut s = TcpStream::connect_timeout(&edge80(), Duration::from_secs(5)).expect("connect");
+        let one: libc::c_int = 1;
+        // SAFETY: valid socket and option buffer.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_CORK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        s.write_all(format!("GET /fin HTTP/1.1\r\nHost: {SHOP}\r\n\r\n").as_bytes())
+            .expect("write");
+        s.shutdown(Shutdown::Write).expect("shutdown");
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let _ = s.read_to_end(&mut buf);
+        (buf, start.elapsed())
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&out.0),
+        redirect_bytes(301, &format!("https://{SHOP}/fin"))
+    );
+    assert!(out.1 < Duration::from_secs(1), "slow answer: {:?}", out.1);
+    let after = nstat(&ns, &PASSIVE);
+    assert_eq!(before, after);
+    let s = stats(&d);
+    assert_eq!(fast_answers(&s), 1, "{s}");
+}
+
+/// Requests from the client namespace until `stop` (bounded by `max` requests and `limit`).
+/// Each result: (start, end, outcome).
+type Sample = (Instant, Instant, Result<Vec<u8>, ErrorKind>);
+
+fn load(
+    ns: &Netns,
+    req: Vec<u8>,
+    stop: Arc<AtomicBool>,
+    max: usize,
+    limit: Duration,
+) -> std::thread::JoinHandle<Vec<Sample>> {
+    let client = ns.client.clone();
+    std::thread::spawn(move || {
+        enter_netns(&client);
+        let t0 = Instant::now();
+        let mut v = Vec::new();
+        for _ in 0..max {
+            if stop.load(Ordering::Relaxed) || t0.elapsed() > limit {
+                break;
+            }
+            let start = Instant::now();
+            let r = try_exchange(edge80(), &req, Duration::from_secs(3));
+            v.push((start, Instant::now(), r));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        v
+    })
+}
+
+#[test]
+fn enable_disable_under_load() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let backend = Backend::start(&ns, "tog", 18081);
+    let host = "tog.example.test";
+    let cfg = Config::new()
+        .site(Site::new("tog", &[host]).backend(&backend.url()))
+        .extra(&xdp_section(&ns, "generic"));
+    let d = Daemon::start(&ns, &cfg);
+    let redirect = redirect_bytes(301, &format!("https://{host}/t"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let h = load(
+        &ns,
+        get_req(host, "/t"),
+        stop.clone(),
+        2000,
+        Duration::from_secs(8),
+    );
+    // Phase boundaries: (time the change was applied, enforced afterwards).
+    let mut phases = vec![(Instant::now(), false)];
+    for enforce in [true, false, true, false] {
+        std::thread::sleep(Duration::from_millis(350));
+        let o = d.cli(&[if enforce { "enable" } else { "disable" }, host]);
+        assert!(o.status.success(), "{}", o.describe());
+        phases.push((Instant::now(), enforce));
+    }
+    std::thread::sleep(Duration::from_millis(350));
+    stop.store(true, Ordering::Relaxed);
+    let samples = h.join().expect("load thread");
+    assert!(samples.len() >= 20, "only {} requests", samples.len());
+    let mut checked = 0;
+    for (start, end, r) in &samples {
+        let bytes = r
+            .as_ref()
+            .unwrap_or_else(|e| panic!("request failed under toggling: {e:?}"));
+        let text = String::from_utf8_lossy(bytes);
+        let is_redirect = text == redirect;
+        let is_proxied = text.starts_with("HTTP/1.1 200 ") && text.contains("backend=tog");
+        assert!(is_redirect || is_proxied, "unexpected answer: {text:?}");
+        // A request that started after a change was applied and ended before the next one
+        // began must reflect it.
+        if let Some(i) = phases.iter().rposition(|(t, _)| t <= start) {
+            let next_change = phases
+                .get(i + 1)
+                .map(|(t, _)| *t - Duration::from_millis(250));
+            if next_change.is_none_or(|n| *end < n) {
+                assert_eq!(is_redirect, phases[i].1, "answer {text:?} in phase {i}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 10, "too few requests inside phases: {checked}");
+    let s = stats(&d);
+    assert!(fast_answers(&s) >= 1, "{s}");
+
+    // The host map follows a change within 100 ms.
+    let o = d.cli(&["enable", host]);
+    assert!(o.status.success(), "{}", o.describe());
+    std::thread::sleep(Duration::from_millis(100));
+    let before = stats(&d);
+    assert_eq!(
+        raw_request(&ns, edge80(), &get_req(host, "/t")),
+        redirect.as_bytes()
+    );
+    let after = stats(&d);
+    assert_eq!(fast_answers(&after), fast_answers(&before) + 1, "{after}");
+    let o = d.cli(&["disable", host]);
+    assert!(o.status.success(), "{}", o.describe());
+    std::thread::sleep(Duration::from_millis(100));
+    let before = stats(&d);
+    let r = http_request(&ns, edge80(), &get_req(host, "/t"));
+    assert_eq!(r.status, 200);
+    let after = stats(&d);
+    assert_eq!(
+        stat(&after, "xdp_pass_not_enforced"),
+        stat(&before, "xdp_pass_not_enforced") + 1,
+        "{after}"
+    );
+    assert_eq!(fast_answers(&after), fast_answers(&before));
+    assert_eq!(
+        stat(&after, "afxdp_fallbacks"),
+        stat(&before, "afxdp_fallbacks")
+    );
+}
+
+#[test]
+fn kill9_under_load_falls_back_to_the_kernel_and_restart_reattaches() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let cfg = Config::new()
+        .site(Site::new("shop", &[SHOP]).enforced())
+        .extra(&xdp_section(&ns, "native"));
+    let mut d = Daemon::start(&ns, &cfg);
+    let redirect = redirect_bytes(301, &format!("https://{SHOP}/k"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let h = load(
+        &ns,
+        get_req(SHOP, "/k"),
+        stop.clone(),
+        2000,
+        Duration::from_secs(6),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let killed_at = Instant::now();
+    d.kill9();
+    assert!(
+        wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+            !xdp_attached(&ns)
+        }),
+        "XDP program still attached after kill -9: {}",
+        link_line(&ns)
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::Relaxed);
+    let samples = h.join().expect("load thread");
+
+    let mut before_kill = 0;
+    let mut refused = 0;
+    for (start, end, r) in &samples {
+        if *end < killed_at {
+            let bytes = r
+                .as_ref()
+                .unwrap_or_else(|e| panic!("failed before the kill: {e:?}"));
+            assert_eq!(String::from_utf8_lossy(bytes), redirect);
+            before_kill += 1;
+        } else if *start > killed_at + Duration::from_millis(300) {
+            // Nothing listens any more and no program answers: the kernel resets at once.
+            assert_eq!(
+                r.as_ref().err(),
+                Some(&ErrorKind::ConnectionRefused),
+                "{r:?}"
+            );
+            assert!(*end - *start < Duration::from_millis(500));
+            refused += 1;
+        }
+    }
+    assert!(before_kill >= 5, "{before_kill} requests before the kill");
+    assert!(refused >= 5, "{refused} refused requests after the kill");
+
+    d.launch();
+    d.wait_ready();
+    assert!(xdp_attached(&ns), "not attached after restart: {}", d.log());
+    for _ in 0..3 {
+        assert_eq!(
+            raw_request(&ns, edge80(), &get_req(SHOP, "/k")),
+            redirect.as_bytes()
+        );
+    }
+    let s = stats(&d);
+    assert_eq!(fast_answers(&s), 3, "{s}");
+}
