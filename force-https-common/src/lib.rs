@@ -233,6 +233,31 @@ pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
     "xdp_pass_no_xsk",
 ];
 
+/// One-line descriptions of the counters (for `force-https stats` and Prometheus `# HELP`),
+/// indexed like the `STAT_*` constants.
+pub const STAT_HELP: [&str; STAT_COUNT as usize] = [
+    "Every packet the program saw.",
+    "TCP packets (IPv4 or IPv6) to a watched port.",
+    "SYNs to a watched port, passed (the kernel answers with a cookie).",
+    "TCP segments carrying payload to a watched port.",
+    "Segments of a connection the kernel has a socket for (established, time-wait), passed.",
+    "Segments of flows in the flow LRU, passed.",
+    "Bare ACKs without a socket (the client's handshake ACK, ACKs of fast answers), dropped.",
+    "First data segments whose syncookie checked out.",
+    "Data segments with no socket and a bad or expired cookie, dropped.",
+    "Requests handed to the AF_XDP responder.",
+    "FINs with no socket handed to the AF_XDP responder (it ACKs them).",
+    "Passed: no listening socket matched (or other packets XDP does not handle: RST, URG).",
+    "Passed: IP options, fragments, IPv6 extension headers or a truncated frame.",
+    "Passed: the segment does not end the head (split head) or holds more than a head.",
+    "Passed: not a request XDP can decide (method, target form, version, header bytes, no or several Host fields, a body, a head over the maximum head size).",
+    "Passed: host not in the map.",
+    "Passed: host not enforced.",
+    "Passed: exempt path (ACME prefix) or a host flagged HOST_PASS.",
+    "Passed: the response would not fit the minimum MSS.",
+    "Passed: the redirect found no AF_XDP socket on the RX queue (the responder is not running).",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -248,15 +248,42 @@ pub struct Responders {
 
 impl Responders {
     /// Their counters.
-    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+    /// Their counters: name, help, value.
+    pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
         let s = &self.stats;
         vec![
-            ("afxdp_redirects_301", s.redirects_301.load(Relaxed)),
-            ("afxdp_redirects_308", s.redirects_308.load(Relaxed)),
-            ("afxdp_fin_acks", s.fin_acks.load(Relaxed)),
-            ("afxdp_fallbacks", s.fallbacks.load(Relaxed)),
-            ("afxdp_dropped", s.dropped.load(Relaxed)),
-            ("afxdp_tx_ring_full", s.tx_full.load(Relaxed)),
+            (
+                "afxdp_redirects_301",
+                "Fast-path 301 redirects sent by the AF_XDP responders.",
+                s.redirects_301.load(Relaxed),
+            ),
+            (
+                "afxdp_redirects_308",
+                "Fast-path 308 redirects sent by the AF_XDP responders.",
+                s.redirects_308.load(Relaxed),
+            ),
+            (
+                "afxdp_fin_acks",
+                "Client FINs after a fast-path answer, ACKed by the responders.",
+                s.fin_acks.load(Relaxed),
+            ),
+            (
+                "afxdp_fallbacks",
+                "Requests XDP handed over that the responder did not answer (policy changed \
+                 meanwhile): dropped and their flow left to the kernel, which gets the \
+                 client's retransmission.",
+                s.fallbacks.load(Relaxed),
+            ),
+            (
+                "afxdp_dropped",
+                "Frames the responder could not parse, dropped.",
+                s.dropped.load(Relaxed),
+            ),
+            (
+                "afxdp_tx_ring_full",
+                "Answers dropped because the TX ring was full (the client retransmits).",
+                s.tx_full.load(Relaxed),
+            ),
         ]
     }
 }

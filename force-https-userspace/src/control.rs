@@ -25,8 +25,8 @@ use crate::{
     policy::{PolicyError, Source},
 };
 
-/// Largest request line accepted.
-const MAX_REQUEST: usize = 1 << 20;
+/// Largest request line: a bulk change of 100000 hosts (the CLI's batch) fits easily.
+const MAX_REQUEST: usize = 32 << 20;
 
 /// A control request.
 #[derive(Debug, Serialize, Deserialize)]

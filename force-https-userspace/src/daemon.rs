@@ -59,9 +59,7 @@ impl Shared {
             self.policy.table().len() as u64,
         ));
         if let Some(x) = self.xdp.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            for (name, value) in x.counters() {
-                v.push((name, "XDP program counter (summed over CPUs).", value));
-            }
+            v.extend(x.counters());
         }
         v
     }

@@ -2,14 +2,21 @@
 //! enforced. One table feeds every path (port 80, TLS, the XDP host map).
 //!
 //! The table is an immutable snapshot behind an [`ArcSwap`]: readers take it without locks on
-//! every request, and `enable`/`disable` build a new one and swap it in, so a change is in
-//! effect as soon as the control call returns. Runtime overrides are persisted by
-//! [`crate::state`] before the swap, and they win over the config.
+//! every request, and `enable`/`disable` derive a new one and swap it in, so a change is in
+//! effect as soon as the control call returns. The snapshot's maps are persistent (`imbl`):
+//! a new version shares everything but the changed entries with the old one, so a change costs
+//! O(k · log n) for k hosts in a table of n, a million hosts included. Runtime overrides are
+//! persisted by [`crate::state`] before the swap, and they win over the config.
+//!
+//! Consumers that keep a projection of the table (the XDP host map) subscribe with
+//! [`Policy::subscribe_changes`] and get the patterns each change touched.
 
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
 };
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use arc_swap::ArcSwap;
 use force_https_proto::{
@@ -22,7 +29,7 @@ use serde::Serialize;
 use crate::{
     config::{ACME_PREFIX, Config, Site},
     metrics::HostStats,
-    state::{Overrides, StateStore},
+    state::{Delta, Overrides, StateStore},
 };
 
 /// Where a host entry comes from.
@@ -115,11 +122,20 @@ pub fn decide<'t>(
     }
 }
 
-/// An immutable snapshot of every host.
-#[derive(Debug, Default)]
+/// An immutable snapshot of every host. Cloning it is O(1) (the maps are shared).
+#[derive(Debug, Default, Clone)]
 pub struct PolicyTable {
-    exact: HashMap<String, Arc<HostEntry>>,
-    wildcard: HashMap<String, Arc<HostEntry>>,
+    exact: imbl::HashMap<String, Arc<HostEntry>>,
+    wildcard: imbl::HashMap<String, Arc<HostEntry>>,
+}
+
+/// What a policy change touched, as sent to [`Policy::subscribe_changes`] subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// These patterns may have changed (added, removed, enforced or not); nothing else did.
+    Patterns(Arc<[String]>),
+    /// Anything may have changed: re-read the whole table.
+    Full,
 }
 
 impl PolicyTable {
@@ -158,24 +174,43 @@ impl PolicyTable {
             if table.get_pattern(&pattern).is_some() {
                 continue;
             }
-            // A runtime name under a site's wildcard belongs to that site.
-            let site = match &pattern {
-                DomainPattern::Exact(name) => wildcard_parent(name)
-                    .and_then(|p| table.wildcard.get(p))
-                    .and_then(|e| e.site.clone()),
-                DomainPattern::Wildcard(_) => None,
-            };
-            let entry = Arc::new(HostEntry {
-                pattern: key.clone(),
-                site,
-                source: Source::Runtime,
-                enforced: *enforced,
-                overridden: true,
-                stats: counters(key),
-            });
+            let entry = table.runtime_entry(&pattern, key, *enforced, counters(key));
             table.insert(&pattern, entry);
         }
         table
+    }
+
+    /// An entry added by `enable` alone. A runtime name under a site's wildcard belongs to
+    /// that site (only config wildcards carry a site, and the config does not change at
+    /// runtime, so this never depends on other runtime entries).
+    fn runtime_entry(
+        &self,
+        pattern: &DomainPattern,
+        key: &str,
+        enforced: bool,
+        stats: Arc<HostStats>,
+    ) -> Arc<HostEntry> {
+        let site = match pattern {
+            DomainPattern::Exact(name) => wildcard_parent(name)
+                .and_then(|p| self.wildcard.get(p))
+                .and_then(|e| e.site.clone()),
+            DomainPattern::Wildcard(_) => None,
+        };
+        Arc::new(HostEntry {
+            pattern: key.to_string(),
+            site,
+            source: Source::Runtime,
+            enforced,
+            overridden: true,
+            stats,
+        })
+    }
+
+    fn remove(&mut self, p: &DomainPattern) {
+        match p {
+            DomainPattern::Exact(n) => self.exact.remove(n),
+            DomainPattern::Wildcard(s) => self.wildcard.remove(s),
+        };
     }
 
     fn insert(&mut self, p: &DomainPattern, e: Arc<HostEntry>) {
@@ -202,9 +237,22 @@ impl PolicyTable {
 
     /// Every entry, sorted by pattern.
     pub fn entries(&self) -> Vec<&Arc<HostEntry>> {
-        let mut v: Vec<_> = self.exact.values().chain(self.wildcard.values()).collect();
+        let mut v: Vec<_> = self.iter().collect();
         v.sort_by(|a, b| a.pattern.cmp(&b.pattern));
         v
+    }
+
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<HostEntry>> {
+        self.exact.values().chain(self.wildcard.values())
+    }
+
+    /// The entry of a pattern (`name` or `*.suffix`, normalized), if the table has it.
+    pub fn get(&self, pattern: &str) -> Option<&Arc<HostEntry>> {
+        match pattern.strip_prefix("*.") {
+            Some(suffix) => self.wildcard.get(suffix),
+            None => self.exact.get(pattern),
+        }
     }
 
     /// Number of entries.
@@ -249,21 +297,21 @@ impl std::error::Error for PolicyError {}
 pub struct Policy {
     table: ArcSwap<PolicyTable>,
     inner: Mutex<Inner>,
-    store: StateStore,
     version: tokio::sync::watch::Sender<u64>,
 }
 
 struct Inner {
-    sites: Vec<Arc<Site>>,
     overrides: Overrides,
     stats: HashMap<String, Arc<HostStats>>,
+    store: StateStore,
+    subscribers: Vec<UnboundedSender<Change>>,
 }
 
 impl Policy {
     /// Builds the policy from the config and the persisted overrides (a corrupt state file is
     /// an error).
     pub fn load(config: &Config) -> anyhow::Result<Policy> {
-        let store = StateStore::new(&config.state_dir);
+        let mut store = StateStore::new(&config.state_dir);
         let overrides = store.load()?;
         let sites: Vec<Arc<Site>> = config.sites.iter().cloned().map(Arc::new).collect();
         let mut stats = HashMap::new();
@@ -271,11 +319,11 @@ impl Policy {
         Ok(Policy {
             table: ArcSwap::from_pointee(table),
             inner: Mutex::new(Inner {
-                sites,
                 overrides,
                 stats,
+                store,
+                subscribers: Vec::new(),
             }),
-            store,
             version: tokio::sync::watch::channel(0).0,
         })
     }
@@ -290,74 +338,138 @@ impl Policy {
         self.version.subscribe()
     }
 
+    /// A receiver of every change from now on, with the patterns it touched. Read the table
+    /// after subscribing: every change published after that read is in the channel.
+    pub fn subscribe_changes(&self) -> UnboundedReceiver<Change> {
+        let (tx, rx) = unbounded_channel();
+        self.lock().subscribers.push(tx);
+        rx
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Enforces (`enforce = true`) or stops enforcing the given hosts. All names are
     /// validated first; the change is persisted, then applied. Returns the normalized
     /// patterns whose state changed.
+    ///
+    /// The cost is O(k · log n) for k hosts in a table of n: the config default of a host is
+    /// read from its table entry, the new table shares everything else with the old one, and
+    /// the state store appends one journal line.
     pub fn set(&self, hosts: &[String], enforce: bool) -> Result<Vec<String>, PolicyError> {
-        let mut patterns = Vec::with_capacity(hosts.len());
+        let mut patterns: Vec<(DomainPattern, String)> = Vec::with_capacity(hosts.len());
         for h in hosts {
             let p = parse_domain_pattern(h).map_err(|e| PolicyError::InvalidHost {
                 host: h.clone(),
                 reason: e.to_string(),
             })?;
-            patterns.push(p.to_string());
+            let key = p.to_string();
+            patterns.push((p, key));
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.lock();
         let current = self.table.load_full();
-        let mut next = inner.overrides.clone();
+        // The override of each host after the change, and the hosts whose enforcement flips.
+        let mut delta: BTreeMap<String, Option<bool>> = BTreeMap::new();
         let mut changed = Vec::new();
-        for key in patterns {
-            let config_default = inner
-                .sites
-                .iter()
-                .flat_map(|s| s.domains.iter().map(move |d| (d, s.force_https)))
-                .find(|(d, _)| d.to_string() == key)
-                .map(|(_, f)| f);
-            let before = current
-                .get_pattern(
-                    &parse_domain_pattern(&key).map_err(|e| PolicyError::InvalidHost {
-                        host: key.clone(),
-                        reason: e.to_string(),
-                    })?,
-                )
-                .map(|e| e.enforced)
-                .unwrap_or(false);
-            match (config_default, enforce) {
-                (Some(d), want) if d == want => {
-                    next.remove(&key);
-                }
-                (Some(_), want) => {
-                    next.insert(key.clone(), want);
-                }
-                (None, true) => {
-                    next.insert(key.clone(), true);
-                }
-                (None, false) => {
-                    next.remove(&key);
-                }
+        let mut seen = std::collections::HashSet::new();
+        for (pattern, key) in &patterns {
+            let entry = current.get_pattern(pattern);
+            let config_default = entry
+                .filter(|e| e.source == Source::Config)
+                .and_then(|e| e.site.as_ref())
+                .map(|s| s.force_https);
+            let before = entry.is_some_and(|e| e.enforced);
+            let next = match config_default {
+                Some(d) if d == enforce => None,
+                Some(_) => Some(enforce),
+                None if enforce => Some(true),
+                None => None,
+            };
+            if inner.overrides.get(key).copied() != next {
+                delta.insert(key.clone(), next);
             }
-            if before != enforce && !changed.contains(&key) {
-                changed.push(key);
+            if before != enforce && seen.insert(key.as_str()) {
+                changed.push(key.clone());
             }
         }
-        if next != inner.overrides {
-            self.store.save(&next).map_err(PolicyError::Persist)?;
-            let Inner { sites, stats, .. } = &mut *inner;
-            let table = PolicyTable::build(sites, &next, stats);
-            inner.overrides = next;
-            self.table.store(Arc::new(table));
-            self.version.send_modify(|v| *v += 1);
+        if delta.is_empty() {
+            return Ok(changed);
         }
+        let delta: Delta = delta.into_iter().collect();
+        let mut overrides = std::mem::take(&mut inner.overrides);
+        let undo: Vec<(String, Option<bool>)> = delta
+            .iter()
+            .map(|(k, v)| {
+                let old = match v {
+                    Some(v) => overrides.insert(k.clone(), *v),
+                    None => overrides.remove(k),
+                };
+                (k.clone(), old)
+            })
+            .collect();
+        if let Err(e) = inner.store.apply(&delta, &overrides) {
+            for (k, old) in undo {
+                match old {
+                    Some(v) => overrides.insert(k, v),
+                    None => overrides.remove(&k),
+                };
+            }
+            inner.overrides = overrides;
+            return Err(PolicyError::Persist(e));
+        }
+        inner.overrides = overrides;
+
+        let mut table = (*current).clone();
+        for (pattern, key) in &patterns {
+            let Some(next) = delta
+                .binary_search_by(|(k, _)| k.as_str().cmp(key))
+                .ok()
+                .map(|i| delta[i].1)
+            else {
+                continue;
+            };
+            let old = table.get_pattern(pattern).cloned();
+            match (old, next) {
+                (Some(e), _) if e.source == Source::Config => {
+                    let enforced =
+                        next.unwrap_or_else(|| e.site.as_ref().is_some_and(|s| s.force_https));
+                    table.insert(
+                        pattern,
+                        Arc::new(HostEntry {
+                            pattern: e.pattern.clone(),
+                            site: e.site.clone(),
+                            source: Source::Config,
+                            enforced,
+                            overridden: next.is_some(),
+                            stats: e.stats.clone(),
+                        }),
+                    );
+                }
+                (_, Some(enforced)) => {
+                    let stats = inner
+                        .stats
+                        .entry(key.clone())
+                        .or_insert_with(|| Arc::new(HostStats::default()))
+                        .clone();
+                    let entry = table.runtime_entry(pattern, key, enforced, stats);
+                    table.insert(pattern, entry);
+                }
+                (_, None) => table.remove(pattern),
+            }
+        }
+        self.table.store(Arc::new(table));
+        self.version.send_modify(|v| *v += 1);
+        let change = Change::Patterns(delta.into_iter().map(|(k, _)| k).collect());
+        inner
+            .subscribers
+            .retain(|tx| tx.send(change.clone()).is_ok());
         Ok(changed)
     }
 
     /// The persisted overrides (for tests and diagnostics).
     pub fn overrides(&self) -> BTreeMap<String, bool> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .overrides
-            .clone()
+        self.lock().overrides.clone()
     }
 }
 

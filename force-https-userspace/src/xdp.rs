@@ -27,14 +27,15 @@ use aya::{
 };
 use force_https_common::{
     FlowKey, HOST_ENFORCED, HOST_PASS, HostValue, MAP_FLOWS, MAP_HOSTS, MAP_PORTS, MAP_SETTINGS,
-    MAP_STATS, MAP_XSKS, PROG_NAME, STAT_COUNT, STAT_NAMES, Settings, host_check, host_key,
+    MAP_STATS, MAP_XSKS, PROG_NAME, STAT_COUNT, STAT_HELP, STAT_NAMES, Settings, host_check,
+    host_key,
 };
 use force_https_proto::response::{RedirectPrefix, RedirectStatus};
 
 use crate::{
     config::{ACME_PREFIX, XdpConfig, XdpMode as ConfigMode},
     daemon::Shared,
-    policy::PolicyTable,
+    policy::{Change, HostEntry, PolicyTable},
 };
 
 /// The embedded XDP object.
@@ -59,6 +60,19 @@ pub struct XdpHandle {
     pub interface: String,
     /// The mode it was attached in.
     pub mode: &'static str,
+    /// Dropped last: the syncookie mode goes back once the program is detached.
+    _syncookies: RestoreSyncookies,
+}
+
+/// Restores `tcp_syncookies` on drop.
+struct RestoreSyncookies(Option<String>);
+
+impl Drop for RestoreSyncookies {
+    fn drop(&mut self) {
+        if let Some(previous) = self.0.take() {
+            restore_syncookies(&previous);
+        }
+    }
 }
 
 impl std::fmt::Debug for XdpHandle {
@@ -69,22 +83,39 @@ impl std::fmt::Debug for XdpHandle {
 
 /// Sets `net.ipv4.tcp_syncookies = 2` in this network namespace: the kernel then answers every
 /// SYN with a cookie, which is what lets XDP answer a connection's first request without any
-/// kernel socket.
-fn enable_syncookies() -> anyhow::Result<()> {
+/// kernel socket. Returns the previous value, which [`XdpHandle`] puts back on drop.
+fn enable_syncookies() -> anyhow::Result<String> {
     let before =
         std::fs::read_to_string(SYNCOOKIES).with_context(|| format!("cannot read {SYNCOOKIES}"))?;
+    let before = before.trim().to_string();
     std::fs::write(SYNCOOKIES, "2\n").with_context(|| {
         format!("cannot set net.ipv4.tcp_syncookies=2 (writing {SYNCOOKIES}); the XDP fast path needs it")
     })?;
     tracing::warn!(
-        previous = before.trim(),
+        previous = before.as_str(),
         "XDP fast path: set net.ipv4.tcp_syncookies=2 in this network namespace. Cost: every \
          TCP handshake on every port now uses syncookies, so clients without TCP timestamps \
          lose window scaling and SACK (and their MSS is rounded down to one of 4 values), on \
          443 too; and a first request sent more than about 2 minutes after the handshake is \
          reset (the cookie has expired)"
     );
-    Ok(())
+    Ok(before)
+}
+
+/// Puts the syncookie mode back as it was before [`enable_syncookies`], unless somebody else
+/// changed it meanwhile.
+fn restore_syncookies(previous: &str) {
+    let now = std::fs::read_to_string(SYNCOOKIES).unwrap_or_default();
+    if now.trim() != "2" || previous == "2" {
+        return;
+    }
+    match std::fs::write(SYNCOOKIES, format!("{previous}\n")) {
+        Ok(()) => tracing::info!(
+            restored = previous,
+            "XDP fast path stopped: net.ipv4.tcp_syncookies restored"
+        ),
+        Err(e) => tracing::warn!("cannot restore net.ipv4.tcp_syncookies={previous}: {e}"),
+    }
 }
 
 /// Number of RX queues of an interface (one AF_XDP socket is bound per queue).
@@ -113,7 +144,9 @@ pub fn fixed_response_len(https_port: u16) -> u32 {
 /// interface. The host map is filled and the responders started by [`XdpHandle::start`].
 pub fn attach(cfg: &XdpConfig, ports: &[u16], https_port: u16) -> anyhow::Result<XdpHandle> {
     raise_memlock();
-    enable_syncookies()?;
+    let syncookies_before = enable_syncookies()?;
+    // Put it back if anything below fails.
+    let restore = RestoreSyncookies(Some(syncookies_before));
     let queues = rx_queues(&cfg.interface);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(MAP_HOSTS, cfg.max_hosts)
@@ -193,6 +226,7 @@ pub fn attach(cfg: &XdpConfig, ports: &[u16], https_port: u16) -> anyhow::Result
                     responders: None,
                     interface: cfg.interface.clone(),
                     mode: name,
+                    _syncookies: restore,
                 });
             }
             Err(e) => last = Some(anyhow::Error::new(e).context(format!("{name} mode"))),
@@ -206,8 +240,9 @@ pub fn attach(cfg: &XdpConfig, ports: &[u16], https_port: u16) -> anyhow::Result
         )))
 }
 
-/// Fills the host map, then keeps it in step with the policy (a thread woken by
-/// `Policy::subscribe`), and starts the AF_XDP responders.
+/// Fills the host map, then keeps it in step with the policy (a thread fed by
+/// `Policy::subscribe_changes`, which writes only the entries of the patterns a change
+/// touched), and starts the AF_XDP responders.
 pub fn start(shared: &Arc<Shared>) -> anyhow::Result<()> {
     let mut guard = shared.xdp.lock().unwrap_or_else(|p| p.into_inner());
     let Some(handle) = guard.as_mut() else {
@@ -217,6 +252,8 @@ pub fn start(shared: &Arc<Shared>) -> anyhow::Result<()> {
         .hosts
         .take()
         .ok_or_else(|| anyhow!("XDP already started"))?;
+    // Subscribe first: a change racing with the fill is then applied (again) afterwards.
+    let mut changes = shared.policy.subscribe_changes();
     let t0 = Instant::now();
     let n = hosts.sync(&shared.policy.table())?;
     tracing::info!(
@@ -227,7 +264,6 @@ pub fn start(shared: &Arc<Shared>) -> anyhow::Result<()> {
     set_ready(&mut handle.ebpf, shared.config.https_port)?;
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let mut rx = shared.policy.subscribe();
     let rt = tokio::runtime::Handle::current();
     let sh = shared.clone();
     let thread = std::thread::Builder::new()
@@ -235,14 +271,29 @@ pub fn start(shared: &Arc<Shared>) -> anyhow::Result<()> {
         .spawn(move || {
             rt.block_on(async move {
                 loop {
-                    tokio::select! {
-                        r = rx.changed() => if r.is_err() { break },
+                    let first = tokio::select! {
+                        c = changes.recv() => match c { Some(c) => c, None => break },
                         _ = stop_rx.changed() => break,
+                    };
+                    // Coalesce what queued up meanwhile.
+                    let mut batch = vec![first];
+                    while let Ok(c) = changes.try_recv() {
+                        batch.push(c);
                     }
                     let t0 = Instant::now();
-                    match hosts.sync(&sh.policy.table()) {
+                    let table = sh.policy.table();
+                    let res = if batch.contains(&Change::Full) {
+                        hosts.sync(&table)
+                    } else {
+                        batch.iter().try_fold(0, |n, c| match c {
+                            Change::Patterns(p) => hosts.update(&table, p).map(|k| n + k),
+                            Change::Full => Ok(n),
+                        })
+                    };
+                    match res {
                         Ok(n) => tracing::debug!(
-                            entries = n,
+                            written = n,
+                            entries = hosts.current.len(),
                             us = t0.elapsed().as_micros() as u64,
                             "XDP host map updated"
                         ),
@@ -281,15 +332,90 @@ fn set_ready(ebpf: &mut Ebpf, https_port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The host map and what userspace last wrote into it.
-struct HostMap {
-    map: HashMap<MapData, u64, HostValue>,
-    current: StdHashMap<u64, HostValue>,
+/// Where [`HostMap`] writes: the BPF map, or a plain map in unit tests.
+trait HostStore {
+    fn put(&mut self, k: u64, v: HostValue) -> anyhow::Result<()>;
+    fn delete(&mut self, k: u64) -> anyhow::Result<()>;
 }
 
-impl HostMap {
-    /// Writes the difference between the projection of `table` and the map's content.
-    /// Returns the number of entries.
+impl HostStore for HashMap<MapData, u64, HostValue> {
+    fn put(&mut self, k: u64, v: HostValue) -> anyhow::Result<()> {
+        self.insert(k, v, 0)
+            .context("cannot add a host to the XDP map (is [xdp] max_hosts large enough?)")
+    }
+
+    fn delete(&mut self, k: u64) -> anyhow::Result<()> {
+        match self.remove(&k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).context("cannot remove a host from the XDP map"),
+        }
+    }
+}
+
+/// The host map and what userspace last wrote into it.
+struct HostMap<M = HashMap<MapData, u64, HostValue>> {
+    map: M,
+    current: StdHashMap<u64, Slot>,
+}
+
+/// The patterns of the table that share one map key (almost always one). A pattern is
+/// identified by its check hash and length, which is all XDP can tell patterns apart by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    One(HostValue),
+    Many(Vec<HostValue>),
+}
+
+impl Slot {
+    /// What the map holds for this key: the entry, or, for colliding patterns, an entry that
+    /// leaves every request to the kernel.
+    fn value(&self) -> HostValue {
+        match self {
+            Slot::One(v) => *v,
+            Slot::Many(v) => HostValue {
+                flags: v[0].flags | HOST_PASS,
+                ..v[0]
+            },
+        }
+    }
+
+    fn same_pattern(a: &HostValue, b: &HostValue) -> bool {
+        a.check == b.check && a.len == b.len
+    }
+
+    fn with(self, v: HostValue) -> Slot {
+        match self {
+            Slot::One(o) if Slot::same_pattern(&o, &v) => Slot::One(v),
+            Slot::One(o) => Slot::Many(vec![o, v]),
+            Slot::Many(mut all) => {
+                match all.iter_mut().find(|o| Slot::same_pattern(o, &v)) {
+                    Some(o) => *o = v,
+                    None => all.push(v),
+                }
+                Slot::Many(all)
+            }
+        }
+    }
+
+    fn without(self, v: &HostValue) -> Option<Slot> {
+        match self {
+            Slot::One(o) if Slot::same_pattern(&o, v) => None,
+            Slot::One(o) => Some(Slot::One(o)),
+            Slot::Many(mut all) => {
+                all.retain(|o| !Slot::same_pattern(o, v));
+                match all.len() {
+                    0 => None,
+                    1 => Some(Slot::One(all[0])),
+                    _ => Some(Slot::Many(all)),
+                }
+            }
+        }
+    }
+}
+
+impl<M: HostStore> HostMap<M> {
+    /// Writes the difference between the projection of the whole `table` and the map's
+    /// content (at start). Returns the number of entries.
     fn sync(&mut self, table: &PolicyTable) -> anyhow::Result<usize> {
         let next = project(table);
         let stale: Vec<u64> = self
@@ -299,71 +425,112 @@ impl HostMap {
             .copied()
             .collect();
         for k in stale {
-            match self.map.remove(&k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("cannot remove a host from the XDP map"),
-            }
-            self.current.remove(&k);
+            self.remove(k)?;
         }
-        for (k, v) in &next {
-            if self.current.get(k) != Some(v) {
-                self.map.insert(k, v, 0).context(
-                    "cannot add a host to the XDP map (is [xdp] max_hosts large enough?)",
-                )?;
-                self.current.insert(*k, *v);
+        for (k, slot) in next {
+            if self.current.get(&k) != Some(&slot) {
+                self.write(k, slot)?;
             }
         }
         Ok(self.current.len())
     }
+
+    /// Brings the entries of `patterns` in line with `table`, touching nothing else. Returns
+    /// the number of map entries written or removed.
+    fn update(&mut self, table: &PolicyTable, patterns: &[String]) -> anyhow::Result<usize> {
+        let mut written = 0;
+        for p in patterns {
+            let s = p.as_bytes();
+            let k = host_key(s);
+            let id = HostValue {
+                check: host_check(s),
+                len: s.len() as u16,
+                flags: 0,
+            };
+            let before = self.current.get(&k).cloned();
+            let rest = before.clone().and_then(|slot| slot.without(&id));
+            let after = match table.get(p) {
+                Some(e) => Some(match rest {
+                    Some(slot) => slot.with(entry_value(e)),
+                    None => Slot::One(entry_value(e)),
+                }),
+                None => rest,
+            };
+            if before == after {
+                continue;
+            }
+            written += 1;
+            match after {
+                Some(slot) => self.write(k, slot)?,
+                None => self.remove(k)?,
+            }
+        }
+        Ok(written)
+    }
+
+    fn write(&mut self, k: u64, slot: Slot) -> anyhow::Result<()> {
+        if self.current.get(&k).map(Slot::value) != Some(slot.value()) {
+            self.map.put(k, slot.value())?;
+        }
+        self.current.insert(k, slot);
+        Ok(())
+    }
+
+    fn remove(&mut self, k: u64) -> anyhow::Result<()> {
+        self.map.delete(k)?;
+        self.current.remove(&k);
+        Ok(())
+    }
+}
+
+/// The map value of one table entry.
+fn entry_value(e: &HostEntry) -> HostValue {
+    let s = e.pattern.as_bytes();
+    let mut flags = 0;
+    if e.enforced {
+        flags |= HOST_ENFORCED;
+    }
+    let other_exempt = e
+        .site
+        .as_ref()
+        .is_some_and(|site| site.exempt_paths.iter().any(|p| p != ACME_PREFIX));
+    if other_exempt {
+        flags |= HOST_PASS;
+    }
+    HostValue {
+        check: host_check(s),
+        len: s.len() as u16,
+        flags,
+    }
 }
 
 /// The host map as the policy table dictates it: one entry per pattern (see
-/// `force-https-common`), keys colliding → both entries left to the kernel.
-pub fn project(table: &PolicyTable) -> StdHashMap<u64, HostValue> {
-    let entries = table.entries();
-    let mut out: StdHashMap<u64, HostValue> = StdHashMap::with_capacity(entries.len());
-    for e in entries {
-        let s = e.pattern.as_bytes();
-        let mut flags = 0;
-        if e.enforced {
-            flags |= HOST_ENFORCED;
-        }
-        let other_exempt = e
-            .site
-            .as_ref()
-            .is_some_and(|site| site.exempt_paths.iter().any(|p| p != ACME_PREFIX));
-        if other_exempt {
-            flags |= HOST_PASS;
-        }
-        let v = HostValue {
-            check: host_check(s),
-            len: s.len() as u16,
-            flags,
+/// `force-https-common`); patterns whose keys collide are all left to the kernel.
+fn project(table: &PolicyTable) -> StdHashMap<u64, Slot> {
+    let mut out: StdHashMap<u64, Slot> = StdHashMap::with_capacity(table.len());
+    for e in table.iter() {
+        let v = entry_value(e);
+        let k = host_key(e.pattern.as_bytes());
+        let slot = match out.remove(&k) {
+            Some(slot) => slot.with(v),
+            None => Slot::One(v),
         };
-        match out.entry(host_key(s)) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(v);
-            }
-            std::collections::hash_map::Entry::Occupied(mut slot) => {
-                // Two patterns, one key: neither can be trusted by XDP.
-                slot.get_mut().flags |= HOST_PASS;
-            }
-        }
+        out.insert(k, slot);
     }
     out
 }
 
 impl XdpHandle {
-    /// The counters summed over CPUs, with their names, then the responders' counters.
-    pub fn counters(&self) -> Vec<(&'static str, u64)> {
-        let mut v: Vec<(&'static str, u64)> = (0..STAT_COUNT)
+    /// The XDP counters summed over CPUs, then the responders' counters: name, help, value.
+    pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut v: Vec<(&'static str, &'static str, u64)> = (0..STAT_COUNT)
             .map(|i| {
                 let v = self
                     .stats
                     .get(&i, 0)
                     .map(|per_cpu| per_cpu.iter().sum())
                     .unwrap_or(0);
-                (STAT_NAMES[i as usize], v)
+                (STAT_NAMES[i as usize], STAT_HELP[i as usize], v)
             })
             .collect();
         if let Some(r) = &self.responders {
@@ -393,4 +560,102 @@ fn raise_memlock() {
     };
     // SAFETY: plain syscall with a valid pointer.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::policy::Policy;
+    use std::path::Path;
+
+    impl HostStore for StdHashMap<u64, HostValue> {
+        fn put(&mut self, k: u64, v: HostValue) -> anyhow::Result<()> {
+            self.insert(k, v);
+            Ok(())
+        }
+        fn delete(&mut self, k: u64) -> anyhow::Result<()> {
+            self.remove(&k);
+            Ok(())
+        }
+    }
+
+    fn projection(table: &PolicyTable) -> StdHashMap<u64, HostValue> {
+        project(table)
+            .into_iter()
+            .map(|(k, s)| (k, s.value()))
+            .collect()
+    }
+
+    fn policy(dir: &Path) -> Policy {
+        let text = format!(
+            "[state]\ndir = \"{}\"\n[[site]]\nname = \"shop\"\ndomains = [\"shop.example\", \"*.shop.example\"]\nforce_https = true\n[[site]]\nname = \"blog\"\ndomains = [\"blog.example\"]\nexempt_paths = [\"/healthz\"]\n",
+            dir.display()
+        );
+        Policy::load(&Config::from_toml(Path::new("t.toml"), &text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn incremental_updates_equal_the_full_projection() {
+        let d = tempfile::tempdir().unwrap();
+        let p = policy(d.path());
+        let mut changes = p.subscribe_changes();
+        let mut m = HostMap {
+            map: StdHashMap::new(),
+            current: StdHashMap::new(),
+        };
+        m.sync(&p.table()).unwrap();
+        assert_eq!(m.map, projection(&p.table()));
+        let hosts = [
+            "shop.example",
+            "*.shop.example",
+            "a.shop.example",
+            "blog.example",
+            "solo.example",
+            "*.wild.example",
+        ];
+        // A fixed pseudo-random walk of enable/disable batches.
+        let mut x: u32 = 12345;
+        for _ in 0..300 {
+            x = x.wrapping_mul(1103515245).wrapping_add(12345);
+            let batch: Vec<String> = hosts
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (x >> (8 + i)) & 1 == 1)
+                .map(|(_, h)| h.to_string())
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            p.set(&batch, (x >> 20) & 1 == 1).unwrap();
+            while let Ok(c) = changes.try_recv() {
+                let Change::Patterns(pats) = c else {
+                    panic!("full change from set");
+                };
+                m.update(&p.table(), &pats).unwrap();
+            }
+            assert_eq!(m.map, projection(&p.table()), "after {batch:?}");
+        }
+    }
+
+    #[test]
+    fn colliding_patterns_are_passed_and_recover() {
+        let a = HostValue {
+            check: 1,
+            len: 5,
+            flags: HOST_ENFORCED,
+        };
+        let b = HostValue {
+            check: 2,
+            len: 5,
+            flags: HOST_ENFORCED,
+        };
+        let both = Slot::One(a).with(b);
+        assert_eq!(both.value().flags, HOST_ENFORCED | HOST_PASS);
+        assert_eq!(both.clone().without(&a), Some(Slot::One(b)));
+        assert_eq!(Slot::One(a).without(&a), None);
+        // Updating a pattern in place keeps one entry.
+        let a2 = HostValue { flags: 0, ..a };
+        assert_eq!(Slot::One(a).with(a2), Slot::One(a2));
+    }
 }

@@ -419,3 +419,67 @@ fn permission_denied_exits_5() {
     assert_eq!(list_json(&d), before);
     assert!(Path::new(&d.socket).exists());
 }
+
+#[test]
+fn bulk_enable_from_file_and_stdin_all_or_nothing() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let d = Daemon::start(&ns, &Config::new());
+    let file = d.dir().join("hosts.txt");
+    std::fs::write(
+        &file,
+        "# fleet A\na.bulk.example\n\n  b.bulk.example  \n*.c.bulk.example\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let o = d.cli(&["enable", "--from-file", f, "x.bulk.example"]);
+    assert_eq!(o.code(), 0, "{}", o.describe());
+    let list = list_json(&d);
+    for h in [
+        "a.bulk.example",
+        "b.bulk.example",
+        "*.c.bulk.example",
+        "x.bulk.example",
+    ] {
+        assert_eq!(entry(&list, h)["enforced"], true, "{h}");
+    }
+    // One invalid line: exit 4 naming it, and nothing changes.
+    std::fs::write(&file, "d.bulk.example\nbad host\n").unwrap();
+    let o = d.cli(&["disable", "--from-file", f, "a.bulk.example"]);
+    assert_eq!(o.code(), 4, "{}", o.describe());
+    assert!(o.err().contains("bad host"), "{}", o.describe());
+    let list = list_json(&d);
+    assert_eq!(entry(&list, "a.bulk.example")["enforced"], true);
+    assert!(list.iter().all(|e| e["host"] != "d.bulk.example"));
+    // From standard input.
+    let cfg = d.config_path.to_str().unwrap();
+    let mut c = cli_command(&["disable", "--from-file", "-", "--config", cfg]);
+    c.stdin(std::process::Stdio::piped());
+    c.stdout(std::process::Stdio::piped());
+    c.stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"a.bulk.example\nb.bulk.example\n")
+            .unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", o.describe());
+    let list = list_json(&d);
+    assert!(
+        list.iter().all(|e| e["host"] != "a.bulk.example"),
+        "{list:?}"
+    );
+    assert!(
+        list.iter().all(|e| e["host"] != "b.bulk.example"),
+        "{list:?}"
+    );
+    assert_eq!(entry(&list, "x.bulk.example")["enforced"], true);
+    // A missing file is a usage error.
+    let o = d.cli(&["enable", "--from-file", "/nonexistent/hosts"]);
+    assert_eq!(o.code(), 2, "{}", o.describe());
+}

@@ -17,13 +17,34 @@ fn status(ns: &Netns, host: &str) -> u16 {
     ))
 }
 
+/// The persisted state as the daemon would load it: the snapshot `state.json`, then the
+/// journal `state.journal` replayed over it (one JSON line per change, `null` removes).
 fn read_state(d: &Daemon) -> Value {
     let path = d.state_file();
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let v = json(&text);
-    assert_eq!(v["version"], 1, "state file {text}");
-    assert!(v["hosts"].is_object(), "state file {text}");
+    let mut v = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let v = json(&text);
+            assert_eq!(v["version"], 1, "state file {text}");
+            assert!(v["hosts"].is_object(), "state file {text}");
+            v
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json(r#"{"version":1,"hosts":{}}"#),
+        Err(e) => panic!("read {}: {e}", path.display()),
+    };
+    let journal = d.state_dir.join("state.journal");
+    if let Ok(text) = std::fs::read_to_string(&journal) {
+        let hosts = v["hosts"].as_object_mut().expect("hosts object");
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            let change = json(line);
+            for (host, enforced) in change["hosts"].as_object().expect("journal line") {
+                if enforced.is_null() {
+                    hosts.remove(host);
+                } else {
+                    hosts.insert(host.clone(), enforced.clone());
+                }
+            }
+        }
+    }
     v
 }
 

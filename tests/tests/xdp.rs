@@ -107,16 +107,25 @@ fn fast_path_answers(mode: &str) {
     let cfg = Config::new()
         .site(Site::new("shop", &[SHOP, "*.shop.example.test"]).enforced())
         .extra(&xdp_section(&ns, mode));
+    let syncookies = || {
+        output_timeout(
+            &mut ns.edge_cmd(&["cat", "/proc/sys/net/ipv4/tcp_syncookies"]),
+            CMD_TIMEOUT,
+        )
+        .out()
+        .trim()
+        .to_string()
+    };
+    let initial = syncookies();
+    assert_ne!(
+        initial, "2",
+        "a fresh namespace has the default syncookie mode"
+    );
     let mut d = Daemon::start(&ns, &cfg);
     let log = d.log();
     assert!(log.contains(&format!("mode=\"{mode}\"")), "{log}");
     assert!(log.contains("tcp_syncookies=2"), "{log}");
-    let sc = output_timeout(
-        &mut ns.edge_cmd(&["cat", "/proc/sys/net/ipv4/tcp_syncookies"]),
-        CMD_TIMEOUT,
-    )
-    .out();
-    assert_eq!(sc.trim(), "2");
+    assert_eq!(syncookies(), "2");
     let line = link_line(&ns);
     if mode == "generic" {
         assert!(line.contains("xdpgeneric"), "{line}");
@@ -188,6 +197,12 @@ fn fast_path_answers(mode: &str) {
         d.log()
     );
     assert!(!xdp_attached(&ns), "XDP still attached after SIGTERM");
+    assert_eq!(
+        syncookies(),
+        initial,
+        "tcp_syncookies not restored on exit: {}",
+        d.log()
+    );
 }
 
 #[test]
@@ -721,4 +736,85 @@ fn kill9_under_load_falls_back_to_the_kernel_and_restart_reattaches() {
     }
     let s = stats(&d);
     assert_eq!(fast_answers(&s), 3, "{s}");
+}
+
+/// With 200k runtime hosts, `enable` and `disable` still reach the host map within 100 ms:
+/// the policy and the map are updated per changed host, not rebuilt.
+#[test]
+fn enable_reaches_the_map_within_100ms_with_200k_hosts() {
+    if !require_root() {
+        return;
+    }
+    const HOSTS: usize = 200_000;
+    let ns = Netns::new();
+    let backend = Backend::start(&ns, "big", 18082);
+    let host = "big.example.test";
+    let cfg = Config::new()
+        .site(Site::new("big", &[host]).backend(&backend.url()))
+        .extra(&xdp_section(&ns, "generic"));
+    let mut d = Daemon::prepare(&ns, &cfg);
+    let mut state = String::from("{\"version\":1,\"hosts\":{");
+    for i in 0..HOSTS {
+        if i > 0 {
+            state.push(',');
+        }
+        state.push_str(&format!("\"h{i}.bulk.example.test\":true"));
+    }
+    state.push_str("}}");
+    std::fs::create_dir_all(&d.state_dir).unwrap();
+    std::fs::write(d.state_file(), state).unwrap();
+    d.launch();
+    d.wait_ready();
+    let s = stats(&d);
+    assert_eq!(stat(&s, "hosts"), HOSTS as u64 + 1, "{s}");
+    let redirect = redirect_bytes(301, &format!("https://{host}/t"));
+    // A bulk host is answered by the fast path.
+    let before = fast_answers(&stats(&d));
+    assert_eq!(
+        raw_request(&ns, edge80(), &get_req("h123456.bulk.example.test", "/t")),
+        redirect_bytes(301, "https://h123456.bulk.example.test/t").as_bytes()
+    );
+    assert_eq!(fast_answers(&stats(&d)), before + 1);
+
+    for round in 0..3 {
+        let t0 = Instant::now();
+        let o = d.cli(&["enable", host]);
+        let took = t0.elapsed();
+        assert!(o.status.success(), "{}", o.describe());
+        assert!(
+            took < Duration::from_millis(500),
+            "round {round}: enable took {took:?} with {HOSTS} hosts"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let before = stats(&d);
+        assert_eq!(
+            raw_request(&ns, edge80(), &get_req(host, "/t")),
+            redirect.as_bytes()
+        );
+        let after = stats(&d);
+        assert_eq!(
+            fast_answers(&after),
+            fast_answers(&before) + 1,
+            "round {round}: the fast path did not answer 100 ms after enable: {after}"
+        );
+
+        let t0 = Instant::now();
+        let o = d.cli(&["disable", host]);
+        let took = t0.elapsed();
+        assert!(o.status.success(), "{}", o.describe());
+        assert!(
+            took < Duration::from_millis(500),
+            "round {round}: disable took {took:?} with {HOSTS} hosts"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let before = stats(&d);
+        let r = http_request(&ns, edge80(), &get_req(host, "/t"));
+        assert_eq!(r.status, 200);
+        let after = stats(&d);
+        assert_eq!(
+            stat(&after, "xdp_pass_not_enforced"),
+            stat(&before, "xdp_pass_not_enforced") + 1,
+            "round {round}: XDP still saw the host enforced 100 ms after disable: {after}"
+        );
+    }
 }
