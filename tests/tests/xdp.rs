@@ -818,3 +818,177 @@ fn enable_reaches_the_map_within_100ms_with_200k_hosts() {
         );
     }
 }
+
+/// Internet checksum over `data` (one's complement of the one's-complement sum).
+fn inet_checksum(chunks: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    let all: Vec<u8> = chunks.concat();
+    for pair in all.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The sequence numbers of a connected socket: (next byte to send, next byte expected), read
+/// in TCP_REPAIR mode (root), then repair mode is left without a window probe.
+fn tcp_seqs(s: &TcpStream) -> (u32, u32) {
+    const TCP_REPAIR: libc::c_int = 19;
+    const TCP_REPAIR_QUEUE: libc::c_int = 20;
+    const TCP_QUEUE_SEQ: libc::c_int = 21;
+    const TCP_RECV_QUEUE: libc::c_int = 1;
+    const TCP_SEND_QUEUE: libc::c_int = 2;
+    const TCP_REPAIR_OFF_NO_WP: libc::c_int = -1;
+    let fd = s.as_raw_fd();
+    let set = |opt: libc::c_int, v: libc::c_int| {
+        // SAFETY: valid socket and option buffer.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "setsockopt {opt}: {}",
+            std::io::Error::last_os_error()
+        );
+    };
+    let get = || {
+        let mut v: u32 = 0;
+        let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+        // SAFETY: valid socket and buffers.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                TCP_QUEUE_SEQ,
+                (&mut v as *mut u32).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_QUEUE_SEQ: {}", std::io::Error::last_os_error());
+        v
+    };
+    set(TCP_REPAIR, 1);
+    set(TCP_REPAIR_QUEUE, TCP_SEND_QUEUE);
+    let snd = get();
+    set(TCP_REPAIR_QUEUE, TCP_RECV_QUEUE);
+    let rcv = get();
+    set(TCP_REPAIR, TCP_REPAIR_OFF_NO_WP);
+    (snd, rcv)
+}
+
+/// Sends one IPv4 TCP segment (ACK|PSH, no options) with a raw socket.
+fn send_raw_segment(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, payload: &[u8]) {
+    let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (src, dst) else {
+        panic!("IPv4 only");
+    };
+    let mut tcp = Vec::with_capacity(20 + payload.len());
+    tcp.extend_from_slice(&src.port().to_be_bytes());
+    tcp.extend_from_slice(&dst.port().to_be_bytes());
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&ack.to_be_bytes());
+    tcp.extend_from_slice(&[5 << 4, 0x18]); // data offset 5, PSH|ACK
+    tcp.extend_from_slice(&64240u16.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+    tcp.extend_from_slice(payload);
+    let len = (tcp.len() as u16).to_be_bytes();
+    let pseudo = [
+        &src.ip().octets()[..],
+        &dst.ip().octets()[..],
+        &[0, libc::IPPROTO_TCP as u8],
+        &len[..],
+    ]
+    .concat();
+    let sum = inet_checksum(&[&pseudo, &tcp]);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    // SAFETY: plain socket calls with valid buffers.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(dst.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let n = libc::sendto(
+            fd,
+            tcp.as_ptr().cast(),
+            tcp.len(),
+            0,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert_eq!(n, tcp.len() as isize, "raw sendto: {err}");
+    }
+}
+
+/// A lost first segment: XDP sees the second segment of a two-segment head before the first
+/// (it is injected with the connection's real sequence and acknowledgment numbers, as if the
+/// first had been lost on the way). With no socket behind it and a sequence number its cookie
+/// does not match, XDP drops it instead of passing it (the kernel would reset the connection).
+/// Then the client sends the head normally, as a retransmission would, and gets the redirect.
+#[test]
+fn lost_first_segment_is_dropped_and_the_retransmission_answered() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let cfg = Config::new()
+        .site(Site::new("shop", &[SHOP]).enforced())
+        .extra(&xdp_section(&ns, "generic"));
+    let d = Daemon::start(&ns, &cfg);
+    let first = b"GET /lost HTTP/1.1\r\nHo".to_vec();
+    let second = format!("st: {SHOP}\r\n\r\n").into_bytes();
+    let before = stats(&d);
+    let (mut s, _) = ns.run_in_client(|| {
+        let s = TcpStream::connect_timeout(&edge80(), Duration::from_secs(5)).expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        let (snd, rcv) = tcp_seqs(&s);
+        let local = s.local_addr().expect("local addr");
+        send_raw_segment(
+            local,
+            edge80(),
+            snd.wrapping_add(first.len() as u32),
+            rcv,
+            &second,
+        );
+        (s, ())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mid = stats(&d);
+    assert_eq!(
+        stat(&mid, "xdp_cookie_bad_drop"),
+        stat(&before, "xdp_cookie_bad_drop") + 1,
+        "the segment after the lost one was not dropped by XDP: {mid}"
+    );
+    // The retransmission: the whole head, in two segments as before.
+    s.write_all(&first).expect("write 1");
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(&second).expect("write 2");
+    let got = raw_exchange_on(&mut s, Duration::from_secs(10));
+    assert!(got.closed, "no answer: {:?}", got.text());
+    assert_eq!(
+        got.text(),
+        redirect_bytes(301, &format!("https://{SHOP}/lost"))
+    );
+    let after = stats(&d);
+    assert_eq!(
+        stat(&after, "xdp_pass_partial_head"),
+        stat(&mid, "xdp_pass_partial_head") + 1,
+        "{after}"
+    );
+}
