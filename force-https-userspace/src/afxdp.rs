@@ -251,7 +251,7 @@ impl Responders {
     /// Their counters: name, help, value.
     pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
         let s = &self.stats;
-        vec![
+        let mut v = vec![
             (
                 "afxdp_redirects_301",
                 "Fast-path 301 redirects sent by the AF_XDP responders.",
@@ -284,7 +284,15 @@ impl Responders {
                 "Answers dropped because the TX ring was full (the client retransmits).",
                 s.tx_full.load(Relaxed),
             ),
-        ]
+        ];
+        if crate::allocs::INSTALLED {
+            v.push((
+                "afxdp_allocations",
+                "Heap allocations made by the responder threads (count-allocs build only).",
+                crate::allocs::allocations(),
+            ));
+        }
+        v
     }
 }
 
@@ -479,6 +487,7 @@ pub fn start(
             .name(format!("fh-afxdp-{q}"))
             .spawn(move || match Queue::open(&iface, q) {
                 Ok(queue) => {
+                    crate::allocs::count_this_thread(true);
                     let _ = opened_tx.send(Ok(queue.fd()));
                     run(queue, responder, &shared, &flows, &stop, &stats);
                 }
@@ -635,45 +644,10 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use force_https_proto::response::redirect;
-    use std::{
-        alloc::{GlobalAlloc, Layout, System},
-        cell::Cell,
-        collections::HashMap,
-        path::Path,
-    };
-
-    /// Counts allocations made by the current thread while `COUNTING` is set.
-    struct Counting;
-
-    thread_local! {
-        static COUNTING: Cell<bool> = const { Cell::new(false) };
-        static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    // SAFETY: forwards to the system allocator.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            if COUNTING.with(Cell::get) {
-                ALLOCS.with(|a| a.set(a.get() + 1));
-            }
-            // SAFETY: same contract.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: same contract.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            if COUNTING.with(Cell::get) {
-                ALLOCS.with(|a| a.set(a.get() + 1));
-            }
-            // SAFETY: same contract.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
+    use std::{collections::HashMap, path::Path};
 
     #[global_allocator]
-    static GLOBAL: Counting = Counting;
+    static GLOBAL: crate::allocs::Counting = crate::allocs::Counting;
 
     fn table(dir: &Path) -> PolicyTable {
         let text = format!(
@@ -861,7 +835,9 @@ backend = "http://127.0.0.1:1"
         let mut work: Vec<Vec<u8>> = frames.iter().map(|(f, _)| f.clone()).collect();
         // Warm up once (thread-locals of the allocator-free paths).
         let _ = r.handle(&t, &mut work[0].clone(), frames[0].1);
-        COUNTING.with(|c| c.set(true));
+        use crate::allocs::{allocations, count_this_thread};
+        let start = allocations();
+        count_this_thread(true);
         let mut answered = 0;
         for _round in 0..4 {
             for (i, (orig, len)) in frames.iter().enumerate() {
@@ -873,15 +849,14 @@ backend = "http://127.0.0.1:1"
                 }
             }
         }
-        COUNTING.with(|c| c.set(false));
-        let allocs = ALLOCS.with(Cell::get);
-        assert_eq!(allocs, 0, "allocations during the burst");
+        count_this_thread(false);
+        assert_eq!(allocations() - start, 0, "allocations during the burst");
         // The counter does count.
-        COUNTING.with(|c| c.set(true));
+        count_this_thread(true);
         let v = std::hint::black_box(vec![0u8; 64]);
-        COUNTING.with(|c| c.set(false));
+        count_this_thread(false);
         drop(v);
-        assert_eq!(ALLOCS.with(Cell::get), 1);
+        assert_eq!(allocations() - start, 1);
         assert_eq!(answered, 4 * (192 + 1));
     }
 }

@@ -12,6 +12,7 @@
 //! The pure protocol logic (parsing, response bytes) is in the `force-https-proto` crate.
 
 pub mod afxdp;
+pub mod allocs;
 pub mod cli;
 pub mod config;
 pub mod control;
