@@ -106,7 +106,16 @@ pub struct Settings {
     pub fixed_len: u32,
     /// 1 once userspace has filled the settings; 0 makes XDP pass every data segment.
     pub ready: u32,
+    /// 1: XDP answers a client's FIN itself with an ACK (`XDP_TX`); 0: it hands the FIN to
+    /// the AF_XDP responder. 0 on a veth in driver mode, where `XDP_TX` frames only reach a
+    /// peer that has an XDP program of its own.
+    pub fin_tx: u32,
 }
+
+/// TTL / hop limit of fast-path answers (AF_XDP and `XDP_TX`).
+pub const ANSWER_TTL: u8 = 64;
+/// TCP window advertised in fast-path answers.
+pub const ANSWER_WINDOW: u16 = 0xffff;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -206,8 +215,10 @@ pub const STAT_PASS_EXEMPT: u32 = 17;
 pub const STAT_PASS_TOO_LARGE: u32 = 18;
 /// Passed: the redirect found no AF_XDP socket on the RX queue (the responder is not running).
 pub const STAT_PASS_NO_XSK: u32 = 19;
+/// FINs with no socket answered with an ACK by XDP itself (`XDP_TX`).
+pub const STAT_FIN_ACK_TX: u32 = 20;
 /// Number of counters in [`MAP_STATS`].
-pub const STAT_COUNT: u32 = 20;
+pub const STAT_COUNT: u32 = 21;
 
 /// Human-readable names of the counters, indexed like the `STAT_*` constants.
 pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
@@ -231,6 +242,7 @@ pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
     "xdp_pass_exempt",
     "xdp_pass_too_large",
     "xdp_pass_no_xsk",
+    "xdp_fin_ack_tx",
 ];
 
 /// One-line descriptions of the counters (for `force-https stats` and Prometheus `# HELP`),
@@ -256,6 +268,7 @@ pub const STAT_HELP: [&str; STAT_COUNT as usize] = [
     "Passed: exempt path (ACME prefix) or a host flagged HOST_PASS.",
     "Passed: the response would not fit the minimum MSS.",
     "Passed: the redirect found no AF_XDP socket on the RX queue (the responder is not running).",
+    "FINs with no socket answered with an ACK by XDP itself (XDP_TX).",
 ];
 
 #[cfg(test)]
@@ -283,6 +296,6 @@ mod tests {
     fn layouts() {
         assert_eq!(core::mem::size_of::<HostValue>(), 8);
         assert_eq!(core::mem::size_of::<FlowKey>(), 40);
-        assert_eq!(core::mem::size_of::<Settings>(), 8);
+        assert_eq!(core::mem::size_of::<Settings>(), 12);
     }
 }

@@ -7,8 +7,10 @@
 //! 3. A socket other than the listener exists (`bpf_skc_lookup_tcp`) → PASS; no listener at
 //!    all → PASS.
 //! 4. The flow is in `FH_FLOWS` (its first data segment went to the kernel) → PASS.
-//! 5. No payload: FIN → the AF_XDP responder ACKs it (PASS when none is bound); bare ACK → DROP
-//!    (passed, it would make the kernel build a socket from the cookie).
+//! 5. No payload: FIN → answered with an ACK right here (`XDP_TX`) when userspace allows it
+//!    (`Settings::fin_tx`) and the options are the usual none or NOP,NOP,timestamp; otherwise
+//!    the AF_XDP responder ACKs it (PASS when none is bound). Bare ACK → DROP (passed, it would
+//!    make the kernel build a socket from the cookie).
 //! 6. Payload: the cookie must check out (`bpf_tcp_raw_check_syncookie_*`), else DROP. Then
 //!    the head is checked completely: one segment ending with the head, a method, an
 //!    origin-form target, HTTP/1.0 or 1.1, exactly one valid `Host`, no body, host in
@@ -35,14 +37,14 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use force_https_common::{
-    DEFAULT_MAX_FLOWS, DEFAULT_MAX_HOSTS, DEFAULT_MAX_QUEUES, FNV32_INIT, FNV64_INIT, FlowKey,
-    HOST_ENFORCED, HOST_PASS, HostValue, MAX_HEAD, MAX_PORTS, MAX_RESPONSE_V4, MAX_RESPONSE_V6,
-    STAT_BARE_ACK_DROP, STAT_COOKIE_BAD_DROP, STAT_COOKIE_OK, STAT_COUNT, STAT_DATA,
-    STAT_FAST_REDIRECT, STAT_FIN_REDIRECT, STAT_FLOW_PASS, STAT_PACKETS, STAT_PASS_EXEMPT,
-    STAT_PASS_IP, STAT_PASS_NO_LISTENER, STAT_PASS_NO_XSK, STAT_PASS_NOT_ENFORCED,
-    STAT_PASS_NOT_SIMPLE, STAT_PASS_PARTIAL, STAT_PASS_TOO_LARGE, STAT_PASS_UNKNOWN_HOST,
-    STAT_SOCKET_PASS, STAT_SYN, STAT_TCP_WATCHED, Settings, WILD_CHECK_INIT, WILD_KEY_INIT,
-    fnv32_step, fnv64_step,
+    ANSWER_TTL, ANSWER_WINDOW, DEFAULT_MAX_FLOWS, DEFAULT_MAX_HOSTS, DEFAULT_MAX_QUEUES,
+    FNV32_INIT, FNV64_INIT, FlowKey, HOST_ENFORCED, HOST_PASS, HostValue, MAX_HEAD, MAX_PORTS,
+    MAX_RESPONSE_V4, MAX_RESPONSE_V6, STAT_BARE_ACK_DROP, STAT_COOKIE_BAD_DROP, STAT_COOKIE_OK,
+    STAT_COUNT, STAT_DATA, STAT_FAST_REDIRECT, STAT_FIN_ACK_TX, STAT_FIN_REDIRECT, STAT_FLOW_PASS,
+    STAT_PACKETS, STAT_PASS_EXEMPT, STAT_PASS_IP, STAT_PASS_NO_LISTENER, STAT_PASS_NO_XSK,
+    STAT_PASS_NOT_ENFORCED, STAT_PASS_NOT_SIMPLE, STAT_PASS_PARTIAL, STAT_PASS_TOO_LARGE,
+    STAT_PASS_UNKNOWN_HOST, STAT_SOCKET_PASS, STAT_SYN, STAT_TCP_WATCHED, Settings,
+    WILD_CHECK_INIT, WILD_KEY_INIT, fnv32_step, fnv64_step,
 };
 
 #[map(name = "FH_PORTS")]
@@ -446,6 +448,8 @@ enum Verdict {
     Drop(u32),
     /// Hand to the AF_XDP socket of the RX queue.
     Xsk(u32),
+    /// Send back out of the interface (the frame was rewritten into the answer).
+    Tx(u32),
 }
 
 #[xdp]
@@ -465,6 +469,10 @@ pub fn force_https(ctx: XdpContext) -> u32 {
         Some((Verdict::Drop(stat), _)) => {
             bump(stat);
             xdp_action::XDP_DROP
+        }
+        Some((Verdict::Tx(stat), _)) => {
+            bump(stat);
+            xdp_action::XDP_TX
         }
         Some((Verdict::Xsk(stat), _)) => {
             let queue = unsafe { (*ctx.ctx).rx_queue_index };
@@ -596,6 +604,10 @@ fn classify(ctx: &XdpContext) -> Option<(Verdict, FlowKey)> {
     }
     if plen == 0 {
         if flags & TH_FIN != 0 {
+            let tx = FH_SETTINGS.get(0).is_some_and(|s| s.fin_tx != 0);
+            if tx && fin_ack_in_place(ctx, l3, l4, doff, v6).is_some() {
+                return Some((Verdict::Tx(STAT_FIN_ACK_TX), key));
+            }
             return Some((Verdict::Xsk(STAT_FIN_REDIRECT), key));
         }
         return Some((Verdict::Drop(STAT_BARE_ACK_DROP), key));
@@ -621,6 +633,115 @@ fn classify(ctx: &XdpContext) -> Option<(Verdict, FlowKey)> {
         Err(stat) => Verdict::PassFlow(stat),
     };
     Some((v, key))
+}
+
+/// Adds the big-endian 16-bit words of `b` to a one's complement accumulator.
+#[inline(always)]
+fn sum16<const N: usize>(mut acc: u32, b: &[u8; N]) -> u32 {
+    let mut i = 0;
+    while i + 1 < N {
+        acc += u32::from(u16::from_be_bytes([b[i], b[i + 1]]));
+        i += 2;
+    }
+    acc
+}
+
+/// The checksum field for a one's complement sum (at most a few hundred words).
+#[inline(always)]
+fn fold(mut acc: u32) -> [u8; 2] {
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    (!(acc as u16)).to_be_bytes()
+}
+
+/// Rewrites a client's bare FIN (no kernel socket: the fast path answered and closed the
+/// connection) into our ACK of it, the same bytes the AF_XDP responder would send
+/// (`force_https_proto::frame::finish_answer` with no payload): addresses and ports swapped,
+/// seq = their ack, ack = their seq + 1, ACK only, our window and TTL, the timestamp option
+/// echoed, checksums recomputed. `None` (frame untouched) for TCP options other than none or
+/// NOP,NOP,timestamp.
+#[inline(always)]
+fn fin_ack_in_place(ctx: &XdpContext, l3: usize, l4: usize, doff: usize, v6: bool) -> Option<()> {
+    let ts = match doff {
+        20 => false,
+        32 => true,
+        _ => return None,
+    };
+    if ts {
+        let o: *mut [u8; 12] = ptr_at(ctx, l4 + 20)?;
+        let o = unsafe { &*o };
+        if o[0] != 1 || o[1] != 1 || o[2] != 8 || o[3] != 10 {
+            return None;
+        }
+    }
+    let th: *mut [u8; 20] = ptr_at(ctx, l4)?;
+    let eth: *mut [u8; 12] = ptr_at(ctx, 0)?;
+    let eth = unsafe { &mut *eth };
+    for i in 0..6 {
+        eth.swap(i, i + 6);
+    }
+    // IP header; `sum` starts as the pseudo-header's.
+    let mut sum = u32::from(IPPROTO_TCP) + doff as u32;
+    if v6 {
+        let ip: *mut [u8; 40] = ptr_at(ctx, l3)?;
+        let ip = unsafe { &mut *ip };
+        for i in 8..24 {
+            ip.swap(i, i + 16);
+        }
+        ip[7] = ANSWER_TTL;
+        let addrs: *mut [u8; 32] = ptr_at(ctx, l3 + 8)?;
+        sum = sum16(sum, unsafe { &*addrs });
+    } else {
+        let ip: *mut [u8; 20] = ptr_at(ctx, l3)?;
+        let ip = unsafe { &mut *ip };
+        for i in 12..16 {
+            ip.swap(i, i + 4);
+        }
+        ip[1] = 0; // DSCP/ECN
+        ip[4] = 0; // identification
+        ip[5] = 0;
+        ip[6] = 0x40; // DF
+        ip[7] = 0;
+        ip[8] = ANSWER_TTL;
+        ip[10] = 0;
+        ip[11] = 0;
+        let c = fold(sum16(0, ip));
+        ip[10] = c[0];
+        ip[11] = c[1];
+        let addrs: *mut [u8; 8] = ptr_at(ctx, l3 + 12)?;
+        sum = sum16(sum, unsafe { &*addrs });
+    }
+    // TCP header.
+    let t = unsafe { &mut *th };
+    t.swap(0, 2);
+    t.swap(1, 3);
+    let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    let ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+    let new_ack = seq.wrapping_add(1).to_be_bytes();
+    let new_seq = ack.to_be_bytes();
+    t[4..8].copy_from_slice(&new_seq);
+    t[8..12].copy_from_slice(&new_ack);
+    t[13] = TH_ACK;
+    let w = ANSWER_WINDOW.to_be_bytes();
+    t[14] = w[0];
+    t[15] = w[1];
+    t[16] = 0;
+    t[17] = 0;
+    t[18] = 0;
+    t[19] = 0;
+    sum = sum16(sum, t);
+    if ts {
+        let o: *mut [u8; 12] = ptr_at(ctx, l4 + 20)?;
+        let o = unsafe { &mut *o };
+        for i in 4..8 {
+            o.swap(i, i + 4);
+        }
+        sum = sum16(sum, o);
+    }
+    let c = fold(sum);
+    t[16] = c[0];
+    t[17] = c[1];
+    Some(())
 }
 
 /// Decides whether the request in the payload is answered by the fast path; `Err` holds the

@@ -58,10 +58,8 @@ pub const MAX_PAYLOAD_V4: usize = 536;
 pub const MAX_PAYLOAD_V6: usize = 1220;
 /// Shortest Ethernet frame (without FCS); shorter answers are zero-padded.
 pub const MIN_FRAME: usize = 60;
-/// Window advertised in answers.
-pub const ANSWER_WINDOW: u16 = 0xffff;
-/// TTL / hop limit of answers.
-pub const ANSWER_TTL: u8 = 64;
+/// Window and TTL of answers, shared with the XDP program's own FIN ACKs.
+pub use force_https_common::{ANSWER_TTL, ANSWER_WINDOW};
 
 /// Why a frame cannot be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -451,6 +451,19 @@ impl Queue {
     }
 }
 
+/// Hands the TX ring to the kernel. In copy mode every `sendto()` transmits at most 32
+/// descriptors (the kernel's TX batch), so wake it until the ring is drained (bounded): an
+/// answer left in the ring would wait for the next request, and the frames it holds would
+/// starve the fill ring.
+fn flush_tx(q: &mut Queue) {
+    for _ in 0..(FRAMES / 32 + 1) {
+        if q.tx.pending() == 0 {
+            break;
+        }
+        q.tx.wake();
+    }
+}
+
 /// Opens one AF_XDP socket per RX queue, registers them in `FH_XSKS` and starts a responder
 /// thread for each.
 pub fn start(
@@ -526,8 +539,13 @@ fn run(
             events: libc::POLLIN,
             revents: 0,
         };
+        // Sleep until a request arrives, unless answers are still waiting to be sent.
+        let timeout = if q.tx.pending() > 0 { 0 } else { POLL_MS };
         // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
+        unsafe { libc::poll(&mut pfd, 1, timeout) };
+        if q.tx.pending() > 0 {
+            flush_tx(&mut q);
+        }
 
         // Transmitted frames come back for reuse.
         {
@@ -612,8 +630,7 @@ fn run(
                 recycle.push(d.addr);
             }
             to_send.clear();
-            // Copy mode transmits on sendto() only.
-            q.tx.wake();
+            flush_tx(&mut q);
         }
 
         // Hand the flows we did not answer back to the kernel (rare: a policy change racing

@@ -188,6 +188,7 @@ pub fn attach(cfg: &XdpConfig, ports: &[u16], https_port: u16) -> anyhow::Result
             Settings {
                 fixed_len: fixed_response_len(https_port),
                 ready: 0,
+                fin_tx: 0,
             },
             0,
         )?;
@@ -261,7 +262,12 @@ pub fn start(shared: &Arc<Shared>) -> anyhow::Result<()> {
         ms = t0.elapsed().as_millis() as u64,
         "XDP host map filled"
     );
-    set_ready(&mut handle.ebpf, shared.config.https_port)?;
+    let fin_tx = fin_tx_works(&handle.interface, handle.mode);
+    set_ready(&mut handle.ebpf, shared.config.https_port, fin_tx)?;
+    tracing::debug!(
+        fin_tx,
+        "client FINs answered by XDP_TX (else by the AF_XDP responder)"
+    );
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let rt = tokio::runtime::Handle::current();
@@ -316,7 +322,15 @@ pub fn start(shared: &Arc<Shared>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn set_ready(ebpf: &mut Ebpf, https_port: u16) -> anyhow::Result<()> {
+/// Whether `XDP_TX` frames reach the wire: always in generic mode; in driver mode on a real
+/// device, but not on a veth (or another virtual device), whose peer would need an XDP
+/// program of its own (shared/docs/fastpath-notes.md).
+fn fin_tx_works(interface: &str, mode: &str) -> bool {
+    mode == "generic"
+        || std::path::Path::new(&format!("/sys/class/net/{interface}/device")).exists()
+}
+
+fn set_ready(ebpf: &mut Ebpf, https_port: u16, fin_tx: bool) -> anyhow::Result<()> {
     let mut settings: Array<_, Settings> = Array::try_from(
         ebpf.map_mut(MAP_SETTINGS)
             .ok_or_else(|| anyhow!("map {MAP_SETTINGS} missing from the XDP object"))?,
@@ -326,6 +340,7 @@ fn set_ready(ebpf: &mut Ebpf, https_port: u16) -> anyhow::Result<()> {
         Settings {
             fixed_len: fixed_response_len(https_port),
             ready: 1,
+            fin_tx: u32::from(fin_tx),
         },
         0,
     )?;

@@ -176,7 +176,35 @@ fn fast_path_answers(mode: &str) {
         "the kernel made sockets for fast-path requests ({PASSIVE:?})"
     );
 
+    // Every client FIN was ACKed: by XDP_TX in generic mode, by the AF_XDP responder on a
+    // veth in driver mode (XDP_TX frames would not reach a peer without an XDP program). The
+    // ACKs are accepted: no client socket is left waiting in LAST-ACK and no FIN was
+    // retransmitted.
+    std::thread::sleep(Duration::from_millis(300));
+    let last_ack = output_timeout(
+        &mut ns.cli_cmd(&["ss", "-Htan", "state", "last-ack"]),
+        CMD_TIMEOUT,
+    )
+    .out();
+    assert_eq!(last_ack.trim(), "", "client sockets still in LAST-ACK");
+    let client_retrans = output_timeout(
+        &mut ns.cli_cmd(&["nstat", "-az", "TcpRetransSegs"]),
+        CMD_TIMEOUT,
+    )
+    .out();
+    assert!(
+        client_retrans
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("0")),
+        "the client retransmitted: {client_retrans}"
+    );
     let s = stats(&d);
+    let (tx_acks, xsk_acks) = (stat(&s, "xdp_fin_ack_tx"), stat(&s, "afxdp_fin_acks"));
+    if mode == "generic" {
+        assert_eq!((tx_acks, xsk_acks), (6, 0), "{s}");
+    } else {
+        assert_eq!((tx_acks, xsk_acks), (0, 6), "{s}");
+    }
     assert_eq!(fast_answers(&s), 6, "{s}");
     assert_eq!(stat(&s, "xdp_fast_redirect"), 6, "{s}");
     assert!(stat(&s, "xdp_syn_pass") >= 6, "{s}");
