@@ -661,7 +661,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use force_https_proto::response::redirect;
-    use std::{collections::HashMap, path::Path};
+    use std::path::Path;
 
     #[global_allocator]
     static GLOBAL: crate::allocs::Counting = crate::allocs::Counting;
@@ -689,7 +689,7 @@ backend = "http://127.0.0.1:1"
         );
         let cfg = Config::from_toml(Path::new("t.toml"), &text).unwrap();
         let sites: Vec<_> = cfg.sites.iter().cloned().map(Arc::new).collect();
-        PolicyTable::build(&sites, &Default::default(), &mut HashMap::new())
+        PolicyTable::build(&sites, &Default::default())
     }
 
     /// An Ethernet + IP + TCP (timestamps) frame carrying `payload`, in a 4 KiB buffer.

@@ -189,7 +189,7 @@ async fn execute(req: Request, shared: &Shared) -> Response {
                 .entries()
                 .into_iter()
                 .map(|e| HostInfo {
-                    host: e.pattern.clone(),
+                    host: e.pattern.to_string(),
                     site: e.site.as_ref().map(|s| s.name.clone()),
                     source: match e.source {
                         Source::Config => "config".into(),

@@ -150,6 +150,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     // Host map, its sync with the policy, and the AF_XDP responders.
     xdp::start(&shared)?;
+    // Loading a large state file and filling the host map left big temporary buffers freed
+    // but mapped: give them back.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: plain glibc call, no arguments to uphold.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     for (l, a) in http_listeners.into_iter().zip(&shared.config.http) {

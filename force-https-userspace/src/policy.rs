@@ -12,7 +12,7 @@
 //! [`Policy::subscribe_changes`] and get the patterns each change touched.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{Arc, Mutex},
 };
 
@@ -45,8 +45,8 @@ pub enum Source {
 /// One host (exact name or wildcard) of the table.
 #[derive(Debug)]
 pub struct HostEntry {
-    /// The pattern, `name` or `*.suffix`.
-    pub pattern: String,
+    /// The pattern, `name` or `*.suffix` (shared with the table's key for exact names).
+    pub pattern: Arc<str>,
     /// The site it belongs to; `None` for a standalone runtime host (redirect only).
     pub site: Option<Arc<Site>>,
     /// Config or runtime.
@@ -55,7 +55,8 @@ pub struct HostEntry {
     pub enforced: bool,
     /// Whether a runtime override decides `enforced` (instead of the config).
     pub overridden: bool,
-    /// Counters, kept across rebuilds.
+    /// Counters, kept while the host stays in the table (also across enable/disable of a
+    /// site's host).
     pub stats: Arc<HostStats>,
 }
 
@@ -125,8 +126,8 @@ pub fn decide<'t>(
 /// An immutable snapshot of every host. Cloning it is O(1) (the maps are shared).
 #[derive(Debug, Default, Clone)]
 pub struct PolicyTable {
-    exact: imbl::HashMap<String, Arc<HostEntry>>,
-    wildcard: imbl::HashMap<String, Arc<HostEntry>>,
+    exact: imbl::HashMap<Arc<str>, Arc<HostEntry>>,
+    wildcard: imbl::HashMap<Arc<str>, Arc<HostEntry>>,
 }
 
 /// What a policy change touched, as sent to [`Policy::subscribe_changes`] subscribers.
@@ -139,30 +140,20 @@ pub enum Change {
 }
 
 impl PolicyTable {
-    /// Builds the table from the sites and the runtime overrides, reusing existing counters.
-    pub fn build(
-        sites: &[Arc<Site>],
-        overrides: &Overrides,
-        stats: &mut HashMap<String, Arc<HostStats>>,
-    ) -> PolicyTable {
+    /// Builds the table from the sites and the runtime overrides.
+    pub fn build(sites: &[Arc<Site>], overrides: &Overrides) -> PolicyTable {
         let mut table = PolicyTable::default();
-        let mut counters = |key: &str| {
-            stats
-                .entry(key.to_string())
-                .or_insert_with(|| Arc::new(HostStats::default()))
-                .clone()
-        };
         for site in sites {
             for d in &site.domains {
                 let key = d.to_string();
                 let ov = overrides.get(&key).copied();
                 let entry = Arc::new(HostEntry {
-                    pattern: key.clone(),
+                    pattern: key.into(),
                     site: Some(site.clone()),
                     source: Source::Config,
                     enforced: ov.unwrap_or(site.force_https),
                     overridden: ov.is_some(),
-                    stats: counters(&key),
+                    stats: Arc::default(),
                 });
                 table.insert(d, entry);
             }
@@ -174,10 +165,18 @@ impl PolicyTable {
             if table.get_pattern(&pattern).is_some() {
                 continue;
             }
-            let entry = table.runtime_entry(&pattern, key, *enforced, counters(key));
+            let entry = table.runtime_entry(&pattern, key, *enforced, Arc::default());
             table.insert(&pattern, entry);
         }
         table
+    }
+
+    /// The runtime overrides the table holds (pattern → enforced), as persisted.
+    pub fn overrides(&self) -> Overrides {
+        self.iter()
+            .filter(|e| e.overridden)
+            .map(|e| (e.pattern.to_string(), e.enforced))
+            .collect()
     }
 
     /// An entry added by `enable` alone. A runtime name under a site's wildcard belongs to
@@ -197,7 +196,7 @@ impl PolicyTable {
             DomainPattern::Wildcard(_) => None,
         };
         Arc::new(HostEntry {
-            pattern: key.to_string(),
+            pattern: key.into(),
             site,
             source: Source::Runtime,
             enforced,
@@ -208,22 +207,23 @@ impl PolicyTable {
 
     fn remove(&mut self, p: &DomainPattern) {
         match p {
-            DomainPattern::Exact(n) => self.exact.remove(n),
-            DomainPattern::Wildcard(s) => self.wildcard.remove(s),
+            DomainPattern::Exact(n) => self.exact.remove(n.as_str()),
+            DomainPattern::Wildcard(s) => self.wildcard.remove(s.as_str()),
         };
     }
 
     fn insert(&mut self, p: &DomainPattern, e: Arc<HostEntry>) {
         match p {
-            DomainPattern::Exact(n) => self.exact.insert(n.clone(), e),
-            DomainPattern::Wildcard(s) => self.wildcard.insert(s.clone(), e),
+            // The exact name is the pattern: one string for key and entry.
+            DomainPattern::Exact(_) => self.exact.insert(e.pattern.clone(), e),
+            DomainPattern::Wildcard(s) => self.wildcard.insert(s.as_str().into(), e),
         };
     }
 
     fn get_pattern(&self, p: &DomainPattern) -> Option<&Arc<HostEntry>> {
         match p {
-            DomainPattern::Exact(n) => self.exact.get(n),
-            DomainPattern::Wildcard(s) => self.wildcard.get(s),
+            DomainPattern::Exact(n) => self.exact.get(n.as_str()),
+            DomainPattern::Wildcard(s) => self.wildcard.get(s.as_str()),
         }
     }
 
@@ -300,9 +300,9 @@ pub struct Policy {
     version: tokio::sync::watch::Sender<u64>,
 }
 
+/// What changes serialize on. The overrides themselves are not kept twice: they are the
+/// entries of the table marked `overridden`.
 struct Inner {
-    overrides: Overrides,
-    stats: HashMap<String, Arc<HostStats>>,
     store: StateStore,
     subscribers: Vec<UnboundedSender<Change>>,
 }
@@ -314,13 +314,11 @@ impl Policy {
         let mut store = StateStore::new(&config.state_dir);
         let overrides = store.load()?;
         let sites: Vec<Arc<Site>> = config.sites.iter().cloned().map(Arc::new).collect();
-        let mut stats = HashMap::new();
-        let table = PolicyTable::build(&sites, &overrides, &mut stats);
+        let table = PolicyTable::build(&sites, &overrides);
+        drop(overrides);
         Ok(Policy {
             table: ArcSwap::from_pointee(table),
             inner: Mutex::new(Inner {
-                overrides,
-                stats,
                 store,
                 subscribers: Vec::new(),
             }),
@@ -386,7 +384,8 @@ impl Policy {
                 None if enforce => Some(true),
                 None => None,
             };
-            if inner.overrides.get(key).copied() != next {
+            let current_override = entry.filter(|e| e.overridden).map(|e| e.enforced);
+            if current_override != next {
                 delta.insert(key.clone(), next);
             }
             if before != enforce && seen.insert(key.as_str()) {
@@ -397,28 +396,21 @@ impl Policy {
             return Ok(changed);
         }
         let delta: Delta = delta.into_iter().collect();
-        let mut overrides = std::mem::take(&mut inner.overrides);
-        let undo: Vec<(String, Option<bool>)> = delta
-            .iter()
-            .map(|(k, v)| {
-                let old = match v {
-                    Some(v) => overrides.insert(k.clone(), *v),
-                    None => overrides.remove(k),
-                };
-                (k.clone(), old)
-            })
-            .collect();
-        if let Err(e) = inner.store.apply(&delta, &overrides) {
-            for (k, old) in undo {
-                match old {
-                    Some(v) => overrides.insert(k, v),
-                    None => overrides.remove(&k),
+        // The overrides after the change, only needed when the store compacts.
+        let after = || {
+            let mut o = current.overrides();
+            for (k, v) in &delta {
+                match v {
+                    Some(v) => o.insert(k.clone(), *v),
+                    None => o.remove(k),
                 };
             }
-            inner.overrides = overrides;
-            return Err(PolicyError::Persist(e));
-        }
-        inner.overrides = overrides;
+            o
+        };
+        inner
+            .store
+            .apply(&delta, after)
+            .map_err(PolicyError::Persist)?;
 
         let mut table = (*current).clone();
         for (pattern, key) in &patterns {
@@ -446,12 +438,8 @@ impl Policy {
                         }),
                     );
                 }
-                (_, Some(enforced)) => {
-                    let stats = inner
-                        .stats
-                        .entry(key.clone())
-                        .or_insert_with(|| Arc::new(HostStats::default()))
-                        .clone();
+                (old, Some(enforced)) => {
+                    let stats = old.map(|e| e.stats.clone()).unwrap_or_default();
                     let entry = table.runtime_entry(pattern, key, enforced, stats);
                     table.insert(pattern, entry);
                 }
@@ -469,7 +457,7 @@ impl Policy {
 
     /// The persisted overrides (for tests and diagnostics).
     pub fn overrides(&self) -> BTreeMap<String, bool> {
-        self.lock().overrides.clone()
+        self.table().overrides()
     }
 }
 
@@ -510,16 +498,16 @@ force_https = true
         let p = Policy::load(&config(d.path())).unwrap();
         let t = p.table();
         assert_eq!(
-            t.lookup("shop.example.com").unwrap().pattern,
+            &*t.lookup("shop.example.com").unwrap().pattern,
             "shop.example.com"
         );
         assert_eq!(
-            t.lookup("a.shop.example.com").unwrap().pattern,
+            &*t.lookup("a.shop.example.com").unwrap().pattern,
             "*.shop.example.com"
         );
         // Exact wins over the wildcard.
         assert_eq!(
-            t.lookup("x.shop.example.com").unwrap().pattern,
+            &*t.lookup("x.shop.example.com").unwrap().pattern,
             "x.shop.example.com"
         );
         // One label only.

@@ -128,15 +128,19 @@ impl StateStore {
         Ok(hosts)
     }
 
-    /// Records `delta`, whose result is `after`, durably: one journal line, or a new snapshot
-    /// when the journal has grown large.
-    pub fn apply(&mut self, delta: &Delta, after: &Overrides) -> anyhow::Result<()> {
+    /// Records `delta` durably: one journal line, or, when the journal has grown large, a new
+    /// snapshot of `after()` (the overrides with `delta` applied).
+    pub fn apply(
+        &mut self,
+        delta: &Delta,
+        after: impl FnOnce() -> Overrides,
+    ) -> anyhow::Result<()> {
         if delta.is_empty() {
             return Ok(());
         }
         let journal_len = self.journal.as_ref().map_or(0, |(_, n)| *n);
         if journal_len > self.compact_min.max(self.snapshot_len) {
-            return self.save(after);
+            return self.save(&after());
         }
         let mut line = serde_json::to_vec(&JournalLine {
             hosts: delta.iter().cloned().collect(),
@@ -309,10 +313,11 @@ mod tests {
         h.insert("a.example".into(), true);
         s.save(&h).unwrap();
         h.insert("b.example".into(), true);
-        s.apply(&vec![("b.example".into(), Some(true))], &h)
+        s.apply(&vec![("b.example".into(), Some(true))], || h.clone())
             .unwrap();
         h.remove("a.example");
-        s.apply(&vec![("a.example".into(), None)], &h).unwrap();
+        s.apply(&vec![("a.example".into(), None)], || h.clone())
+            .unwrap();
         assert_eq!(names(d.path()), [JOURNAL_FILE, STATE_FILE]);
         // A fresh reader (as after kill -9) sees both changes.
         assert_eq!(StateStore::new(d.path()).read().unwrap(), h);
@@ -354,7 +359,7 @@ mod tests {
         for i in 0..100 {
             let host = format!("host-{i:04}.example");
             h.insert(host.clone(), true);
-            s.apply(&vec![(host, Some(true))], &h).unwrap();
+            s.apply(&vec![(host, Some(true))], || h.clone()).unwrap();
             if !s.journal_path().exists() {
                 compactions += 1;
             }
