@@ -281,7 +281,8 @@ impl Responders {
             ),
             (
                 "afxdp_tx_ring_full",
-                "Answers dropped because the TX ring was full (the client retransmits).",
+                "Batches whose answers had to wait because the TX ring was full (the interface \
+                 or its peer is not draining it); they are sent later, not dropped.",
                 s.tx_full.load(Relaxed),
             ),
         ];
@@ -531,7 +532,9 @@ fn run(
     stats: &ResponderStats,
 ) {
     let mut recycle: Vec<u64> = Vec::with_capacity(FRAMES as usize);
-    let mut to_send: Vec<XdpDesc> = Vec::with_capacity(BATCH as usize);
+    // Answers not yet in the TX ring: kept (with their frames) until it has room, so a full
+    // ring delays an answer instead of losing it.
+    let mut to_send: Vec<XdpDesc> = Vec::with_capacity(FRAMES as usize);
     let mut fallbacks: Vec<FlowKey> = Vec::with_capacity(BATCH as usize);
     while !stop.load(Relaxed) {
         let mut pfd = libc::pollfd {
@@ -539,8 +542,13 @@ fn run(
             events: libc::POLLIN,
             revents: 0,
         };
-        // Sleep until a request arrives, unless answers are still waiting to be sent.
-        let timeout = if q.tx.pending() > 0 { 0 } else { POLL_MS };
+        // Sleep until a request arrives; only briefly while answers wait to be sent (poll
+        // itself kicks copy-mode transmission).
+        let timeout = if q.tx.pending() > 0 || !to_send.is_empty() {
+            1
+        } else {
+            POLL_MS
+        };
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut pfd, 1, timeout) };
         if q.tx.pending() > 0 {
@@ -565,8 +573,15 @@ fn run(
                 options: 0,
             }; BATCH as usize];
             let mut count = 0;
+            // While answers wait for the TX ring, take no new requests (they stay in the RX
+            // ring, and beyond it the kernel drops: back-pressure, not lost answers).
+            let room = if to_send.len() >= (FRAMES / 2) as usize {
+                0
+            } else {
+                BATCH
+            };
             {
-                let mut rx = q.rx.receive(BATCH);
+                let mut rx = q.rx.receive(room);
                 while let Some(d) = rx.read() {
                     if let Some(slot) = descs.get_mut(count) {
                         *slot = d;
@@ -625,11 +640,10 @@ fn run(
             let sent = tx.insert(to_send.iter().copied()) as usize;
             tx.commit();
             drop(tx);
-            for d in to_send.get(sent..).unwrap_or_default() {
+            if sent < to_send.len() {
                 Metrics::inc(&stats.tx_full);
-                recycle.push(d.addr);
             }
-            to_send.clear();
+            to_send.drain(..sent);
             flush_tx(&mut q);
         }
 

@@ -263,10 +263,20 @@ fn run_daemon(path: &Path) -> Result<(), Failure> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Config::load(path).map_err(|e| fail(2, e.to_string()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One CPU to run on (cpuset, affinity): a single-threaded scheduler does the same work
+    // without the multi-thread scheduler's cross-thread wakeups. The AF_XDP responders are
+    // threads of their own either way.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = builder
         .enable_all()
         .build()
         .map_err(|e| fail(1, format!("cannot start the runtime: {e}")))?;
+    tracing::debug!(cpus, "runtime started");
     rt.block_on(crate::daemon::run(config))
         .map_err(|e| fail(1, format!("{e:#}")))
 }

@@ -4,8 +4,10 @@
 //!   bpf-linker, runtime tools);
 //! - `test` runs setup, fmt, clippy, the build and the whole test suite;
 //! - `demo` runs the daemon in two network namespaces and shows redirects and runtime toggles;
-//! - `bench` is not written yet.
+//! - `bench` compares force-https (with and without the XDP fast path) with nginx, HAProxy and
+//!   Caddy on the same machine and writes `target/bench/<timestamp>/{results.json,report.md}`.
 
+mod bench;
 mod cmd;
 mod demo;
 mod netns;
@@ -39,8 +41,8 @@ enum Command {
     },
     /// Setup, build, then run the daemon in network namespaces and show what it does (root).
     Demo,
-    /// Benchmarks (not yet implemented).
-    Bench,
+    /// Benchmarks against nginx, HAProxy and Caddy in network namespaces (root).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,10 +52,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Test { cargo_test_args } => test::run(&cargo_test_args),
         Command::Demo => demo::run(),
-        Command::Bench => {
-            eprintln!("xtask: bench: not yet implemented");
-            return ExitCode::from(2);
-        }
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

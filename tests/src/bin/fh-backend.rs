@@ -1,7 +1,7 @@
 //! `fh-backend`: a tiny HTTP/1.1 backend for the black-box tests.
 //!
 //! ```text
-//! fh-backend --listen ADDR --name NAME [--delay-ms N] [--hsts VALUE]
+//! fh-backend --listen ADDR --name NAME [--delay-ms N] [--hsts VALUE] [--fixed-bytes N]
 //! ```
 //!
 //! Every request gets `200`, `Content-Type: text/plain`, `X-Backend: NAME` and a body of lines:
@@ -13,6 +13,11 @@
 //! answering, `--hsts` adds `Strict-Transport-Security: VALUE`. `GET /ws` with
 //! `Upgrade: websocket` answers `101` and then echoes raw bytes back. Plain HTTP only.
 //! Prints `listening on ADDR` once bound.
+//!
+//! `--fixed-bytes N` is the benchmark mode (`cargo xtask bench`): every request, whatever its
+//! method or path, gets `200`, `Content-Type: text/plain`, `X-Backend: NAME` and the same body
+//! of N bytes, built once at start, so the backend's cost per request is small and constant.
+//! The request body is still read (and discarded) so keep-alive works.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -35,11 +40,15 @@ struct Opts {
     name: String,
     delay: Duration,
     hsts: Option<String>,
+    /// `--fixed-bytes N`: the fixed body every request gets.
+    fixed: Option<Bytes>,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("fh-backend: {msg}");
-    eprintln!("usage: fh-backend --listen ADDR --name NAME [--delay-ms N] [--hsts VALUE]");
+    eprintln!(
+        "usage: fh-backend --listen ADDR --name NAME [--delay-ms N] [--hsts VALUE] [--fixed-bytes N]"
+    );
     std::process::exit(2);
 }
 
@@ -48,6 +57,7 @@ fn parse_args() -> Opts {
     let mut name = None;
     let mut delay = Duration::ZERO;
     let mut hsts = None;
+    let mut fixed = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |flag: &str| {
@@ -71,6 +81,13 @@ fn parse_args() -> Opts {
                 );
             }
             "--hsts" => hsts = Some(value("--hsts")),
+            "--fixed-bytes" => {
+                let v = value("--fixed-bytes");
+                let n: usize = v
+                    .parse()
+                    .unwrap_or_else(|_| usage(&format!("bad size {v:?}")));
+                fixed = Some(fixed_body(n));
+            }
             "-h" | "--help" => usage("help"),
             other => usage(&format!("unknown argument {other:?}")),
         }
@@ -80,7 +97,42 @@ fn parse_args() -> Opts {
         name: name.unwrap_or_else(|| usage("--name is required")),
         delay,
         hsts,
+        fixed,
     }
+}
+
+/// N bytes of printable text ending in a newline (`ok` then dots), the fixed benchmark body.
+fn fixed_body(n: usize) -> Bytes {
+    let mut body: Vec<u8> = b"ok"
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(b'.'))
+        .take(n)
+        .collect();
+    if let Some(last) = body.last_mut() {
+        *last = b'\n';
+    }
+    Bytes::from(body)
+}
+
+/// The benchmark answer: the request body is drained, the fixed body sent.
+async fn fixed_response(
+    opts: &Opts,
+    body: Bytes,
+    req: Request<Incoming>,
+) -> Response<BoxBody<Bytes, Infallible>> {
+    let mut incoming = req.into_body();
+    while let Some(frame) = incoming.frame().await {
+        if frame.is_err() {
+            break;
+        }
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(hyper::header::CONTENT_TYPE, "text/plain")
+        .header("X-Backend", opts.name.as_str())
+        .body(Full::new(body).boxed())
+        .expect("fixed response")
 }
 
 fn is_ws_upgrade(req: &Request<Incoming>) -> bool {
@@ -96,6 +148,9 @@ async fn handle(
     opts: Arc<Opts>,
     mut req: Request<Incoming>,
 ) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    if let Some(body) = opts.fixed.clone() {
+        return Ok(fixed_response(&opts, body, req).await);
+    }
     if is_ws_upgrade(&req) {
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {

@@ -1,0 +1,1235 @@
+//! `cargo xtask bench` (root): force-https against nginx, HAProxy and Caddy on one machine.
+//!
+//! For each peer, one at a time, in fresh namespaces ([`topology`]): the fixed-response
+//! `fh-backend` and the peer start in the edge namespace pinned to CPU 0, the semantics are
+//! checked with curl ([`peers::verify`]), then each phase ([`load::Phase`]) runs an unmeasured
+//! warm-up and `--passes` measured passes of wrk or h2load pinned to CPU 1 ([`load`]). Around
+//! each pass /proc/stat gives the busy time of the edge CPU and of the whole machine ([`cpu`]),
+//! and counters tell what happened (new connections per request, kernel sockets per request,
+//! the fast-path share). Before each pass the machine must be quiet; a phase whose passes
+//! spread over 10% gets up to 2 more ([`summary`]). Results go to
+//! `target/bench/<UTC timestamp>/` as `results.json` and `report.md` ([`report`]), with the
+//! peers' configs and every load generator's raw output.
+//!
+//! Cleanup always runs: processes are stopped by pid (`procs`), namespaces deleted
+//! (`topology`), the temp dir removed, on success, failure, Ctrl-C/SIGTERM (a flag checked
+//! between and during runs) and panic (`Drop`). Every load run is bounded in time.
+//!
+//! `--micro` also runs `cargo bench -p force-https-proto` at the end. The scale measurements
+//! have an extension point in [`scale`].
+
+mod cpu;
+mod install;
+mod load;
+mod peers;
+mod procs;
+mod report;
+mod scale;
+mod summary;
+mod topology;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cmd, netns, setup};
+use load::{HOST, IN_FLIGHT, LoadGen, Phase};
+use peers::{Files, PeerCtx, PeerKind};
+use procs::Procs;
+use report::{Meta, Pass, PeerResult, PhaseResult, Quiet, Results};
+use topology::Topology;
+
+/// The CPU of the edge: the peer, the backend and the edge veth's receive work.
+pub const EDGE_CPU: usize = 0;
+/// The CPU of the load generator and the client veth's receive work.
+pub const CLIENT_CPU: usize = 1;
+/// A CPU busier than this is not quiet.
+const QUIET_LIMIT: f64 = 0.10;
+/// How long to wait for a quiet machine before a pass, then go on with a warning.
+const QUIET_WAIT: Duration = Duration::from_secs(60);
+/// Spread (percent of the median) of requests/s or edge CPU per request that asks for more
+/// passes.
+const SPREAD_LIMIT_PCT: f64 = 10.0;
+/// Passes added at most to a noisy phase.
+const EXTRA_PASSES: usize = 2;
+/// A pass is disturbed when other user-space processes used more than this share of one CPU
+/// during it, or when more than `MAX_FORKS` processes were created (the load generator is one,
+/// this machine's own services start about one a second, a build next to the bench starts
+/// hundreds, many too short-lived to show in the CPU check).
+const FOREIGN_LIMIT: f64 = 0.02;
+const MAX_FORKS: u64 = 30;
+/// Disturbed passes thrown away (and re-run after waiting for a quiet machine) per phase, at
+/// most; later ones are kept and flagged.
+const MAX_DISCARDED: usize = 5;
+/// Open files allowed to xtask and so to everything it starts (RLIMIT_NOFILE, soft and hard):
+/// the same for every peer, and enough for HAProxy's `maxconn 16384` (two per connection).
+const NOFILE: u64 = 65536;
+/// How long a peer and the backend get to start answering.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT, SIGTERM and SIGHUP only set a flag, so the bench unwinds through its cleanup.
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, handler as libc::sighandler_t) };
+    }
+}
+
+/// Fails once a signal asked us to stop.
+pub fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted by a signal (Ctrl-C, SIGTERM or SIGHUP)");
+    }
+    Ok(())
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// `cargo xtask bench` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Seconds of load per measured pass.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub duration: u64,
+    /// Measured passes per peer and phase (up to 2 more when they spread over 10%).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub passes: u64,
+    /// Only these peers (comma-separated), in this order.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub peers: Vec<PeerKind>,
+    /// Only these phases (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub phases: Vec<Phase>,
+    /// Seconds of unmeasured load before each phase's passes (0: none).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub warmup: u64,
+    /// Also run the micro-benchmarks: `cargo bench -p force-https-proto`.
+    #[arg(long)]
+    pub micro: bool,
+    /// Hosts of the large table in the scale measurements (RSS, load time, enable latency,
+    /// fast-path cost); 0 skips the scale measurements.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub scale_hosts: usize,
+    /// Only the scale measurements, no peer comparison.
+    #[arg(long)]
+    pub only_scale: bool,
+}
+
+impl BenchArgs {
+    fn peers(&self) -> Vec<PeerKind> {
+        if self.peers.is_empty() {
+            PeerKind::ALL.to_vec()
+        } else {
+            dedup(&self.peers)
+        }
+    }
+
+    fn phases(&self) -> Vec<Phase> {
+        if self.phases.is_empty() {
+            Phase::ALL.to_vec()
+        } else {
+            // Always in the canonical order.
+            Phase::ALL
+                .into_iter()
+                .filter(|p| self.phases.contains(p))
+                .collect()
+        }
+    }
+}
+
+fn dedup<T: PartialEq + Copy>(v: &[T]) -> Vec<T> {
+    let mut out = Vec::new();
+    for x in v {
+        if !out.contains(x) {
+            out.push(*x);
+        }
+    }
+    out
+}
+
+/// A temp dir removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("xtask: bench: cannot remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// What every peer's run shares.
+struct Env {
+    args: BenchArgs,
+    phases: Vec<Phase>,
+    bins: ReleaseBins,
+    files: Files,
+    tmp: PathBuf,
+    out_dir: PathBuf,
+    max_connections: u64,
+    nofile: u64,
+    /// The wrk no-resumption shim (`None` when it could not be built).
+    no_resume: Option<PathBuf>,
+}
+
+/// The release binaries the bench runs.
+struct ReleaseBins {
+    force_https: PathBuf,
+    fh_backend: PathBuf,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if !cmd::is_root() {
+        bail!(
+            "`cargo xtask bench` must run as root: it creates network namespaces, pins kernel \
+             threads and installs packages"
+        );
+    }
+    let start = Instant::now();
+    let snap = cpu::read()?;
+    if snap.cpus.len() <= CLIENT_CPU {
+        bail!(
+            "the bench needs at least 2 CPUs (edge on CPU {EDGE_CPU}, load on CPU {CLIENT_CPU}); /proc/stat shows {}",
+            snap.cpus.len()
+        );
+    }
+    install_signal_handlers();
+    let nofile = raise_nofile()?;
+    let max_connections = peers::max_connections(nofile);
+    let peers = if args.only_scale {
+        Vec::new()
+    } else {
+        args.peers()
+    };
+    let phases = args.phases();
+
+    setup::run()?;
+    check_interrupted()?;
+    let mut packages: Vec<&str> = install::TOOLS.to_vec();
+    packages.extend(peers.iter().filter_map(|p| p.package()));
+    install::ensure(&packages)?;
+    check_interrupted()?;
+
+    cmd::run(cmd::cargo_cmd().args([
+        "build",
+        "--release",
+        "-p",
+        "force-https-userspace",
+        "--bin",
+        "force-https",
+        "-p",
+        "force-https-tests",
+        "--bin",
+        "fh-backend",
+    ]))
+    .context("building the release binaries failed")?;
+    check_interrupted()?;
+    let target = cmd::target_dir()?;
+    let bins = ReleaseBins {
+        force_https: target.join("release").join("force-https"),
+        fh_backend: target.join("release").join("fh-backend"),
+    };
+
+    // xtask itself (polling, counters) stays off the edge CPU from here on.
+    topology::set_affinity(0, CLIENT_CPU).context("cannot pin xtask to the client CPU")?;
+
+    let (date, stamp) = report::utc_now();
+    let out_dir = target.join("bench").join(&stamp);
+    for sub in ["configs", "raw", "logs"] {
+        std::fs::create_dir_all(out_dir.join(sub))
+            .with_context(|| format!("cannot create {}", out_dir.join(sub).display()))?;
+    }
+    let tmp = make_temp_dir()?;
+    let files = make_certificate(&tmp.0)?;
+    let no_resume = match load::build_no_resume_shim(&tmp.0) {
+        Ok(so) => Some(so),
+        Err(e) => {
+            eprintln!("xtask: bench: warning: {e:#}; wrk will resume TLS sessions");
+            None
+        }
+    };
+
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let (cpu_model, cores) = report::parse_cpuinfo(&cpuinfo);
+    let mut results = Results {
+        meta: Meta {
+            date_utc: date,
+            command: shown_command(),
+            cpu_model,
+            cores,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            versions: versions(&peers, &bins),
+            duration_s: args.duration,
+            passes: args.passes as usize,
+            warmup_s: args.warmup,
+            edge_cpu: EDGE_CPU,
+            client_cpu: CLIENT_CPU,
+            in_flight: IN_FLIGHT,
+            method: method_notes(nofile, max_connections),
+            ..Meta::default()
+        },
+        ..Results::default()
+    };
+    if no_resume.is_none() {
+        results.meta.warnings.push(
+            "the wrk no-resumption shim could not be compiled (no C compiler?): the new-TLS-connection phase measured RESUMED sessions (wrk reuses the session on reconnect)".into(),
+        );
+    }
+
+    let env = Env {
+        args: args.clone(),
+        phases: phases.clone(),
+        bins,
+        files,
+        tmp: tmp.0.clone(),
+        out_dir: out_dir.clone(),
+        max_connections,
+        nofile,
+        no_resume,
+    };
+    for &kind in &peers {
+        if interrupted() {
+            break;
+        }
+        println!("xtask: bench: ==== {} ====", kind.name());
+        let r = bench_peer(kind, &env);
+        if let Some(e) = &r.error {
+            eprintln!("xtask: bench: {} failed: {e}", kind.name());
+            results
+                .meta
+                .warnings
+                .push(format!("{} failed: {}", kind.name(), first_line(e)));
+        }
+        for ph in &r.phases {
+            if let Some(s) = &ph.summary {
+                if s.not_quiet {
+                    results.meta.warnings.push(format!(
+                        "{} / {}: the machine was not quiet (< {:.0}% per CPU) before some pass",
+                        kind.name(),
+                        ph.phase.name(),
+                        QUIET_LIMIT * 100.0
+                    ));
+                }
+                if s.noisy {
+                    results.meta.warnings.push(format!(
+                        "{} / {}: spread over {SPREAD_LIMIT_PCT:.0}% after {} passes",
+                        kind.name(),
+                        ph.phase.name(),
+                        s.passes
+                    ));
+                }
+            }
+        }
+        results.peers.push(r);
+        results.meta.elapsed_s = start.elapsed().as_secs_f64();
+        write_results(&out_dir, &results, &phases)?;
+    }
+    results.meta.interrupted = interrupted();
+
+    if !interrupted() && args.scale_hosts > 0 {
+        let ctx = scale::ScaleCtx {
+            force_https: &env.bins.force_https,
+            scratch: &env.tmp,
+            duration_s: args.duration,
+            big: args.scale_hosts,
+        };
+        results.scale = scale::section(&ctx)?;
+    }
+    if args.micro && !interrupted() {
+        results.micro = Some(run_micro(&out_dir)?);
+    }
+    results.meta.elapsed_s = start.elapsed().as_secs_f64();
+    write_results(&out_dir, &results, &phases)?;
+    drop(tmp);
+
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap_or_default();
+    println!("\n{md}");
+    println!(
+        "xtask: bench: results in {} (results.json, report.md, configs/, raw/, logs/); {:.0} s",
+        out_dir.display(),
+        start.elapsed().as_secs_f64()
+    );
+    check_interrupted()
+}
+
+/// Sets RLIMIT_NOFILE to `NOFILE`, or when the hard limit cannot be raised (no
+/// CAP_SYS_RESOURCE, as in some containers) the soft limit to the hard one. Returns the limit.
+fn raise_nofile() -> Result<u64> {
+    let set = |n: libc::rlim_t| {
+        let lim = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: n,
+        };
+        // SAFETY: a valid rlimit struct for the duration of the call.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 }
+    };
+    if set(NOFILE as libc::rlim_t) {
+        return Ok(NOFILE);
+    }
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into our struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) } != 0 {
+        bail!("getrlimit: {}", std::io::Error::last_os_error());
+    }
+    if !set(cur.rlim_max) {
+        bail!(
+            "cannot set RLIMIT_NOFILE to {}: {}",
+            cur.rlim_max,
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(cur.rlim_max)
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+fn write_results(out_dir: &Path, results: &Results, phases: &[Phase]) -> Result<()> {
+    let json = serde_json::to_string_pretty(results).context("cannot serialize the results")?;
+    std::fs::write(out_dir.join("results.json"), json).context("cannot write results.json")?;
+    std::fs::write(out_dir.join("report.md"), report::markdown(results, phases))
+        .context("cannot write report.md")?;
+    Ok(())
+}
+
+/// `cargo xtask ARGS` as typed.
+fn shown_command() -> String {
+    let mut c = Command::new("cargo");
+    c.arg("xtask").args(std::env::args_os().skip(1));
+    cmd::show(&c)
+}
+
+fn make_temp_dir() -> Result<TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("fhb-{}-{nanos:x}", std::process::id()));
+    std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let guard = TempDir(dir);
+    std::fs::set_permissions(&guard.0, std::fs::Permissions::from_mode(0o755))?;
+    Ok(guard)
+}
+
+/// One throw-away self-signed ECDSA P-256 certificate for bench.example (and a wildcard),
+/// used by every peer.
+fn make_certificate(dir: &Path) -> Result<Files> {
+    let files = Files {
+        cert: dir.join("bench-cert.pem"),
+        key: dir.join("bench-key.pem"),
+        combined: dir.join("bench-combined.pem"),
+    };
+    let mut c = Command::new("openssl");
+    c.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={HOST}"),
+        "-addext",
+        &format!("subjectAltName=DNS:{HOST},DNS:*.{HOST}"),
+        "-keyout",
+    ])
+    .arg(&files.key)
+    .arg("-out")
+    .arg(&files.cert);
+    cmd::stdout_of(&mut c).context("cannot make the bench certificate")?;
+    let mut combined = std::fs::read(&files.cert)?;
+    combined.extend(std::fs::read(&files.key)?);
+    std::fs::write(&files.combined, combined)?;
+    Ok(files)
+}
+
+/// The version line of every tool in the comparison.
+fn versions(peers: &[PeerKind], bins: &ReleaseBins) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    let mut seen_fh = false;
+    for p in peers {
+        if p.is_force_https() {
+            if seen_fh {
+                continue;
+            }
+            seen_fh = true;
+            v.push(("force-https".to_string(), p.version(&bins.force_https)));
+        } else {
+            v.push((p.name().to_string(), p.version(&bins.force_https)));
+        }
+    }
+    for (tool, args) in [
+        ("wrk", vec!["-v"]),
+        ("h2load", vec!["--version"]),
+        ("openssl", vec!["version"]),
+        ("curl", vec!["--version"]),
+    ] {
+        v.push((
+            tool.into(),
+            peers::first_line(Command::new(tool).args(args)),
+        ));
+    }
+    v
+}
+
+/// How everything is measured, for the report.
+fn method_notes(nofile: u64, max_connections: u64) -> Vec<String> {
+    vec![
+        format!(
+            "Topology: namespaces fhb-<pid>-edge and fhb-<pid>-cli joined by a veth pair (198.51.100.1 / .2), created fresh for every peer and deleted after it; the fixed-response fh-backend ({} bytes of body) on {} in the edge namespace.",
+            peers::FIXED_BODY_BYTES,
+            peers::BACKEND
+        ),
+        format!(
+            "Pinning: peer (all its processes and threads) and backend with `taskset -c {EDGE_CPU}`; wrk / h2load `-t1` with `taskset -c {CLIENT_CPU}`; xtask itself on CPU {CLIENT_CPU}. Single worker: nginx worker_processes 1, HAProxy nbthread 1, Caddy GOMAXPROCS=1, force-https's tokio runtime sized by the affinity (one scheduler thread; the thread counts are listed per peer)."
+        ),
+        format!(
+            "Kernel work on the right CPU: veth delivers into the receiving end's NAPI, which by default runs as softirq on the *sending* CPU. Both veth ends get GRO on (which gives veth a NAPI instance; attaching XDP does too) and TSO off (veth uses its NAPI for a TCP frame only when the sending end has no TSO or the receiving end runs XDP; with GRO alone, NET_RX softirqs for the edge's traffic ran on the client CPU and the other way round, seen in /proc/softirqs), and threaded NAPI (`echo 1 > /sys/class/net/IF/threaded` inside the namespace); the edge end's `napi/<if>-<id>` kthread is pinned to CPU {EDGE_CPU} (it runs XDP and the edge's TCP/IP receive path), the client end's to CPU {CLIENT_CPU}. The per-peer section lists the kthreads; the user/system/softirq table shows where the edge CPU's time went."
+        ),
+        "CPU per request: busy time (user+nice+system+irq+softirq+steal, i.e. all but idle and iowait) from /proc/stat over the window from starting to the exit of the load generator, divided by the requests it completed. Edge = cpu0 line; whole machine = the aggregate cpu line (both CPUs: includes the load generator).".into(),
+        format!(
+            "Quiet machine: before each pass both CPUs must be under {:.0}% busy over a 1 s sample; otherwise wait (up to {} s), then go on and flag it.",
+            QUIET_LIMIT * 100.0,
+            QUIET_WAIT.as_secs()
+        ),
+        format!(
+            "Passes: medians over the passes; a phase whose requests/s or edge CPU per request spreads over {SPREAD_LIMIT_PCT:.0}% gets up to {EXTRA_PASSES} more passes."
+        ),
+        format!(
+            "Disturbed passes: around each pass the CPU time of every user-space process the bench did not start is read from /proc/PID/stat, and the processes created from /proc/stat; a pass during which they used over {:.0}% of a CPU or over {MAX_FORKS} processes were created is thrown away and re-run (up to {MAX_DISCARDED} times per phase; results.json keeps them under `discarded`).",
+            FOREIGN_LIMIT * 100.0
+        ),
+        format!(
+            "Load: {IN_FLIGHT} requests in flight in every phase (wrk -c{IN_FLIGHT}; h2load -c{} -m{}), equal to every peer's backend pool of {} idle keep-alive connections, so no peer churns backend connections.",
+            load::H2_CONNECTIONS,
+            load::H2_STREAMS,
+            peers::BACKEND_POOL
+        ),
+        format!(
+            "Open files: RLIMIT_NOFILE {nofile} for every process (the hard limit here, when {NOFILE} could not be set); client connection limit {max_connections} for every peer (force-https max_connections, nginx worker_connections, HAProxy maxconn; Caddy has none)."
+        ),
+        "Client namespace: net.ipv4.ip_local_port_range = 1024 65535, net.ipv4.tcp_tw_reuse = 1; no busy polling anywhere (the AF_XDP responder sleeps in poll() when idle).".into(),
+        "Redirect phases: the response is checked to be `301` with `Location: https://bench.example/…` with curl before the runs; during runs wrk's non-2xx/3xx count, the bytes read per response, and for force-https its own counters (redirects sent) are recorded.".into(),
+        "Keep-alive redirects: force-https (socket and XDP path) sends `Connection: close` with every redirect, so its keep-alive phase opens a new connection per request too; `c/r` in \"What actually happened\" shows what each peer did.".into(),
+        "New TLS connection per request, with full handshakes: wrk 4.1 reuses one SSL object per connection slot (SSL_shutdown + SSL_clear) and SSL_clear keeps the session, so by default every reconnect resumes (checked against nginx's $ssl_session_reused: 3439 of 3441 reconnects resumed over TLS 1.3). The bench compiles a 15-line LD_PRELOAD shim (`wrk-no-resume.so`, source in xtask/src/bench/load.rs) that drops the session after SSL_clear: with it none resumed. So every connection of that phase is a full TLS 1.3 handshake (ECDHE X25519 + ECDSA P-256 signature), the group and cipher listed per peer.".into(),
+        "veth caveat for the XDP peer: with an XDP program attached, veth runs it on an xdp_buff made from each received skb, and copies the skb when it is cloned or lacks XDP headroom (veth_convert_skb_to_xdp_buff), which is the case for TCP segments from a local socket; it also turns TSO off on the other end. So on this machine every packet to the edge pays that, on port 443 too. A NIC's driver-mode XDP runs on the receive buffer itself.".into(),
+        "Latency: wrk --latency (p50/p99, request write to response end; handshakes excluded); h2 from h2load's --log-file per-request durations (h2load itself prints only min/max/mean/sd).".into(),
+    ]
+}
+
+/// Runs one peer through all phases; never fails: errors are recorded in the result. The XDP
+/// peer falls back from native to generic mode when native does not start.
+fn bench_peer(kind: PeerKind, env: &Env) -> PeerResult {
+    let modes: &[&str] = if kind == PeerKind::ForceHttpsXdp {
+        &["native", "generic"]
+    } else {
+        &["-"]
+    };
+    let mut notes = Vec::new();
+    let mut r = PeerResult::new(kind);
+    for (i, mode) in modes.iter().enumerate() {
+        r = PeerResult::new(kind);
+        r.notes = notes.clone();
+        let mut started = false;
+        let res = run_peer(kind, mode, env, &mut r, &mut started);
+        match res {
+            Ok(()) => {
+                r.ok = true;
+                return r;
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if !started && i + 1 < modes.len() && !interrupted() {
+                    eprintln!(
+                        "xtask: bench: {} did not start in XDP {mode} mode: {msg}; trying {}",
+                        kind.name(),
+                        modes[i + 1]
+                    );
+                    notes.push(format!(
+                        "XDP {mode} mode did not work ({}); fell back to {} mode",
+                        first_line(&msg),
+                        modes[i + 1]
+                    ));
+                    continue;
+                }
+                r.error = Some(msg);
+                return r;
+            }
+        }
+    }
+    r
+}
+
+/// Topology, backend, peer, checks, then every phase. `started` turns true once the peer
+/// answered correctly.
+fn run_peer(
+    kind: PeerKind,
+    xdp_mode: &str,
+    env: &Env,
+    r: &mut PeerResult,
+    started: &mut bool,
+) -> Result<()> {
+    let Env {
+        args,
+        phases,
+        bins,
+        files,
+        tmp,
+        out_dir,
+        max_connections,
+        nofile,
+        no_resume,
+    } = env;
+    let (tmp, out_dir) = (tmp.as_path(), out_dir.as_path());
+    let dir = tmp.join(kind.name());
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let topo = Topology::create(HOST)?;
+    // Declared after `topo`, so dropped (processes stopped) before the namespaces go.
+    let mut procs = Procs::default();
+    let result = (|| -> Result<()> {
+        let mut backend = netns::exec(&topo.edge, "taskset");
+        backend
+            .args(["-c", &EDGE_CPU.to_string()])
+            .arg(&bins.fh_backend)
+            .args([
+                "--listen",
+                peers::BACKEND,
+                "--name",
+                "bench",
+                "--fixed-bytes",
+            ])
+            .arg(peers::FIXED_BODY_BYTES.to_string());
+        procs.spawn("fh-backend", backend, &dir)?;
+        let edge = topo.edge.clone();
+        wait_until(&mut procs, "the backend answers", || {
+            netns::exec(&edge, "curl")
+                .args(["-s", "-o", "/dev/null", "--max-time", "1"])
+                .arg(format!("http://{}/", peers::BACKEND))
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })?;
+
+        let ctx = PeerCtx {
+            files,
+            force_https: &bins.force_https,
+            dir: &dir,
+            edge_ns: &topo.edge,
+            edge_if: &topo.edge_if,
+            xdp_mode,
+            max_connections: *max_connections,
+            nofile: *nofile,
+        };
+        peers::prepare_dirs(kind, &dir)?;
+        let (name, text) = peers::config(kind, &ctx);
+        let config = dir.join(&name);
+        r.config_file = name.clone();
+        std::fs::write(&config, &text)?;
+        std::fs::write(
+            out_dir
+                .join("configs")
+                .join(format!("{}-{name}", kind.name())),
+            &text,
+        )?;
+        peers::check_config(kind, &ctx, &config)?;
+        let peer_pid = procs.spawn(kind.name(), peers::command(kind, &ctx, &config), &dir)?;
+        let client = topo.client.clone();
+        wait_until(
+            &mut procs,
+            &format!("{} redirects on port 80", kind.name()),
+            || {
+                peers::curl(&client, &[&format!("http://{HOST}/")])
+                    .map(|s| s.status == 301)
+                    .unwrap_or(false)
+            },
+        )?;
+        // The XDP program attaches before the port-80 listener answers; pin whatever NAPI
+        // threads exist now.
+        r.napi = topo.pin_napi()?;
+        if kind == PeerKind::ForceHttpsXdp {
+            let link = topo.edge_link();
+            let mode = if link.contains("xdpgeneric") {
+                "generic (xdpgeneric)"
+            } else if link.contains("prog/xdp") {
+                "native (driver)"
+            } else {
+                bail!("no XDP program on {} after start:\n{link}", topo.edge_if);
+            };
+            r.xdp_mode = Some(mode.to_string());
+        }
+        r.checked = Some(peers::verify(&topo.client, &files.cert)?);
+        r.process = Some(procs::tree_facts(peer_pid));
+        *started = true;
+        println!(
+            "xtask: bench: {} is up and checked; process tree {:?}",
+            kind.name(),
+            r.process
+        );
+
+        let run = PeerRun {
+            kind,
+            args,
+            topo: &topo,
+            force_https: &bins.force_https,
+            fh_config: kind.is_force_https().then_some(config.as_path()),
+            load_gen: LoadGen {
+                client_ns: &topo.client,
+                scratch: &dir,
+                no_resume: no_resume.as_deref(),
+            },
+            out_dir,
+        };
+        for &phase in phases {
+            check_interrupted()?;
+            let pr = run_phase(&run, &mut procs, phase);
+            if let Some(e) = &pr.error {
+                eprintln!("xtask: bench: {} / {}: {e}", kind.name(), phase.name());
+            }
+            let failed = pr.error.is_some();
+            r.phases.push(pr);
+            if failed {
+                // A dead peer ends the peer; a failed phase does not.
+                procs.check_alive()?;
+                check_interrupted()?;
+            }
+        }
+        add_observations(kind, r);
+        Ok(())
+    })();
+    if result.is_err() {
+        let logs = procs.logs(40);
+        eprintln!(
+            "xtask: bench: output of {}'s processes:\n{logs}",
+            kind.name()
+        );
+    }
+    procs.stop_all();
+    copy_logs(&dir, out_dir, kind);
+    drop(procs);
+    drop(topo);
+    result
+}
+
+/// Notes about what the numbers mean for this peer.
+fn add_observations(kind: PeerKind, r: &mut PeerResult) {
+    if let Some(c) = r
+        .phase(Phase::RedirectKeepalive)
+        .and_then(|p| p.summary.as_ref())
+        .and_then(|s| s.conns_per_req)
+    {
+        let note = if c > 0.9 {
+            format!(
+                "redirect-keepalive: {c:.2} new connections per request: {} closes the connection after each redirect, so this phase measured new connections too",
+                kind.name()
+            )
+        } else {
+            format!(
+                "redirect-keepalive: {c:.3} new connections per request: connections were kept alive"
+            )
+        };
+        r.notes.push(note);
+    }
+    // force-https's own trouble counters, summed over the passes of each phase.
+    for ph in &r.phases {
+        let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
+        for pass in &ph.passes {
+            for (k, v) in &pass.server_counters {
+                if is_trouble_counter(k) {
+                    *sums.entry(k.as_str()).or_default() += v;
+                }
+            }
+        }
+        if !sums.is_empty() {
+            let answered: u64 = ph.passes.iter().filter_map(|p| p.server_counted).sum();
+            let list: Vec<String> = sums.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            r.notes.push(format!(
+                "{}: force-https counted {} during the passes (of {answered} requests it answered){}",
+                ph.phase.name(),
+                list.join(", "),
+                if sums.contains_key("afxdp_tx_ring_full") {
+                    "; a response the responder could not queue is lost and the client retransmits after its RTO (≥ 200 ms), which shows in the p99"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    if kind == PeerKind::ForceHttpsXdp {
+        for p in [Phase::RedirectNewConn, Phase::RedirectKeepalive] {
+            if let Some(s) = r.phase(p).and_then(|ph| ph.summary.as_ref())
+                && let Some(f) = s.fast_path_share
+            {
+                r.notes.push(format!(
+                    "{}: {:.1}% of the redirects were answered by the AF_XDP fast path; edge kernel sockets per request {:.3}",
+                    p.name(),
+                    f * 100.0,
+                    s.kernel_sockets_per_req.unwrap_or(f64::NAN)
+                ));
+            }
+        }
+    }
+}
+
+/// Counters of `force-https stats` that mean something went wrong or was refused
+/// (`xdp_bare_ack_drop` is the fast path working as designed).
+fn is_trouble_counter(name: &str) -> bool {
+    name != "xdp_bare_ack_drop"
+        && ([
+            "drop", "full", "fallback", "fail", "rejected", "timeout", "no_xsk",
+        ]
+        .iter()
+        .any(|w| name.contains(w))
+            || name.starts_with("responses_"))
+}
+
+fn copy_logs(dir: &Path, out_dir: &Path, kind: PeerKind) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "log") {
+            let dest = out_dir.join("logs").join(format!(
+                "{}-{}",
+                kind.name(),
+                p.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            let _ = std::fs::copy(&p, dest);
+        }
+    }
+}
+
+/// Polls `ready` every 100 ms up to `START_TIMEOUT`; fails early when a process exits or on a
+/// signal.
+fn wait_until(procs: &mut Procs, what: &str, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        check_interrupted()?;
+        procs.check_alive()?;
+        if ready() {
+            return Ok(());
+        }
+        if start.elapsed() > START_TIMEOUT {
+            bail!(
+                "timed out after {} s waiting until {what}",
+                START_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Counters read around a pass.
+#[derive(Default)]
+struct Counters {
+    client_active_opens: Option<u64>,
+    edge_passive_opens: Option<u64>,
+    fh: Option<serde_json::Value>,
+}
+
+fn read_counters(topo: &Topology, force_https: &Path, fh_config: Option<&Path>) -> Counters {
+    let snmp = |ns: &str, field: &str| {
+        topology::in_ns(ns, &["cat", "/proc/net/snmp"])
+            .ok()
+            .and_then(|t| snmp_value(&t, "Tcp", field))
+    };
+    let fh = fh_config.and_then(|cfg| {
+        let out = Command::new(force_https)
+            .args(["stats", "--json", "--config"])
+            .arg(cfg)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    });
+    Counters {
+        client_active_opens: snmp(&topo.client, "ActiveOpens"),
+        edge_passive_opens: snmp(&topo.edge, "PassiveOpens"),
+        fh,
+    }
+}
+
+/// The value of `field` in the `prefix:` table of /proc/net/snmp (a header line of names, then
+/// a line of values).
+pub fn snmp_value(text: &str, prefix: &str, field: &str) -> Option<u64> {
+    let tag = format!("{prefix}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&tag));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let i = names.split_whitespace().position(|n| n == field)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+/// The counters of `force-https stats --json` that changed between two reads.
+fn counter_deltas(
+    a: &Option<serde_json::Value>,
+    b: &Option<serde_json::Value>,
+) -> BTreeMap<String, u64> {
+    let (Some(serde_json::Value::Object(a)), Some(serde_json::Value::Object(b))) = (a, b) else {
+        return BTreeMap::new();
+    };
+    b.iter()
+        .filter_map(|(k, v)| {
+            let d = v.as_u64()?.saturating_sub(a.get(k)?.as_u64()?);
+            (d > 0).then(|| (k.clone(), d))
+        })
+        .collect()
+}
+
+fn fh_counter(v: &Option<serde_json::Value>, name: &str) -> Option<u64> {
+    v.as_ref()?.get(name)?.as_u64()
+}
+
+fn delta(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    Some(b?.saturating_sub(a?))
+}
+
+/// What the phases of one peer share.
+struct PeerRun<'a> {
+    kind: PeerKind,
+    args: &'a BenchArgs,
+    topo: &'a Topology,
+    force_https: &'a Path,
+    /// The config of a force-https peer, for `force-https stats`.
+    fh_config: Option<&'a Path>,
+    load_gen: LoadGen<'a>,
+    out_dir: &'a Path,
+}
+
+/// Warm-up, then passes until enough and calm enough.
+fn run_phase(run: &PeerRun, procs: &mut Procs, phase: Phase) -> PhaseResult {
+    let PeerRun {
+        kind,
+        args,
+        topo,
+        load_gen,
+        ..
+    } = run;
+    let mut pr = PhaseResult {
+        phase,
+        command: load_gen.shown_command(phase, args.duration),
+        passes: Vec::new(),
+        discarded: Vec::new(),
+        summary: None,
+        error: None,
+    };
+    let res = (|| -> Result<()> {
+        if args.warmup > 0 {
+            println!(
+                "xtask: bench: {} / {}: warm-up {} s",
+                kind.name(),
+                phase.name(),
+                args.warmup
+            );
+            load_gen.warm_up(phase, args.warmup)?;
+        }
+        let min = args.passes as usize;
+        let max = min + EXTRA_PASSES;
+        loop {
+            check_interrupted()?;
+            let enough = pr.passes.len() >= min
+                && !summary::needs_more_passes(
+                    &report::key_spreads(&pr.passes),
+                    pr.passes.len(),
+                    max,
+                    SPREAD_LIMIT_PCT,
+                );
+            if enough {
+                break;
+            }
+            // The CPU pinning must hold for every pass (a restart of a napi thread would
+            // lose it).
+            topo.pin_napi()?;
+            let n = pr.passes.len() + pr.discarded.len() + 1;
+            let pass = one_pass(run, phase, n)?;
+            println!(
+                "xtask: bench: {} / {} pass {n}: {:.0} req/s, edge {:.1} µs/req ({:.0}% busy), machine {:.1} µs/req, p50 {:?} µs, p99 {:?} µs, errors {} bad {}",
+                kind.name(),
+                phase.name(),
+                pass.load.rps,
+                pass.edge_us_per_req,
+                pass.edge.utilization * 100.0,
+                pass.machine_us_per_req,
+                pass.load.p50_us,
+                pass.load.p99_us,
+                pass.load.errors,
+                pass.load.bad_status
+            );
+            procs.check_alive()?;
+            if pass.disturbed {
+                eprintln!(
+                    "xtask: bench: {} / {} pass {n} disturbed: {:.2} CPU s used by other processes ({}), {} processes created",
+                    kind.name(),
+                    phase.name(),
+                    pass.foreign_cpu_s,
+                    pass.foreign_top.join(", "),
+                    pass.forks
+                );
+                if pr.discarded.len() < MAX_DISCARDED {
+                    pr.discarded.push(pass);
+                    continue;
+                }
+            }
+            pr.passes.push(pass);
+        }
+        Ok(())
+    })();
+    pr.summary = report::summarize(&pr.passes, SPREAD_LIMIT_PCT);
+    if let Some(s) = pr.summary.as_mut() {
+        s.discarded = pr.discarded.len();
+    }
+    if let Err(e) = res {
+        pr.error = Some(format!("{e:#}"));
+    }
+    pr
+}
+
+/// Waits for a quiet machine (or gives up after `QUIET_WAIT`).
+fn wait_quiet() -> Result<Quiet> {
+    let start = Instant::now();
+    loop {
+        check_interrupted()?;
+        let u = cpu::sample(Duration::from_secs(1))?;
+        let ok = cpu::is_quiet(&u, QUIET_LIMIT);
+        if ok || start.elapsed() >= QUIET_WAIT {
+            if !ok {
+                eprintln!(
+                    "xtask: bench: warning: machine not quiet after {} s (CPU utilization {u:.2?}); measuring anyway",
+                    QUIET_WAIT.as_secs()
+                );
+            }
+            return Ok(Quiet {
+                utilization: u,
+                waited_s: start.elapsed().as_secs_f64(),
+                ok,
+            });
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// One measured run with its CPU and counter deltas.
+fn one_pass(run: &PeerRun, phase: Phase, n: usize) -> Result<Pass> {
+    let PeerRun {
+        kind,
+        args,
+        topo,
+        force_https,
+        fh_config,
+        load_gen,
+        out_dir,
+    } = run;
+    let (kind, fh_config) = (*kind, *fh_config);
+    let quiet = wait_quiet()?;
+    let before = read_counters(topo, force_https, fh_config);
+    let t0 = Instant::now();
+    let procs_a = procs::all_stats();
+    let rx_a = cpu::net_rx_softirqs();
+    let a = cpu::read()?;
+    let (out, raw) = load_gen.run(phase, args.duration)?;
+    let b = cpu::read()?;
+    let rx_b = cpu::net_rx_softirqs();
+    let procs_b = procs::all_stats();
+    let wall_s = t0.elapsed().as_secs_f64();
+    let after = read_counters(topo, force_https, fh_config);
+    let _ = std::fs::write(
+        out_dir
+            .join("raw")
+            .join(format!("{}-{}-{n}.txt", kind.name(), phase.name())),
+        &raw,
+    );
+    if out.requests == 0 {
+        bail!("no request completed:\n{}", raw.trim());
+    }
+    let d = b.since(&a);
+    let hz = cpu::ticks_per_second();
+    let (foreign, foreign_top) = procs::foreign_ticks(&procs_a, &procs_b, std::process::id());
+    let foreign_cpu_s = foreign as f64 / hz;
+    let edge = cpu::Usage::of(&d.cpu(EDGE_CPU), hz);
+    let client = cpu::Usage::of(&d.cpu(CLIENT_CPU), hz);
+    let machine = cpu::Usage::of(&d.all, hz);
+    let reqs = out.requests as f64;
+    let per_req = |x: Option<u64>| x.map(|v| v as f64 / reqs);
+
+    let (server_counted, fast_path_share) = if kind.is_force_https() {
+        let dc = |name: &str| delta(fh_counter(&before.fh, name), fh_counter(&after.fh, name));
+        if phase.is_redirect() {
+            let sock = dc("redirects_301");
+            let fast = dc("afxdp_redirects_301");
+            let total = match (sock, fast) {
+                (Some(s), Some(f)) => Some(s + f),
+                (s, f) => s.or(f),
+            };
+            let share = match (fast, total) {
+                (Some(f), Some(t)) if t > 0 && kind == PeerKind::ForceHttpsXdp => {
+                    Some(f as f64 / t as f64)
+                }
+                _ => None,
+            };
+            (total, share)
+        } else {
+            (dc("proxied_https"), None)
+        }
+    } else {
+        (None, None)
+    };
+
+    Ok(Pass {
+        wall_s,
+        edge_us_per_req: edge.busy_s * 1e6 / reqs,
+        machine_us_per_req: machine.busy_s * 1e6 / reqs,
+        edge,
+        client,
+        machine,
+        conns_per_req: per_req(delta(before.client_active_opens, after.client_active_opens)),
+        kernel_sockets_per_req: per_req(delta(before.edge_passive_opens, after.edge_passive_opens)),
+        server_counted,
+        server_counters: counter_deltas(&before.fh, &after.fh),
+        fast_path_share,
+        bytes_per_response: out.bytes.map(|b| b as f64 / reqs),
+        net_rx_per_req: [EDGE_CPU, CLIENT_CPU].map(|c| {
+            let at = |v: &[u64]| v.get(c).copied().unwrap_or(0);
+            at(&rx_b).saturating_sub(at(&rx_a)) as f64 / reqs
+        }),
+        quiet,
+        disturbed: foreign_cpu_s > FOREIGN_LIMIT * wall_s || d.forks > MAX_FORKS,
+        foreign_cpu_s,
+        foreign_top,
+        forks: d.forks,
+        load: out,
+    })
+}
+
+/// `cargo bench -p force-https-proto`, output in micro.txt; returns criterion's result lines.
+fn run_micro(out_dir: &Path) -> Result<Vec<String>> {
+    // Benchmarks may use both CPUs: undo xtask's own pinning for the child.
+    let mut shown = Command::new("taskset");
+    shown
+        .args(["-c", "0,1"])
+        .arg(cmd::cargo())
+        .args(["bench", "-p", "force-https-proto"]);
+    shown.current_dir(cmd::workspace_root());
+    println!("xtask: bench: $ {}", cmd::show(&shown));
+    let out = cmd::output(&mut shown)?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(out_dir.join("micro.txt"), &text)?;
+    if !out.status.success() {
+        bail!(
+            "`cargo bench -p force-https-proto` failed ({}); output in {}",
+            out.status,
+            out_dir.join("micro.txt").display()
+        );
+    }
+    Ok(report::criterion_summary(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        b: BenchArgs,
+    }
+
+    #[test]
+    fn args_and_filters() {
+        let t = T::try_parse_from(["x"]).unwrap();
+        assert_eq!(t.b.duration, 10);
+        assert_eq!(t.b.passes, 3);
+        assert_eq!(t.b.peers(), PeerKind::ALL.to_vec());
+        assert_eq!(t.b.phases(), Phase::ALL.to_vec());
+        let t = T::try_parse_from([
+            "x",
+            "--peers",
+            "nginx,force-https-xdp,nginx",
+            "--phases",
+            "https-h2,redirect-new-conn",
+            "--duration",
+            "5",
+            "--micro",
+        ])
+        .unwrap();
+        assert_eq!(t.b.peers(), vec![PeerKind::Nginx, PeerKind::ForceHttpsXdp]);
+        assert_eq!(t.b.phases(), vec![Phase::RedirectNewConn, Phase::HttpsH2]);
+        assert!(t.b.micro);
+        assert!(T::try_parse_from(["x", "--peers", "apache"]).is_err());
+        assert!(T::try_parse_from(["x", "--duration", "0"]).is_err());
+    }
+
+    #[test]
+    fn snmp() {
+        let t = "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: RtoAlgorithm RtoMin ActiveOpens PassiveOpens\nTcp: 1 200 17 42\nUdp: InDatagrams\nUdp: 5\n";
+        assert_eq!(snmp_value(t, "Tcp", "ActiveOpens"), Some(17));
+        assert_eq!(snmp_value(t, "Tcp", "PassiveOpens"), Some(42));
+        assert_eq!(snmp_value(t, "Tcp", "Nope"), None);
+        assert_eq!(snmp_value(t, "TcpExt", "X"), None);
+    }
+
+    #[test]
+    fn server_counter_deltas() {
+        let a = Some(serde_json::json!({"x": 1, "y": 5, "z": 7}));
+        let b = Some(serde_json::json!({"x": 4, "y": 5, "w": 2}));
+        let d = counter_deltas(&a, &b);
+        assert_eq!(
+            d.into_iter().collect::<Vec<_>>(),
+            vec![("x".to_string(), 3)]
+        );
+        assert!(counter_deltas(&None, &b).is_empty());
+    }
+
+    #[test]
+    fn trouble_counters() {
+        for c in [
+            "afxdp_tx_ring_full",
+            "afxdp_dropped",
+            "xdp_cookie_bad_drop",
+            "responses_502",
+            "tls_handshake_failures",
+        ] {
+            assert!(is_trouble_counter(c), "{c}");
+        }
+        for c in ["xdp_bare_ack_drop", "afxdp_redirects_301", "proxied_https"] {
+            assert!(!is_trouble_counter(c), "{c}");
+        }
+    }
+
+    #[test]
+    fn deltas() {
+        assert_eq!(delta(Some(5), Some(9)), Some(4));
+        assert_eq!(delta(None, Some(9)), None);
+        assert_eq!(delta(Some(9), Some(5)), Some(0));
+    }
+}

@@ -1,0 +1,716 @@
+//! The results: their data model (written as `results.json`), the Markdown report
+//! (`report.md`: header with machine, kernel, versions, date and command; one table per metric
+//! with peers as rows and phases as columns; per-peer details; the method), and small helpers
+//! (UTC date, machine facts, criterion output summary).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::cpu::Usage;
+use super::load::{LoadOutput, Phase};
+use super::peers::{Checked, PeerKind};
+use super::procs::TreeFacts;
+use super::summary::{Spread, median, spread};
+use super::topology::NapiThread;
+
+/// Everything a bench run produced.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Results {
+    pub meta: Meta,
+    pub peers: Vec<PeerResult>,
+    /// Markdown lines of the scale section (extension point, `scale.rs`).
+    pub scale: Vec<String>,
+    /// `cargo bench -p force-https-proto` summary lines (`--micro`).
+    pub micro: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Meta {
+    pub date_utc: String,
+    pub command: String,
+    pub cpu_model: String,
+    pub cores: usize,
+    pub kernel: String,
+    /// `(tool, first line of its version output)`.
+    pub versions: Vec<(String, String)>,
+    pub duration_s: u64,
+    pub passes: usize,
+    pub warmup_s: u64,
+    pub edge_cpu: usize,
+    pub client_cpu: usize,
+    pub in_flight: u32,
+    pub method: Vec<String>,
+    pub warnings: Vec<String>,
+    pub interrupted: bool,
+    pub elapsed_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerResult {
+    pub peer: PeerKind,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub notes: Vec<String>,
+    pub xdp_mode: Option<String>,
+    /// The config's file name (copied to `configs/<peer>-<name>`).
+    pub config_file: String,
+    pub checked: Option<Checked>,
+    pub process: Option<TreeFacts>,
+    pub napi: Vec<NapiThread>,
+    pub phases: Vec<PhaseResult>,
+}
+
+impl PeerResult {
+    pub fn new(peer: PeerKind) -> PeerResult {
+        PeerResult {
+            peer,
+            ok: false,
+            error: None,
+            notes: Vec::new(),
+            xdp_mode: None,
+            config_file: String::new(),
+            checked: None,
+            process: None,
+            napi: Vec::new(),
+            phases: Vec::new(),
+        }
+    }
+
+    pub fn phase(&self, p: Phase) -> Option<&PhaseResult> {
+        self.phases.iter().find(|r| r.phase == p)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseResult {
+    pub phase: Phase,
+    pub command: String,
+    pub passes: Vec<Pass>,
+    /// Passes thrown away because something else ran during them (re-run instead).
+    pub discarded: Vec<Pass>,
+    pub summary: Option<PhaseSummary>,
+    pub error: Option<String>,
+}
+
+/// The quiet-machine check before a pass.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Quiet {
+    /// Per-CPU utilization of the last 1 s sample.
+    pub utilization: Vec<f64>,
+    pub waited_s: f64,
+    pub ok: bool,
+}
+
+/// One measured run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Pass {
+    pub load: LoadOutput,
+    /// Wall time of the CPU window (load generator start to exit).
+    pub wall_s: f64,
+    pub edge: Usage,
+    pub client: Usage,
+    pub machine: Usage,
+    /// Edge CPU busy time / requests, µs.
+    pub edge_us_per_req: f64,
+    /// All CPUs' busy time / requests, µs.
+    pub machine_us_per_req: f64,
+    /// Client TCP active opens / requests.
+    pub conns_per_req: Option<f64>,
+    /// Edge TCP passive opens (kernel sockets made) / requests.
+    pub kernel_sockets_per_req: Option<f64>,
+    /// force-https only: requests its counters saw (redirects or proxied HTTPS requests).
+    pub server_counted: Option<u64>,
+    /// force-https only: every counter of `force-https stats` that moved during the pass.
+    pub server_counters: std::collections::BTreeMap<String, u64>,
+    /// force-https-xdp only: share of the redirects answered by the AF_XDP responder.
+    pub fast_path_share: Option<f64>,
+    pub bytes_per_response: Option<f64>,
+    /// NET_RX softirqs per request on the edge and on the client CPU (veth traffic should
+    /// raise none: it goes through the pinned NAPI threads).
+    pub net_rx_per_req: [f64; 2],
+    pub quiet: Quiet,
+    /// CPU seconds used during the pass by user-space processes the bench did not start.
+    pub foreign_cpu_s: f64,
+    /// The biggest of them (`comm (pid) ticks`).
+    pub foreign_top: Vec<String>,
+    /// Processes and threads created on the machine during the pass (the load generator is
+    /// one).
+    pub forks: u64,
+    /// Foreign CPU or forks above the limits: the pass was disturbed.
+    pub disturbed: bool,
+}
+
+/// Medians and spreads over the passes of one peer × phase.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PhaseSummary {
+    pub passes: usize,
+    pub rps: Spread,
+    pub p50_us: Option<Spread>,
+    pub p99_us: Option<Spread>,
+    pub edge_us_per_req: Spread,
+    pub machine_us_per_req: Spread,
+    pub edge_utilization: f64,
+    pub client_utilization: f64,
+    /// Medians of the edge CPU's user / system / softirq shares.
+    pub edge_user: f64,
+    pub edge_system: f64,
+    pub edge_softirq: f64,
+    pub conns_per_req: Option<f64>,
+    pub kernel_sockets_per_req: Option<f64>,
+    pub fast_path_share: Option<f64>,
+    pub bytes_per_response: Option<f64>,
+    /// Medians of the NET_RX softirqs per request on the edge and client CPU.
+    pub net_rx_per_req: [f64; 2],
+    pub errors: u64,
+    pub bad_status: u64,
+    /// Passes thrown away because something else ran during them.
+    pub discarded: usize,
+    /// Some spread still over the limit after the extra passes.
+    pub noisy: bool,
+    /// Some pass ran without a quiet machine, or was disturbed and could not be re-run.
+    pub not_quiet: bool,
+}
+
+fn opt_median(v: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Vec<f64> = v.flatten().collect();
+    median(&v)
+}
+
+/// The spreads that decide whether more passes are run: requests/s and edge CPU per request.
+pub fn key_spreads(passes: &[Pass]) -> Vec<Option<Spread>> {
+    let rps: Vec<f64> = passes.iter().map(|p| p.load.rps).collect();
+    let cpu: Vec<f64> = passes.iter().map(|p| p.edge_us_per_req).collect();
+    vec![spread(&rps), spread(&cpu)]
+}
+
+/// Summarizes the passes; `None` when there is none.
+pub fn summarize(passes: &[Pass], spread_limit_pct: f64) -> Option<PhaseSummary> {
+    let m = |f: &dyn Fn(&Pass) -> f64| -> Vec<f64> { passes.iter().map(f).collect() };
+    let rps = spread(&m(&|p| p.load.rps))?;
+    let edge = spread(&m(&|p| p.edge_us_per_req))?;
+    let machine = spread(&m(&|p| p.machine_us_per_req))?;
+    let lat = |f: &dyn Fn(&Pass) -> Option<f64>| {
+        let v: Vec<f64> = passes.iter().filter_map(f).collect();
+        spread(&v)
+    };
+    Some(PhaseSummary {
+        passes: passes.len(),
+        rps,
+        p50_us: lat(&|p| p.load.p50_us),
+        p99_us: lat(&|p| p.load.p99_us),
+        edge_us_per_req: edge,
+        machine_us_per_req: machine,
+        edge_utilization: median(&m(&|p| p.edge.utilization)).unwrap_or(0.0),
+        client_utilization: median(&m(&|p| p.client.utilization)).unwrap_or(0.0),
+        edge_user: median(&m(&|p| p.edge.user)).unwrap_or(0.0),
+        edge_system: median(&m(&|p| p.edge.system)).unwrap_or(0.0),
+        edge_softirq: median(&m(&|p| p.edge.softirq)).unwrap_or(0.0),
+        conns_per_req: opt_median(passes.iter().map(|p| p.conns_per_req)),
+        kernel_sockets_per_req: opt_median(passes.iter().map(|p| p.kernel_sockets_per_req)),
+        fast_path_share: opt_median(passes.iter().map(|p| p.fast_path_share)),
+        bytes_per_response: opt_median(passes.iter().map(|p| p.bytes_per_response)),
+        net_rx_per_req: [
+            median(&m(&|p| p.net_rx_per_req[0])).unwrap_or(0.0),
+            median(&m(&|p| p.net_rx_per_req[1])).unwrap_or(0.0),
+        ],
+        errors: passes.iter().map(|p| p.load.errors).sum(),
+        bad_status: passes.iter().map(|p| p.load.bad_status).sum(),
+        discarded: 0,
+        noisy: rps.spread_pct > spread_limit_pct || edge.spread_pct > spread_limit_pct,
+        not_quiet: passes.iter().any(|p| !p.quiet.ok || p.disturbed),
+    })
+}
+
+/// `12,345`-style grouping of a rounded number.
+pub fn thousands(v: f64) -> String {
+    let n = v.round() as i64;
+    let s = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// A duration in µs as ms with 2 decimals, or µs below 1 ms.
+pub fn fmt_latency(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn flags(s: &PhaseSummary) -> String {
+    let mut f = String::new();
+    if s.noisy {
+        f.push_str(" ⚠noisy");
+    }
+    if s.not_quiet {
+        f.push_str(" ⚠busy");
+    }
+    if s.errors > 0 || s.bad_status > 0 {
+        f.push_str(" ⚠errors");
+    }
+    f
+}
+
+/// One Markdown table: a row per peer, a column per phase, cells from `cell`.
+fn table(
+    out: &mut String,
+    peers: &[PeerResult],
+    phases: &[Phase],
+    cell: &dyn Fn(&PhaseSummary) -> String,
+) {
+    let _ = write!(out, "| peer |");
+    for p in phases {
+        let _ = write!(out, " {} |", p.title());
+    }
+    out.push('\n');
+    out.push_str("|---|");
+    for _ in phases {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    for peer in peers {
+        let _ = write!(out, "| {} |", peer.peer.name());
+        for p in phases {
+            let c = match peer.phase(*p) {
+                Some(PhaseResult {
+                    summary: Some(s), ..
+                }) => cell(s),
+                Some(PhaseResult { error: Some(_), .. }) => "failed".into(),
+                _ if !peer.ok && peer.phases.is_empty() => "not run".into(),
+                _ => "–".into(),
+            };
+            let _ = write!(out, " {c} |");
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.0}%", v * 100.0)
+}
+
+/// The Markdown report.
+pub fn markdown(r: &Results, phases: &[Phase]) -> String {
+    let m = &r.meta;
+    let mut o = String::new();
+    let _ = writeln!(o, "# force-https benchmark, {}\n", m.date_utc);
+    let _ = writeln!(o, "- Command: `{}`", m.command);
+    let _ = writeln!(
+        o,
+        "- Machine: {}, {} cores; CPU {} = edge (peer, backend, edge veth receive), CPU {} = load generator (and client veth receive)",
+        m.cpu_model, m.cores, m.edge_cpu, m.client_cpu
+    );
+    let _ = writeln!(o, "- Kernel: {}", m.kernel);
+    let _ = writeln!(
+        o,
+        "- Runs: {} s per pass, {} passes (up to 2 more when requests/s or edge CPU per request spread over 10%), {} s unmeasured warm-up per phase, {} requests in flight",
+        m.duration_s, m.passes, m.warmup_s, m.in_flight
+    );
+    let _ = writeln!(
+        o,
+        "- Total time: {:.0} s{}",
+        m.elapsed_s,
+        if m.interrupted {
+            " (INTERRUPTED: partial results)"
+        } else {
+            ""
+        }
+    );
+    o.push_str("- Versions:\n");
+    for (tool, v) in &m.versions {
+        let _ = writeln!(o, "  - {tool}: `{v}`");
+    }
+    if !m.warnings.is_empty() {
+        o.push_str("\n**Warnings**\n\n");
+        for w in &m.warnings {
+            let _ = writeln!(o, "- {w}");
+        }
+    }
+
+    o.push_str(
+        "\nEach cell is the median over the passes; `(x%)` is the spread, (max − min) / median. ",
+    );
+    o.push_str("⚠noisy: spread still over 10% after the extra passes; ⚠busy: the machine was not quiet before a pass, or something else ran during one and it could not be re-run; ⚠errors: socket errors or unexpected statuses (see results.json); ◦client-bound: the edge CPU was under 90% busy while the load generator's was over 90%, so the rate is the load generator's limit (compare CPU per request).\n\n");
+
+    o.push_str("## Requests per second\n\n");
+    table(&mut o, &r.peers, phases, &|s| {
+        let bound = if s.edge_utilization < 0.9 && s.client_utilization > 0.9 {
+            " ◦client-bound"
+        } else {
+            ""
+        };
+        format!(
+            "{} ({:.0}%){}{bound}",
+            thousands(s.rps.median),
+            s.rps.spread_pct,
+            flags(s)
+        )
+    });
+    o.push_str("## Edge CPU per request (µs)\n\nBusy time of the edge CPU (all of /proc/stat's cpu0 but idle and iowait: the peer, the backend, and the kernel's receive work for the edge, XDP included) over the run, divided by the requests served.\n\n");
+    table(&mut o, &r.peers, phases, &|s| {
+        format!(
+            "{:.1} ({:.0}%)",
+            s.edge_us_per_req.median, s.edge_us_per_req.spread_pct
+        )
+    });
+    o.push_str("## Whole-machine CPU per request (µs)\n\nBusy time of all CPUs (edge + load generator + anything else) divided by the requests served.\n\n");
+    table(&mut o, &r.peers, phases, &|s| {
+        format!(
+            "{:.1} ({:.0}%)",
+            s.machine_us_per_req.median, s.machine_us_per_req.spread_pct
+        )
+    });
+    o.push_str("## Latency p50 / p99\n\nwrk: from writing the request to the end of the response (the TCP/TLS handshake of the new-connection phases is not included). h2load: per-request durations from its log file.\n\n");
+    table(
+        &mut o,
+        &r.peers,
+        phases,
+        &|s| match (&s.p50_us, &s.p99_us) {
+            (Some(a), Some(b)) => format!("{} / {}", fmt_latency(a.median), fmt_latency(b.median)),
+            _ => "n/a".into(),
+        },
+    );
+    o.push_str("## CPU utilization, edge / load generator\n\nAn edge CPU under 100% means the single-threaded load generator (or the network path) was the limit, not the peer: compare CPU per request then.\n\n");
+    table(&mut o, &r.peers, phases, &|s| {
+        format!(
+            "{} / {}",
+            pct(s.edge_utilization),
+            pct(s.client_utilization)
+        )
+    });
+    o.push_str("## Where the edge CPU's time went\n\nuser / system / softirq shares of the edge CPU's elapsed time; then NET_RX softirqs per request on the edge · client CPU. With threaded NAPI the veth receive path is system time of the pinned `napi/…` kthreads and raises no NET_RX softirq; what remains is loopback traffic between the peer and the backend (both on the edge CPU).\n\n");
+    table(&mut o, &r.peers, phases, &|s| {
+        format!(
+            "{} / {} / {}; {:.2} · {:.2}",
+            pct(s.edge_user),
+            pct(s.edge_system),
+            pct(s.edge_softirq),
+            s.net_rx_per_req[0],
+            s.net_rx_per_req[1]
+        )
+    });
+    o.push_str("## What actually happened\n\n`c/r`: new client TCP connections per response; `k/r`: sockets the edge kernel created per response (TCP passive opens); `B/r`: bytes the client read per response; `fast`: share of the redirects answered by the XDP/AF_XDP fast path; `re-run`: passes thrown away because other processes ran during them.\n\n");
+    table(&mut o, &r.peers, phases, &|s| {
+        let mut parts = Vec::new();
+        if let Some(c) = s.conns_per_req {
+            parts.push(format!("c/r {c:.2}"));
+        }
+        if let Some(k) = s.kernel_sockets_per_req {
+            parts.push(format!("k/r {k:.2}"));
+        }
+        if let Some(b) = s.bytes_per_response {
+            parts.push(format!("B/r {b:.0}"));
+        }
+        if let Some(f) = s.fast_path_share {
+            parts.push(format!("fast {}", pct(f)));
+        }
+        if s.errors > 0 || s.bad_status > 0 {
+            parts.push(format!("err {} bad {}", s.errors, s.bad_status));
+        }
+        if s.discarded > 0 {
+            parts.push(format!("re-run {}", s.discarded));
+        }
+        parts.join(", ")
+    });
+
+    o.push_str("## Peers\n\n");
+    for p in &r.peers {
+        let _ = writeln!(o, "### {}\n", p.peer.name());
+        if let Some(e) = &p.error {
+            let _ = writeln!(o, "- **FAILED**: {}", e.lines().next().unwrap_or(""));
+        }
+        if !p.config_file.is_empty() {
+            let _ = writeln!(o, "- Config: `configs/{}-{}`", p.peer.name(), p.config_file);
+        }
+        if let Some(mode) = &p.xdp_mode {
+            let _ = writeln!(o, "- XDP attach mode: {mode}");
+        }
+        if let Some(c) = &p.checked {
+            let _ = writeln!(o, "- Checked: {}", c.redirect);
+            let _ = writeln!(o, "- Checked: {}", c.https_h1);
+            let _ = writeln!(o, "- Checked: {}", c.https_h2);
+            let _ = writeln!(
+                o,
+                "- TLS with an OpenSSL client (as wrk and h2load): {}, {}, key exchange {}, ALPN {}",
+                c.tls.protocol, c.tls.cipher, c.tls.key_exchange, c.tls.alpn
+            );
+        }
+        if let Some(t) = &p.process {
+            let _ = writeln!(
+                o,
+                "- Process tree: {} process(es), {} thread(s), CPUs allowed: {}",
+                t.processes,
+                t.threads,
+                t.cpus_allowed.join(", ")
+            );
+        }
+        if !p.napi.is_empty() {
+            let list: Vec<String> = p
+                .napi
+                .iter()
+                .map(|n| format!("{} → CPU {}", n.name, n.cpu))
+                .collect();
+            let _ = writeln!(o, "- NAPI kthreads: {}", list.join(", "));
+        }
+        for n in &p.notes {
+            let _ = writeln!(o, "- {n}");
+        }
+        for ph in &p.phases {
+            if let Some(e) = &ph.error {
+                let _ = writeln!(
+                    o,
+                    "- {} failed: {}",
+                    ph.phase.name(),
+                    e.lines().next().unwrap_or("")
+                );
+            }
+        }
+        o.push('\n');
+    }
+
+    o.push_str("## Load commands\n\nRun in the client namespace, where bench.example resolves to the edge (198.51.100.1):\n\n");
+    let mut seen = Vec::new();
+    for p in &r.peers {
+        for ph in &p.phases {
+            if !seen.contains(&ph.phase) {
+                seen.push(ph.phase);
+                let _ = writeln!(o, "- {}: `{}`", ph.phase.name(), ph.command);
+            }
+        }
+    }
+
+    o.push_str("\n## Method\n\n");
+    for l in &m.method {
+        let _ = writeln!(o, "- {l}");
+    }
+
+    o.push_str("\n## Scale\n\n");
+    if r.scale.is_empty() {
+        o.push_str("_Not measured yet: extension point `scale::section` in xtask/src/bench/scale.rs (RSS idle and with 100k hosts, 1M-host load time, fast-path cost 10 vs 1M hosts, enable latency, allocations per redirect)._\n");
+    } else {
+        for l in &r.scale {
+            o.push_str(l);
+            o.push('\n');
+        }
+    }
+    if let Some(micro) = &r.micro {
+        o.push_str("\n## Micro-benchmarks (`cargo bench -p force-https-proto`)\n\n");
+        if micro.is_empty() {
+            o.push_str("_No criterion results found; see micro.txt._\n");
+        }
+        for l in micro {
+            let _ = writeln!(o, "- `{l}`");
+        }
+    }
+    o
+}
+
+/// The date and time in UTC: `(YYYY-MM-DD HH:MM:SS UTC, YYYYMMDDTHHMMSSZ)`.
+pub fn utc_now() -> (String, String) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    utc_strings(secs)
+}
+
+/// Both forms of a Unix time.
+pub fn utc_strings(secs: u64) -> (String, String) {
+    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    (
+        format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC"),
+        format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z"),
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `(model name, number of processors)` from the text of /proc/cpuinfo.
+pub fn parse_cpuinfo(text: &str) -> (String, usize) {
+    let model = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == "model name").then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = text
+        .lines()
+        .filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(k, _)| k.trim() == "processor")
+        })
+        .count();
+    (model, cores)
+}
+
+/// The result lines of criterion's output: `name: [low estimate high]` (the `change:` blocks,
+/// comparisons with an earlier run, are left out).
+pub fn criterion_summary(out: &str) -> Vec<String> {
+    let mut res = Vec::new();
+    let mut last_name = String::new();
+    let mut in_change = false;
+    for line in out.lines() {
+        let starts_blank = line.starts_with(char::is_whitespace);
+        let t = line.trim();
+        if t == "change:" || t.starts_with("change:") {
+            in_change = true;
+            continue;
+        }
+        if let Some(at) = line.find("time:") {
+            let inline = line[..at].trim();
+            if !starts_blank && !inline.is_empty() {
+                last_name = inline.to_string();
+                in_change = false;
+            }
+            if in_change {
+                in_change = false;
+                continue;
+            }
+            let value = line[at + "time:".len()..].trim();
+            res.push(format!("{last_name}: {value}"));
+        } else if !starts_blank && !t.is_empty() {
+            let skip = [
+                "Benchmarking",
+                "Gnuplot",
+                "Found",
+                "Running",
+                "Compiling",
+                "Finished",
+                "warning",
+            ];
+            if !skip.iter().any(|s| t.starts_with(s)) {
+                last_name = t.to_string();
+                in_change = false;
+            }
+        }
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(
+            utc_strings(0),
+            ("1970-01-01 00:00:00 UTC".into(), "19700101T000000Z".into())
+        );
+        // 2024-02-29 12:34:56 UTC
+        assert_eq!(utc_strings(1_709_210_096).1, "20240229T123456Z");
+        assert_eq!(utc_strings(951_782_400).0, "2000-02-29 00:00:00 UTC");
+    }
+
+    #[test]
+    fn cpuinfo() {
+        let t =
+            "processor\t: 0\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n";
+        assert_eq!(parse_cpuinfo(t), ("AMD EPYC".into(), 2));
+    }
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(-1000.0), "-1,000");
+        assert_eq!(fmt_latency(812.0), "812 µs");
+        assert_eq!(fmt_latency(3200.0), "3.20 ms");
+    }
+
+    #[test]
+    fn criterion_lines() {
+        let out = "Benchmarking redirect/build: Warming up\nredirect/build         time:   [45.1 ns 45.4 ns 45.8 ns]\n\
+                   a/very/long/benchmark/name/here\n                        time:   [1.0 µs 1.1 µs 1.2 µs]\n\
+                   Found 3 outliers among 100 measurements (3.00%)\n\
+                   head/parse_head/curl    time:   [89.062 ns 90.477 ns 92.268 ns]\n\
+                                           thrpt:  [806.20 MiB/s 822.16 MiB/s 835.23 MiB/s]\n\
+                                    change:\n\
+                                           time:   [-38.034% -34.466% -30.599%] (p = 0.00 < 0.05)\n\
+                                           Performance has improved.\n";
+        assert_eq!(
+            criterion_summary(out),
+            vec![
+                "redirect/build: [45.1 ns 45.4 ns 45.8 ns]".to_string(),
+                "a/very/long/benchmark/name/here: [1.0 µs 1.1 µs 1.2 µs]".to_string(),
+                "head/parse_head/curl: [89.062 ns 90.477 ns 92.268 ns]".to_string(),
+            ]
+        );
+    }
+
+    fn pass(rps: f64, cpu: f64) -> Pass {
+        Pass {
+            load: LoadOutput {
+                requests: 1000,
+                rps,
+                p50_us: Some(100.0),
+                ..LoadOutput::default()
+            },
+            edge_us_per_req: cpu,
+            machine_us_per_req: cpu * 2.0,
+            conns_per_req: Some(1.0),
+            quiet: Quiet {
+                ok: true,
+                ..Quiet::default()
+            },
+            ..Pass::default()
+        }
+    }
+
+    #[test]
+    fn summaries_and_report() {
+        let passes = vec![pass(100.0, 10.0), pass(90.0, 11.0), pass(110.0, 9.0)];
+        let s = summarize(&passes, 10.0).unwrap();
+        assert_eq!(s.rps.median, 100.0);
+        assert!(s.noisy);
+        assert_eq!(s.conns_per_req, Some(1.0));
+        assert_eq!(s.p99_us, None);
+        assert!(summarize(&[], 10.0).is_none());
+
+        let mut peer = PeerResult::new(PeerKind::Nginx);
+        peer.ok = true;
+        peer.phases.push(PhaseResult {
+            phase: Phase::RedirectNewConn,
+            command: "wrk".into(),
+            passes,
+            discarded: Vec::new(),
+            summary: Some(s),
+            error: None,
+        });
+        let mut failed = PeerResult::new(PeerKind::Caddy);
+        failed.error = Some("caddy exited".into());
+        let r = Results {
+            peers: vec![peer, failed],
+            ..Results::default()
+        };
+        let md = markdown(&r, &[Phase::RedirectNewConn, Phase::HttpsH2]);
+        assert!(md.contains("| nginx | 100 (20%) ⚠noisy | – |"), "{md}");
+        assert!(md.contains("| caddy | not run | not run |"), "{md}");
+        assert!(md.contains("**FAILED**: caddy exited"));
+        assert!(md.contains("extension point `scale::section`"));
+    }
+}

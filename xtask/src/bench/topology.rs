@@ -1,0 +1,271 @@
+//! The bench network: an edge and a client namespace (`fhb-<pid>-edge`, `fhb-<pid>-cli`) joined
+//! by a veth pair, made fresh for every peer and deleted after it (also on failure, Ctrl-C or
+//! panic, through `Drop`).
+//!
+//! | namespace | interface | address | CPU of its receive work |
+//! |---|---|---|---|
+//! | edge | `fb<pid>e` | 198.51.100.1/24 | 0 (edge) |
+//! | client | `fb<pid>c` | 198.51.100.2/24 | 1 (load generator) |
+//!
+//! Where the kernel's receive work runs. A veth transmit hands the frame to the peer end's
+//! receive path. Without NAPI on the receiving end it goes through `netif_rx` and the backlog
+//! softirq of the *sending* CPU, so the edge's TCP/IP receive work would be billed to the
+//! client CPU and the other way round. veth has a NAPI instance only with XDP attached or GRO
+//! on, and even then (veth_xmit) uses it for a TCP frame only when the *sending* end has TSO
+//! off (`veth_skb_is_eligible_for_gro`) or the receiving end runs XDP. So both ends get
+//! `ethtool -K IF gro on tso off` (the messages here are small: TSO would not aggregate
+//! anything) and threaded NAPI (`echo 1 > /sys/class/net/IF/threaded`, run inside the
+//! namespace because `ip netns exec` remounts /sys for it). Each end's `napi/<if>-<id>` kthread
+//! is pinned to the CPU of its side: the edge's receive path, XDP included, runs on CPU 0, the
+//! client's on CPU 1. The threads are looked up again before every pass and pinned again. This
+//! was checked with /proc/softirqs: with GRO alone, NET_RX softirqs ran on both CPUs for the
+//! other side's traffic; with TSO off too, the veth traffic raises none (loopback traffic
+//! between a peer and the backend still does, on the edge CPU where both run). Every pass
+//! records the NET_RX softirqs per request on both CPUs, and the report shows where the edge
+//! CPU's time went (user / system / softirq).
+//!
+//! The client namespace gets `ip_local_port_range = 1024 65535` and `tcp_tw_reuse = 1` for the
+//! new-connection phases, and a hosts file (`/etc/netns/fhb-<pid>-cli/hosts`, which
+//! `ip netns exec` bind-mounts over /etc/hosts) that resolves bench.example to the edge, so wrk
+//! and h2load send the right SNI and Host.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use super::{CLIENT_CPU, EDGE_CPU};
+use crate::{cmd, netns};
+
+pub const EDGE_V4: &str = "198.51.100.1";
+const EDGE_ADDR: &str = "198.51.100.1/24";
+const CLIENT_ADDR: &str = "198.51.100.2/24";
+
+/// A NAPI kthread and the CPU it was pinned to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NapiThread {
+    pub name: String,
+    pub pid: u32,
+    pub cpu: usize,
+}
+
+/// The two namespaces and their veth pair. `cleanup` (also on drop) deletes them.
+pub struct Topology {
+    pub edge: String,
+    pub client: String,
+    pub edge_if: String,
+    pub client_if: String,
+    /// Namespaces actually created.
+    created: Vec<String>,
+    /// `/etc/netns/<client>` when we created it, and `/etc/netns` when we created that too.
+    etc_dirs: Vec<PathBuf>,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+impl Topology {
+    /// Creates both namespaces, the veth pair, addresses, sysctls, GRO, threaded NAPI and the
+    /// client's hosts file.
+    pub fn create(host: &str) -> Result<Topology> {
+        let pid = std::process::id();
+        let mut t = Topology {
+            edge: format!("fhb-{pid}-edge"),
+            client: format!("fhb-{pid}-cli"),
+            edge_if: format!("fb{pid}e"),
+            client_if: format!("fb{pid}c"),
+            created: Vec::new(),
+            etc_dirs: Vec::new(),
+        };
+        for ns in [t.edge.clone(), t.client.clone()] {
+            netns::add(&ns)?;
+            t.created.push(ns);
+        }
+        netns::ip(
+            &t.edge,
+            &[
+                "link",
+                "add",
+                &t.edge_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &t.client_if,
+                "netns",
+                &t.client,
+            ],
+        )
+        .context("cannot create the veth pair")?;
+        for (ns, dev, addr) in [
+            (&t.edge, &t.edge_if, EDGE_ADDR),
+            (&t.client, &t.client_if, CLIENT_ADDR),
+        ] {
+            netns::ip(ns, &["addr", "add", addr, "dev", dev])?;
+            netns::ip(ns, &["link", "set", "lo", "up"])?;
+            netns::ip(ns, &["link", "set", dev, "up"])?;
+        }
+        for kv in [
+            "net.ipv4.ip_local_port_range=1024 65535",
+            "net.ipv4.tcp_tw_reuse=1",
+        ] {
+            in_ns(&t.client, &["sysctl", "-q", "-w", kv])?;
+        }
+        for (ns, dev) in [(&t.edge, &t.edge_if), (&t.client, &t.client_if)] {
+            in_ns(ns, &["ethtool", "-K", dev, "gro", "on", "tso", "off"])?;
+            in_ns(
+                ns,
+                &[
+                    "sh",
+                    "-c",
+                    &format!("echo 1 > /sys/class/net/{dev}/threaded"),
+                ],
+            )?;
+        }
+        t.write_hosts(host)?;
+        Ok(t)
+    }
+
+    fn write_hosts(&mut self, host: &str) -> Result<()> {
+        let base = PathBuf::from("/etc/netns");
+        if !base.exists() {
+            std::fs::create_dir(&base).context("cannot create /etc/netns")?;
+            self.etc_dirs.push(base.clone());
+        }
+        let dir = base.join(&self.client);
+        std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        self.etc_dirs.push(dir.clone());
+        std::fs::write(
+            dir.join("hosts"),
+            format!("127.0.0.1 localhost\n{EDGE_V4} {host}\n"),
+        )
+        .context("cannot write the client namespace's hosts file")?;
+        Ok(())
+    }
+
+    /// Finds the NAPI kthreads of both veth ends and pins them (edge → `EDGE_CPU`, client →
+    /// `CLIENT_CPU`). Fails when the edge end has none (its receive work would not be on the
+    /// edge CPU).
+    pub fn pin_napi(&self) -> Result<Vec<NapiThread>> {
+        let mut out = Vec::new();
+        for (dev, cpu) in [(&self.edge_if, EDGE_CPU), (&self.client_if, CLIENT_CPU)] {
+            let threads = napi_threads(dev);
+            if threads.is_empty() {
+                bail!("no napi/{dev}-* kthread: threaded NAPI is not active on {dev}");
+            }
+            for (pid, name) in threads {
+                set_affinity(pid, cpu)
+                    .with_context(|| format!("cannot pin {name} (pid {pid}) to CPU {cpu}"))?;
+                out.push(NapiThread { name, pid, cpu });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `ip -d link show` of the edge interface (shows the XDP attachment).
+    pub fn edge_link(&self) -> String {
+        cmd::output(Command::new("ip").args([
+            "-n",
+            &self.edge,
+            "-d",
+            "link",
+            "show",
+            &self.edge_if,
+        ]))
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+    }
+
+    /// Deletes both namespaces (the veth pair goes with them) and the hosts file. Idempotent.
+    pub fn cleanup(&mut self) {
+        for ns in self.created.drain(..).rev() {
+            let left = netns::pids(&ns);
+            if !left.is_empty() {
+                eprintln!("xtask: bench: warning: processes still in {ns}: {left:?}");
+            }
+            if let Err(e) = netns::del(&ns) {
+                eprintln!("xtask: bench: cleanup: {e:#}");
+            }
+        }
+        for dir in self.etc_dirs.drain(..).rev() {
+            let r = if dir.join("hosts").exists() {
+                std::fs::remove_dir_all(&dir)
+            } else {
+                std::fs::remove_dir(&dir)
+            };
+            if let Err(e) = r {
+                eprintln!(
+                    "xtask: bench: cleanup: cannot remove {}: {e}",
+                    dir.display()
+                );
+            }
+        }
+    }
+}
+
+/// Runs a command inside a namespace; fails with its stderr.
+pub fn in_ns(ns: &str, args: &[&str]) -> Result<String> {
+    let mut c = netns::exec(ns, args[0]);
+    c.args(&args[1..]);
+    cmd::stdout_of(&mut c)
+}
+
+/// `(pid, name)` of the kthreads named `napi/<dev>-<id>`.
+pub fn napi_threads(dev: &str) -> Vec<(u32, String)> {
+    let prefix = format!("napi/{dev}-");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut v: Vec<(u32, String)> = dir
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            let comm = comm.trim_end();
+            is_napi_thread_of(comm, &prefix).then(|| (pid, comm.to_string()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// `napi/<dev>-<digits>`.
+fn is_napi_thread_of(comm: &str, prefix: &str) -> bool {
+    comm.strip_prefix(prefix)
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Pins a task (thread) to one CPU.
+pub fn set_affinity(pid: u32, cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(
+            pid as libc::pid_t,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &set,
+        )
+    };
+    if rc != 0 {
+        bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn napi_thread_names() {
+        assert!(is_napi_thread_of("napi/fb123e-8193", "napi/fb123e-"));
+        assert!(!is_napi_thread_of("napi/fb123e-", "napi/fb123e-"));
+        assert!(!is_napi_thread_of("napi/fb1234e-1", "napi/fb123e-"));
+        assert!(!is_napi_thread_of("napi/fb123e-1x", "napi/fb123e-"));
+    }
+}
