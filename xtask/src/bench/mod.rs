@@ -774,7 +774,7 @@ fn add_observations(kind: PeerKind, r: &mut PeerResult) {
                 ph.phase.name(),
                 list.join(", "),
                 if sums.contains_key("afxdp_tx_ring_full") {
-                    "; a response the responder could not queue is lost and the client retransmits after its RTO (≥ 200 ms), which shows in the p99"
+                    "; batches of answers that waited for room in the TX ring (kept, sent later)"
                 } else {
                     ""
                 }
