@@ -10,6 +10,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod interrupt;
 mod netns;
 mod setup;
 mod test;

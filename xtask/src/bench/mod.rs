@@ -31,7 +31,6 @@ mod topology;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -71,32 +70,9 @@ const NOFILE: u64 = 65536;
 /// How long a peer and the backend get to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_sig: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// SIGINT, SIGTERM and SIGHUP only set a flag, so the bench unwinds through its cleanup.
-fn install_signal_handlers() {
-    let handler = on_signal as extern "C" fn(libc::c_int);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { libc::signal(sig, handler as libc::sighandler_t) };
-    }
-}
-
-/// Fails once a signal asked us to stop.
-pub fn check_interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted by a signal (Ctrl-C, SIGTERM or SIGHUP)");
-    }
-    Ok(())
-}
-
-fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
+use crate::interrupt::{
+    check as check_interrupted, install as install_signal_handlers, interrupted,
+};
 
 /// `cargo xtask bench` options.
 #[derive(clap::Args, Debug, Clone)]
