@@ -25,11 +25,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::cpu;
-use crate::{cmd, netns};
+use super::{cpu, topology::Topology};
+use crate::cmd;
 
-const EDGE_ADDR: &str = "198.51.100.1";
-const CLIENT_ADDR: &str = "198.51.100.2";
+use super::topology::EDGE_V4 as EDGE_ADDR;
 /// The site host enforced from the config.
 const SITE_HOST: &str = "bench.example";
 /// A site host without backend, toggled by the latency measurement (404 when not enforced).
@@ -132,10 +131,10 @@ pub struct FastPathCost {
     pub edge_cpu_spread: (f64, f64),
 }
 
-/// One daemon in a fresh pair of namespaces; everything is torn down on drop.
+/// One daemon in a fresh topology of the bench (namespaces, veth, pinned NAPI: see
+/// [`Topology`]); everything is torn down on drop.
 struct Edge {
-    edge: String,
-    client: String,
+    topo: Topology,
     dir: PathBuf,
     config: PathBuf,
     daemon: Option<Child>,
@@ -144,76 +143,16 @@ struct Edge {
 
 impl Edge {
     fn new(tag: &str, bin: &Path) -> Result<Edge> {
-        let base = format!("fhsc-{}-{tag}", std::process::id());
-        let edge = format!("{base}-e");
-        let client = format!("{base}-c");
-        let dir = std::env::temp_dir().join(&base);
+        let dir = std::env::temp_dir().join(format!("fhsc-{}-{tag}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("state"))?;
-        let mut e = Edge {
-            edge: edge.clone(),
-            client: client.clone(),
+        Ok(Edge {
+            topo: Topology::create(SITE_HOST)?,
             config: dir.join("config.toml"),
             dir,
             daemon: None,
             bin: bin.to_path_buf(),
-        };
-        netns::add(&edge)?;
-        netns::add(&client)?;
-        netns::link_pair(
-            &edge,
-            &client,
-            &[&format!("{EDGE_ADDR}/24")],
-            &[&format!("{CLIENT_ADDR}/24")],
-        )?;
-        e.tune()?;
-        Ok(e)
-    }
-
-    /// Receive work on the CPU of its side, as in the peer comparison: GRO on and TSO off (veth
-    /// then uses its NAPI path for TCP), threaded NAPI, the kthreads pinned (edge → CPU 0, client → CPU 1); wide port range for wrk.
-    fn tune(&mut self) -> Result<()> {
-        for (ns, dev) in [(&self.edge, "fh-edge"), (&self.client, "fh-cli")] {
-            let mut c = netns::exec(ns, "ethtool");
-            c.args(["-K", dev, "gro", "on", "tso", "off"]);
-            let _ = cmd::output(&mut c);
-            let mut c = netns::exec(ns, "sh");
-            c.args(["-c", &format!("echo 1 > /sys/class/net/{dev}/threaded")]);
-            let _ = cmd::output(&mut c);
-        }
-        let mut c = netns::exec(&self.client, "sysctl");
-        c.args([
-            "-qw",
-            "net.ipv4.ip_local_port_range=1024 65000",
-            "net.ipv4.tcp_tw_reuse=1",
-        ]);
-        let _ = cmd::output(&mut c);
-        Ok(())
-    }
-
-    /// Pins the NAPI kthreads of both veths (they exist once the devices are up with NAPI).
-    fn pin_napi(&self) {
-        let Ok(procs) = fs::read_dir("/proc") else {
-            return;
-        };
-        for p in procs.filter_map(Result::ok) {
-            let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            let cpu = if comm.starts_with("napi/fh-edge") {
-                "0"
-            } else if comm.starts_with("napi/fh-cli") {
-                "1"
-            } else {
-                continue;
-            };
-            let _ = Command::new("taskset")
-                .args(["-pc", cpu, &pid.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        })
     }
 
     fn write_config(&self, xdp: bool) -> Result<()> {
@@ -223,7 +162,11 @@ impl Edge {
             self.dir.join("control.sock").display().to_string(),
         );
         if xdp {
-            t.push_str("[xdp]\ninterface = \"fh-edge\"\nmode = \"auto\"\nmax_hosts = 2097152\n\n");
+            let _ = write!(
+                t,
+                "[xdp]\ninterface = \"{}\"\nmode = \"auto\"\nmax_hosts = 2097152\n\n",
+                self.topo.edge_if
+            );
         }
         let _ = write!(
             t,
@@ -254,7 +197,7 @@ impl Edge {
     fn start(&mut self) -> Result<Duration> {
         let log = fs::File::create(self.dir.join("daemon.log"))?;
         let mut c = Command::new("taskset");
-        c.args(["-c", "0", "ip", "netns", "exec", &self.edge])
+        c.args(["-c", "0", "ip", "netns", "exec", &self.topo.edge])
             .arg(&self.bin)
             .arg("run")
             .arg("--config")
@@ -276,7 +219,8 @@ impl Edge {
             }
             if self.cli(&["stats"]).is_ok() {
                 let ready = t0.elapsed();
-                self.pin_napi();
+                // The edge veth's NAPI kthread exists once XDP is attached (or GRO is on).
+                let _ = self.topo.pin_napi();
                 return Ok(ready);
             }
             if t0.elapsed() > Duration::from_secs(180) {
@@ -349,9 +293,8 @@ impl Drop for Edge {
             let _ = d.kill();
             let _ = d.wait();
         }
-        let _ = netns::del(&self.client);
-        let _ = netns::del(&self.edge);
         let _ = fs::remove_dir_all(&self.dir);
+        // The namespaces go with `topo`.
     }
 }
 
@@ -401,7 +344,7 @@ fn status_of_request(host: &str) -> u16 {
 /// Runs `verb TOGGLE_HOST`, then polls until the answer is `want`. Returns (CLI wall time,
 /// time from CLI start until in effect), in ms.
 fn toggle(e: &Edge, verb: &str, want: u16) -> Result<(f64, f64)> {
-    let client = e.client.clone();
+    let client = e.topo.client.clone();
     let t0 = Instant::now();
     e.cli(&[verb, TOGGLE_HOST])?;
     let cli = t0.elapsed();
@@ -427,7 +370,7 @@ fn ms(d: Duration) -> f64 {
 /// `host`. Returns (requests, requests/s).
 fn wrk_close(e: &Edge, host: &str, duration: Duration) -> Result<(u64, f64)> {
     let mut c = Command::new("taskset");
-    c.args(["-c", "1", "ip", "netns", "exec", &e.client, "wrk"])
+    c.args(["-c", "1", "ip", "netns", "exec", &e.topo.client, "wrk"])
         .args(["-t1", "-c32"])
         .arg(format!("-d{}s", duration.as_secs().max(1)))
         .args(["-H", &format!("Host: {host}"), "-H", "Connection: close"])
@@ -641,6 +584,11 @@ pub fn report(r: &Results) -> Vec<String> {
             stats(&r.disable_effect_ms)
         ),
     ];
+    if r.big_hosts == 100_000 {
+        // Same figure as the 100k row.
+        let dup = format!("| RSS with {} hosts", r.big_hosts);
+        out.retain(|l| !l.starts_with(&dup));
+    }
     if let Some((allocs, fast)) = r.allocations {
         out.push(format!(
             "| heap allocations per fast-path redirect (`count-allocs` build, responder threads) | {allocs} over {fast} redirects = {:.4} per redirect |",
