@@ -124,6 +124,37 @@ pub fn stdout_of(c: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `openssl req` making a throw-away self-signed ECDSA P-256 certificate (2 days) for the
+/// DNS names `sans` (the first is the CN), written to `cert` and `key`.
+pub fn self_signed_cert(cert: &Path, key: &Path, sans: &[&str]) -> Command {
+    let san = sans
+        .iter()
+        .map(|n| format!("DNS:{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut c = Command::new("openssl");
+    c.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={}", sans.first().copied().unwrap_or("localhost")),
+        "-addext",
+        &format!("subjectAltName={san}"),
+        "-keyout",
+    ])
+    .arg(key)
+    .arg("-out")
+    .arg(cert);
+    c
+}
+
 /// The workspace's target directory, from `cargo metadata`.
 pub fn target_dir() -> Result<PathBuf> {
     let json = stdout_of(cargo_cmd().args(["metadata", "--format-version", "1", "--no-deps"]))

@@ -301,26 +301,7 @@ tls = {{ cert = "{tmp}/demo-cert.pem", key = "{tmp}/demo-key.pem" }}
     fn make_certificate(&mut self) -> Result<()> {
         let cert = self.tmp().join("demo-cert.pem");
         let key = self.tmp().join("demo-key.pem");
-        let mut c = Command::new("openssl");
-        c.args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=force-https demo",
-            "-addext",
-            "subjectAltName=DNS:shop.example.com,DNS:blog.example.com",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert);
+        let mut c = cmd::self_signed_cert(&cert, &key, &["shop.example.com", "blog.example.com"]);
         println!("xtask: making a demo certificate: {}", cmd::show(&c));
         let out = cmd::output(&mut c)?;
         if !out.status.success() {
