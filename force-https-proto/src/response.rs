@@ -290,6 +290,11 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// The answer to `OPTIONS *` (RFC 9110 §9.3.7). (Temporary: replaced by the proto work.)
+pub fn options_asterisk() -> &'static [u8] {
+    b"HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

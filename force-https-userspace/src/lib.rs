@@ -1,26 +1,28 @@
 //! force-https: an edge daemon that makes websites reachable over HTTPS only.
 //!
-//! Layers, from the wire up:
-//! - [`http80`], [`tls`] (and, with `[xdp]`, the XDP program loaded by [`xdp`]) accept
-//!   client connections;
-//! - [`proxy`] decides per request and reaches the site backends;
-//! - [`policy`] is the host table every path reads, changed live through [`control`] and
-//!   persisted by [`state`];
-//! - [`config`] is the file it all starts from, [`metrics`] what it reports, [`daemon`] the
-//!   wiring, [`cli`] the command line.
+//! The layout is the architecture (docs/design.md, "Userspace modules"):
+//! - [`paths`]: the three request paths: [`paths::xdp`] (XDP + AF_XDP fast path),
+//!   [`paths::http80`] (port-80 sockets) and [`paths::tls`] (the TLS terminator);
+//! - [`policy`]: the one host-policy table that feeds them, and the one decision they take;
+//! - [`proxy`]: the reverse proxy as phases with a response-filter chain;
+//! - [`edge`]: what every path reads per request; [`metrics`] and [`net`]: leaves;
+//! - [`admin`]: the admin service and its transports (control socket, `/metrics`);
+//! - [`config`]: the file it all starts from; [`cli`]: the command line;
+//! - [`daemon`]: the wiring, lifetimes and signals.
 //!
-//! The pure protocol logic (parsing, response bytes) is in the `force-https-proto` crate.
+//! Imports form a tree: `paths` never import `daemon`, `admin` or each other, `policy` imports
+//! neither paths nor proxy, and only `cli` imports `daemon` (`cargo xtask test` checks it).
+//! The pure protocol logic (parsing, response bytes, frame rewriting) is in
+//! `force-https-proto`.
 
-pub mod afxdp;
+pub mod admin;
 pub mod allocs;
 pub mod cli;
 pub mod config;
-pub mod control;
 pub mod daemon;
-pub mod http80;
+pub mod edge;
 pub mod metrics;
+pub mod net;
+pub mod paths;
 pub mod policy;
 pub mod proxy;
-pub mod state;
-pub mod tls;
-pub mod xdp;

@@ -1,10 +1,22 @@
 //! Counters: global ones for the whole daemon and per-host ones for `force-https list`.
 //!
-//! Everything is a relaxed atomic: counters are read for reporting only, never for control
-//! flow. [`Metrics::snapshot`] gives the named values the control socket, `force-https stats`
-//! and the Prometheus endpoint show.
+//! A leaf module: every request path, the policy table and the admin side count here, and it
+//! imports none of them. Everything is a relaxed atomic: counters are read for reporting
+//! only, never for control flow. [`Metrics::snapshot`] gives the named values the control
+//! socket, `force-https stats` and the Prometheus endpoint show; other owners of counters (the
+//! XDP fast path) report theirs through [`CounterSource`].
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// One reported counter: name (without the `force_https_` prefix and `_total` suffix), help
+/// text, value.
+pub type Counter = (&'static str, &'static str, u64);
+
+/// Something that owns counters of its own and reports them next to [`Metrics`].
+pub trait CounterSource: Send + Sync {
+    /// Appends this source's counters to `out`, in a stable order.
+    fn counters(&self, out: &mut Vec<Counter>);
+}
 
 /// Declares the global counters once: field, name and help text stay together.
 macro_rules! counters {
@@ -17,7 +29,7 @@ macro_rules! counters {
 
         impl Metrics {
             /// Every counter with its name and help text, in declaration order.
-            pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+            pub fn snapshot(&self) -> Vec<Counter> {
                 vec![ $( (stringify!($field), $help, self.$field.load(Relaxed)), )* ]
             }
         }
@@ -30,12 +42,17 @@ counters! {
     connections_rejected => "Connections refused with 503 because limits.max_connections was reached.",
     redirects_301 => "301 redirects sent by the socket path.",
     redirects_308 => "308 redirects sent by the socket path.",
+    afxdp_redirects_301 => "Fast-path 301 redirects sent by the AF_XDP responders.",
+    afxdp_redirects_308 => "Fast-path 308 redirects sent by the AF_XDP responders.",
     proxied_http => "Requests proxied to a backend from port 80.",
     proxied_https => "Requests proxied to a backend from the TLS listeners.",
     responses_400 => "400 Bad Request responses.",
     responses_404 => "404 Not Found responses (no site for the host).",
     responses_408 => "408 responses: the request head did not arrive in time.",
+    responses_414 => "414 responses: the request-target was too long.",
+    responses_421 => "421 responses: the request's host is not covered by the TLS connection's certificate.",
     responses_431 => "431 responses: the request head was too large.",
+    responses_options => "OPTIONS * requests answered by force-https itself (200 with Allow).",
     responses_502 => "502 responses: a backend could not be reached.",
     responses_504 => "504 responses: a backend did not answer in time.",
     hsts_injected => "HTTPS responses that got a Strict-Transport-Security header from force-https.",
@@ -61,6 +78,8 @@ impl Metrics {
             400 => &self.responses_400,
             404 => &self.responses_404,
             408 => &self.responses_408,
+            414 => &self.responses_414,
+            421 => &self.responses_421,
             431 => &self.responses_431,
             502 => &self.responses_502,
             504 => &self.responses_504,
@@ -80,12 +99,14 @@ pub struct HostStats {
 }
 
 /// Renders counters in the Prometheus text exposition format.
-pub fn prometheus_text(values: &[(&str, &str, u64)]) -> String {
+pub fn prometheus_text(values: &[Counter]) -> String {
+    use std::fmt::Write as _;
     let mut out = String::new();
     for (name, help, value) in values {
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "# HELP force_https_{name}_total {help}\n# TYPE force_https_{name}_total counter\nforce_https_{name}_total {value}\n"
-        ));
+        );
     }
     out
 }

@@ -12,8 +12,8 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    admin::protocol::{self as control, ClientError, ErrorCode, Request, Response},
     config::{Config, DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET},
-    control::{self, ClientError, Request, Response},
 };
 
 const EXIT_CODES: &str = "\
@@ -242,10 +242,10 @@ fn call(target: &ControlArgs, req: &Request) -> Result<Response, Failure> {
     if r.ok {
         return Ok(r);
     }
-    let code = match r.code.as_deref() {
-        Some("invalid_host") => 4,
-        Some("bad_request") => 2,
-        _ => 1,
+    let code = match r.code {
+        Some(ErrorCode::InvalidHost) => 4,
+        Some(ErrorCode::BadRequest) => 2,
+        Some(ErrorCode::Internal | ErrorCode::Unknown) | None => 1,
     };
     Err(fail(
         code,
@@ -283,7 +283,7 @@ fn run_daemon(path: &Path) -> Result<(), Failure> {
 
 fn check(path: &Path) -> Result<(), Failure> {
     let config = Config::load(path).map_err(|e| fail(2, e.to_string()))?;
-    let cert_errors = crate::tls::check(&config);
+    let cert_errors = crate::paths::tls::certs::check(&config);
     if !cert_errors.is_empty() {
         return Err(fail(
             2,

@@ -1,270 +1,35 @@
-//! The host-policy table: which hosts exist, which site they belong to, and whether they are
-//! enforced. One table feeds every path (port 80, TLS, the XDP host map).
+//! The one host-policy table that feeds all three request paths (the XDP fast path, the
+//! port-80 socket path and the TLS path), and the one decision they all take from it.
 //!
-//! The table is an immutable snapshot behind an [`ArcSwap`]: readers take it without locks on
-//! every request, and `enable`/`disable` derive a new one and swap it in, so a change is in
-//! effect as soon as the control call returns. The snapshot's maps are persistent (`imbl`):
-//! a new version shares everything but the changed entries with the old one, so a change costs
-//! O(k · log n) for k hosts in a table of n, a million hosts included. Runtime overrides are
-//! persisted by [`crate::state`] before the swap, and they win over the config.
+//! - [`table`]: the immutable snapshot ([`PolicyTable`], [`HostEntry`]);
+//! - [`decide`]: redirect, proxy or local answer for a request, and where it is counted;
+//! - [`journal`]: crash-safe persistence of runtime overrides;
+//! - this module: [`Policy`], the live table. Readers take the current snapshot without locks
+//!   on every request ([`ArcSwap`]); `enable`/`disable` persist the change, derive the next
+//!   snapshot and swap it in, so a change is in effect as soon as the call returns. Runtime
+//!   overrides win over the config.
 //!
 //! Consumers that keep a projection of the table (the XDP host map) subscribe with
 //! [`Policy::subscribe_changes`] and get the patterns each change touched.
+
+pub mod decide;
+pub mod journal;
+pub mod table;
 
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
 };
 
+use arc_swap::ArcSwap;
+use force_https_proto::host::{DomainPattern, parse_domain_pattern};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use arc_swap::ArcSwap;
-use force_https_proto::{
-    head::path_has_prefix,
-    host::{DomainPattern, parse_domain_pattern, wildcard_parent},
-    response::{RedirectCode, RedirectStatus, for_method},
-};
-use serde::Serialize;
+pub use decide::{Decision, LocalAnswer, RequestFacts, Scheme, Via, decide};
+use journal::{Delta, StateStore};
+pub use table::{Change, HostEntry, PolicyTable, Source};
 
-use crate::{
-    config::{ACME_PREFIX, Config, Site},
-    metrics::HostStats,
-    state::{Delta, Overrides, StateStore},
-};
-
-/// Where a host entry comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// A domain of a `[[site]]` in the config.
-    Config,
-    /// Added with `force-https enable`.
-    Runtime,
-}
-
-/// One host (exact name or wildcard) of the table.
-#[derive(Debug)]
-pub struct HostEntry {
-    /// The pattern, `name` or `*.suffix` (shared with the table's key for exact names).
-    pub pattern: Arc<str>,
-    /// The site it belongs to; `None` for a standalone runtime host (redirect only).
-    pub site: Option<Arc<Site>>,
-    /// Config or runtime.
-    pub source: Source,
-    /// Whether port-80 requests are redirected and HSTS injected.
-    pub enforced: bool,
-    /// Whether a runtime override decides `enforced` (instead of the config).
-    pub overridden: bool,
-    /// Counters, kept while the host stays in the table (also across enable/disable of a
-    /// site's host).
-    pub stats: Arc<HostStats>,
-}
-
-/// What to do with a port-80 request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Answer with a redirect to HTTPS.
-    Redirect(RedirectStatus),
-    /// Reverse-proxy to the site's backend.
-    Proxy,
-    /// No site serves this host over HTTP: 404.
-    NotFound,
-}
-
-impl HostEntry {
-    /// The redirect code setting that applies.
-    pub fn redirect_code(&self) -> RedirectCode {
-        self.site
-            .as_ref()
-            .map(|s| s.redirect_code)
-            .unwrap_or(RedirectCode::Auto)
-    }
-
-    /// Whether `path_and_query` is exempt from redirects for this host.
-    pub fn is_exempt(&self, path_and_query: &[u8]) -> bool {
-        match &self.site {
-            Some(site) => site
-                .exempt_paths
-                .iter()
-                .any(|p| path_has_prefix(path_and_query, p.as_bytes())),
-            None => path_has_prefix(path_and_query, ACME_PREFIX.as_bytes()),
-        }
-    }
-
-    /// Whether a backend can serve this host.
-    pub fn has_backend(&self) -> bool {
-        self.site.as_ref().is_some_and(|s| s.backend.is_some())
-    }
-
-    /// The decision for a port-80 request.
-    pub fn action(&self, method: &str, path_and_query: &[u8], asterisk: bool) -> Action {
-        if self.enforced && !asterisk && !self.is_exempt(path_and_query) {
-            return Action::Redirect(for_method(method.as_bytes(), self.redirect_code()));
-        }
-        if self.has_backend() {
-            Action::Proxy
-        } else {
-            Action::NotFound
-        }
-    }
-}
-
-/// The decision for a port-80 request to `host` (normalized), with the entry when one matched.
-pub fn decide<'t>(
-    table: &'t PolicyTable,
-    host: &str,
-    method: &str,
-    path_and_query: &[u8],
-    asterisk: bool,
-) -> (Option<&'t Arc<HostEntry>>, Action) {
-    match table.lookup(host) {
-        Some(e) => (Some(e), e.action(method, path_and_query, asterisk)),
-        None => (None, Action::NotFound),
-    }
-}
-
-/// An immutable snapshot of every host. Cloning it is O(1) (the maps are shared).
-#[derive(Debug, Default, Clone)]
-pub struct PolicyTable {
-    exact: imbl::HashMap<Arc<str>, Arc<HostEntry>>,
-    wildcard: imbl::HashMap<Arc<str>, Arc<HostEntry>>,
-}
-
-/// What a policy change touched, as sent to [`Policy::subscribe_changes`] subscribers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// These patterns may have changed (added, removed, enforced or not); nothing else did.
-    Patterns(Arc<[String]>),
-    /// Anything may have changed: re-read the whole table.
-    Full,
-}
-
-impl PolicyTable {
-    /// Builds the table from the sites and the runtime overrides.
-    pub fn build(sites: &[Arc<Site>], overrides: &Overrides) -> PolicyTable {
-        let mut table = PolicyTable::default();
-        for site in sites {
-            for d in &site.domains {
-                let key = d.to_string();
-                let ov = overrides.get(&key).copied();
-                let entry = Arc::new(HostEntry {
-                    pattern: key.into(),
-                    site: Some(site.clone()),
-                    source: Source::Config,
-                    enforced: ov.unwrap_or(site.force_https),
-                    overridden: ov.is_some(),
-                    stats: Arc::default(),
-                });
-                table.insert(d, entry);
-            }
-        }
-        for (key, enforced) in overrides {
-            let Ok(pattern) = parse_domain_pattern(key) else {
-                continue;
-            };
-            if table.get_pattern(&pattern).is_some() {
-                continue;
-            }
-            let entry = table.runtime_entry(&pattern, key, *enforced, Arc::default());
-            table.insert(&pattern, entry);
-        }
-        table
-    }
-
-    /// The runtime overrides the table holds (pattern → enforced), as persisted.
-    pub fn overrides(&self) -> Overrides {
-        self.iter()
-            .filter(|e| e.overridden)
-            .map(|e| (e.pattern.to_string(), e.enforced))
-            .collect()
-    }
-
-    /// An entry added by `enable` alone. A runtime name under a site's wildcard belongs to
-    /// that site (only config wildcards carry a site, and the config does not change at
-    /// runtime, so this never depends on other runtime entries).
-    fn runtime_entry(
-        &self,
-        pattern: &DomainPattern,
-        key: &str,
-        enforced: bool,
-        stats: Arc<HostStats>,
-    ) -> Arc<HostEntry> {
-        let site = match pattern {
-            DomainPattern::Exact(name) => wildcard_parent(name)
-                .and_then(|p| self.wildcard.get(p))
-                .and_then(|e| e.site.clone()),
-            DomainPattern::Wildcard(_) => None,
-        };
-        Arc::new(HostEntry {
-            pattern: key.into(),
-            site,
-            source: Source::Runtime,
-            enforced,
-            overridden: true,
-            stats,
-        })
-    }
-
-    fn remove(&mut self, p: &DomainPattern) {
-        match p {
-            DomainPattern::Exact(n) => self.exact.remove(n.as_str()),
-            DomainPattern::Wildcard(s) => self.wildcard.remove(s.as_str()),
-        };
-    }
-
-    fn insert(&mut self, p: &DomainPattern, e: Arc<HostEntry>) {
-        match p {
-            // The exact name is the pattern: one string for key and entry.
-            DomainPattern::Exact(_) => self.exact.insert(e.pattern.clone(), e),
-            DomainPattern::Wildcard(s) => self.wildcard.insert(s.as_str().into(), e),
-        };
-    }
-
-    fn get_pattern(&self, p: &DomainPattern) -> Option<&Arc<HostEntry>> {
-        match p {
-            DomainPattern::Exact(n) => self.exact.get(n.as_str()),
-            DomainPattern::Wildcard(s) => self.wildcard.get(s.as_str()),
-        }
-    }
-
-    /// Finds the entry for a normalized host name: exact first, then a one-label wildcard.
-    pub fn lookup(&self, host: &str) -> Option<&Arc<HostEntry>> {
-        if let Some(e) = self.exact.get(host) {
-            return Some(e);
-        }
-        wildcard_parent(host).and_then(|p| self.wildcard.get(p))
-    }
-
-    /// Every entry, sorted by pattern.
-    pub fn entries(&self) -> Vec<&Arc<HostEntry>> {
-        let mut v: Vec<_> = self.iter().collect();
-        v.sort_by(|a, b| a.pattern.cmp(&b.pattern));
-        v
-    }
-
-    /// Every entry, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<HostEntry>> {
-        self.exact.values().chain(self.wildcard.values())
-    }
-
-    /// The entry of a pattern (`name` or `*.suffix`, normalized), if the table has it.
-    pub fn get(&self, pattern: &str) -> Option<&Arc<HostEntry>> {
-        match pattern.strip_prefix("*.") {
-            Some(suffix) => self.wildcard.get(suffix),
-            None => self.exact.get(pattern),
-        }
-    }
-
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.exact.len() + self.wildcard.len()
-    }
-
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+use crate::config::{Config, Site};
 
 /// Why a policy change was refused. Nothing changed in either case.
 #[derive(Debug)]
@@ -329,6 +94,11 @@ impl Policy {
     /// The current table (cheap; take it once per request).
     pub fn table(&self) -> arc_swap::Guard<Arc<PolicyTable>> {
         self.table.load()
+    }
+
+    /// The current table as an owned reference, for a request that awaits while holding it.
+    pub fn table_arc(&self) -> Arc<PolicyTable> {
+        self.table.load_full()
     }
 
     /// A receiver that sees a new version number after every change.
@@ -513,42 +283,6 @@ force_https = true
         // One label only.
         assert!(t.lookup("a.b.shop.example.com").is_none());
         assert!(t.lookup("example.com").is_none());
-    }
-
-    #[test]
-    fn actions() {
-        let d = tempfile::tempdir().unwrap();
-        let p = Policy::load(&config(d.path())).unwrap();
-        let t = p.table();
-        let a = |h: &str, m: &str, path: &str| decide(&t, h, m, path.as_bytes(), false).1;
-        assert_eq!(
-            a("shop.example.com", "GET", "/"),
-            Action::Redirect(RedirectStatus::Moved301)
-        );
-        assert_eq!(
-            a("shop.example.com", "HEAD", "/"),
-            Action::Redirect(RedirectStatus::Moved301)
-        );
-        assert_eq!(
-            a("shop.example.com", "POST", "/"),
-            Action::Redirect(RedirectStatus::Permanent308)
-        );
-        assert_eq!(
-            a("x.shop.example.com", "GET", "/"),
-            Action::Redirect(RedirectStatus::Permanent308)
-        );
-        assert_eq!(
-            a("shop.example.com", "GET", "/.well-known/acme-challenge/t"),
-            Action::Proxy
-        );
-        assert_eq!(a("shop.example.com", "GET", "/healthz?x"), Action::Proxy);
-        assert_eq!(a("blog.example.com", "GET", "/"), Action::Proxy);
-        assert_eq!(a("nope.example.com", "GET", "/"), Action::NotFound);
-        // Exempt on a site without backend: nothing to proxy to.
-        assert_eq!(
-            a("x.shop.example.com", "GET", "/.well-known/acme-challenge/t"),
-            Action::NotFound
-        );
     }
 
     #[test]

@@ -1,23 +1,17 @@
-//! The TLS terminator on 443: certificates, SNI, reload, and the HTTPS accept loop.
+//! Certificates of the TLS listeners: loading, SNI selection and reload.
 //!
 //! rustls with the aws-lc-rs provider (see README, "TLS"): TLS 1.2 and 1.3 only, the
 //! provider's default (AEAD, forward-secret) suites, ALPN `h2` and `http/1.1`, session tickets
 //! plus a server-side session cache. The certificate for a connection is chosen from the SNI:
-//! exact site domain, then a one-label wildcard, then `[tls] default_cert`; with none, the
-//! handshake is refused with the `unrecognized_name` alert. Certificates live behind an
-//! [`ArcSwap`], so `force-https reload` and SIGHUP swap them without touching connections; a
-//! file that fails to load keeps its previous certificate in service.
+//! exact site domain, then a one-label wildcard, then `[tls] default_cert`. Certificates live
+//! behind an [`ArcSwap`], so a reload swaps them without touching connections; a file that
+//! fails to load keeps its previous certificate in service.
 
-use std::{collections::HashMap, fmt::Write as _, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, fmt::Write as _, sync::Arc};
 
 use anyhow::{Context, anyhow, bail};
 use arc_swap::ArcSwap;
 use force_https_proto::host::{DomainPattern, wildcard_parent};
-use hyper::service::service_fn;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
-};
 use rustls::{
     ServerConfig,
     crypto::CryptoProvider,
@@ -25,22 +19,8 @@ use rustls::{
     server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache},
     sign::CertifiedKey,
 };
-use tokio::{
-    io::AsyncWriteExt,
-    net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, watch},
-};
-use tokio_rustls::LazyConfigAcceptor;
 
-use crate::{
-    config::{Config, TlsFiles},
-    daemon::Shared,
-    metrics::Metrics,
-    proxy::{self, ConnInfo, Scheme},
-};
-
-/// A fatal `unrecognized_name` alert record (TLS 1.2 record layer, as before ServerHello).
-const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
+use crate::config::{Config, TlsFiles};
 
 /// Which certificate serves which names.
 #[derive(Debug, Clone)]
@@ -52,7 +32,7 @@ struct CertSource {
 
 /// The loaded certificates, by name.
 #[derive(Default)]
-struct CertMap {
+pub(super) struct CertMap {
     exact: HashMap<String, Arc<CertifiedKey>>,
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Option<Arc<CertifiedKey>>,
@@ -72,7 +52,7 @@ impl CertMap {
         named.or_else(|| self.default.clone())
     }
 
-    fn knows(&self, sni: Option<&str>) -> bool {
+    pub(super) fn knows(&self, sni: Option<&str>) -> bool {
         self.lookup(sni).is_some()
     }
 }
@@ -81,8 +61,8 @@ impl CertMap {
 pub struct CertStore {
     sources: Vec<CertSource>,
     /// Shared with the rustls resolver: a store here is what the next handshake sees.
-    map: Arc<ArcSwap<CertMap>>,
-    config: Arc<ServerConfig>,
+    pub(super) map: Arc<ArcSwap<CertMap>>,
+    pub(super) config: Arc<ServerConfig>,
 }
 
 #[derive(Debug)]
@@ -234,118 +214,6 @@ impl CertStore {
     }
 }
 
-/// Accepts TLS connections until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("accept on a TLS listener failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        Metrics::inc(&shared.metrics.https_connections);
-        let _ = stream.set_nodelay(true);
-        let Ok(permit) = shared.conn_limit.clone().try_acquire_owned() else {
-            // No HTTP answer is possible before the handshake: just close.
-            Metrics::inc(&shared.metrics.connections_rejected);
-            continue;
-        };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection(stream, peer, shared, permit, shutdown).await {
-                tracing::debug!(%peer, "TLS connection: {e:#}");
-            }
-        });
-    }
-}
-
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let Some(store) = shared.tls.as_ref() else {
-        bail!("TLS listener without certificates");
-    };
-    let m = &shared.metrics;
-    let timeout = Duration::from_millis(shared.config.tls.handshake_timeout_ms);
-    let handshake = async {
-        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
-        let sni = start.client_hello().server_name().map(str::to_owned);
-        if !store.map.load().knows(sni.as_deref()) {
-            return Ok::<_, std::io::Error>(Err((sni, start.io)));
-        }
-        Ok(Ok(start.into_stream(store.config.clone()).await?))
-    };
-    let tls = match tokio::time::timeout(timeout, handshake).await {
-        Err(_) => {
-            Metrics::inc(&m.tls_handshake_failures);
-            bail!("TLS handshake timed out");
-        }
-        Ok(Err(e)) => {
-            Metrics::inc(&m.tls_handshake_failures);
-            return Err(e).context("TLS handshake");
-        }
-        Ok(Ok(Err((sni, mut stream)))) => {
-            Metrics::inc(&m.tls_unknown_sni);
-            Metrics::inc(&m.tls_handshake_failures);
-            let _ = stream.write_all(&ALERT_UNRECOGNIZED_NAME).await;
-            let _ = stream.shutdown().await;
-            bail!("no certificate for SNI {sni:?}");
-        }
-        Ok(Ok(Ok(tls))) => tls,
-    };
-    let info = ConnInfo {
-        peer,
-        scheme: Scheme::Https,
-    };
-    let svc_shared = shared.clone();
-    let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), info, req));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let tls_cfg = &shared.config.tls;
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(shared.config.limits.idle_timeout_ms))
-        .max_buf_size(tls_cfg.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(tls_cfg.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(tls_cfg.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-    tokio::pin!(conn);
-    let mut draining = *shutdown.borrow();
-    if draining {
-        conn.as_mut().graceful_shutdown();
-    }
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => return r.map_err(|e| anyhow!("{e}")),
-            c = shutdown.changed(), if !draining => {
-                if c.is_err() || *shutdown.borrow() {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,12 +226,6 @@ mod tests {
         };
         let e = load_certified_key(&files).unwrap_err();
         assert!(format!("{e:#}").contains("/nonexistent/c.pem"), "{e:#}");
-    }
-
-    #[test]
-    fn unrecognized_name_alert_bytes() {
-        // ContentType alert(21), TLS 1.2, length 2, level fatal(2), description 112.
-        assert_eq!(ALERT_UNRECOGNIZED_NAME, [21, 3, 3, 0, 2, 2, 112]);
     }
 
     #[test]

@@ -1,0 +1,154 @@
+//! The admin side: one service ([`Admin`]) that owns what operators do to a running daemon
+//! (enable, disable, list, stats, reload), served over several transports: the control
+//! socket ([`control`]) and the Prometheus endpoint ([`metrics_http`]). A transport only
+//! parses and formats; every operation is implemented once, here.
+
+pub mod control;
+pub mod metrics_http;
+pub mod protocol;
+
+use std::sync::{Arc, atomic::Ordering::Relaxed};
+
+use crate::{
+    edge::Edge,
+    metrics::{Counter, CounterSource, Metrics},
+    paths::tls::CertStore,
+    policy::{PolicyError, Source},
+};
+use protocol::{ErrorCode, HostInfo, Request, Response};
+
+/// The admin service.
+pub struct Admin {
+    edge: Arc<Edge>,
+    certs: Option<Arc<CertStore>>,
+    sources: Vec<Arc<dyn CounterSource>>,
+}
+
+impl Admin {
+    /// The admin service of `edge`; `certs` are what `reload` re-reads, `sources` report their
+    /// counters after the edge's own (the XDP fast path's).
+    pub fn new(
+        edge: Arc<Edge>,
+        certs: Option<Arc<CertStore>>,
+        sources: Vec<Arc<dyn CounterSource>>,
+    ) -> Admin {
+        Admin {
+            edge,
+            certs,
+            sources,
+        }
+    }
+
+    /// Every counter the daemon reports: global, edge gauges, then each source's.
+    pub fn stats(&self) -> Vec<Counter> {
+        let mut v = self.edge.counters();
+        for s in &self.sources {
+            s.counters(&mut v);
+        }
+        v
+    }
+
+    /// Re-reads the certificates (control `reload` and SIGHUP). Those that fail keep their
+    /// previous version in service.
+    ///
+    /// # Errors
+    /// Some certificate failed to load; the message names each.
+    pub fn reload(&self) -> anyhow::Result<String> {
+        let Some(store) = &self.certs else {
+            return Ok("no certificates configured; nothing to reload".into());
+        };
+        let m = &self.edge.metrics;
+        match store.reload() {
+            Ok(msg) => {
+                Metrics::inc(&m.cert_reloads);
+                tracing::info!("{msg}");
+                Ok(msg)
+            }
+            Err(e) => {
+                Metrics::inc(&m.cert_reload_failures);
+                tracing::error!("{e:#}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Enforces (`enforce`) or releases hosts, persisted before it returns.
+    ///
+    /// # Errors
+    /// An invalid host (nothing changed), or the change could not be persisted.
+    pub fn set(&self, hosts: &[String], enforce: bool) -> Result<Vec<String>, PolicyError> {
+        let changed = self.edge.policy.set(hosts, enforce)?;
+        Metrics::inc(&self.edge.metrics.policy_updates);
+        tracing::info!(hosts = ?hosts, enforce, changed = ?changed, "host policy changed");
+        Ok(changed)
+    }
+
+    /// Every host of the table, sorted by pattern.
+    pub fn list(&self) -> Vec<HostInfo> {
+        let table = self.edge.policy.table();
+        table
+            .entries()
+            .into_iter()
+            .map(|e| HostInfo {
+                host: e.pattern.to_string(),
+                site: e.site.as_ref().map(|s| s.name.clone()),
+                source: match e.source {
+                    Source::Config => "config".into(),
+                    Source::Runtime => "runtime".into(),
+                },
+                enforced: e.enforced,
+                overridden: e.overridden,
+                redirects: e.stats.redirects.load(Relaxed),
+                proxied: e.stats.proxied.load(Relaxed),
+            })
+            .collect()
+    }
+
+    /// Executes one control request.
+    pub fn execute(&self, req: Request) -> Response {
+        match req {
+            Request::Enable { hosts } | Request::Disable { hosts } if hosts.is_empty() => {
+                Response::error(ErrorCode::BadRequest, "no host given")
+            }
+            Request::Enable { hosts } => self.set_response(&hosts, true),
+            Request::Disable { hosts } => self.set_response(&hosts, false),
+            Request::List => Response {
+                ok: true,
+                hosts: Some(self.list()),
+                ..Default::default()
+            },
+            Request::Stats => Response {
+                ok: true,
+                stats: Some(
+                    self.stats()
+                        .into_iter()
+                        .map(|(n, _, v)| (n.to_string(), v))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            Request::Reload => match self.reload() {
+                Ok(msg) => Response {
+                    ok: true,
+                    message: Some(msg),
+                    ..Default::default()
+                },
+                Err(e) => Response::error(ErrorCode::Internal, format!("{e:#}")),
+            },
+        }
+    }
+
+    fn set_response(&self, hosts: &[String], enforce: bool) -> Response {
+        match self.set(hosts, enforce) {
+            Ok(changed) => Response {
+                ok: true,
+                changed: Some(changed),
+                ..Default::default()
+            },
+            Err(e @ PolicyError::InvalidHost { .. }) => {
+                Response::error(ErrorCode::InvalidHost, e.to_string())
+            }
+            Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
+        }
+    }
+}

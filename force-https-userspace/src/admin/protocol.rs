@@ -1,0 +1,156 @@
+//! The control protocol: one JSON request line, one JSON response line, then the connection
+//! closes (see docs/design.md, "Control protocol"). The message types and the client used by
+//! the CLI live together, so both sides always agree on the wire format.
+
+use std::{io, path::Path, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// A control request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    /// Enforce hosts.
+    Enable {
+        /// Host names or `*.` wildcards.
+        hosts: Vec<String>,
+    },
+    /// Stop enforcing hosts.
+    Disable {
+        /// Host names or `*.` wildcards.
+        hosts: Vec<String>,
+    },
+    /// List every host.
+    List,
+    /// Global counters.
+    Stats,
+    /// Reload certificates.
+    Reload,
+}
+
+/// One host as `list` reports it.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct HostInfo {
+    /// Pattern.
+    pub host: String,
+    /// Site name, if any.
+    pub site: Option<String>,
+    /// `config` or `runtime`.
+    pub source: String,
+    /// Enforced now.
+    pub enforced: bool,
+    /// A runtime override decides the state.
+    pub overridden: bool,
+    /// Redirects sent.
+    pub redirects: u64,
+    /// Requests proxied.
+    pub proxied: u64,
+}
+
+/// A control response.
+#[derive(Debug, Serialize, Deserialize, Default)]
+pub struct Response {
+    /// Success.
+    pub ok: bool,
+    /// Error class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+    /// Error text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Hosts whose state changed (enable/disable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<Vec<String>>,
+    /// Host list (list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<HostInfo>>,
+    /// Counters (stats), in a stable order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Vec<(String, u64)>>,
+    /// Free-form detail (reload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The class of a failed control request, on the wire in snake case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A host name is invalid; nothing was changed (CLI exit 4).
+    InvalidHost,
+    /// The request itself is malformed (CLI exit 2).
+    BadRequest,
+    /// The daemon failed (CLI exit 1).
+    Internal,
+    /// A code this client does not know (a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+impl Response {
+    /// A failure with `code` and a human-readable message.
+    pub fn error(code: ErrorCode, msg: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            code: Some(code),
+            error: Some(msg.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Why the client could not get an answer.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No daemon listens on the socket.
+    NotRunning(PathBuf, io::Error),
+    /// The socket exists but we may not connect.
+    PermissionDenied(PathBuf),
+    /// Anything else.
+    Other(anyhow::Error),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::NotRunning(p, e) => write!(
+                f,
+                "the force-https daemon is not running (control socket {}: {e}); start it with \
+                 `systemctl start force-https` or `force-https run`",
+                p.display()
+            ),
+            ClientError::PermissionDenied(p) => write!(
+                f,
+                "permission denied on control socket {}: it is mode 0600, run this as the \
+                 daemon's user (usually root)",
+                p.display()
+            ),
+            ClientError::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+/// Sends one request and returns the daemon's response.
+pub fn call(path: &Path, req: &Request) -> Result<Response, ClientError> {
+    use std::io::{BufRead, Write};
+    let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
+        io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(path.to_path_buf()),
+        _ => ClientError::NotRunning(path.to_path_buf(), e),
+    })?;
+    let timeout = Some(Duration::from_secs(30));
+    let other = |e: io::Error| ClientError::Other(anyhow::Error::new(e).context("control socket"));
+    stream.set_read_timeout(timeout).map_err(other)?;
+    stream.set_write_timeout(timeout).map_err(other)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Other(e.into()))?;
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(other)?;
+    let mut resp = String::new();
+    std::io::BufReader::new(&stream)
+        .read_line(&mut resp)
+        .map_err(other)?;
+    serde_json::from_str(&resp).map_err(|e| {
+        ClientError::Other(anyhow::anyhow!(
+            "invalid response from the daemon: {e}: {resp:?}"
+        ))
+    })
+}

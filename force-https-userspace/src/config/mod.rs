@@ -1,0 +1,465 @@
+//! The TOML configuration: the validated types every other module reads.
+//!
+//! Parsing happens in two steps, ripgrep-style: [`raw`] is the file as serde reads it
+//! (unknown keys rejected, spans kept), and [`validate`] checks it section by section into a
+//! [`Config`] ([`Config::load`], [`Config::from_toml`]). Every error names the file, line and
+//! column, so `force-https check` can point at the exact place.
+
+mod raw;
+mod validate;
+
+use std::{fmt, net::SocketAddr, path::PathBuf};
+
+use force_https_proto::{host::DomainPattern, response::RedirectCode};
+use serde::Deserialize;
+
+pub use raw::HstsOverride;
+
+/// Default location of the configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/force-https/config.toml";
+/// Default control socket.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/force-https/control.sock";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/force-https";
+/// The ACME HTTP-01 challenge prefix, exempt from redirects unless `acme_exempt = false`.
+pub const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// A configuration error with its position in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the error is in.
+    pub path: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(
+                f,
+                "{}: line {l}, column {c}: {}",
+                self.path.display(),
+                self.message
+            ),
+            _ => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Resource limits of the client-facing listeners.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Concurrent client connections over all listeners; above it new ones get 503.
+    pub max_connections: usize,
+    /// Largest request head accepted on port 80 (431 above).
+    pub max_head_bytes: usize,
+    /// Time allowed for a complete request head (408 after).
+    pub head_timeout_ms: u64,
+    /// Keep-alive idle timeout on proxied connections.
+    pub idle_timeout_ms: u64,
+    /// How long SIGTERM waits for in-flight connections before exiting anyway.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 16384,
+            max_head_bytes: 16 * 1024,
+            head_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Reverse-proxy settings shared by every site.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// TCP connect timeout to a backend (502 after).
+    pub connect_timeout_ms: u64,
+    /// Time for the backend to send response headers (504 after).
+    pub response_timeout_ms: u64,
+    /// Idle pooled connections kept per backend.
+    pub pool_max_idle_per_host: usize,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout_ms: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 3_000,
+            response_timeout_ms: 30_000,
+            pool_max_idle_per_host: 64,
+            pool_idle_timeout_ms: 90_000,
+        }
+    }
+}
+
+/// Global HSTS parameters (RFC 6797).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HstsConfig {
+    /// `max-age` in seconds.
+    pub max_age: u64,
+    /// Add `includeSubDomains`.
+    pub include_subdomains: bool,
+    /// Add `preload`.
+    pub preload: bool,
+}
+
+impl Default for HstsConfig {
+    fn default() -> Self {
+        Self {
+            max_age: 31_536_000,
+            include_subdomains: false,
+            preload: false,
+        }
+    }
+}
+
+impl HstsConfig {
+    /// The header value, e.g. `max-age=31536000; includeSubDomains`.
+    pub fn header_value(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age);
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        v
+    }
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+}
+
+/// TLS settings of the 443 listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate for unknown or missing SNI; without it those get `unrecognized_name`.
+    pub default_cert: Option<TlsFiles>,
+    /// Entries in the server-side session cache.
+    pub session_cache_size: usize,
+    /// HTTP/2 concurrent streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Largest request header block accepted (HTTP/1 and HTTP/2).
+    pub max_header_bytes: usize,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout_ms: u64,
+}
+
+/// How the XDP program is attached.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode when the driver supports it, else generic.
+    #[default]
+    Auto,
+    /// Driver mode only.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
+}
+
+/// The `[xdp]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// The edge interface.
+    pub interface: String,
+    /// Attach mode.
+    pub mode: XdpMode,
+    /// Capacity of the host map (`max_hosts`, default 1048576): one entry per exact name or
+    /// wildcard of the policy table.
+    pub max_hosts: u32,
+    /// Capacity of the LRU of flows handed to the kernel (`max_flows`, default 65536): split
+    /// heads and requests XDP does not answer.
+    pub max_flows: u32,
+}
+
+/// HSTS of one site: off, or the header value to inject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteHsts {
+    /// `hsts = false`: never injected.
+    Off,
+    /// The header value injected on HTTPS responses of enforced hosts.
+    On(String),
+}
+
+/// A site's backend, `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// `host:port` as written.
+    pub authority: String,
+    /// The backend URL as written.
+    pub url: String,
+}
+
+/// One `[[site]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// Unique name.
+    pub name: String,
+    /// Exact names and one-label wildcards, normalized (A-labels, lowercase).
+    pub domains: Vec<DomainPattern>,
+    /// Where requests that are not redirected go.
+    pub backend: Option<Backend>,
+    /// Whether the site's hosts are enforced (before runtime overrides).
+    pub force_https: bool,
+    /// Which redirect status to use.
+    pub redirect_code: RedirectCode,
+    /// Path prefixes never redirected (ACME's included unless `acme_exempt = false`).
+    pub exempt_paths: Vec<String>,
+    /// HSTS injection on HTTPS.
+    pub hsts: SiteHsts,
+    /// The site's certificate.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Port-80 listeners.
+    pub http: Vec<SocketAddr>,
+    /// TLS listeners.
+    pub https: Vec<SocketAddr>,
+    /// Where runtime state is persisted.
+    pub state_dir: PathBuf,
+    /// The control socket.
+    pub control_socket: PathBuf,
+    /// HTTPS port written into Location (omitted when 443).
+    pub https_port: u16,
+    /// Host used for HTTP/1.0 requests without Host.
+    pub default_host: Option<String>,
+    /// Connection limits.
+    pub limits: Limits,
+    /// Proxy settings.
+    pub proxy: ProxyConfig,
+    /// Global HSTS.
+    pub hsts: HstsConfig,
+    /// TLS settings.
+    pub tls: TlsConfig,
+    /// The XDP fast path, when configured.
+    pub xdp: Option<XdpConfig>,
+    /// Prometheus endpoint, when configured.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The sites.
+    pub sites: Vec<Site>,
+}
+
+impl Config {
+    /// Whether any certificate is configured (the TLS listeners need one).
+    pub fn has_certificates(&self) -> bool {
+        self.tls.default_cert.is_some() || self.sites.iter().any(|s| s.tls.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("test.toml"), t)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.http.len(), 2);
+        assert_eq!(c.https.len(), 2);
+        assert_eq!(c.https_port, 443);
+        assert_eq!(c.limits.max_head_bytes, 16384);
+        assert_eq!(c.limits.head_timeout_ms, 10_000);
+        assert_eq!(c.control_socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
+        assert!(c.sites.is_empty());
+    }
+
+    #[test]
+    fn full_example() {
+        let c = parse(
+            r#"
+[listen]
+http  = ["0.0.0.0:80", "[::]:80"]
+https = ["0.0.0.0:443", "[::]:443"]
+[state]
+dir = "/var/lib/force-https"
+control_socket = "/run/force-https/control.sock"
+[hsts]
+max_age = 31536000
+include_subdomains = false
+preload = false
+[[site]]
+name = "shop"
+domains = ["Shop.Example.com.", "*.shop.example.com", "bücher.example"]
+backend = "http://127.0.0.1:8080"
+force_https = true
+redirect_code = "auto"
+exempt_paths = ["/.well-known/acme-challenge/", "/healthz"]
+tls = { cert = "/etc/force-https/shop.pem", key = "/etc/force-https/shop.key" }
+"#,
+        )
+        .unwrap();
+        let s = &c.sites[0];
+        assert_eq!(s.domains[0].to_string(), "shop.example.com");
+        assert_eq!(s.domains[1].to_string(), "*.shop.example.com");
+        assert_eq!(s.domains[2].to_string(), "xn--bcher-kva.example");
+        assert_eq!(s.exempt_paths, vec![ACME_PREFIX, "/healthz"]);
+        assert_eq!(s.backend.as_ref().unwrap().authority, "127.0.0.1:8080");
+        assert_eq!(s.hsts, SiteHsts::On("max-age=31536000".into()));
+    }
+
+    #[test]
+    fn unknown_key_has_line() {
+        let e = parse("[listen]\nhttp = []\nbogus = 1\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn bad_domain_has_line() {
+        let e = parse("[[site]]\nname = \"a\"\ndomains = [\"ok.example\", \"bad host\"]\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().contains("bad host"), "{e}");
+    }
+
+    #[test]
+    fn bad_backend() {
+        for b in [
+            "https://x:1",
+            "ftp://x",
+            "127.0.0.1:8080",
+            "http://x/path",
+            "http://u@x:1",
+        ] {
+            let t =
+                format!("[[site]]\nname = \"a\"\ndomains = [\"a.example\"]\nbackend = \"{b}\"\n");
+            let e = parse(&t).unwrap_err();
+            assert_eq!(e.line, Some(4), "{b}: {e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_domain_across_sites() {
+        let e = parse(
+            "[[site]]\nname = \"a\"\ndomains = [\"x.example\"]\n[[site]]\nname = \"b\"\ndomains = [\"X.example.\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
+    }
+
+    #[test]
+    fn redirect_codes() {
+        for (v, want) in [
+            ("\"auto\"", RedirectCode::Auto),
+            ("301", RedirectCode::Moved301),
+            ("\"308\"", RedirectCode::Permanent308),
+        ] {
+            let t =
+                format!("[[site]]\nname = \"a\"\ndomains = [\"a.example\"]\nredirect_code = {v}\n");
+            assert_eq!(parse(&t).unwrap().sites[0].redirect_code, want);
+        }
+        let e = parse("[[site]]\nname = \"a\"\ndomains = [\"a.example\"]\nredirect_code = 302\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(4));
+    }
+
+    #[test]
+    fn site_hsts_forms() {
+        let c = parse(
+            "[hsts]\nmax_age = 10\n[[site]]\nname = \"a\"\ndomains = [\"a.example\"]\nhsts = false\n[[site]]\nname = \"b\"\ndomains = [\"b.example\"]\nhsts = { preload = true, include_subdomains = true }\n",
+        )
+        .unwrap();
+        assert_eq!(c.sites[0].hsts, SiteHsts::Off);
+        assert_eq!(
+            c.sites[1].hsts,
+            SiteHsts::On("max-age=10; includeSubDomains; preload".into())
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let e = parse("[listen]\nhttp = [\"0.0.0.0:80\"\n").unwrap_err();
+        assert!(e.line.is_some(), "{e}");
+    }
+
+    #[test]
+    fn bad_listen_and_port() {
+        assert_eq!(
+            parse("[listen]\nhttp = [\"nope\"]\n").unwrap_err().line,
+            Some(2)
+        );
+        assert_eq!(
+            parse("[redirect]\nhttps_port = 70000\n").unwrap_err().line,
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn acme_exempt_can_be_disabled() {
+        let c = parse(
+            "[[site]]\nname = \"a\"\ndomains = [\"a.example\"]\nacme_exempt = false\nexempt_paths = [\"/x\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.sites[0].exempt_paths, vec!["/x"]);
+    }
+
+    #[test]
+    fn xdp_section() {
+        assert!(parse("").unwrap().xdp.is_none());
+        let x = parse("[xdp]\ninterface = \"eth0\"\n").unwrap().xdp.unwrap();
+        assert_eq!(
+            x,
+            XdpConfig {
+                interface: "eth0".into(),
+                mode: XdpMode::Auto,
+                max_hosts: 1 << 20,
+                max_flows: 1 << 16,
+            }
+        );
+        let x = parse(
+            "[xdp]\ninterface = \"eth1\"\nmode = \"native\"\nmax_hosts = 10\nmax_flows = 20\n",
+        )
+        .unwrap()
+        .xdp
+        .unwrap();
+        assert_eq!(
+            (x.mode, x.max_hosts, x.max_flows),
+            (XdpMode::Native, 10, 20)
+        );
+        assert_eq!(
+            parse("[xdp]\ninterface = \"eth0\"\nmax_flows = 0\n")
+                .unwrap_err()
+                .line,
+            Some(3)
+        );
+        assert_eq!(
+            parse("[xdp]\ninterface = \"eth0\"\nmode = \"turbo\"\n")
+                .unwrap_err()
+                .line,
+            Some(3)
+        );
+        assert!(parse("[xdp]\ninterface = \"a/b\"\n").is_err());
+    }
+}

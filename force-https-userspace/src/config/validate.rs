@@ -1,0 +1,373 @@
+//! The validated layer: [`Config::from_toml`] turns the raw file into a [`Config`], one
+//! function per section. Every error carries the span of the value at fault, so it names the
+//! file, line and column.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use force_https_proto::{
+    host::{DomainPattern, parse_domain_pattern},
+    response::RedirectCode,
+};
+use toml::Spanned;
+
+use super::{
+    ACME_PREFIX, Backend, Config, ConfigError, DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR,
+    HstsConfig, Limits, Site, SiteHsts, TlsConfig, XdpConfig,
+    raw::{RawCode, RawConfig, RawRedirect, RawSite, RawSiteHsts, RawTls, RawXdp},
+};
+
+/// Builds errors positioned in one file's text.
+struct At<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl At<'_> {
+    fn err(&self, span: Option<Range<usize>>, message: String) -> ConfigError {
+        let (line, column) = match span {
+            Some(s) if s != (0..0) || self.text.is_empty() => {
+                let (l, c) = line_col(self.text, s.start);
+                (Some(l), Some(c))
+            }
+            _ => (None, None),
+        };
+        ConfigError {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    ///
+    /// # Errors
+    /// The file cannot be read, or [`Config::from_toml`] rejects it.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in messages.
+    ///
+    /// # Errors
+    /// The first error found, with its line and column in `text`.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let at = At { path, text };
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| at.err(e.span(), e.message().trim_end().to_string()))?;
+        let http = listen_addrs(&at, &raw.listen.http, "http")?;
+        let https = listen_addrs(&at, &raw.listen.https, "https")?;
+        let (https_port, default_host) = redirect(&at, &raw.redirect)?;
+        limits(&at, &raw.limits)?;
+        let xdp = match &raw.xdp {
+            None => None,
+            Some(x) => Some(xdp(&at, x)?),
+        };
+        let metrics_listen = match &raw.metrics {
+            None => None,
+            Some(m) => Some(m.listen.get_ref().parse().map_err(|_| {
+                at.err(
+                    Some(m.listen.span()),
+                    format!("invalid metrics listen address {:?}", m.listen.get_ref()),
+                )
+            })?),
+        };
+        let sites = sites(&at, &raw.site, &raw.hsts)?;
+        Ok(Config {
+            path: path.to_path_buf(),
+            http,
+            https,
+            state_dir: raw
+                .state
+                .dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            control_socket: raw
+                .state
+                .control_socket
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
+            https_port,
+            default_host,
+            limits: raw.limits,
+            proxy: raw.proxy,
+            hsts: raw.hsts,
+            tls: tls(raw.tls),
+            xdp,
+            metrics_listen,
+            sites,
+        })
+    }
+}
+
+/// `[listen] http` or `https`: socket addresses, no duplicates.
+fn listen_addrs(
+    at: &At<'_>,
+    list: &[Spanned<String>],
+    what: &str,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    let mut out = Vec::with_capacity(list.len());
+    for a in list {
+        let addr: SocketAddr = a.get_ref().parse().map_err(|_| {
+            at.err(
+                Some(a.span()),
+                format!(
+                    "invalid {what} listen address {:?}: expected IP:PORT, e.g. \"0.0.0.0:80\" or \"[::]:80\"",
+                    a.get_ref()
+                ),
+            )
+        })?;
+        if out.contains(&addr) {
+            return Err(at.err(Some(a.span()), format!("duplicate listen address {addr}")));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+/// `[redirect]`: the HTTPS port of Location, and the host of HTTP/1.0 requests without Host.
+fn redirect(at: &At<'_>, r: &RawRedirect) -> Result<(u16, Option<String>), ConfigError> {
+    let port = *r.https_port.get_ref();
+    let https_port = u16::try_from(port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| {
+            at.err(
+                Some(r.https_port.span()),
+                format!("https_port {port} is not a TCP port (1-65535)"),
+            )
+        })?;
+    let default_host = match &r.default_host {
+        None => None,
+        Some(h) => match parse_domain_pattern(h.get_ref()) {
+            Ok(DomainPattern::Exact(name)) => Some(name),
+            Ok(DomainPattern::Wildcard(_)) => {
+                return Err(at.err(
+                    Some(h.span()),
+                    "default_host cannot be a wildcard".to_string(),
+                ));
+            }
+            Err(e) => {
+                return Err(at.err(
+                    Some(h.span()),
+                    format!("invalid default_host {:?}: {e}", h.get_ref()),
+                ));
+            }
+        },
+    };
+    Ok((https_port, default_host))
+}
+
+/// `[limits]`: values that would make the daemon refuse everything.
+fn limits(at: &At<'_>, limits: &Limits) -> Result<(), ConfigError> {
+    if limits.max_connections == 0 {
+        return Err(at.err(None, "limits.max_connections must be at least 1".into()));
+    }
+    if limits.max_head_bytes < 256 {
+        return Err(at.err(None, "limits.max_head_bytes must be at least 256".into()));
+    }
+    Ok(())
+}
+
+/// `[tls]`, with its defaults.
+fn tls(t: RawTls) -> TlsConfig {
+    TlsConfig {
+        default_cert: t.default_cert.map(|s| s.into_inner()),
+        session_cache_size: t.session_cache_size.unwrap_or(16 * 1024),
+        max_concurrent_streams: t.max_concurrent_streams.unwrap_or(128),
+        max_header_bytes: t.max_header_bytes.unwrap_or(64 * 1024),
+        handshake_timeout_ms: t.handshake_timeout_ms.unwrap_or(10_000),
+    }
+}
+
+/// `[xdp]`: interface name and map sizes.
+fn xdp(at: &At<'_>, x: &RawXdp) -> Result<XdpConfig, ConfigError> {
+    let name = x.interface.get_ref();
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+        return Err(at.err(
+            Some(x.interface.span()),
+            format!("invalid interface name {name:?}"),
+        ));
+    }
+    let size = |v: &Option<Spanned<u32>>, default: u32, what: &str| match v {
+        None => Ok(default),
+        Some(v) if *v.get_ref() >= 1 && *v.get_ref() <= 1 << 26 => Ok(*v.get_ref()),
+        Some(v) => Err(at.err(
+            Some(v.span()),
+            format!("{what} must be between 1 and {}", 1u32 << 26),
+        )),
+    };
+    Ok(XdpConfig {
+        interface: name.clone(),
+        mode: x.mode,
+        max_hosts: size(&x.max_hosts, 1 << 20, "max_hosts")?,
+        max_flows: size(&x.max_flows, 1 << 16, "max_flows")?,
+    })
+}
+
+/// Every `[[site]]`: unique names, every domain in one site only.
+fn sites(at: &At<'_>, raw: &[RawSite], hsts: &HstsConfig) -> Result<Vec<Site>, ConfigError> {
+    let mut sites = Vec::with_capacity(raw.len());
+    let mut seen_names: HashMap<String, ()> = HashMap::new();
+    let mut seen_domains: HashMap<String, String> = HashMap::new();
+    for s in raw {
+        let name = s.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(at.err(Some(s.name.span()), "site name is empty".into()));
+        }
+        if seen_names.insert(name.clone(), ()).is_some() {
+            return Err(at.err(Some(s.name.span()), format!("duplicate site name {name:?}")));
+        }
+        if s.domains.get_ref().is_empty() {
+            return Err(at.err(
+                Some(s.domains.span()),
+                format!("site {name:?} has no domains"),
+            ));
+        }
+        let mut domains = Vec::new();
+        for d in s.domains.get_ref() {
+            let pat = parse_domain_pattern(d.get_ref()).map_err(|e| {
+                at.err(
+                    Some(d.span()),
+                    format!("invalid domain {:?} in site {name:?}: {e}", d.get_ref()),
+                )
+            })?;
+            let key = pat.to_string();
+            if let Some(other) = seen_domains.insert(key.clone(), name.clone()) {
+                return Err(at.err(
+                    Some(d.span()),
+                    format!("domain {key:?} appears in site {other:?} and in site {name:?}"),
+                ));
+            }
+            domains.push(pat);
+        }
+        let backend = match &s.backend {
+            None => None,
+            Some(b) => Some(parse_backend(b.get_ref()).map_err(|m| {
+                at.err(
+                    Some(b.span()),
+                    format!("invalid backend {:?} in site {name:?}: {m}", b.get_ref()),
+                )
+            })?),
+        };
+        let redirect_code = match &s.redirect_code {
+            None => RedirectCode::Auto,
+            Some(c) => match c.get_ref() {
+                RawCode::Text(t) if t == "auto" => RedirectCode::Auto,
+                RawCode::Text(t) if t == "301" => RedirectCode::Moved301,
+                RawCode::Text(t) if t == "308" => RedirectCode::Permanent308,
+                RawCode::Number(301) => RedirectCode::Moved301,
+                RawCode::Number(308) => RedirectCode::Permanent308,
+                other => {
+                    return Err(at.err(
+                        Some(c.span()),
+                        format!(
+                            "invalid redirect_code {other:?} in site {name:?}: expected \"auto\", 301 or 308"
+                        ),
+                    ));
+                }
+            },
+        };
+        let mut exempt_paths = Vec::new();
+        if s.acme_exempt {
+            exempt_paths.push(ACME_PREFIX.to_string());
+        }
+        for p in &s.exempt_paths {
+            let v = p.get_ref();
+            if !v.starts_with('/') || v.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err(at.err(
+                    Some(p.span()),
+                    format!(
+                        "invalid exempt path {v:?} in site {name:?}: it must start with '/' and contain no spaces or control characters"
+                    ),
+                ));
+            }
+            if !exempt_paths.contains(v) {
+                exempt_paths.push(v.clone());
+            }
+        }
+        let hsts = match s.hsts.as_ref().map(|h| h.get_ref()) {
+            None | Some(RawSiteHsts::Enabled(true)) => SiteHsts::On(hsts.header_value()),
+            Some(RawSiteHsts::Enabled(false)) => SiteHsts::Off,
+            Some(RawSiteHsts::Custom(o)) => SiteHsts::On(
+                HstsConfig {
+                    max_age: o.max_age.unwrap_or(hsts.max_age),
+                    include_subdomains: o.include_subdomains.unwrap_or(hsts.include_subdomains),
+                    preload: o.preload.unwrap_or(hsts.preload),
+                }
+                .header_value(),
+            ),
+        };
+        sites.push(Site {
+            name,
+            domains,
+            backend,
+            force_https: s.force_https,
+            redirect_code,
+            exempt_paths,
+            hsts,
+            tls: s.tls.as_ref().map(|t| t.get_ref().clone()),
+        });
+    }
+    Ok(sites)
+}
+
+/// Parses `http://host:port` (an optional trailing `/` is allowed).
+pub(super) fn parse_backend(s: &str) -> Result<Backend, String> {
+    let uri: hyper::Uri = s.parse().map_err(|e| format!("{e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(format!(
+                "scheme {other:?} is not supported: backends are reached over plain http://"
+            ));
+        }
+        None => return Err("expected http://HOST:PORT".into()),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| "expected http://HOST:PORT".to_string())?;
+    if authority.as_str().contains('@') {
+        return Err("user information is not allowed".into());
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("a backend is a scheme and authority only, without path or query".into());
+    }
+    let authority = if authority.port().is_some() {
+        authority.as_str().to_string()
+    } else {
+        format!("{}:80", authority.as_str())
+    };
+    Ok(Backend {
+        url: format!("http://{authority}"),
+        authority,
+    })
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map(|p| p + 1)
+        .unwrap_or(0);
+    let column = text
+        .get(line_start..offset)
+        .map(|s| s.chars().count() + 1)
+        .unwrap_or(1);
+    (line, column)
+}

@@ -1,0 +1,161 @@
+//! The daemon: wiring only. It builds every part from the config, owns their lifetimes
+//! (listeners, the fast path, the admin service) and the signals: SIGTERM/SIGINT stop
+//! accepting and drain, SIGHUP reloads certificates.
+//!
+//! Order at start: the policy table (state files), certificates, every listener bound, then
+//! the XDP fast path (which reads the table), then accepting. At exit: stop accepting, drain
+//! connections up to `limits.drain_timeout_ms`, then stop the fast path (detaching the
+//! program and restoring `tcp_syncookies`).
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+
+use crate::{
+    admin::{self, Admin},
+    config::Config,
+    edge::Edge,
+    metrics::CounterSource,
+    net::bind_tcp,
+    paths::{
+        http80,
+        tls::{self, CertStore, TlsPath},
+        xdp::FastPath,
+    },
+    proxy::Proxy,
+};
+
+/// Runs the daemon until SIGTERM/SIGINT, then drains.
+///
+/// # Errors
+/// Anything that stops it from starting: state files, certificates, a listener that cannot be
+/// bound, the fast path failing to attach, signal handlers.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let edge = Arc::new(Edge::new(&config)?);
+    let certs = if config.https.is_empty() {
+        None
+    } else if !config.has_certificates() {
+        tracing::warn!(
+            "no certificates configured ([tls] default_cert or a site's tls): the TLS listeners are not started"
+        );
+        None
+    } else {
+        Some(Arc::new(
+            CertStore::load(&config).context("cannot load certificates")?,
+        ))
+    };
+
+    let mut http_listeners = Vec::new();
+    for a in &config.http {
+        http_listeners.push((bind_tcp(*a)?, *a));
+    }
+    let mut https_listeners = Vec::new();
+    if certs.is_some() {
+        for a in &config.https {
+            https_listeners.push((bind_tcp(*a)?, *a));
+        }
+    }
+    let control_listener = admin::control::bind(&config.control_socket).await?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some((bind_tcp(addr)?, addr)),
+        None => None,
+    };
+
+    let fast_path = match &config.xdp {
+        None => None,
+        Some(x) => {
+            let mut ports: Vec<u16> = config.http.iter().map(|a| a.port()).collect();
+            ports.sort_unstable();
+            ports.dedup();
+            Some(FastPath::start(x, &ports, &edge)?)
+        }
+    };
+    // Loading a large state file and filling the host map left big temporary buffers freed
+    // but mapped: give them back.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: plain glibc call, no arguments to uphold.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+
+    let sources: Vec<Arc<dyn CounterSource>> = fast_path.iter().map(FastPath::counters).collect();
+    let admin = Arc::new(Admin::new(edge.clone(), certs.clone(), sources));
+    let proxy = Arc::new(Proxy::new(edge.clone(), &config.proxy));
+    let (shutdown_tx, shutdown) = watch::channel(false);
+
+    for (l, a) in http_listeners {
+        tracing::info!("serving HTTP on {a}");
+        tokio::spawn(http80::serve(
+            l,
+            edge.clone(),
+            proxy.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(certs) = &certs {
+        let path = Arc::new(TlsPath {
+            edge: edge.clone(),
+            proxy: proxy.clone(),
+            certs: certs.clone(),
+            settings: config.tls.clone(),
+        });
+        for (l, a) in https_listeners {
+            tracing::info!("serving HTTPS on {a}");
+            tokio::spawn(tls::serve(l, path.clone(), shutdown.clone()));
+        }
+    }
+    tokio::spawn(admin::control::serve(
+        control_listener,
+        admin.clone(),
+        shutdown.clone(),
+    ));
+    if let Some((l, addr)) = metrics_listener {
+        tracing::info!("serving Prometheus metrics on http://{addr}/metrics");
+        tokio::spawn(admin::metrics_http::serve(
+            l,
+            admin.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tracing::info!(
+        hosts = edge.policy.table().len(),
+        control = %config.control_socket.display(),
+        "force-https ready"
+    );
+
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading certificates");
+                let _ = admin.reload();
+            }
+        }
+    }
+
+    tracing::info!("shutting down: no new connections, draining in-flight ones");
+    let _ = shutdown_tx.send(true);
+    let _ = std::fs::remove_file(&config.control_socket);
+    let drain = Duration::from_millis(config.limits.drain_timeout_ms);
+    if edge.drained(drain).await {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!(
+            "drain timeout ({} ms) reached with connections still open; exiting",
+            drain.as_millis()
+        );
+    }
+    if let Some(f) = fast_path {
+        tracing::info!(interface = %f.interface, "detaching XDP program");
+        drop(f);
+    }
+    Ok(())
+}

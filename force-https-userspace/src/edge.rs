@@ -1,0 +1,114 @@
+//! What every request path reads per request: the live policy table, the counters, the
+//! settings of the redirect and of the client-facing limits, and the connection cap.
+//!
+//! An [`Edge`] is built once by the daemon and shared (`Arc<Edge>`) with the XDP fast path,
+//! the port-80 socket path, the TLS path, the proxy and the admin side. It holds no listener,
+//! no certificate and no backend client: those belong to their own paths.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::{
+    config::{Config, Limits},
+    metrics::{Counter, Metrics},
+    policy::Policy,
+};
+
+/// Settings every path applies the same way.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[redirect] https_port`: the port written into `Location` (omitted when 443).
+    pub https_port: u16,
+    /// `[redirect] default_host`: the host of HTTP/1.0 requests without `Host`.
+    pub default_host: Option<String>,
+    /// `[limits]`.
+    pub limits: Limits,
+    /// The `Strict-Transport-Security` value for enforced hosts without a site of their own
+    /// (runtime-only hosts), from `[hsts]`.
+    pub default_hsts: String,
+}
+
+impl Settings {
+    /// The settings of a configuration.
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            https_port: config.https_port,
+            default_host: config.default_host.clone(),
+            limits: config.limits.clone(),
+            default_hsts: config.hsts.header_value(),
+        }
+    }
+}
+
+/// The state shared by every request path.
+pub struct Edge {
+    /// The live host-policy table.
+    pub policy: Policy,
+    /// Global counters.
+    pub metrics: Metrics,
+    /// Redirect and limit settings.
+    pub settings: Settings,
+    /// One permit per open client connection (`limits.max_connections`), over all listeners.
+    connections: Arc<Semaphore>,
+}
+
+impl Edge {
+    /// Builds the edge of a configuration: loads the policy table (config plus persisted
+    /// runtime overrides).
+    ///
+    /// # Errors
+    /// The state files in `state.dir` cannot be read or are corrupt.
+    pub fn new(config: &Config) -> anyhow::Result<Edge> {
+        Ok(Edge::with_policy(config, Policy::load(config)?))
+    }
+
+    /// An edge around an already loaded policy.
+    pub fn with_policy(config: &Config, policy: Policy) -> Edge {
+        Edge {
+            policy,
+            metrics: Metrics::default(),
+            settings: Settings::from_config(config),
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        }
+    }
+
+    /// Admits one more client connection, or `None` when `limits.max_connections` are open.
+    /// The connection counts until the permit is dropped.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.connections.clone().try_acquire_owned().ok()
+    }
+
+    /// Client connections open now.
+    pub fn active_connections(&self) -> usize {
+        self.settings
+            .limits
+            .max_connections
+            .saturating_sub(self.connections.available_permits())
+    }
+
+    /// Waits until every client connection has closed, for at most `timeout`. Returns whether
+    /// they all did.
+    pub async fn drained(&self, timeout: Duration) -> bool {
+        let all = u32::try_from(self.settings.limits.max_connections).unwrap_or(u32::MAX);
+        tokio::time::timeout(timeout, self.connections.acquire_many(all))
+            .await
+            .is_ok()
+    }
+
+    /// The global counters, then the gauges of the edge: open connections and table size.
+    pub fn counters(&self) -> Vec<Counter> {
+        let mut v = self.metrics.snapshot();
+        v.push((
+            "active_connections",
+            "Client connections open now.",
+            self.active_connections() as u64,
+        ));
+        v.push((
+            "hosts",
+            "Entries in the host-policy table.",
+            self.policy.table().len() as u64,
+        ));
+        v
+    }
+}

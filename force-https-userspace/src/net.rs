@@ -1,0 +1,155 @@
+//! Listener plumbing shared by every accept loop (port 80, TLS, control socket, admin HTTP):
+//! binding with the options an edge needs, accepting with back-off when the process is out
+//! of descriptors, and driving a hyper connection until it ends or the daemon drains.
+//!
+//! A leaf module: it knows sockets, not requests.
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::{Pin, pin},
+    time::Duration,
+};
+
+use anyhow::Context;
+use tokio::{
+    net::{TcpListener, TcpStream, UnixListener, UnixStream},
+    sync::watch,
+};
+
+/// Turns `true` once when the daemon stops accepting and starts draining.
+pub type Shutdown = watch::Receiver<bool>;
+
+/// First pause after a failed `accept` (EMFILE, ENFILE, ENOBUFS...); doubled on every
+/// consecutive failure up to [`ACCEPT_BACKOFF_MAX`], reset by a successful accept.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between two `accept` attempts while they keep failing.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Binds a TCP listener with the options every edge listener needs: `SO_REUSEADDR`,
+/// `IPV6_V6ONLY` for IPv6 addresses (so `[::]:80` and `0.0.0.0:80` bind side by side), and a
+/// backlog of 4096.
+///
+/// # Errors
+/// The address cannot be bound (in use, not local, no permission for a port below 1024).
+pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let what = || format!("cannot listen on {addr}");
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .with_context(what)?;
+    sock.set_reuse_address(true).with_context(what)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true).with_context(what)?;
+    }
+    sock.set_nonblocking(true).with_context(what)?;
+    sock.bind(&addr.into()).with_context(what)?;
+    sock.listen(4096).with_context(what)?;
+    TcpListener::from_std(sock.into()).with_context(what)
+}
+
+/// A listening socket [`accept_loop`] can drive.
+pub trait Listener: Send + 'static {
+    /// The accepted stream.
+    type Stream: Send + 'static;
+    /// The peer's address.
+    type Addr: Send + 'static;
+    /// Waits for the next connection.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, Self::Addr)>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    type Addr = SocketAddr;
+    fn accept(&self) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send {
+        TcpListener::accept(self)
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+    fn accept(
+        &self,
+    ) -> impl Future<Output = io::Result<(UnixStream, tokio::net::unix::SocketAddr)>> + Send {
+        UnixListener::accept(self)
+    }
+}
+
+/// Accepts connections and hands each to `on_accept` until `shutdown` turns true (or its
+/// sender is gone). A failing `accept` (typically EMFILE) is logged once per series and
+/// retried after a pause that doubles from [`ACCEPT_BACKOFF_MIN`] to [`ACCEPT_BACKOFF_MAX`],
+/// so an exhausted process sleeps instead of spinning; the first success resets it.
+pub async fn accept_loop<L: Listener>(
+    listener: L,
+    what: &'static str,
+    mut shutdown: Shutdown,
+    mut on_accept: impl FnMut(L::Stream, L::Addr),
+) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut failures: u64 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            c = shutdown.changed() => {
+                if c.is_err() || *shutdown.borrow() {
+                    return;
+                }
+                continue;
+            }
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                if failures > 0 {
+                    tracing::info!(failures, "accepting on the {what} again");
+                }
+                failures = 0;
+                backoff = ACCEPT_BACKOFF_MIN;
+                on_accept(stream, addr);
+            }
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!("accept on the {what} failed: {e}; backing off");
+                }
+                failures += 1;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Drives a hyper server connection to its end; when `shutdown` turns true (or already is),
+/// asks it to finish gracefully with `graceful` (hyper's connection types each have an
+/// inherent `graceful_shutdown`): in-flight requests complete, no new ones are read.
+///
+/// # Errors
+/// The connection's own error (I/O, protocol).
+pub async fn serve_connection<C, E>(
+    conn: C,
+    mut shutdown: Shutdown,
+    graceful: fn(Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let mut conn = pin!(conn);
+    let mut draining = *shutdown.borrow();
+    if draining {
+        graceful(conn.as_mut());
+    }
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            c = shutdown.changed(), if !draining => {
+                if c.is_err() || *shutdown.borrow() {
+                    draining = true;
+                    graceful(conn.as_mut());
+                }
+            }
+        }
+    }
+}

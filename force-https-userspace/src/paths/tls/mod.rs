@@ -1,0 +1,141 @@
+//! The TLS path: the terminator on 443 and its accept loop. Certificates are in [`certs`].
+//!
+//! The handshake is read lazily so the SNI can be checked first: with no certificate for it
+//! (and no default), the handshake is refused with the `unrecognized_name` alert. Accepted
+//! connections serve HTTP/1.1 or HTTP/2 (ALPN) through the proxy service.
+
+pub mod certs;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context, anyhow, bail};
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpListener, TcpStream},
+    sync::OwnedSemaphorePermit,
+};
+use tokio_rustls::LazyConfigAcceptor;
+
+pub use certs::CertStore;
+
+use crate::{
+    config::TlsConfig,
+    edge::Edge,
+    metrics::Metrics,
+    net::{Shutdown, accept_loop, serve_connection},
+    proxy::{ConnInfo, Proxy},
+};
+
+/// A fatal `unrecognized_name` alert record (TLS 1.2 record layer, as before ServerHello).
+const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
+
+/// What a TLS listener serves with.
+pub struct TlsPath {
+    /// The shared edge state.
+    pub edge: Arc<Edge>,
+    /// The proxy service.
+    pub proxy: Arc<Proxy>,
+    /// The certificates.
+    pub certs: Arc<CertStore>,
+    /// `[tls]` settings.
+    pub settings: TlsConfig,
+}
+
+/// Accepts TLS connections until shutdown.
+pub async fn serve(listener: TcpListener, path: Arc<TlsPath>, shutdown: Shutdown) {
+    let sd = shutdown.clone();
+    accept_loop(listener, "TLS listener", sd, move |stream, peer| {
+        let m = &path.edge.metrics;
+        Metrics::inc(&m.https_connections);
+        let _ = stream.set_nodelay(true);
+        let Some(permit) = path.edge.admit() else {
+            // No HTTP answer is possible before the handshake: just close.
+            Metrics::inc(&m.connections_rejected);
+            return;
+        };
+        let (path, shutdown) = (path.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, peer, path, permit, shutdown).await {
+                tracing::debug!(%peer, "TLS connection: {e:#}");
+            }
+        });
+    })
+    .await;
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    path: Arc<TlsPath>,
+    _permit: OwnedSemaphorePermit,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let store = &path.certs;
+    let m = &path.edge.metrics;
+    let timeout = Duration::from_millis(path.settings.handshake_timeout_ms);
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        let sni = start.client_hello().server_name().map(str::to_owned);
+        if !store.map.load().knows(sni.as_deref()) {
+            return Ok::<_, std::io::Error>(Err((sni, start.io)));
+        }
+        Ok(Ok(start.into_stream(store.config.clone()).await?))
+    };
+    let tls = match tokio::time::timeout(timeout, handshake).await {
+        Err(_) => {
+            Metrics::inc(&m.tls_handshake_failures);
+            bail!("TLS handshake timed out");
+        }
+        Ok(Err(e)) => {
+            Metrics::inc(&m.tls_handshake_failures);
+            return Err(e).context("TLS handshake");
+        }
+        Ok(Ok(Err((sni, mut stream)))) => {
+            Metrics::inc(&m.tls_unknown_sni);
+            Metrics::inc(&m.tls_handshake_failures);
+            let _ = stream.write_all(&ALERT_UNRECOGNIZED_NAME).await;
+            let _ = stream.shutdown().await;
+            bail!("no certificate for SNI {sni:?}");
+        }
+        Ok(Ok(Ok(tls))) => tls,
+    };
+    let info = ConnInfo::https(peer);
+    let proxy = path.proxy.clone();
+    let svc = service_fn(move |req| proxy.clone().handle(info, req));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let tls_cfg = &path.settings;
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(
+            path.edge.settings.limits.idle_timeout_ms,
+        ))
+        .max_buf_size(tls_cfg.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(tls_cfg.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(tls_cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+    serve_connection(conn, shutdown, |c| c.graceful_shutdown())
+        .await
+        .map_err(|e| anyhow!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unrecognized_name_alert_bytes() {
+        // ContentType alert(21), TLS 1.2, length 2, level fatal(2), description 112.
+        assert_eq!(ALERT_UNRECOGNIZED_NAME, [21, 3, 3, 0, 2, 2, 112]);
+    }
+}

@@ -1,0 +1,393 @@
+//! The host map (`FH_HOSTS`): the projection of the policy table into what XDP can look up,
+//! filled at start and then kept in step by a thread that rewrites only the entries of the
+//! patterns each change touched.
+//!
+//! The key is the 64-bit FNV-1a hash of the pattern; the value carries a second hash and the
+//! length of the same string, and the flags (`force-https-common`). Patterns whose keys
+//! collide are all left to the kernel.
+
+use std::{collections::HashMap as StdHashMap, sync::Arc, thread::JoinHandle, time::Instant};
+
+use anyhow::Context;
+use aya::maps::{HashMap, MapData};
+use force_https_common::{HOST_ENFORCED, HOST_PASS, HostValue, host_check, host_key};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::{
+    config::ACME_PREFIX,
+    edge::Edge,
+    policy::{Change, HostEntry, PolicyTable},
+};
+
+/// Where [`HostMap`] writes: the BPF map, or a plain map in unit tests.
+pub(super) trait HostStore {
+    fn put(&mut self, k: u64, v: HostValue) -> anyhow::Result<()>;
+    fn delete(&mut self, k: u64) -> anyhow::Result<()>;
+}
+
+impl HostStore for HashMap<MapData, u64, HostValue> {
+    fn put(&mut self, k: u64, v: HostValue) -> anyhow::Result<()> {
+        self.insert(k, v, 0)
+            .context("cannot add a host to the XDP map (is [xdp] max_hosts large enough?)")
+    }
+
+    fn delete(&mut self, k: u64) -> anyhow::Result<()> {
+        match self.remove(&k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).context("cannot remove a host from the XDP map"),
+        }
+    }
+}
+
+/// The host map and what userspace last wrote into it.
+pub(super) struct HostMap<M = HashMap<MapData, u64, HostValue>> {
+    map: M,
+    current: StdHashMap<u64, Slot>,
+}
+
+/// The patterns of the table that share one map key (almost always one). A pattern is
+/// identified by its check hash and length, which is all XDP can tell patterns apart by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    One(HostValue),
+    Many(Vec<HostValue>),
+}
+
+impl Slot {
+    /// What the map holds for this key: the entry, or, for colliding patterns, an entry that
+    /// leaves every request to the kernel.
+    fn value(&self) -> HostValue {
+        match self {
+            Slot::One(v) => *v,
+            Slot::Many(v) => HostValue {
+                flags: v[0].flags | HOST_PASS,
+                ..v[0]
+            },
+        }
+    }
+
+    fn same_pattern(a: &HostValue, b: &HostValue) -> bool {
+        a.check == b.check && a.len == b.len
+    }
+
+    fn with(self, v: HostValue) -> Slot {
+        match self {
+            Slot::One(o) if Slot::same_pattern(&o, &v) => Slot::One(v),
+            Slot::One(o) => Slot::Many(vec![o, v]),
+            Slot::Many(mut all) => {
+                match all.iter_mut().find(|o| Slot::same_pattern(o, &v)) {
+                    Some(o) => *o = v,
+                    None => all.push(v),
+                }
+                Slot::Many(all)
+            }
+        }
+    }
+
+    fn without(self, v: &HostValue) -> Option<Slot> {
+        match self {
+            Slot::One(o) if Slot::same_pattern(&o, v) => None,
+            Slot::One(o) => Some(Slot::One(o)),
+            Slot::Many(mut all) => {
+                all.retain(|o| !Slot::same_pattern(o, v));
+                match all.len() {
+                    0 => None,
+                    1 => Some(Slot::One(all[0])),
+                    _ => Some(Slot::Many(all)),
+                }
+            }
+        }
+    }
+}
+
+impl<M: HostStore> HostMap<M> {
+    /// An empty projection over `map` (which must be empty too).
+    pub(super) fn new(map: M) -> HostMap<M> {
+        HostMap {
+            map,
+            current: StdHashMap::new(),
+        }
+    }
+
+    /// Entries written now.
+    pub(super) fn len(&self) -> usize {
+        self.current.len()
+    }
+
+    /// Writes the difference between the projection of the whole `table` and the map's
+    /// content (at start). Returns the number of entries.
+    pub(super) fn sync(&mut self, table: &PolicyTable) -> anyhow::Result<usize> {
+        let next = project(table);
+        let stale: Vec<u64> = self
+            .current
+            .keys()
+            .filter(|k| !next.contains_key(k))
+            .copied()
+            .collect();
+        for k in stale {
+            self.remove(k)?;
+        }
+        for (k, slot) in next {
+            if self.current.get(&k) != Some(&slot) {
+                self.write(k, slot)?;
+            }
+        }
+        Ok(self.current.len())
+    }
+
+    /// Brings the entries of `patterns` in line with `table`, touching nothing else. Returns
+    /// the number of map entries written or removed.
+    pub(super) fn update(
+        &mut self,
+        table: &PolicyTable,
+        patterns: &[String],
+    ) -> anyhow::Result<usize> {
+        let mut written = 0;
+        for p in patterns {
+            let s = p.as_bytes();
+            let k = host_key(s);
+            let id = HostValue {
+                check: host_check(s),
+                len: s.len() as u16,
+                flags: 0,
+            };
+            let before = self.current.get(&k).cloned();
+            let rest = before.clone().and_then(|slot| slot.without(&id));
+            let after = match table.get(p) {
+                Some(e) => Some(match rest {
+                    Some(slot) => slot.with(entry_value(e)),
+                    None => Slot::One(entry_value(e)),
+                }),
+                None => rest,
+            };
+            if before == after {
+                continue;
+            }
+            written += 1;
+            match after {
+                Some(slot) => self.write(k, slot)?,
+                None => self.remove(k)?,
+            }
+        }
+        Ok(written)
+    }
+
+    fn write(&mut self, k: u64, slot: Slot) -> anyhow::Result<()> {
+        if self.current.get(&k).map(Slot::value) != Some(slot.value()) {
+            self.map.put(k, slot.value())?;
+        }
+        self.current.insert(k, slot);
+        Ok(())
+    }
+
+    fn remove(&mut self, k: u64) -> anyhow::Result<()> {
+        self.map.delete(k)?;
+        self.current.remove(&k);
+        Ok(())
+    }
+}
+
+/// The map value of one table entry.
+fn entry_value(e: &HostEntry) -> HostValue {
+    let s = e.pattern.as_bytes();
+    let mut flags = 0;
+    if e.enforced {
+        flags |= HOST_ENFORCED;
+    }
+    let other_exempt = e
+        .site
+        .as_ref()
+        .is_some_and(|site| site.exempt_paths.iter().any(|p| p != ACME_PREFIX));
+    if other_exempt {
+        flags |= HOST_PASS;
+    }
+    HostValue {
+        check: host_check(s),
+        len: s.len() as u16,
+        flags,
+    }
+}
+
+/// The host map as the policy table dictates it: one entry per pattern (see
+/// `force-https-common`); patterns whose keys collide are all left to the kernel.
+fn project(table: &PolicyTable) -> StdHashMap<u64, Slot> {
+    let mut out: StdHashMap<u64, Slot> = StdHashMap::with_capacity(table.len());
+    for e in table.iter() {
+        let v = entry_value(e);
+        let k = host_key(e.pattern.as_bytes());
+        let slot = match out.remove(&k) {
+            Some(slot) => slot.with(v),
+            None => Slot::One(v),
+        };
+        out.insert(k, slot);
+    }
+    out
+}
+
+/// The thread that keeps the host map in step with the policy; stopped and joined on drop.
+pub(super) struct HostMapSync {
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HostMapSync {
+    /// Starts the thread: it applies every change of `changes` (subscribed before the map was
+    /// filled, so none is lost), coalescing what queued up meanwhile.
+    ///
+    /// # Errors
+    /// The thread cannot be spawned.
+    pub(super) fn start(
+        mut hosts: HostMap,
+        mut changes: UnboundedReceiver<Change>,
+        edge: Arc<Edge>,
+        rt: tokio::runtime::Handle,
+    ) -> anyhow::Result<HostMapSync> {
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("fh-xdp-hosts".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    loop {
+                        let first = tokio::select! {
+                            c = changes.recv() => match c { Some(c) => c, None => break },
+                            _ = stop_rx.changed() => break,
+                        };
+                        let mut batch = vec![first];
+                        while let Ok(c) = changes.try_recv() {
+                            batch.push(c);
+                        }
+                        let t0 = Instant::now();
+                        let table = edge.policy.table();
+                        let res = if batch.contains(&Change::Full) {
+                            hosts.sync(&table)
+                        } else {
+                            batch.iter().try_fold(0, |n, c| match c {
+                                Change::Patterns(p) => hosts.update(&table, p).map(|k| n + k),
+                                Change::Full => Ok(n),
+                            })
+                        };
+                        match res {
+                            Ok(n) => tracing::debug!(
+                                written = n,
+                                entries = hosts.len(),
+                                us = t0.elapsed().as_micros() as u64,
+                                "XDP host map updated"
+                            ),
+                            Err(e) => tracing::error!("cannot update the XDP host map: {e:#}"),
+                        }
+                    }
+                })
+            })
+            .context("cannot start the host-map thread")?;
+        Ok(HostMapSync {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for HostMapSync {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::policy::Policy;
+    use std::path::Path;
+
+    impl HostStore for StdHashMap<u64, HostValue> {
+        fn put(&mut self, k: u64, v: HostValue) -> anyhow::Result<()> {
+            self.insert(k, v);
+            Ok(())
+        }
+        fn delete(&mut self, k: u64) -> anyhow::Result<()> {
+            self.remove(&k);
+            Ok(())
+        }
+    }
+
+    fn projection(table: &PolicyTable) -> StdHashMap<u64, HostValue> {
+        project(table)
+            .into_iter()
+            .map(|(k, s)| (k, s.value()))
+            .collect()
+    }
+
+    fn policy(dir: &Path) -> Policy {
+        let text = format!(
+            "[state]\ndir = \"{}\"\n[[site]]\nname = \"shop\"\ndomains = [\"shop.example\", \"*.shop.example\"]\nforce_https = true\n[[site]]\nname = \"blog\"\ndomains = [\"blog.example\"]\nexempt_paths = [\"/healthz\"]\n",
+            dir.display()
+        );
+        Policy::load(&Config::from_toml(Path::new("t.toml"), &text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn incremental_updates_equal_the_full_projection() {
+        let d = tempfile::tempdir().unwrap();
+        let p = policy(d.path());
+        let mut changes = p.subscribe_changes();
+        let mut m = HostMap::new(StdHashMap::new());
+        m.sync(&p.table()).unwrap();
+        assert_eq!(m.map, projection(&p.table()));
+        let hosts = [
+            "shop.example",
+            "*.shop.example",
+            "a.shop.example",
+            "blog.example",
+            "solo.example",
+            "*.wild.example",
+        ];
+        // A fixed pseudo-random walk of enable/disable batches.
+        let mut x: u32 = 12345;
+        for _ in 0..300 {
+            x = x.wrapping_mul(1103515245).wrapping_add(12345);
+            let batch: Vec<String> = hosts
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (x >> (8 + i)) & 1 == 1)
+                .map(|(_, h)| h.to_string())
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            p.set(&batch, (x >> 20) & 1 == 1).unwrap();
+            while let Ok(c) = changes.try_recv() {
+                let Change::Patterns(pats) = c else {
+                    panic!("full change from set");
+                };
+                m.update(&p.table(), &pats).unwrap();
+            }
+            assert_eq!(m.map, projection(&p.table()), "after {batch:?}");
+        }
+    }
+
+    #[test]
+    fn colliding_patterns_are_passed_and_recover() {
+        let a = HostValue {
+            check: 1,
+            len: 5,
+            flags: HOST_ENFORCED,
+        };
+        let b = HostValue {
+            check: 2,
+            len: 5,
+            flags: HOST_ENFORCED,
+        };
+        let both = Slot::One(a).with(b);
+        assert_eq!(both.value().flags, HOST_ENFORCED | HOST_PASS);
+        assert_eq!(both.clone().without(&a), Some(Slot::One(b)));
+        assert_eq!(Slot::One(a).without(&a), None);
+        // Updating a pattern in place keeps one entry.
+        let a2 = HostValue { flags: 0, ..a };
+        assert_eq!(Slot::One(a).with(a2), Slot::One(a2));
+    }
+}

@@ -1,0 +1,204 @@
+//! The response-filter chain of the proxy (the pingora model): every response the proxy
+//! service sends, from a backend or made by force-https itself, passes each filter's
+//! [`ResponseFilter::response_head`] in order; a filter that wants the body returns a
+//! [`BodyFilter`], which then sees every data chunk and the end of the stream (trailers pass
+//! through after the filter's last bytes). A streaming rewriter fits here.
+//!
+//! Filters: [`hsts::Hsts`] first.
+
+pub mod hsts;
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::{
+    body::{Body as HttpBody, Frame, SizeHint},
+    http::response::Parts,
+};
+
+use super::{Body, ConnInfo};
+use crate::{edge::Settings, metrics::Metrics, policy::HostEntry};
+
+/// Where a response comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The site's backend.
+    Upstream,
+    /// force-https itself (an error, a redirect, a local answer).
+    Local,
+}
+
+/// What a filter knows about the exchange.
+pub struct FilterCtx<'a> {
+    /// The client connection.
+    pub conn: ConnInfo,
+    /// The host entry of the request, when its host is in the policy table.
+    pub entry: Option<&'a Arc<HostEntry>>,
+    /// The edge's settings.
+    pub settings: &'a Settings,
+    /// Counters.
+    pub metrics: &'a Metrics,
+    /// Who made the response.
+    pub origin: Origin,
+}
+
+/// A filter of response heads, and optionally of bodies.
+pub trait ResponseFilter: Send + Sync {
+    /// Changes the response head before it is sent.
+    fn response_head(&self, ctx: &FilterCtx<'_>, head: &mut Parts);
+
+    /// A filter for this response's body, if it wants to see it (after
+    /// [`ResponseFilter::response_head`] of every filter ran).
+    fn body(&self, _ctx: &FilterCtx<'_>, _head: &Parts) -> Option<Box<dyn BodyFilter>> {
+        None
+    }
+}
+
+/// A streaming transformation of one response body.
+pub trait BodyFilter: Send {
+    /// Transforms one data chunk; may return fewer bytes (holding some back) or none.
+    fn chunk(&mut self, chunk: Bytes) -> Bytes;
+    /// The end of the stream: whatever is still held back.
+    fn end(&mut self) -> Bytes;
+}
+
+/// The filters of the proxy, in order.
+#[derive(Default)]
+pub struct Chain {
+    filters: Vec<Box<dyn ResponseFilter>>,
+}
+
+impl Chain {
+    /// The standard chain: HSTS.
+    pub fn standard() -> Chain {
+        Chain {
+            filters: vec![Box::new(hsts::Hsts)],
+        }
+    }
+
+    /// A chain of the given filters (tests, and later features).
+    pub fn new(filters: Vec<Box<dyn ResponseFilter>>) -> Chain {
+        Chain { filters }
+    }
+
+    /// Runs every filter over `resp`: heads in order, then the body through the body filters
+    /// that asked for it (the body is untouched when none did).
+    pub fn apply(&self, ctx: &FilterCtx<'_>, resp: hyper::Response<Body>) -> hyper::Response<Body> {
+        let (mut head, body) = resp.into_parts();
+        for f in &self.filters {
+            f.response_head(ctx, &mut head);
+        }
+        let body_filters: Vec<Box<dyn BodyFilter>> = self
+            .filters
+            .iter()
+            .filter_map(|f| f.body(ctx, &head))
+            .collect();
+        if body_filters.is_empty() {
+            return hyper::Response::from_parts(head, body);
+        }
+        let filtered = Filtered {
+            inner: body,
+            filters: body_filters,
+            trailers: None,
+            done: false,
+        };
+        hyper::Response::from_parts(head, filtered.boxed_unsync())
+    }
+}
+
+/// A body passed through body filters.
+struct Filtered {
+    inner: Body,
+    filters: Vec<Box<dyn BodyFilter>>,
+    /// Trailers held until the filters' last bytes are out.
+    trailers: Option<Frame<Bytes>>,
+    done: bool,
+}
+
+impl Filtered {
+    fn through(&mut self, mut data: Bytes) -> Bytes {
+        for f in &mut self.filters {
+            data = f.chunk(data);
+        }
+        data
+    }
+
+    /// The end of the stream: each filter gets what the filters before it still emitted,
+    /// then gives up what it held back.
+    fn finish(&mut self) -> Bytes {
+        let mut carry = Bytes::new();
+        for f in &mut self.filters {
+            let passed = f.chunk(carry);
+            let end = f.end();
+            carry = if end.is_empty() {
+                passed
+            } else if passed.is_empty() {
+                end
+            } else {
+                [passed, end].concat().into()
+            };
+        }
+        carry
+    }
+}
+
+impl HttpBody for Filtered {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        loop {
+            if let Some(t) = self.trailers.take() {
+                return Poll::Ready(Some(Ok(t)));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        let out = self.through(data);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                    Err(trailers) => {
+                        self.done = true;
+                        let out = self.finish();
+                        if out.is_empty() {
+                            return Poll::Ready(Some(Ok(trailers)));
+                        }
+                        self.trailers = Some(trailers);
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                },
+                Poll::Ready(None) => {
+                    self.done = true;
+                    let out = self.finish();
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // A filter may change the length.
+        SizeHint::default()
+    }
+}

@@ -1,0 +1,180 @@
+//! The reverse proxy: the hyper service of both client-facing listeners (port-80 connections
+//! whose first request was not answered raw, and every TLS connection), built as phases
+//! (the pingora model):
+//!
+//! 1. **request** ([`request`]): the host the request is for (400 when there is none);
+//! 2. **decision**: the one policy decision (`crate::policy::decide`), counted once;
+//! 3. **answer**: a redirect or local answer ([`local`]), or the **upstream** phase
+//!    ([`upstream`]): the backend over pooled HTTP/1.1, bodies streamed both ways,
+//!    forwarding headers set from what force-https saw, `Upgrade` tunnelled;
+//! 4. **response filters** ([`filters`]): every response, local ones included, passes the
+//!    chain; HSTS is the first filter.
+
+pub mod filters;
+pub mod local;
+pub mod request;
+pub mod upstream;
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::{Request, Response, body::Incoming};
+
+use crate::{
+    config::ProxyConfig,
+    edge::Edge,
+    policy::{Decision, LocalAnswer, RequestFacts, Scheme, Via, decide},
+};
+use filters::{Chain, FilterCtx, Origin};
+use upstream::Upstream;
+
+/// The body type of every response force-https sends through hyper.
+pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// What the service knows about the client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The listener's scheme.
+    pub scheme: Scheme,
+}
+
+impl ConnInfo {
+    /// A port-80 connection from `peer`.
+    pub fn http(peer: SocketAddr) -> ConnInfo {
+        ConnInfo {
+            peer,
+            scheme: Scheme::Http,
+        }
+    }
+
+    /// A TLS connection from `peer`.
+    pub fn https(peer: SocketAddr) -> ConnInfo {
+        ConnInfo {
+            peer,
+            scheme: Scheme::Https,
+        }
+    }
+
+    fn via(self) -> Via {
+        match self.scheme {
+            Scheme::Http => Via::Socket,
+            Scheme::Https => Via::Tls,
+        }
+    }
+}
+
+/// The proxy service: the edge it decides with, the backend client, the filter chain.
+pub struct Proxy {
+    edge: Arc<Edge>,
+    upstream: Upstream,
+    filters: Chain,
+}
+
+/// The outcome of the phases before the upstream one.
+pub enum Early<'t> {
+    /// Answered here (redirect, local answer or error), before any filter.
+    Answer(Response<Body>, Option<&'t Arc<crate::policy::HostEntry>>),
+    /// To be proxied for `host` with this decision.
+    Upstream(String, Decision<'t>),
+}
+
+impl Proxy {
+    /// The service of `edge`, with the `[proxy]` settings and the standard filter chain.
+    pub fn new(edge: Arc<Edge>, cfg: &ProxyConfig) -> Proxy {
+        Proxy::with_filters(edge, cfg, Chain::standard())
+    }
+
+    /// The service with another filter chain.
+    pub fn with_filters(edge: Arc<Edge>, cfg: &ProxyConfig, filters: Chain) -> Proxy {
+        Proxy {
+            edge,
+            upstream: Upstream::new(cfg),
+            filters,
+        }
+    }
+
+    /// The request and decision phases for `req` on `conn`, counted: either the answer, or
+    /// what the upstream phase needs. No I/O.
+    pub fn early<'t, B>(
+        &self,
+        table: &'t crate::policy::PolicyTable,
+        conn: ConnInfo,
+        req: &Request<B>,
+    ) -> Early<'t> {
+        let m = &self.edge.metrics;
+        let settings = &self.edge.settings;
+        let Some(host) = request::host(req, settings.default_host.as_deref()) else {
+            m.count_status(400);
+            return Early::Answer(local::error(400), None);
+        };
+        let pq = request::path_and_query(req.uri());
+        let facts = RequestFacts {
+            scheme: conn.scheme,
+            host: &host,
+            method: req.method().as_str().as_bytes(),
+            path_and_query: pq.as_bytes(),
+            asterisk: req.uri().path() == "*",
+        };
+        let decision = decide(table, &facts);
+        decision.count(conn.via(), m);
+        match decision {
+            Decision::Redirect { entry, status } => Early::Answer(
+                local::redirect(status, &host, settings.https_port, pq.as_bytes()),
+                Some(entry),
+            ),
+            Decision::Local { entry, answer } => Early::Answer(
+                match answer {
+                    LocalAnswer::NotFound => local::error(404),
+                    LocalAnswer::Options => local::options(),
+                },
+                entry,
+            ),
+            Decision::Proxy { .. } => Early::Upstream(host, decision),
+        }
+    }
+
+    /// Serves one request through every phase.
+    pub async fn handle(
+        self: Arc<Self>,
+        conn: ConnInfo,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let table = self.edge.policy.table_arc();
+        let (resp, entry, origin) = match self.early(&table, conn, &req) {
+            Early::Answer(resp, entry) => (resp, entry.cloned(), Origin::Local),
+            Early::Upstream(host, decision) => {
+                let entry = decision.entry().cloned();
+                let backend = entry
+                    .as_ref()
+                    .and_then(|e| e.site.as_ref())
+                    .and_then(|s| s.backend.clone());
+                match backend {
+                    Some(b) => {
+                        let resp = self
+                            .upstream
+                            .forward(&self.edge.metrics, conn, &b, &host, req)
+                            .await;
+                        let origin = if resp.extensions().get::<local::Marker>().is_some() {
+                            Origin::Local
+                        } else {
+                            Origin::Upstream
+                        };
+                        (resp, entry, origin)
+                    }
+                    None => (local::error(404), entry, Origin::Local),
+                }
+            }
+        };
+        let ctx = FilterCtx {
+            conn,
+            entry: entry.as_ref(),
+            settings: &self.edge.settings,
+            metrics: &self.edge.metrics,
+            origin,
+        };
+        Ok(self.filters.apply(&ctx, resp))
+    }
+}

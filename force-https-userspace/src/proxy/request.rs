@@ -1,0 +1,249 @@
+//! The request phase of the proxy: which host a request is for, and the request the backend
+//! gets (hop-by-hop headers removed, forwarding headers set from what force-https saw).
+//! Pure functions over `http` types, unit-tested below.
+
+use hyper::{
+    HeaderMap, Request, Uri, Version,
+    header::{self, HeaderName, HeaderValue},
+};
+
+use force_https_proto::host::{normalize, parse_authority};
+
+use super::ConnInfo;
+
+/// The host a request is for (RFC 9112 §3.2, RFC 9113 §8.3.1): the absolute-form or
+/// `:authority` authority, else `Host`, else, for HTTP/1.0 only, `default_host`. Normalized
+/// (lowercase, no port, no trailing dot). `None` means 400: several `Host` fields, none on
+/// HTTP/1.1, or an invalid one.
+pub fn host<B>(req: &Request<B>, default_host: Option<&str>) -> Option<String> {
+    let hosts = req.headers().get_all(header::HOST);
+    let mut it = hosts.iter();
+    let host_header = it.next();
+    if it.next().is_some() {
+        return None;
+    }
+    let raw: &[u8] = match (req.uri().authority(), host_header) {
+        (Some(a), _) => a.as_str().as_bytes(),
+        (None, Some(h)) => h.as_bytes(),
+        (None, None) => {
+            return match (req.version(), default_host) {
+                (Version::HTTP_10 | Version::HTTP_09, Some(d)) => Some(d.to_string()),
+                _ => None,
+            };
+        }
+    };
+    if req.version() == Version::HTTP_11 && host_header.is_none() {
+        return None;
+    }
+    let a = parse_authority(raw).ok()?;
+    Some(normalize(&a))
+}
+
+/// The path and query of a request-target, `/` when it has none.
+pub fn path_and_query(uri: &Uri) -> &str {
+    uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+}
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those named in `Connection`, and
+/// `Proxy-Authorization`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(n);
+    }
+    headers.remove(header::PROXY_AUTHORIZATION);
+}
+
+/// Whether an HTTP/1.1 request asks to switch protocols (`Connection: upgrade` with
+/// `Upgrade`, RFC 9110 §7.8).
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The forwarding headers force-https owns: whatever the client sent under these names is
+/// removed, and the first four are set from what force-https saw.
+pub const FORWARDING_HEADERS: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// Sets the forwarding headers from what force-https saw, replacing client-sent values:
+/// `X-Forwarded-For` (the client's address), `X-Forwarded-Proto`, `X-Forwarded-Host` and
+/// `Forwarded` (RFC 7239 §4).
+pub fn set_forwarding(headers: &mut HeaderMap, conn: ConnInfo, host_value: &HeaderValue) {
+    for n in FORWARDING_HEADERS {
+        headers.remove(n);
+    }
+    let ip = conn.peer.ip().to_canonical();
+    let proto = conn.scheme.as_str();
+    if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    headers.insert("x-forwarded-host", host_value.clone());
+    let for_ = if ip.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.to_string()
+    };
+    let host_q = host_value.to_str().unwrap_or("").replace(['"', '\\'], "");
+    if let Ok(v) = HeaderValue::from_str(&format!("for={for_};host=\"{host_q}\";proto={proto}")) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// The `Host` the backend gets: on port 80 the client's `Host` as sent; otherwise the
+/// absolute-form / `:authority` authority, else `Host`, else the normalized host.
+pub fn upstream_host(headers: &HeaderMap, uri: &Uri, conn: ConnInfo, host: &str) -> HeaderValue {
+    match headers.get(header::HOST).cloned() {
+        Some(h) if conn.scheme == crate::policy::Scheme::Http => h,
+        _ => match uri.authority().map(|a| a.as_str()) {
+            Some(a) => HeaderValue::from_str(a).unwrap_or_else(|_| HeaderValue::from_static("")),
+            None => headers
+                .get(header::HOST)
+                .cloned()
+                .or_else(|| HeaderValue::from_str(host).ok())
+                .unwrap_or_else(|| HeaderValue::from_static("")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn req(version: Version, uri: &str, hosts: &[&str]) -> Request<()> {
+        let mut b = Request::builder().version(version).uri(uri);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn host_selection() {
+        const HTTP_10: Version = Version::HTTP_10;
+        const HTTP_11: Version = Version::HTTP_11;
+        const HTTP_2: Version = Version::HTTP_2;
+        let cases: &[(Version, &str, &[&str], Option<&str>, Option<&str>)] = &[
+            (
+                HTTP_11,
+                "/",
+                &["Shop.Example.com.:80"],
+                None,
+                Some("shop.example.com"),
+            ),
+            (
+                HTTP_11,
+                "http://a.example/x",
+                &["b.example"],
+                None,
+                Some("a.example"),
+            ),
+            (HTTP_11, "/", &[], None, None),
+            (HTTP_11, "/", &["a.example", "a.example"], None, None),
+            (HTTP_11, "/", &["bad host"], None, None),
+            (
+                HTTP_11,
+                "/",
+                &["[2001:DB8::1]:80"],
+                None,
+                Some("[2001:db8::1]"),
+            ),
+            (HTTP_10, "/", &[], Some("d.example"), Some("d.example")),
+            (HTTP_10, "/", &[], None, None),
+            (HTTP_11, "/", &[], Some("d.example"), None),
+            (HTTP_2, "https://h2.example/", &[], None, Some("h2.example")),
+        ];
+        for (v, uri, hosts, default, want) in cases {
+            let r = req(*v, uri, hosts);
+            assert_eq!(
+                host(&r, *default).as_deref(),
+                *want,
+                "{v:?} {uri} {hosts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_stripping() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("connection", "close, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic eA=="),
+            ("x-secret", "1"),
+            ("x-kept", "2"),
+        ] {
+            h.append(n, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn forwarding_headers_replace_the_clients() {
+        let mut h = HeaderMap::new();
+        for n in FORWARDING_HEADERS {
+            h.insert(n, HeaderValue::from_static("forged"));
+        }
+        let v4 = ConnInfo::https("198.51.100.7:40000".parse::<SocketAddr>().unwrap());
+        set_forwarding(&mut h, v4, &HeaderValue::from_static("shop.example"));
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(
+            h["forwarded"],
+            "for=198.51.100.7;host=\"shop.example\";proto=https"
+        );
+        assert!(!h.contains_key("x-real-ip"));
+        let mut h = HeaderMap::new();
+        let v6 = ConnInfo::http("[2001:db8::7]:40000".parse::<SocketAddr>().unwrap());
+        set_forwarding(&mut h, v6, &HeaderValue::from_static("a\"b"));
+        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::7]\";host=\"ab\";proto=http"
+        );
+        // An IPv4-mapped peer is reported as IPv4.
+        let mut h = HeaderMap::new();
+        let mapped = ConnInfo::http("[::ffff:198.51.100.9]:1".parse::<SocketAddr>().unwrap());
+        set_forwarding(&mut h, mapped, &HeaderValue::from_static("h"));
+        assert_eq!(h["x-forwarded-for"], "198.51.100.9");
+    }
+}

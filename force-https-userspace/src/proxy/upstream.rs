@@ -1,0 +1,134 @@
+//! The upstream phase: one pooled HTTP/1.1 client to every backend, the request rewritten for
+//! the backend, timeouts mapped to 502/504, and `Upgrade` (WebSocket) tunnels.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::{
+    Request, Response, StatusCode, Uri, Version,
+    body::Incoming,
+    header::{self, HeaderValue},
+};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+};
+
+use super::{
+    Body, ConnInfo,
+    local::{self, full},
+    request::{self, path_and_query, set_forwarding, strip_hop_by_hop},
+};
+use crate::{
+    config::{Backend, ProxyConfig},
+    metrics::Metrics,
+};
+
+/// The pooled HTTP/1.1 client to all backends.
+pub struct Upstream {
+    client: Client<HttpConnector, Incoming>,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    /// A client with the `[proxy]` timeouts and pool size.
+    pub fn new(cfg: &ProxyConfig) -> Upstream {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+            .pool_idle_timeout(Duration::from_millis(cfg.pool_idle_timeout_ms))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .set_host(false)
+            .build(connector);
+        Upstream {
+            client,
+            response_timeout: Duration::from_millis(cfg.response_timeout_ms),
+        }
+    }
+
+    /// Sends `req` for `host` to `backend` and returns its response (hop-by-hop headers
+    /// removed), or force-https's own 400 (target not representable), 502 (unreachable) or
+    /// 504 (no response head within `[proxy] response_timeout_ms`), counted.
+    pub async fn forward(
+        &self,
+        m: &Metrics,
+        conn: ConnInfo,
+        backend: &Backend,
+        host: &str,
+        mut req: Request<Incoming>,
+    ) -> Response<Body> {
+        let upgrade = request::is_upgrade(&req);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let uri: Uri = match format!("{}{}", backend.url, path_and_query(req.uri())).parse() {
+            Ok(u) => u,
+            Err(_) => {
+                m.count_status(400);
+                return local::error(400);
+            }
+        };
+        let (mut parts, body) = req.into_parts();
+        let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
+        let te_trailers = parts
+            .headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        strip_hop_by_hop(&mut parts.headers);
+        let host_value = request::upstream_host(&parts.headers, &parts.uri, conn, host);
+        parts.headers.insert(header::HOST, host_value.clone());
+        set_forwarding(&mut parts.headers, conn, &host_value);
+        if te_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if let (true, Some(u)) = (upgrade, upgrade_value) {
+            parts.headers.insert(header::UPGRADE, u);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let breq = Request::from_parts(parts, body);
+
+        let result = tokio::time::timeout(self.response_timeout, self.client.request(breq)).await;
+        let mut bresp = match result {
+            Err(_) => {
+                m.count_status(504);
+                tracing::warn!(backend = %backend.authority, host, "backend timed out");
+                return local::error(504);
+            }
+            Ok(Err(e)) => {
+                m.count_status(502);
+                tracing::warn!(backend = %backend.authority, host, "backend unreachable: {e}");
+                return local::error(502);
+            }
+            Ok(Ok(r)) => r,
+        };
+        if bresp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let backend_upgrade = hyper::upgrade::on(&mut bresp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, backend_upgrade) {
+                    Ok((c, b)) => {
+                        let mut c = TokioIo::new(c);
+                        let mut b = TokioIo::new(b);
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
+                    }
+                    Err(e) => tracing::debug!("upgrade failed: {e}"),
+                }
+            });
+            let (parts, _) = bresp.into_parts();
+            return Response::from_parts(parts, full(Bytes::new()));
+        }
+        let (mut parts, body) = bresp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Response::from_parts(parts, body.boxed_unsync())
+    }
+}
