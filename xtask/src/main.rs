@@ -11,6 +11,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod interrupt;
+mod layout;
 mod netns;
 mod setup;
 mod test;

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: everything CI checks, in order, stopping at the first failure.
 //!
-//! setup → `cargo fmt --all -- --check` → `cargo clippy --workspace --all-targets --exclude
+//! setup → `cargo fmt --all -- --check` → the layout check (`layout.rs`: no import cycle
+//! among the userspace modules, request paths independent) → `cargo clippy --workspace --all-targets --exclude
 //! force-https-ebpf -- -D warnings` → `cargo build --workspace --bins` → `cargo test --workspace
 //! --exclude force-https-ebpf [ARGS]` with `FORCE_HTTPS_BIN` and `FH_BACKEND_BIN` pointing at the
 //! binaries just built. Extra arguments after `--` go to `cargo test`.
@@ -45,6 +46,7 @@ fn steps<'a>(cargo_test_args: &[String], timings: &mut Vec<(&'a str, Duration)>)
         cmd::run(cmd::cargo_cmd().args(["fmt", "--all", "--", "--check"]))
             .context("formatting differs: run `cargo fmt --all`")
     })?;
+    step("layout", &mut || crate::layout::check(cmd::workspace_root()))?;
     step("clippy", &mut || {
         cmd::run(cmd::cargo_cmd().args([
             "clippy",

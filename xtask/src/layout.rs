@@ -1,0 +1,347 @@
+//! The architecture check of `cargo xtask test`: the modules of force-https-userspace form a
+//! tree, and the request paths stay independent.
+//!
+//! A node is a top-level module of `force-https-userspace/src` (a folder counts as one
+//! module), except under `paths/`, where each request path (`paths::xdp`, `paths::http80`,
+//! `paths::tls`) is a node of its own. An edge is any `crate::…` or `super::…` path in a file
+//! (imports and inline paths alike; comments are ignored). The rules:
+//! - no cycle among the nodes;
+//! - a path (`paths::*`) imports neither `daemon`, `admin`, `cli`, `paths` itself, nor
+//!   another path;
+//! - `policy` imports neither `paths` nor `proxy` (nor `daemon`, `admin`, `cli`);
+//! - only `cli` imports `daemon`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Checks the userspace crate under `root` (the workspace root).
+pub fn check(root: &Path) -> Result<()> {
+    let src = root.join("force-https-userspace/src");
+    let mut files = Vec::new();
+    collect(&src, &src, &mut files)?;
+    let problems = problems(&files);
+    if problems.is_empty() {
+        println!(
+            "xtask: layout ok: {} files, {} modules, no import cycle, paths independent",
+            files.len(),
+            graph(&files).len()
+        );
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("xtask: layout: {p}");
+    }
+    bail!("{} layout rule(s) broken (see above)", problems.len())
+}
+
+fn collect(base: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .collect();
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let p = e.path();
+        if p.is_dir() {
+            collect(base, &p, out)?;
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            let rel = p
+                .strip_prefix(base)
+                .map(|r| r.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            out.push((rel, text));
+        }
+    }
+    Ok(())
+}
+
+/// The module path of a file: `paths/xdp/rings.rs` → `[paths, xdp, rings]`,
+/// `paths/xdp/mod.rs` → `[paths, xdp]`. `None` for the crate roots.
+fn module_of(rel: &str) -> Option<Vec<String>> {
+    let rel = rel.strip_suffix(".rs")?;
+    let mut segs: Vec<String> = rel.split('/').map(str::to_string).collect();
+    if segs.last().is_some_and(|s| s == "mod") {
+        segs.pop();
+    }
+    if matches!(segs.as_slice(), [one] if one == "lib" || one == "main") {
+        return None;
+    }
+    Some(segs)
+}
+
+/// The node a module path belongs to.
+fn node(module: &[String]) -> Option<String> {
+    match module {
+        [] => None,
+        [p, path, ..] if p == "paths" => Some(format!("paths::{path}")),
+        [first, ..] => Some(first.clone()),
+    }
+}
+
+fn strip_comments(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.find("//") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every path starting at `s` (just after `crate::` or `super::`), brace groups expanded,
+/// each cut to its first two segments.
+fn paths_at(s: &str) -> Vec<Vec<String>> {
+    fn parse(s: &[u8], i: &mut usize, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
+        let mut segs = prefix;
+        loop {
+            while *i < s.len() && s[*i].is_ascii_whitespace() {
+                *i += 1;
+            }
+            if *i < s.len() && s[*i] == b'{' {
+                *i += 1;
+                loop {
+                    parse(s, i, segs.clone(), out);
+                    while *i < s.len() && s[*i].is_ascii_whitespace() {
+                        *i += 1;
+                    }
+                    match s.get(*i) {
+                        Some(b',') => {
+                            *i += 1;
+                            while *i < s.len() && s[*i].is_ascii_whitespace() {
+                                *i += 1;
+                            }
+                            if s.get(*i) == Some(&b'}') {
+                                *i += 1;
+                                return;
+                            }
+                        }
+                        Some(b'}') => {
+                            *i += 1;
+                            return;
+                        }
+                        _ => return,
+                    }
+                }
+            }
+            let start = *i;
+            while *i < s.len() && (s[*i].is_ascii_alphanumeric() || s[*i] == b'_') {
+                *i += 1;
+            }
+            if *i > start {
+                segs.push(String::from_utf8_lossy(&s[start..*i]).into_owned());
+            }
+            if s.get(*i..*i + 2) == Some(b"::") {
+                *i += 2;
+                continue;
+            }
+            // ` as name` and the rest of an item end the path.
+            while *i < s.len() && !matches!(s[*i], b',' | b'}' | b';' | b'\n') {
+                if s[*i] == b'(' || s[*i] == b'<' || s[*i] == b'.' || s[*i] == b')' {
+                    break;
+                }
+                *i += 1;
+            }
+            out.push(segs);
+            return;
+        }
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    parse(s.as_bytes(), &mut i, Vec::new(), &mut out);
+    out
+}
+
+/// The modules a file refers to, as absolute module paths.
+fn references(module: &[String], text: &str) -> Vec<Vec<String>> {
+    let text = strip_comments(text);
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &text[i..];
+        let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if boundary && rest.starts_with("crate::") {
+            for p in paths_at(&rest["crate::".len()..]) {
+                out.push(p);
+            }
+            i += "crate::".len();
+            continue;
+        }
+        if boundary && rest.starts_with("super::") {
+            // `super` is the parent of the file's module (for `x/mod.rs`, the module is `x`).
+            let mut base: Vec<String> = module.to_vec();
+            base.pop();
+            let mut after = &rest["super::".len()..];
+            while let Some(r) = after.strip_prefix("super::") {
+                base.pop();
+                after = r;
+            }
+            for p in paths_at(after) {
+                let mut full = base.clone();
+                full.extend(p);
+                out.push(full);
+            }
+            i += rest.len() - after.len();
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The node graph: node → nodes it refers to.
+fn graph(files: &[(String, String)]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (rel, text) in files {
+        let Some(module) = module_of(rel) else {
+            continue;
+        };
+        let Some(from) = node(&module) else { continue };
+        let entry = g.entry(from.clone()).or_default();
+        for r in references(&module, text) {
+            if let Some(to) = node(&r)
+                && to != from
+                && (files.iter().any(|(f, _)| {
+                    module_of(f).as_deref().and_then(node).as_deref() == Some(to.as_str())
+                }))
+            {
+                entry.insert(to);
+            }
+        }
+    }
+    g
+}
+
+/// Every rule broken, in words.
+fn problems(files: &[(String, String)]) -> Vec<String> {
+    let g = graph(files);
+    let mut out = Vec::new();
+    for (from, tos) in &g {
+        for to in tos {
+            let path = from.starts_with("paths::");
+            let bad = (path
+                && (to == "daemon"
+                    || to == "admin"
+                    || to == "cli"
+                    || to == "paths"
+                    || to.starts_with("paths::")))
+                || (from == "policy"
+                    && (to == "paths"
+                        || to.starts_with("paths::")
+                        || to == "proxy"
+                        || to == "daemon"
+                        || to == "admin"
+                        || to == "cli"))
+                || (to == "daemon" && from != "cli");
+            if bad {
+                out.push(format!("`{from}` must not import `{to}`"));
+            }
+        }
+    }
+    // Cycles: a DFS that reports each back edge once.
+    fn dfs(
+        n: &str,
+        g: &BTreeMap<String, BTreeSet<String>>,
+        state: &mut BTreeMap<String, u8>,
+        stack: &mut Vec<String>,
+        out: &mut Vec<String>,
+    ) {
+        state.insert(n.to_string(), 1);
+        stack.push(n.to_string());
+        for m in g.get(n).into_iter().flatten() {
+            match state.get(m.as_str()).copied().unwrap_or(0) {
+                0 => dfs(m, g, state, stack, out),
+                1 => {
+                    let at = stack.iter().position(|s| s == m).unwrap_or(0);
+                    let mut cycle: Vec<&str> = stack[at..].iter().map(String::as_str).collect();
+                    cycle.push(m);
+                    out.push(format!("import cycle: {}", cycle.join(" -> ")));
+                }
+                _ => {}
+            }
+        }
+        stack.pop();
+        state.insert(n.to_string(), 2);
+    }
+    let mut state = BTreeMap::new();
+    for n in g.keys() {
+        if state.get(n.as_str()).copied().unwrap_or(0) == 0 {
+            dfs(n, &g, &mut state, &mut Vec::new(), &mut out);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_grouped_and_inline_paths() {
+        let r = references(
+            &["paths".into(), "xdp".into(), "rings".into()],
+            "use crate::{edge::Edge, metrics::{Counter, CounterSource}, paths::{http80, tls::certs}};\n\
+             // crate::daemon in a comment does not count\n\
+             fn f() { crate::policy::decide(); super::super::tls::x(); }",
+        );
+        let flat: Vec<String> = r.iter().map(|p| p.join("::")).collect();
+        for want in [
+            "edge::Edge",
+            "metrics::Counter",
+            "metrics::CounterSource",
+            "paths::http80",
+            "paths::tls::certs",
+            "policy::decide",
+            "paths::tls::x",
+        ] {
+            assert!(flat.iter().any(|f| f == want), "{want} in {flat:?}");
+        }
+        assert!(!flat.iter().any(|f| f.starts_with("daemon")), "{flat:?}");
+    }
+
+    #[test]
+    fn finds_cycles_and_forbidden_imports() {
+        let ok = files(&[
+            ("lib.rs", "pub mod a;"),
+            ("edge.rs", "use crate::policy::Policy;"),
+            ("policy/mod.rs", "use crate::metrics::M;"),
+            ("metrics.rs", ""),
+            ("paths/mod.rs", "pub mod xdp;"),
+            ("paths/xdp/mod.rs", "use crate::{edge::Edge, policy::decide}; use super::super::metrics::M;"),
+            ("paths/http80/mod.rs", "use crate::edge::Edge;"),
+            ("daemon/mod.rs", "use crate::paths::{xdp, http80};"),
+            ("cli/mod.rs", "use crate::daemon::run;"),
+        ]);
+        assert_eq!(problems(&ok), Vec::<String>::new());
+
+        let bad = files(&[
+            ("edge.rs", "use crate::policy::Policy;"),
+            ("policy/mod.rs", "use crate::edge::Edge;"),
+            ("paths/xdp/mod.rs", "use crate::paths::http80::first;"),
+            ("paths/http80/mod.rs", "fn f() { crate::daemon::run(); }"),
+            ("daemon/mod.rs", ""),
+        ]);
+        let p = problems(&bad);
+        assert!(p.iter().any(|m| m.contains("import cycle: edge -> policy -> edge")), "{p:?}");
+        assert!(p.iter().any(|m| m == "`paths::xdp` must not import `paths::http80`"), "{p:?}");
+        assert!(p.iter().any(|m| m == "`paths::http80` must not import `daemon`"), "{p:?}");
+    }
+
+    #[test]
+    fn the_real_tree_passes() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        check(&root).unwrap();
+    }
+}
