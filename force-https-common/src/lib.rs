@@ -31,6 +31,8 @@
 //! those flows are passed instead of dropped.
 #![no_std]
 
+pub mod uri;
+
 /// Name of the map of TCP ports the XDP program watches (key: port in host order, value: 1).
 pub const MAP_PORTS: &str = "FH_PORTS";
 /// Name of the per-CPU counter array (index: one of the `STAT_*` constants).

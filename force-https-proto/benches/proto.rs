@@ -2,7 +2,8 @@
 //! the socket path and the AF_XDP fast path do for every port-80 request:
 //!
 //! - `response/*`: building redirect bytes. `RedirectPrefix::write` (the per-request,
-//!   allocation-free completion with the path) for a root, a typical and a long path;
+//!   allocation-free completion with the path) for a root, a typical and a long path, and a
+//!   path with UTF-8 that is percent-encoded;
 //!   `RedirectPrefix::new` (once per status, host and HTTPS port) and the allocating
 //!   `redirect()` convenience for comparison.
 //! - `head/parse_head/*`: the httparse-based head parser on three realistic heads: a
@@ -125,10 +126,15 @@ fn bench_response(c: &mut Criterion) {
     let mut g = c.benchmark_group("response");
     let prefix = RedirectPrefix::new(RedirectStatus::Moved301, "www.example.com", 443);
     let long = long_path();
-    let paths: [(&str, &[u8]); 3] = [
+    let paths: [(&str, &[u8]); 4] = [
         ("root", b"/"),
         ("typical", b"/docs/getting-started/index.html?lang=en"),
         ("long", &long),
+        // UTF-8 in path and query: every non-ASCII byte is percent-encoded
+        (
+            "encoded",
+            "/de/stra\u{df}e/\u{fc}ber-uns?q=caf\u{e9}".as_bytes(),
+        ),
     ];
     let mut out = vec![0u8; 4096];
     for (name, path) in paths {

@@ -669,7 +669,8 @@ mod tests {
         ));
         let before = f.clone();
         let req = parse(&f).unwrap();
-        let long = vec![b'a'; 600];
+        let mut long = vec![b'a'; 600];
+        long[0] = b'/';
         let prefix = RedirectPrefix::new(RedirectStatus::Moved301, "example.com", 443);
         assert_eq!(
             answer_in_place(&mut f, &req, |out| prefix.write(&long, out)),

@@ -32,8 +32,14 @@ pub const MAX_HEADERS: usize = 96;
 pub enum HeadError {
     /// Not a parsable HTTP/1.0 or HTTP/1.1 head; the reason comes from the parser.
     Malformed(&'static str),
-    /// The head is larger than the configured limit or has too many header lines (431).
+    /// The head is larger than the configured limit, with a complete request line within the
+    /// limit, or it has too many header lines: 431 (RFC 6585 §5).
     TooLarge,
+    /// The head is larger than the configured limit and its request line does not end within
+    /// the limit: the request-target is longer than force-https parses, 414 (RFC 9112 §3: "A
+    /// server that receives a request-target longer than any URI it wishes to parse MUST
+    /// respond with a 414 (URI Too Long) status code").
+    UriTooLong,
     /// The request-target is not acceptable: control bytes, a fragment, an unknown scheme,
     /// or a form the method does not allow.
     BadTarget,
@@ -45,13 +51,22 @@ pub enum HeadError {
     BadHost(HostError),
     /// A `Content-Length` that is not a decimal number, or several that disagree.
     BadContentLength,
+    /// A `Transfer-Encoding` the body length cannot be determined from (RFC 9112 §6.3 item 4:
+    /// the server "MUST respond with the 400 (Bad Request) status code"): its final coding is
+    /// not `chunked`, `chunked` appears more than once (RFC 9112 §7.1) or with parameters,
+    /// a coding is not a token, the field is empty; or it comes with `Content-Length` (RFC
+    /// 9112 §6.1, §6.3 item 3: a possible request smuggling attempt) or in an HTTP/1.0
+    /// request (RFC 9112 §6.1: the framing is faulty).
+    BadTransferEncoding,
 }
 
 impl HeadError {
-    /// The status code to answer with: 431 for [`HeadError::TooLarge`], 400 otherwise.
+    /// The status code to answer with: 431 for [`HeadError::TooLarge`] (RFC 6585 §5), 414 for
+    /// [`HeadError::UriTooLong`] (RFC 9112 §3), 400 otherwise.
     pub fn status(&self) -> u16 {
         match self {
             HeadError::TooLarge => 431,
+            HeadError::UriTooLong => 414,
             _ => 400,
         }
     }
@@ -62,11 +77,13 @@ impl fmt::Display for HeadError {
         match self {
             HeadError::Malformed(why) => write!(f, "malformed request head: {why}"),
             HeadError::TooLarge => f.write_str("request head too large"),
+            HeadError::UriTooLong => f.write_str("request-target too long"),
             HeadError::BadTarget => f.write_str("invalid request-target"),
             HeadError::MissingHost => f.write_str("missing Host header"),
             HeadError::MultipleHost => f.write_str("more than one Host header"),
             HeadError::BadHost(e) => write!(f, "invalid host: {e}"),
             HeadError::BadContentLength => f.write_str("invalid Content-Length"),
+            HeadError::BadTransferEncoding => f.write_str("invalid Transfer-Encoding"),
         }
     }
 }
@@ -105,7 +122,7 @@ pub struct Head<'b> {
     pub head_len: usize,
     /// The `Host` header field(s).
     pub host: HostField<'b>,
-    /// A body follows: `Content-Length` above 0, or any `Transfer-Encoding`.
+    /// A body follows: `Content-Length` above 0, or a (valid, chunked) `Transfer-Encoding`.
     pub has_body: bool,
     /// The connection must not be reused after this request: `Connection: close`, or
     /// HTTP/1.0 without `Connection: keep-alive`.
@@ -183,22 +200,118 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|item| trim_ows(item).eq_ignore_ascii_case(token))
 }
 
+/// Whether `b` is a `tchar` (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether `s` is a `token` (RFC 9110 §5.6.2): one or more `tchar`.
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
+/// The `Transfer-Encoding` codings of a head, across all its field lines in order (RFC 9110
+/// §5.3: several lines are one comma-separated list).
+#[derive(Debug, Clone, Copy, Default)]
+struct TransferCodings {
+    /// At least one `Transfer-Encoding` line was seen.
+    present: bool,
+    /// How many codings are `chunked`.
+    chunked: u32,
+    /// The last coding seen is `chunked`.
+    last_chunked: bool,
+    /// A coding is not `token *( OWS ";" OWS token "=" token )`, or `chunked` has parameters.
+    invalid: bool,
+}
+
+impl TransferCodings {
+    /// Adds the codings of one field line. Empty list elements are ignored (RFC 9110
+    /// §5.6.1.2); a coding that is not a token with `token=token` parameters (quoted strings
+    /// included: no transfer coding force-https knows takes one) marks the field invalid.
+    fn add_line(&mut self, value: &[u8]) {
+        self.present = true;
+        for item in value.split(|&b| b == b',') {
+            let item = trim_ows(item);
+            if item.is_empty() {
+                continue;
+            }
+            let mut parts = item.split(|&b| b == b';');
+            let name = trim_ows(parts.next().unwrap_or_default());
+            let mut has_params = false;
+            for param in parts {
+                has_params = true;
+                let ok = match param.iter().position(|&b| b == b'=') {
+                    Some(eq) => {
+                        let (k, v) = param.split_at_checked(eq).unwrap_or_default();
+                        is_token(trim_ows(k)) && is_token(trim_ows(v.get(1..).unwrap_or_default()))
+                    }
+                    None => false,
+                };
+                self.invalid |= !ok;
+            }
+            let chunked = name.eq_ignore_ascii_case(b"chunked");
+            self.invalid |= !is_token(name) || (chunked && has_params);
+            self.chunked = self.chunked.saturating_add(u32::from(chunked));
+            self.last_chunked = chunked;
+        }
+    }
+
+    /// Whether the request framing is acceptable (RFC 9112 §6.1, §6.3 item 4): no
+    /// `Transfer-Encoding` at all, or exactly one `chunked`, as the final coding, every coding
+    /// valid, in an HTTP/1.1 request without `Content-Length`.
+    fn acceptable(&self, version: u8, has_content_length: bool) -> bool {
+        !self.present
+            || (!self.invalid
+                && self.chunked == 1
+                && self.last_chunked
+                && version >= 1
+                && !has_content_length)
+    }
+}
+
+/// Whether the request line (after the empty lines a server ignores before it, RFC 9112
+/// §2.2) ends within `window`.
+fn request_line_ends_in(window: &[u8]) -> bool {
+    let mut rest = window;
+    while let [b'\r', b'\n', tail @ ..] | [b'\n', tail @ ..] = rest {
+        rest = tail;
+    }
+    rest.contains(&b'\n')
+}
+
+/// The error for a head that does not fit in `max_head` bytes: [`HeadError::UriTooLong`]
+/// when the request line does not end within them (RFC 9112 §3), else
+/// [`HeadError::TooLarge`].
+fn too_large(window: &[u8]) -> HeadError {
+    if request_line_ends_in(window) {
+        HeadError::TooLarge
+    } else {
+        HeadError::UriTooLong
+    }
+}
+
 /// Parses the request head at the start of `buf`, which may hold only part of it (or the
 /// head followed by body bytes).
 ///
-/// `max_head` is the largest accepted head in bytes: a complete head longer than that, or no
-/// complete head within `buf.len() >= max_head` bytes, or more than [`MAX_HEADERS`] header
-/// lines give [`HeadError::TooLarge`]. Control bytes in the request-target give
-/// [`HeadError::BadTarget`]; anything `httparse` rejects (including versions other than
-/// HTTP/1.0 and HTTP/1.1) gives [`HeadError::Malformed`]. No allocation.
+/// Only the first `max_head` bytes are looked at, so the outcome does not depend on how the
+/// bytes arrived. No complete head within `max_head` bytes (with `buf.len() >= max_head`)
+/// gives [`HeadError::UriTooLong`] (414, RFC 9112 §3) when the request line does not end
+/// within them, else [`HeadError::TooLarge`] (431); more than [`MAX_HEADERS`] header lines
+/// give [`HeadError::TooLarge`]. Control bytes in the request-target, and the asterisk-form
+/// `*` with a method other than `OPTIONS` (RFC 9112 §3.2.4), give [`HeadError::BadTarget`];
+/// a `Transfer-Encoding` whose final coding is not `chunked` and the other cases of
+/// [`HeadError::BadTransferEncoding`] give that (400, RFC 9112 §6.3 item 4); anything
+/// `httparse` rejects (including versions other than HTTP/1.0 and HTTP/1.1, and obs-fold)
+/// gives [`HeadError::Malformed`]. No allocation.
 pub fn parse_head(buf: &[u8], max_head: usize) -> HeadStatus<'_> {
+    let window = buf.get(..max_head).unwrap_or(buf);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
+    let head_len = match req.parse(window) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             return if buf.len() >= max_head {
-                HeadStatus::Error(HeadError::TooLarge)
+                HeadStatus::Error(too_large(window))
             } else {
                 HeadStatus::Partial
             };
@@ -206,9 +319,6 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> HeadStatus<'_> {
         Err(httparse::Error::TooManyHeaders) => return HeadStatus::Error(HeadError::TooLarge),
         Err(e) => return HeadStatus::Error(HeadError::Malformed(httparse_reason(e))),
     };
-    if head_len > max_head {
-        return HeadStatus::Error(HeadError::TooLarge);
-    }
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
         return HeadStatus::Error(HeadError::Malformed("incomplete request line"));
     };
@@ -216,10 +326,13 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> HeadStatus<'_> {
     if target.is_empty() || target.iter().any(|&b| is_forbidden_target_byte(b)) {
         return HeadStatus::Error(HeadError::BadTarget);
     }
+    if target == b"*" && method != "OPTIONS" {
+        return HeadStatus::Error(HeadError::BadTarget);
+    }
 
     let mut host = HostField::None;
     let mut content_length: Option<u64> = None;
-    let mut chunked_or_te = false;
+    let mut codings = TransferCodings::default();
     let mut close = false;
     let mut keep_alive = false;
     for h in req.headers.iter() {
@@ -240,11 +353,14 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> HeadStatus<'_> {
                 _ => content_length = Some(n),
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked_or_te = true;
+            codings.add_line(h.value);
         } else if name.eq_ignore_ascii_case(b"connection") {
             close |= has_token(h.value, b"close");
             keep_alive |= has_token(h.value, b"keep-alive");
         }
+    }
+    if !codings.acceptable(version, content_length.is_some()) {
+        return HeadStatus::Error(HeadError::BadTransferEncoding);
     }
     let connection_close = close || (version == 0 && !keep_alive);
     HeadStatus::Complete(Head {
@@ -253,7 +369,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> HeadStatus<'_> {
         version,
         head_len,
         host,
-        has_body: chunked_or_te || content_length.is_some_and(|n| n > 0),
+        has_body: codings.present || content_length.is_some_and(|n| n > 0),
         connection_close,
     })
 }
@@ -278,7 +394,8 @@ pub enum Target<'b> {
         /// The scheme was `https`.
         scheme_https: bool,
     },
-    /// `*` (only for `OPTIONS`).
+    /// `*` (only for `OPTIONS`: RFC 9112 §3.2.4; about the server as a whole, RFC 9110
+    /// §9.3.7, so never redirected).
     Asterisk,
     /// `host:port` (only for `CONNECT`).
     Authority(&'b [u8]),
@@ -343,10 +460,16 @@ pub struct RequestTarget<'b> {
     /// The authority the request is for (validated; normalize with
     /// [`crate::host::normalize_into`]).
     pub authority: Authority<'b>,
-    /// Path and query byte for byte; starts with `/` except for a query-only absolute-form
-    /// target (`?q`, standing for `/?q`, see [`origin_form_prefix`]). `/` for `OPTIONS *`.
+    /// Path and query byte for byte, as received (the redirect builder percent-encodes what
+    /// a `Location` may not hold); starts with `/` except for a query-only absolute-form
+    /// target (`?q`, standing for `/?q`, see [`origin_form_prefix`]). `*` for an
+    /// asterisk-form request (see `is_asterisk`), which no redirect is built for
+    /// ([`crate::response::RedirectPrefix::write`] refuses it).
     pub path_and_query: &'b [u8],
-    /// The request was `OPTIONS *` (`path_and_query` is then `/`).
+    /// The request is for the server as a whole, not a resource (RFC 9110 §9.3.7): `OPTIONS *`,
+    /// or `OPTIONS http://host` with an empty path and no query, which stands for it (RFC 9112
+    /// §3.2.4). Never redirect it: answer it locally with
+    /// [`crate::response::options_asterisk`] (or proxy it). `path_and_query` is then `*`.
     pub is_asterisk: bool,
 }
 
@@ -360,8 +483,10 @@ pub struct RequestTarget<'b> {
 ///   becomes `/`.
 /// - HTTP/1.0 without `Host` (and not absolute-form): `default_host` (validated like a `Host`
 ///   value), else [`HeadError::MissingHost`].
-/// - Asterisk-form with a method other than `OPTIONS`, and authority-form (`CONNECT`; this
-///   is not a forward proxy): [`HeadError::BadTarget`].
+/// - Asterisk-form with a method other than `OPTIONS` (RFC 9112 §3.2.4), and authority-form
+///   (`CONNECT`; this is not a forward proxy): [`HeadError::BadTarget`].
+/// - `OPTIONS *`, and `OPTIONS` with an absolute-form target with an empty path and no query
+///   (RFC 9112 §3.2.4): [`RequestTarget::is_asterisk`], `path_and_query` `*`.
 ///
 /// No allocation.
 pub fn redirect_inputs<'b>(
@@ -377,7 +502,7 @@ pub fn redirect_inputs<'b>(
     let (path_and_query, is_asterisk): (&'b [u8], bool) = match target {
         Target::Authority(_) => return Err(HeadError::BadTarget),
         Target::Asterisk if head.method != "OPTIONS" => return Err(HeadError::BadTarget),
-        Target::Asterisk => (b"/", true),
+        Target::Asterisk => (b"*", true),
         Target::Origin { path_and_query } => (path_and_query, false),
         Target::Absolute {
             authority,
@@ -388,10 +513,13 @@ pub fn redirect_inputs<'b>(
                 return Err(HeadError::MissingHost);
             }
             let authority = parse_authority(authority).map_err(HeadError::BadHost)?;
+            // RFC 9112 §3.2.4: `OPTIONS http://h` (empty path, no query) is `OPTIONS *` sent
+            // through a proxy.
+            let is_asterisk = head.method == "OPTIONS" && absolute_form_is_bare(head.target);
             return Ok(RequestTarget {
                 authority,
-                path_and_query,
-                is_asterisk: false,
+                path_and_query: if is_asterisk { b"*" } else { path_and_query },
+                is_asterisk,
             });
         }
     };
@@ -408,6 +536,16 @@ pub fn redirect_inputs<'b>(
         path_and_query,
         is_asterisk,
     })
+}
+
+/// Whether an absolute-form target has neither a path nor a query (`http://h`, not
+/// `http://h/` nor `http://h?q`).
+fn absolute_form_is_bare(target: &[u8]) -> bool {
+    let rest = match target.windows(3).position(|w| w == b"://") {
+        Some(i) => target.get(i.saturating_add(3)..).unwrap_or_default(),
+        None => return false,
+    };
+    !rest.iter().any(|&b| b == b'/' || b == b'?')
 }
 
 /// What has to be written before `path_and_query` to make it an origin-form path: `/` when
@@ -481,6 +619,21 @@ mod tests {
             normalize(&rt.authority),
             String::from_utf8_lossy(rt.path_and_query).into_owned(),
         ))
+    }
+
+    /// `has_body` of a complete head, or its error.
+    trait Outcome {
+        fn body_or_error(&self) -> Result<bool, HeadError>;
+    }
+
+    impl Outcome for HeadStatus<'_> {
+        fn body_or_error(&self) -> Result<bool, HeadError> {
+            match self {
+                HeadStatus::Complete(h) => Ok(h.has_body),
+                HeadStatus::Error(e) => Err(*e),
+                HeadStatus::Partial => panic!("partial"),
+            }
+        }
     }
 
     fn ok(host: &str, path: &str) -> Result<(String, String), HeadError> {
@@ -618,10 +771,52 @@ mod tests {
         let head = complete(buf);
         let rt = redirect_inputs(&head, None).unwrap();
         assert!(rt.is_asterisk);
-        assert_eq!(rt.path_and_query, b"/");
+        assert_eq!(rt.path_and_query, b"*");
         assert_eq!(normalize(&rt.authority), "h");
-        let buf = b"GET * HTTP/1.1\r\nHost: h\r\n\r\n";
-        assert_eq!(inputs(buf, None), Err(HeadError::BadTarget));
+        // `*` is for OPTIONS only (RFC 9112 §3.2.4), already refused by parse_head
+        for m in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "TRACE", "options", "PRI",
+        ] {
+            let buf = format!("{m} * HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(error(buf.as_bytes()), HeadError::BadTarget, "{m}");
+            assert_eq!(HeadError::BadTarget.status(), 400);
+        }
+        // the absolute-form of OPTIONS * (RFC 9112 §3.2.4): empty path, no query
+        for target in ["http://Shop.Example.Test", "HTTPS://shop.example.test:80"] {
+            let buf = format!("OPTIONS {target} HTTP/1.1\r\nHost: other\r\n\r\n");
+            let head = complete(buf.as_bytes());
+            let rt = redirect_inputs(&head, None).unwrap();
+            assert!(rt.is_asterisk, "{target}");
+            assert_eq!(rt.path_and_query, b"*");
+            assert_eq!(normalize(&rt.authority), "shop.example.test");
+        }
+        // ... but not with a path or a query, nor for another method
+        for (req, path) in [
+            ("OPTIONS http://h/ HTTP/1.1", "/"),
+            ("OPTIONS http://h?q HTTP/1.1", "?q"),
+            ("OPTIONS http://h/* HTTP/1.1", "/*"),
+            ("GET http://h HTTP/1.1", "/"),
+            ("OPTIONS / HTTP/1.1", "/"),
+            ("OPTIONS /* HTTP/1.1", "/*"),
+        ] {
+            let buf = format!("{req}\r\nHost: h\r\n\r\n");
+            let head = complete(buf.as_bytes());
+            let rt = redirect_inputs(&head, None).unwrap();
+            assert!(!rt.is_asterisk, "{req}");
+            assert_eq!(rt.path_and_query, path.as_bytes(), "{req}");
+        }
+        // HTTP/1.0 OPTIONS * takes the default host like any other request
+        let head = complete(b"OPTIONS * HTTP/1.0\r\n\r\n");
+        let rt = redirect_inputs(&head, Some(b"d.example")).unwrap();
+        assert!(rt.is_asterisk);
+        assert_eq!(normalize(&rt.authority), "d.example");
+        assert_eq!(redirect_inputs(&head, None), Err(HeadError::MissingHost));
+        // a Host is still required, and must be valid
+        let head = complete(b"OPTIONS * HTTP/1.1\r\n\r\n");
+        assert_eq!(redirect_inputs(&head, None), Err(HeadError::MissingHost));
+        assert!(!absolute_form_is_bare(b"*"));
+        assert!(!absolute_form_is_bare(b"/x"));
+        assert!(absolute_form_is_bare(b"http://h:8080"));
         let buf = b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n";
         assert_eq!(complete(buf).target, b"h:443");
         assert_eq!(inputs(buf, None), Err(HeadError::BadTarget));
@@ -729,6 +924,219 @@ mod tests {
             parse_head(&many, MAX),
             HeadStatus::Error(HeadError::TooLarge)
         );
+    }
+
+    /// RFC 9112 §3: a request-target longer than the server parses is 414, not 431.
+    #[test]
+    fn uri_too_long() {
+        // the example: GET / + 17,000 'a', limit 16 KiB
+        let mut buf = b"GET /".to_vec();
+        buf.extend(std::iter::repeat_n(b'a', 17_000));
+        assert_eq!(
+            parse_head(&buf, MAX),
+            HeadStatus::Error(HeadError::UriTooLong)
+        );
+        assert_eq!(HeadError::UriTooLong.status(), 414);
+        assert_eq!(HeadError::UriTooLong.to_string(), "request-target too long");
+        // the same with the rest of the head: still 414, however the bytes arrived
+        let mut whole = buf.clone();
+        whole.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(
+            parse_head(&whole, MAX),
+            HeadStatus::Error(HeadError::UriTooLong)
+        );
+        for cut in [MAX, MAX + 1, 17_005, whole.len() - 1] {
+            assert_eq!(
+                parse_head(&whole[..cut], MAX),
+                HeadStatus::Error(HeadError::UriTooLong),
+                "{cut}"
+            );
+        }
+        assert_eq!(parse_head(&whole[..MAX - 1], MAX), HeadStatus::Partial);
+        // garbage after the limit does not change the verdict
+        let mut garbage = buf.clone();
+        garbage.extend_from_slice(b" HTTP/9.9\r\n\x00\r\n\r\n");
+        assert_eq!(
+            parse_head(&garbage, MAX),
+            HeadStatus::Error(HeadError::UriTooLong)
+        );
+        // the request line ends exactly at the limit: its end is in, the headers are not
+        let mut line = b"GET /".to_vec();
+        line.resize(MAX - b" HTTP/1.1\r\n".len(), b'a');
+        line.extend_from_slice(b" HTTP/1.1\r\n");
+        assert_eq!(line.len(), MAX);
+        let mut head = line.clone();
+        head.extend_from_slice(b"Host: h\r\n\r\n");
+        assert_eq!(
+            parse_head(&head, MAX),
+            HeadStatus::Error(HeadError::TooLarge)
+        );
+        // one byte longer: the line end (LF) is past the limit
+        let mut longer = b"GET /a".to_vec();
+        longer.extend_from_slice(&head[5..]);
+        assert_eq!(
+            parse_head(&longer, MAX),
+            HeadStatus::Error(HeadError::UriTooLong)
+        );
+        // CR at the limit, LF after it
+        assert_eq!(
+            parse_head(&longer[..MAX], MAX),
+            HeadStatus::Error(HeadError::UriTooLong)
+        );
+        // a long (but fitting) target with headers that push the head over: 431
+        let mut big = b"GET /".to_vec();
+        big.resize(12_000, b'a');
+        big.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\nX-Pad: ");
+        big.resize(MAX + 100, b'b');
+        assert_eq!(
+            parse_head(&big, MAX),
+            HeadStatus::Error(HeadError::TooLarge)
+        );
+        big.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            parse_head(&big, MAX),
+            HeadStatus::Error(HeadError::TooLarge)
+        );
+        // absolute-form and query count alike
+        let mut abs = b"GET http://h/?q=".to_vec();
+        abs.resize(MAX + 1, b'x');
+        assert_eq!(
+            parse_head(&abs, MAX),
+            HeadStatus::Error(HeadError::UriTooLong)
+        );
+        // a small limit
+        assert_eq!(
+            parse_head(b"GET /0123456789 HTTP/1.1\r\n", 16),
+            HeadStatus::Error(HeadError::UriTooLong)
+        );
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 16),
+            HeadStatus::Error(HeadError::TooLarge)
+        );
+        // leading empty lines (ignored before the request line, RFC 9112 §2.2)
+        assert_eq!(
+            parse_head(b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", 24),
+            HeadStatus::Error(HeadError::TooLarge)
+        );
+        assert_eq!(
+            parse_head(
+                b"\r\n\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+                24
+            ),
+            HeadStatus::Error(HeadError::UriTooLong)
+        );
+        assert!(request_line_ends_in(b"\nGET / HTTP/1.1\n"));
+        assert!(!request_line_ends_in(b"\r\n\n\r\n"));
+        assert!(!request_line_ends_in(b""));
+    }
+
+    /// RFC 9112 §6.3 item 4, §6.1, §7.1: request framing by Transfer-Encoding.
+    #[test]
+    fn transfer_encoding() {
+        let req = |te_lines: &[&str], version: &str| {
+            let mut b = format!("POST /p HTTP/{version}\r\nHost: shop.example.test\r\n");
+            for l in te_lines {
+                b.push_str(l);
+                b.push_str("\r\n");
+            }
+            b.push_str("\r\n");
+            parse_head(b.as_bytes(), MAX).body_or_error()
+        };
+        let bad = Err(HeadError::BadTransferEncoding);
+        assert_eq!(HeadError::BadTransferEncoding.status(), 400);
+        assert_eq!(
+            HeadError::BadTransferEncoding.to_string(),
+            "invalid Transfer-Encoding"
+        );
+        for (lines, want_ok) in [
+            // accepted: chunked exactly once, last
+            (&["Transfer-Encoding: chunked"][..], true),
+            (&["Transfer-Encoding: CHUNKED"], true),
+            (&["Transfer-Encoding: gzip, chunked"], true),
+            (
+                &["Transfer-Encoding: gzip;level=1 , x-custom ;a=b;c=d, chunked"],
+                true,
+            ),
+            (
+                &["Transfer-Encoding: gzip", "Transfer-Encoding: chunked"],
+                true,
+            ),
+            (&["transfer-encoding:\tdeflate,chunked\t"], true),
+            // empty list elements are ignored (RFC 9110 §5.6.1.2)
+            (&["Transfer-Encoding: , chunked,"], true),
+            (&["Transfer-Encoding:", "Transfer-Encoding: chunked"], true),
+            // the example: final coding not chunked
+            (&["Transfer-Encoding: chunked, identity"], false),
+            (&["Transfer-Encoding: identity"], false),
+            (&["Transfer-Encoding: gzip"], false),
+            (&["Transfer-Encoding: chunked, gzip"], false),
+            (
+                &["Transfer-Encoding: chunked", "Transfer-Encoding: gzip"],
+                false,
+            ),
+            (
+                &["Transfer-Encoding: chunked", "Transfer-Encoding: identity"],
+                false,
+            ),
+            // chunked twice
+            (&["Transfer-Encoding: chunked, chunked"], false),
+            (
+                &["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"],
+                false,
+            ),
+            (&["Transfer-Encoding: chunked, gzip, chunked"], false),
+            // empty values
+            (&["Transfer-Encoding:"], false),
+            (&["Transfer-Encoding: "], false),
+            (&["Transfer-Encoding: ,"], false),
+            (&["Transfer-Encoding: , ,"], false),
+            // not a token, parameters on chunked, quoted strings
+            (&["Transfer-Encoding: chunked;x=1"], false),
+            (&["Transfer-Encoding: chunked;"], false),
+            (&["Transfer-Encoding: gzip;=1, chunked"], false),
+            (&["Transfer-Encoding: gzip;x, chunked"], false),
+            (&["Transfer-Encoding: gzip;x=\"a, chunked\""], false),
+            (&["Transfer-Encoding: g(z), chunked"], false),
+            (&["Transfer-Encoding: \"chunked\""], false),
+            (&["Transfer-Encoding: chunked chunked"], false),
+            (&["Transfer-Encoding: xchunked"], false),
+            (&["Transfer-Encoding: chunkedx"], false),
+            // with Content-Length (RFC 9112 §6.1, §6.3 item 3)
+            (&["Transfer-Encoding: chunked", "Content-Length: 5"], false),
+            (&["Content-Length: 0", "Transfer-Encoding: chunked"], false),
+            (&["Content-Length: 5", "Transfer-Encoding: gzip"], false),
+        ] {
+            let got = req(lines, "1.1");
+            if want_ok {
+                assert!(matches!(got, Ok(true)), "{lines:?}: {got:?}");
+            } else {
+                assert_eq!(got, bad, "{lines:?}");
+            }
+        }
+        // HTTP/1.0 with any Transfer-Encoding: faulty framing (RFC 9112 §6.1)
+        assert_eq!(req(&["Transfer-Encoding: chunked"], "1.0"), bad);
+        assert_eq!(req(&["Transfer-Encoding: identity"], "1.0"), bad);
+        assert_eq!(
+            req(&["Transfer-Encoding: chunked", "Content-Length: 3"], "1.0"),
+            bad
+        );
+        // obs-fold is refused by the parser (400 all the same)
+        assert_eq!(
+            req(&["Transfer-Encoding: gzip,", " chunked"], "1.1"),
+            Err(HeadError::Malformed("invalid header name"))
+        );
+        assert_eq!(
+            req(&["Transfer-Encoding: chunked", "\tidentity"], "1.1"),
+            Err(HeadError::Malformed("invalid header name"))
+        );
+        // without Transfer-Encoding nothing changes
+        assert_eq!(req(&[], "1.1"), Ok(false));
+        assert_eq!(req(&["Content-Length: 3"], "1.0"), Ok(true));
+        // the example of the report, on the whole pipeline
+        let buf = b"POST /p HTTP/1.1\r\nHost: shop.example.test\r\n\
+                    Transfer-Encoding: chunked, identity\r\n\r\n";
+        assert_eq!(inputs(buf, None), Err(HeadError::BadTransferEncoding));
+        assert_eq!(error(buf).status(), 400);
     }
 
     #[test]
@@ -931,7 +1339,7 @@ mod tests {
                 ok("h", "/s"),
             ),
             // 10. OPTIONS *
-            (b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", ok("h", "/")),
+            (b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", ok("h", "*")),
             // 11. CONNECT authority-form
             (
                 b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n",
