@@ -75,13 +75,27 @@ fn module_of(rel: &str) -> Option<Vec<String>> {
     Some(segs)
 }
 
-/// The node a module path belongs to.
-fn node(module: &[String]) -> Option<String> {
+/// The node a module path belongs to; `paths` are the folders under `paths/`.
+fn node(module: &[String], paths: &BTreeSet<String>) -> Option<String> {
     match module {
         [] => None,
-        [p, path, ..] if p == "paths" => Some(format!("paths::{path}")),
+        [p, path, ..] if p == "paths" && paths.contains(path) => Some(format!("paths::{path}")),
         [first, ..] => Some(first.clone()),
     }
+}
+
+/// The request paths: the folders under `paths/`.
+fn path_folders(files: &[(String, String)]) -> BTreeSet<String> {
+    files
+        .iter()
+        .filter_map(|(f, _)| {
+            let mut it = f.split('/');
+            match (it.next(), it.next(), it.next()) {
+                (Some("paths"), Some(dir), Some(_)) => Some(dir.to_string()),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 fn strip_comments(text: &str) -> String {
@@ -162,32 +176,35 @@ fn references(module: &[String], text: &str) -> Vec<Vec<String>> {
     let text = strip_comments(text);
     let mut out = Vec::new();
     let bytes = text.as_bytes();
+    // An inline `mod tests { .. }` (at the end of a file, by convention) is one level deeper.
+    let tests_at = text.find("\nmod tests {").unwrap_or(bytes.len());
+    let mut test_module = module.to_vec();
+    test_module.push("tests".into());
     let mut i = 0;
     while i < bytes.len() {
-        let rest = &text[i..];
+        let module: &[String] = if i > tests_at { &test_module } else { module };
         let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
-        if boundary && rest.starts_with("crate::") {
-            for p in paths_at(&rest["crate::".len()..]) {
-                out.push(p);
-            }
-            i += "crate::".len();
+        let rest = &bytes[i..];
+        if boundary && rest.starts_with(b"crate::") {
+            // After ASCII `crate::`, `i + 7` is a char boundary.
+            out.extend(paths_at(text.get(i + 7..).unwrap_or_default()));
+            i += 7;
             continue;
         }
-        if boundary && rest.starts_with("super::") {
+        if boundary && rest.starts_with(b"super::") {
             // `super` is the parent of the file's module (for `x/mod.rs`, the module is `x`).
             let mut base: Vec<String> = module.to_vec();
             base.pop();
-            let mut after = &rest["super::".len()..];
-            while let Some(r) = after.strip_prefix("super::") {
+            i += 7;
+            while bytes[i..].starts_with(b"super::") {
                 base.pop();
-                after = r;
+                i += 7;
             }
-            for p in paths_at(after) {
+            for p in paths_at(text.get(i..).unwrap_or_default()) {
                 let mut full = base.clone();
                 full.extend(p);
                 out.push(full);
             }
-            i += rest.len() - after.len();
             continue;
         }
         i += 1;
@@ -197,19 +214,24 @@ fn references(module: &[String], text: &str) -> Vec<Vec<String>> {
 
 /// The node graph: node → nodes it refers to.
 fn graph(files: &[(String, String)]) -> BTreeMap<String, BTreeSet<String>> {
+    let paths = path_folders(files);
+    let known: BTreeSet<String> = files
+        .iter()
+        .filter_map(|(f, _)| module_of(f).and_then(|m| node(&m, &paths)))
+        .collect();
     let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (rel, text) in files {
         let Some(module) = module_of(rel) else {
             continue;
         };
-        let Some(from) = node(&module) else { continue };
+        let Some(from) = node(&module, &paths) else {
+            continue;
+        };
         let entry = g.entry(from.clone()).or_default();
         for r in references(&module, text) {
-            if let Some(to) = node(&r)
+            if let Some(to) = node(&r, &paths)
                 && to != from
-                && (files.iter().any(|(f, _)| {
-                    module_of(f).as_deref().and_then(node).as_deref() == Some(to.as_str())
-                }))
+                && known.contains(&to)
             {
                 entry.insert(to);
             }
