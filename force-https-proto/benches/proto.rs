@@ -26,6 +26,8 @@
 //! Run with `cargo bench -p force-https-proto` (add `-- --warm-up-time 1 --measurement-time 3`
 //! for a short run). Inputs are checked once before measuring, so every benchmark measures
 //! the success path.
+// A benchmark harness, not production code: its fixed inputs may unwrap.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
 

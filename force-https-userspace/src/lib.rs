@@ -12,17 +12,19 @@
 //!
 //! Imports form a tree: `paths` never import `daemon`, `admin` or each other, `policy` imports
 //! neither paths nor proxy, and only `cli` imports `daemon` (`cargo xtask test` checks it).
+//! Only [`cli`] (the binary's entry point) and [`allocs`] (its optional allocator) are public;
+//! every other module is crate-private, so the compiler reports what nothing uses.
 //! The pure protocol logic (parsing, response bytes, frame rewriting) is in
 //! `force-https-proto`.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod allocs;
 pub mod cli;
-pub mod config;
-pub mod daemon;
-pub mod edge;
-pub mod metrics;
-pub mod net;
-pub mod paths;
-pub mod policy;
-pub mod proxy;
+pub(crate) mod config;
+pub(crate) mod daemon;
+pub(crate) mod edge;
+pub(crate) mod metrics;
+pub(crate) mod net;
+pub(crate) mod paths;
+pub(crate) mod policy;
+pub(crate) mod proxy;

@@ -53,8 +53,8 @@ fn collect(base: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<(
                 .strip_prefix(base)
                 .map(|r| r.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let text =
-                std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
             out.push((rel, text));
         }
     }
@@ -341,7 +341,10 @@ mod tests {
             ("policy/mod.rs", "use crate::metrics::M;"),
             ("metrics.rs", ""),
             ("paths/mod.rs", "pub mod xdp;"),
-            ("paths/xdp/mod.rs", "use crate::{edge::Edge, policy::decide}; use super::super::metrics::M;"),
+            (
+                "paths/xdp/mod.rs",
+                "use crate::{edge::Edge, policy::decide}; use super::super::metrics::M;",
+            ),
             ("paths/http80/mod.rs", "use crate::edge::Edge;"),
             ("daemon/mod.rs", "use crate::paths::{xdp, http80};"),
             ("cli/mod.rs", "use crate::daemon::run;"),
@@ -356,9 +359,21 @@ mod tests {
             ("daemon/mod.rs", ""),
         ]);
         let p = problems(&bad);
-        assert!(p.iter().any(|m| m.contains("import cycle: edge -> policy -> edge")), "{p:?}");
-        assert!(p.iter().any(|m| m == "`paths::xdp` must not import `paths::http80`"), "{p:?}");
-        assert!(p.iter().any(|m| m == "`paths::http80` must not import `daemon`"), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|m| m.contains("import cycle: edge -> policy -> edge")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m == "`paths::xdp` must not import `paths::http80`"),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m == "`paths::http80` must not import `daemon`"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -46,7 +46,10 @@ fn steps<'a>(cargo_test_args: &[String], timings: &mut Vec<(&'a str, Duration)>)
         cmd::run(cmd::cargo_cmd().args(["fmt", "--all", "--", "--check"]))
             .context("formatting differs: run `cargo fmt --all`")
     })?;
-    step("layout", &mut || crate::layout::check(cmd::workspace_root()))?;
+    step(
+        "layout",
+        &mut || crate::layout::check(cmd::workspace_root()),
+    )?;
     step("clippy", &mut || {
         cmd::run(cmd::cargo_cmd().args([
             "clippy",

@@ -13,8 +13,6 @@ use std::{fmt, net::SocketAddr, path::PathBuf};
 use force_https_proto::{host::DomainPattern, response::RedirectCode};
 use serde::Deserialize;
 
-pub use raw::HstsOverride;
-
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/force-https/config.toml";
 /// Default control socket.

@@ -72,6 +72,7 @@ pub enum LocalAnswer {
 
 impl LocalAnswer {
     /// The status code of the answer.
+    #[cfg(test)]
     pub fn status(self) -> u16 {
         match self {
             LocalAnswer::NotFound => 404,

@@ -155,19 +155,19 @@ impl StateStore {
     }
 
     fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
-        if self.journal.is_none() {
-            fs::create_dir_all(&self.dir)?;
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.journal_path())?;
-            let len = f.metadata()?.len();
-            // The new directory entry must be durable too.
-            File::open(&self.dir)?.sync_all()?;
-            self.journal = Some((f, len));
-        }
-        let Some((f, len)) = self.journal.as_mut() else {
-            unreachable!("journal opened above");
+        let (f, len) = match &mut self.journal {
+            Some(open) => open,
+            journal @ None => {
+                fs::create_dir_all(&self.dir)?;
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join(JOURNAL_FILE))?;
+                let len = f.metadata()?.len();
+                // The new directory entry must be durable too.
+                File::open(&self.dir)?.sync_all()?;
+                journal.insert((f, len))
+            }
         };
         let res = f.write_all(line).and_then(|()| f.sync_data());
         match res {

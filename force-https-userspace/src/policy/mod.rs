@@ -62,7 +62,6 @@ impl std::error::Error for PolicyError {}
 pub struct Policy {
     table: ArcSwap<PolicyTable>,
     inner: Mutex<Inner>,
-    version: tokio::sync::watch::Sender<u64>,
 }
 
 /// What changes serialize on. The overrides themselves are not kept twice: they are the
@@ -87,7 +86,6 @@ impl Policy {
                 store,
                 subscribers: Vec::new(),
             }),
-            version: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -99,11 +97,6 @@ impl Policy {
     /// The current table as an owned reference, for a request that awaits while holding it.
     pub fn table_arc(&self) -> Arc<PolicyTable> {
         self.table.load_full()
-    }
-
-    /// A receiver that sees a new version number after every change.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.version.subscribe()
     }
 
     /// A receiver of every change from now on, with the patterns it touched. Read the table
@@ -217,7 +210,6 @@ impl Policy {
             }
         }
         self.table.store(Arc::new(table));
-        self.version.send_modify(|v| *v += 1);
         let change = Change::Patterns(delta.into_iter().map(|(k, _)| k).collect());
         inner
             .subscribers
@@ -225,7 +217,8 @@ impl Policy {
         Ok(changed)
     }
 
-    /// The persisted overrides (for tests and diagnostics).
+    /// The persisted overrides.
+    #[cfg(test)]
     pub fn overrides(&self) -> BTreeMap<String, bool> {
         self.table().overrides()
     }

@@ -211,9 +211,4 @@ impl PolicyTable {
     pub fn len(&self) -> usize {
         self.exact.len() + self.wildcard.len()
     }
-
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -154,7 +154,14 @@ mod tests {
         const HTTP_10: Version = Version::HTTP_10;
         const HTTP_11: Version = Version::HTTP_11;
         const HTTP_2: Version = Version::HTTP_2;
-        let cases: &[(Version, &str, &[&str], Option<&str>, Option<&str>)] = &[
+        type Case<'a> = (
+            Version,
+            &'a str,
+            &'a [&'a str],
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let cases: &[Case] = &[
             (
                 HTTP_11,
                 "/",

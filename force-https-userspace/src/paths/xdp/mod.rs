@@ -32,8 +32,6 @@ use aya::{
 };
 use force_https_common::{STAT_COUNT, STAT_HELP, STAT_NAMES};
 
-pub use loader::fixed_response_len;
-
 use crate::{
     config::XdpConfig,
     edge::Edge,

@@ -81,7 +81,8 @@ impl Chain {
         }
     }
 
-    /// A chain of the given filters (tests, and later features).
+    /// A chain of the given filters.
+    #[cfg(test)]
     pub fn new(filters: Vec<Box<dyn ResponseFilter>>) -> Chain {
         Chain { filters }
     }
@@ -200,5 +201,99 @@ impl HttpBody for Filtered {
     fn size_hint(&self) -> SizeHint {
         // A filter may change the length.
         SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::Config, edge::Settings, policy::Scheme};
+    use http_body_util::BodyExt;
+    use std::sync::Mutex;
+
+    /// Upper-cases and holds the last byte of each chunk back until the next one or the end,
+    /// and records what it saw.
+    struct Shout {
+        held: Option<u8>,
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl BodyFilter for Shout {
+        fn chunk(&mut self, chunk: Bytes) -> Bytes {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&chunk).into_owned());
+            let mut v: Vec<u8> = self.held.take().into_iter().collect();
+            v.extend(chunk.to_ascii_uppercase());
+            self.held = v.pop();
+            v.into()
+        }
+        fn end(&mut self) -> Bytes {
+            self.seen.lock().unwrap().push("<end>".into());
+            self.held.take().map(|b| vec![b]).unwrap_or_default().into()
+        }
+    }
+
+    struct ShoutFilter(Arc<Mutex<Vec<String>>>);
+
+    impl ResponseFilter for ShoutFilter {
+        fn response_head(&self, _: &FilterCtx<'_>, head: &mut Parts) {
+            head.headers.insert("x-shout", "1".parse().unwrap());
+        }
+        fn body(&self, _: &FilterCtx<'_>, _: &Parts) -> Option<Box<dyn BodyFilter>> {
+            Some(Box::new(Shout {
+                held: None,
+                seen: self.0.clone(),
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn body_filters_see_every_chunk_the_end_and_keep_trailers() {
+        let cfg = Config::from_toml(std::path::Path::new("t.toml"), "").unwrap();
+        let settings = Settings::from_config(&cfg);
+        let metrics = Metrics::default();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let chain = Chain::new(vec![Box::new(ShoutFilter(seen.clone()))]);
+        let mut trailers = hyper::HeaderMap::new();
+        trailers.insert("x-sum", "7".parse().unwrap());
+        let body: Body = Frames(
+            [
+                Frame::data(Bytes::from_static(b"ab")),
+                Frame::data(Bytes::from_static(b"c")),
+                Frame::trailers(trailers),
+            ]
+            .into(),
+        )
+        .boxed_unsync();
+        let ctx = FilterCtx {
+            conn: super::super::ConnInfo::http("198.51.100.2:1".parse().unwrap()),
+            entry: None,
+            settings: &settings,
+            metrics: &metrics,
+            origin: Origin::Upstream,
+        };
+        assert_eq!(ctx.conn.scheme, Scheme::Http);
+        let resp = chain.apply(&ctx, hyper::Response::new(body));
+        assert_eq!(resp.headers()["x-shout"], "1");
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-sum"], "7");
+        assert_eq!(&collected.to_bytes()[..], b"ABC");
+        assert_eq!(*seen.lock().unwrap(), ["ab", "c", "", "<end>"]);
+    }
+
+    /// A body of ready frames.
+    struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+
+    impl HttpBody for Frames {
+        type Data = Bytes;
+        type Error = hyper::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
     }
 }
