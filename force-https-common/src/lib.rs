@@ -31,6 +31,8 @@
 //! those flows are passed instead of dropped.
 #![no_std]
 
+pub mod net;
+
 /// Name of the map of TCP ports the XDP program watches (key: port in host order, value: 1).
 pub const MAP_PORTS: &str = "FH_PORTS";
 /// Name of the per-CPU counter array (index: one of the `STAT_*` constants).
@@ -54,12 +56,17 @@ pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
 /// Default size of the XSK map (userspace sets it to the number of RX queues).
 pub const DEFAULT_MAX_QUEUES: u32 = 64;
 
+/// The ACME HTTP-01 challenge path prefix. XDP leaves requests under it to the kernel; the
+/// daemon exempts them from redirects unless a site sets `acme_exempt = false`.
+pub const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+
 /// Largest TCP payload XDP inspects; longer first segments go to the kernel.
 pub const MAX_HEAD: u32 = 2048;
-/// Largest fast-path response on IPv4: the minimum MSS every host accepts (RFC 9293), since
-/// the syncookie hides the client's real MSS.
+/// Largest fast-path response payload on IPv4: the minimum MSS every host accepts (RFC 9293),
+/// since the syncookie hides the client's real MSS (`force_https_proto::frame::MAX_PAYLOAD_V4`).
 pub const MAX_RESPONSE_V4: u32 = 536;
-/// Largest fast-path response on IPv6 (minimum MTU 1280 - 40 - 20).
+/// Largest fast-path response payload on IPv6: minimum MTU 1280 - 40 - 20
+/// (`force_https_proto::frame::MAX_PAYLOAD_V6`).
 pub const MAX_RESPONSE_V6: u32 = 1220;
 
 /// [`HostValue::flags`]: the host is enforced (port-80 requests are redirected).

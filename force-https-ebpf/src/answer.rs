@@ -5,14 +5,12 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use force_https_common::{
     ANSWER_TTL, ANSWER_WINDOW, STAT_BARE_ACK_DROP, STAT_FIN_ACK_TX, STAT_FIN_REDIRECT,
     STAT_PASS_NO_XSK,
+    net::{IPPROTO_TCP, TH_ACK, TH_FIN},
 };
 
 use crate::maps::{FH_SETTINGS, FH_XSKS, bump};
-use crate::parse::{IPPROTO_TCP, Segment, ptr_at};
+use crate::parse::{Segment, ptr_at};
 use crate::prog::Verdict;
-
-const TH_FIN: u8 = 0x01;
-const TH_ACK: u8 = 0x10;
 
 /// A segment without payload and without a socket: a FIN is ACKed (here with `XDP_TX` when
 /// allowed and possible, else by the AF_XDP responder); a bare ACK is dropped.

@@ -7,8 +7,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use force_https_common::{
-    HOST_ENFORCED, HOST_PASS, MAX_HEAD, MAX_RESPONSE_V4, MAX_RESPONSE_V6, STAT_PASS_EXEMPT,
-    STAT_PASS_NOT_ENFORCED, STAT_PASS_NOT_SIMPLE, STAT_PASS_TOO_LARGE,
+    ACME_PREFIX, HOST_ENFORCED, HOST_PASS, MAX_HEAD, MAX_RESPONSE_V4, MAX_RESPONSE_V6,
+    STAT_PASS_EXEMPT, STAT_PASS_NOT_ENFORCED, STAT_PASS_NOT_SIMPLE, STAT_PASS_TOO_LARGE,
 };
 
 use crate::maps::FH_SETTINGS;
@@ -50,7 +50,7 @@ pub fn request(ctx: &XdpContext, seg: &Segment) -> Result<(), u32> {
     let s = head::load(ctx, poff, plen)?;
     head::lines(s, plen)?;
     let te = head::request_line(s)?;
-    if head::target_starts_with(s, te, b"/.well-known/acme-challenge/") {
+    if head::target_starts_with(s, te, ACME_PREFIX.as_bytes()) {
         return Err(STAT_PASS_EXEMPT);
     }
     let (hs, he) = head::headers(s)?;

@@ -5,21 +5,14 @@
 use aya_ebpf::programs::XdpContext;
 use force_https_common::{
     FlowKey, STAT_PASS_IP, STAT_PASS_NO_LISTENER, STAT_SYN, STAT_TCP_WATCHED,
+    net::{
+        ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, TCP_HLEN,
+        TH_ACK, TH_RST, TH_SYN, TH_URG, VLAN_HLEN,
+    },
 };
 
 use crate::maps::{FH_PORTS, bump};
 use crate::prog::{Decision, Verdict};
-
-const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_8021Q: u16 = 0x8100;
-pub const IPPROTO_TCP: u8 = 6;
-
-const TH_SYN: u8 = 0x02;
-const TH_RST: u8 = 0x04;
-const TH_ACK: u8 = 0x10;
-const TH_URG: u8 = 0x20;
 
 /// A TCP segment to a watched port, with an ACK and without SYN, RST or URG.
 pub struct Segment {
@@ -64,13 +57,13 @@ pub fn dissect(ctx: &XdpContext) -> Result<Segment, Decision> {
     let mut proto = be16(ctx, 12).ok_or(None)?;
     if proto == ETH_P_8021Q {
         proto = be16(ctx, 16).ok_or(None)?;
-        off += 4;
+        off += VLAN_HLEN;
     }
     let mut key = FlowKey::default();
     let l3 = off;
     let (l4, l4_total, v6) = match proto {
         ETH_P_IPV4 => {
-            let ip: *mut [u8; 20] = ptr_at(ctx, l3).ok_or(None)?;
+            let ip: *mut [u8; IPV4_HLEN] = ptr_at(ctx, l3).ok_or(None)?;
             // SAFETY: `ptr_at` checked the 20 bytes against `data_end`; read only.
             let ip = unsafe { &*ip };
             if ip[9] != IPPROTO_TCP {
@@ -97,10 +90,14 @@ pub fn dissect(ctx: &XdpContext) -> Result<Segment, Decision> {
             key.saddr[..4].copy_from_slice(&ip[12..16]);
             key.daddr[..4].copy_from_slice(&ip[16..20]);
             key.family = 4;
-            (l3 + 20, total.checked_sub(20).ok_or(None)?, false)
+            (
+                l3 + IPV4_HLEN,
+                total.checked_sub(IPV4_HLEN).ok_or(None)?,
+                false,
+            )
         }
         ETH_P_IPV6 => {
-            let ip: *mut [u8; 40] = ptr_at(ctx, l3).ok_or(None)?;
+            let ip: *mut [u8; IPV6_HLEN] = ptr_at(ctx, l3).ok_or(None)?;
             // SAFETY: `ptr_at` checked the 40 bytes against `data_end`; read only.
             let ip = unsafe { &*ip };
             if ip[6] != IPPROTO_TCP {
@@ -109,11 +106,15 @@ pub fn dissect(ctx: &XdpContext) -> Result<Segment, Decision> {
             key.saddr.copy_from_slice(&ip[8..24]);
             key.daddr.copy_from_slice(&ip[24..40]);
             key.family = 6;
-            (l3 + 40, u16::from_be_bytes([ip[4], ip[5]]) as usize, true)
+            (
+                l3 + IPV6_HLEN,
+                u16::from_be_bytes([ip[4], ip[5]]) as usize,
+                true,
+            )
         }
         _ => return Err(None),
     };
-    let th: *mut [u8; 20] = ptr_at(ctx, l4).ok_or(None)?;
+    let th: *mut [u8; TCP_HLEN] = ptr_at(ctx, l4).ok_or(None)?;
     // SAFETY: `ptr_at` checked the 20 bytes against `data_end`; read only.
     let t = unsafe { &*th };
     let dport = u16::from_be_bytes([t[2], t[3]]);
@@ -130,7 +131,7 @@ pub fn dissect(ctx: &XdpContext) -> Result<Segment, Decision> {
         return Err(Some((Verdict::Pass(STAT_PASS_NO_LISTENER), key)));
     }
     let doff = ((t[12] >> 4) as usize) * 4;
-    if doff < 20 || l4_total < doff {
+    if doff < TCP_HLEN || l4_total < doff {
         return Err(Some((Verdict::Pass(STAT_PASS_IP), key)));
     }
     let plen = l4_total - doff;
