@@ -1,11 +1,14 @@
 //! The request head, copied into the scratch buffer: line ends, the request line (method,
-//! origin-form target, version) and the header lines (`Host`, and the body headers
-//! `Content-Length` / `Transfer-Encoding`).
+//! origin-form target whose bytes need no percent-encoding, version) and the header lines
+//! (`Host`, and the body headers `Content-Length` / `Transfer-Encoding`, which make XDP pass).
 
 use core::ffi::c_void;
 
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
-use force_https_common::{MAX_HEAD, STAT_PASS_NOT_SIMPLE, STAT_PASS_PARTIAL};
+use force_https_common::{
+    MAX_HEAD, STAT_PASS_NOT_SIMPLE, STAT_PASS_PARTIAL, STAT_PASS_TARGET_ESCAPE,
+    uri::{is_hex_digit, is_uri_path_byte},
+};
 
 use crate::scratch::{MAX_LINES, NONE, Sp, run_loop, scratch};
 
@@ -61,6 +64,9 @@ extern "C" fn cb_method(idx: u64, _ctx: *mut c_void) -> i64 {
 }
 
 /// The request-target, from `target_start` to the next space: bytes 0x21..=0x7e, no `#`.
+/// Sets `escape` for a byte RFC 3986 does not allow in a path or query, or a `%` not followed
+/// by two hex digits (the redirect builder percent-encodes those: the answer would be longer
+/// than computed here).
 #[inline(never)]
 extern "C" fn cb_target(idx: u64, _ctx: *mut c_void) -> i64 {
     let Some(s) = scratch() else { return 1 };
@@ -74,11 +80,19 @@ extern "C" fn cb_target(idx: u64, _ctx: *mut c_void) -> i64 {
         vset!(s, bad, 1);
         return 1;
     }
+    // Reads past the target stop at the space that ends it (not a hex digit); indices are
+    // masked.
+    if !is_uri_path_byte(b)
+        || (b == b'%' && !(is_hex_digit(s.at(i + 1)) && is_hex_digit(s.at(i + 2))))
+    {
+        vset!(s, escape, 1);
+    }
     0
 }
 
-/// One header line (line `idx + 1`): the empty line must be the last one; `Host`,
-/// `Content-Length`, `Transfer-Encoding` are recognized.
+/// One header line (line `idx + 1`): the empty line must be the last one; `Host` is
+/// recognized, and `Content-Length` or `Transfer-Encoding` (even `Content-Length: 0`) sets
+/// `body`: such requests are left to the kernel.
 #[inline(never)]
 extern "C" fn cb_header(idx: u64, _ctx: *mut c_void) -> i64 {
     let Some(s) = scratch() else { return 1 };
@@ -127,23 +141,9 @@ extern "C" fn cb_header(idx: u64, _ctx: *mut c_void) -> i64 {
         }
         vset!(s, host_start, a);
         vset!(s, host_end, e);
-    } else if len >= 15 && s.eq_nocase(start, b"content-length:") {
-        // Only a zero length is a head without a body.
-        let mut a = start + 15;
-        let c = s.at(a);
-        if c == b' ' || c == b'\t' {
-            a += 1;
-        }
-        let mut e = end;
-        let c = s.at(e - 1);
-        if e > a && (c == b' ' || c == b'\t') {
-            e -= 1;
-        }
-        if !(e == a + 1 && s.at(a) == b'0') {
-            vset!(s, body, 1);
-            return 1;
-        }
-    } else if len >= 18 && s.eq_nocase(start, b"transfer-encoding:") {
+    } else if (len >= 15 && s.eq_nocase(start, b"content-length:"))
+        || (len >= 18 && s.eq_nocase(start, b"transfer-encoding:"))
+    {
         vset!(s, body, 1);
         return 1;
     }
@@ -169,6 +169,7 @@ pub fn load(ctx: &XdpContext, poff: u32, plen: u32) -> Result<Sp, u32> {
     vset!(s, nl, 0);
     vset!(s, bad, 0);
     vset!(s, body, 0);
+    vset!(s, escape, 0);
     vset!(s, method_end, NONE);
     vset!(s, target_end, NONE);
     vset!(s, host_start, NONE);
@@ -191,7 +192,8 @@ pub fn lines(s: Sp, plen: u32) -> Result<(), u32> {
     Ok(())
 }
 
-/// The request line: `METHOD SP /target SP HTTP/1.x CR LF`. Sets `target_start` and
+/// The request line: `METHOD SP /target SP HTTP/1.x CR LF`, origin-form only (so never
+/// `OPTIONS *`), a target without bytes to percent-encode. Sets `target_start` and
 /// `target_end`; `Ok` holds `target_end`.
 #[inline(always)]
 pub fn request_line(s: Sp) -> Result<u32, u32> {
@@ -219,6 +221,9 @@ pub fn request_line(s: Sp) -> Result<u32, u32> {
     }
     if !(s.eq_exact(te, b" HTTP/1.1") || s.eq_exact(te, b" HTTP/1.0")) {
         return Err(STAT_PASS_NOT_SIMPLE);
+    }
+    if vget!(s, escape) != 0 {
+        return Err(STAT_PASS_TARGET_ESCAPE);
     }
     Ok(te)
 }

@@ -14,8 +14,10 @@
 //! 4. [`eligibility`], payload: the cookie must check out
 //!    (`bpf_tcp_raw_check_syncookie_*`), else DROP. Then the head is checked completely
 //!    ([`head`], [`lookup`]): one segment ending with the head, a method, an origin-form
-//!    target, HTTP/1.0 or 1.1, exactly one valid `Host`, no body, host in `FH_HOSTS` and
-//!    enforced, path not under the ACME prefix, response within the minimum MSS. Eligible →
+//!    target with no byte to percent-encode (`force_https_common::uri`), HTTP/1.0 or 1.1,
+//!    exactly one valid `Host`, no `Content-Length` or `Transfer-Encoding`, host in
+//!    `FH_HOSTS` and enforced, path not under the ACME prefix, response within the minimum
+//!    MSS. Eligible →
 //!    redirect to the AF_XDP socket of the RX queue (PASS when none is bound); anything else
 //!    → the flow goes into `FH_FLOWS` and the segment is PASSed.
 //!

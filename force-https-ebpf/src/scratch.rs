@@ -54,7 +54,8 @@ pub struct Scratch {
     pub wkey_lo: u32,
     pub wkey: u64,
     pub wcheck: u32,
-    pub pad: u32,
+    /// The target has a byte the redirect builder would percent-encode.
+    pub escape: u32,
 }
 
 /// A pointer to this CPU's [`Scratch`] value. Only [`scratch`] makes one, from the map lookup
