@@ -31,6 +31,7 @@
 //! those flows are passed instead of dropped.
 #![no_std]
 
+pub mod net;
 pub mod uri;
 
 /// Name of the map of TCP ports the XDP program watches (key: port in host order, value: 1).
@@ -56,12 +57,17 @@ pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
 /// Default size of the XSK map (userspace sets it to the number of RX queues).
 pub const DEFAULT_MAX_QUEUES: u32 = 64;
 
+/// The ACME HTTP-01 challenge path prefix. XDP leaves requests under it to the kernel; the
+/// daemon exempts them from redirects unless a site sets `acme_exempt = false`.
+pub const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+
 /// Largest TCP payload XDP inspects; longer first segments go to the kernel.
 pub const MAX_HEAD: u32 = 2048;
-/// Largest fast-path response on IPv4: the minimum MSS every host accepts (RFC 9293), since
-/// the syncookie hides the client's real MSS.
+/// Largest fast-path response payload on IPv4: the minimum MSS every host accepts (RFC 9293),
+/// since the syncookie hides the client's real MSS (`force_https_proto::frame::MAX_PAYLOAD_V4`).
 pub const MAX_RESPONSE_V4: u32 = 536;
-/// Largest fast-path response on IPv6 (minimum MTU 1280 - 40 - 20).
+/// Largest fast-path response payload on IPv6: minimum MTU 1280 - 40 - 20
+/// (`force_https_proto::frame::MAX_PAYLOAD_V6`).
 pub const MAX_RESPONSE_V6: u32 = 1220;
 
 /// [`HostValue::flags`]: the host is enforced (port-80 requests are redirected).
@@ -205,7 +211,8 @@ pub const STAT_PASS_IP: u32 = 12;
 /// Passed: the segment does not end the head (split head) or holds more than a head.
 pub const STAT_PASS_PARTIAL: u32 = 13;
 /// Passed: not a request XDP can decide (method, target form, version, header bytes, no or
-/// several Host fields, a body, a head over `MAX_HEAD`).
+/// several Host fields, a `Content-Length` or `Transfer-Encoding` header, a head over
+/// `MAX_HEAD`).
 pub const STAT_PASS_NOT_SIMPLE: u32 = 14;
 /// Passed: host not in the map.
 pub const STAT_PASS_UNKNOWN_HOST: u32 = 15;
@@ -219,8 +226,11 @@ pub const STAT_PASS_TOO_LARGE: u32 = 18;
 pub const STAT_PASS_NO_XSK: u32 = 19;
 /// FINs with no socket answered with an ACK by XDP itself (`XDP_TX`).
 pub const STAT_FIN_ACK_TX: u32 = 20;
+/// Passed: the request-target has a byte the redirect would percent-encode
+/// ([`uri::is_uri_path_byte`]) or a `%` without two hex digits.
+pub const STAT_PASS_TARGET_ESCAPE: u32 = 21;
 /// Number of counters in [`MAP_STATS`].
-pub const STAT_COUNT: u32 = 21;
+pub const STAT_COUNT: u32 = 22;
 
 /// Human-readable names of the counters, indexed like the `STAT_*` constants.
 pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
@@ -245,6 +255,7 @@ pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
     "xdp_pass_too_large",
     "xdp_pass_no_xsk",
     "xdp_fin_ack_tx",
+    "xdp_pass_target_escape",
 ];
 
 /// One-line descriptions of the counters (for `force-https stats` and Prometheus `# HELP`),
@@ -264,13 +275,14 @@ pub const STAT_HELP: [&str; STAT_COUNT as usize] = [
     "Passed: no listening socket matched (or other packets XDP does not handle: RST, URG).",
     "Passed: IP options, fragments, IPv6 extension headers or a truncated frame.",
     "Passed: the segment does not end the head (split head) or holds more than a head.",
-    "Passed: not a request XDP can decide (method, target form, version, header bytes, no or several Host fields, a body, a head over the maximum head size).",
+    "Passed: not a request XDP can decide (method, target form, version, header bytes, no or several Host fields, a Content-Length or Transfer-Encoding header, a head over the maximum head size).",
     "Passed: host not in the map.",
     "Passed: host not enforced.",
     "Passed: exempt path (ACME prefix) or a host flagged HOST_PASS.",
     "Passed: the response would not fit the minimum MSS.",
     "Passed: the redirect found no AF_XDP socket on the RX queue (the responder is not running).",
     "FINs with no socket answered with an ACK by XDP itself (XDP_TX).",
+    "Passed: the request-target has a byte the redirect would percent-encode, or a % without two hex digits.",
 ];
 
 #[cfg(test)]

@@ -31,31 +31,18 @@
 
 use std::fmt;
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_8021Q: u16 = 0x8100;
-const IPPROTO_TCP: u8 = 6;
-const IPV4_HLEN: usize = 20;
-const IPV6_HLEN: usize = 40;
-const TCP_HLEN: usize = 20;
-
-/// TCP flag bits.
-pub const TH_FIN: u8 = 0x01;
-/// SYN.
-pub const TH_SYN: u8 = 0x02;
-/// RST.
-pub const TH_RST: u8 = 0x04;
-/// PSH.
-pub const TH_PSH: u8 = 0x08;
-/// ACK.
-pub const TH_ACK: u8 = 0x10;
+use force_https_common::net::{
+    ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, TCP_HLEN,
+    VLAN_HLEN,
+};
+/// TCP flag bits (defined in `force-https-common`, shared with the XDP program).
+pub use force_https_common::net::{TH_ACK, TH_FIN, TH_PSH, TH_RST, TH_SYN};
 
 /// Largest answer payload on IPv4: 536 bytes, the MSS every host accepts (the syncookie
-/// hides the client's own MSS).
-pub const MAX_PAYLOAD_V4: usize = 536;
-/// Largest answer payload on IPv6: 1280 - 40 - 20.
-pub const MAX_PAYLOAD_V6: usize = 1220;
+/// hides the client's own MSS). The XDP program's limit, [`force_https_common::MAX_RESPONSE_V4`].
+pub const MAX_PAYLOAD_V4: usize = force_https_common::MAX_RESPONSE_V4 as usize;
+/// Largest answer payload on IPv6: 1280 - 40 - 20 ([`force_https_common::MAX_RESPONSE_V6`]).
+pub const MAX_PAYLOAD_V6: usize = force_https_common::MAX_RESPONSE_V6 as usize;
 /// Shortest Ethernet frame (without FCS); shorter answers are zero-padded.
 pub const MIN_FRAME: usize = 60;
 /// Window and TTL of answers, shared with the XDP program's own FIN ACKs.
@@ -203,7 +190,7 @@ pub fn parse(frame: &[u8]) -> Result<TcpFrame, FrameError> {
     let mut proto = rd16(frame, 12)?;
     if proto == ETH_P_8021Q {
         proto = rd16(frame, 16)?;
-        l3 += 4;
+        l3 += VLAN_HLEN;
     }
     let (l4, l4_len, ipv6) = match proto {
         ETH_P_IPV4 => {

@@ -157,13 +157,12 @@ fn fast_path_answers(mode: &str) {
         ],
     );
     assert_eq!(out, redirect_bytes(301, "https://a.shop.example.test/v6"));
+    // No `-d`: a Content-Length header (even 0) leaves the request to the kernel.
     let out = curl(
         &ns,
         &[
             "-X",
             "POST",
-            "-d",
-            "",
             "-H",
             &format!("Host: {SHOP}"),
             &format!("http://{EDGE_V4}/form"),
@@ -268,9 +267,7 @@ fn corpus() -> Vec<(Vec<u8>, bool, bool)> {
             true,
         ),
         (
-            r(&format!(
-                "POST /p HTTP/1.1\r\nHost: {SHOP}\r\nContent-Length: 0\r\n\r\n"
-            )),
+            r(&format!("POST /p HTTP/1.1\r\nHost: {SHOP}\r\n\r\n")),
             false,
             true,
         ),
@@ -361,6 +358,13 @@ fn corpus() -> Vec<(Vec<u8>, bool, bool)> {
         (
             r(&format!(
                 "POST /b HTTP/1.1\r\nHost: {SHOP}\r\nContent-Length: 3\r\n\r\nabc"
+            )),
+            false,
+            false,
+        ),
+        (
+            r(&format!(
+                "POST /z HTTP/1.1\r\nHost: {SHOP}\r\nContent-Length: 0\r\n\r\n"
             )),
             false,
             false,
@@ -503,6 +507,125 @@ fn differential_corpus_is_byte_identical() {
     ] {
         assert!(stat(&s, name) >= 1, "{name}: {s}");
     }
+}
+
+/// Requests the fast path must leave to the kernel although their host is enforced: a
+/// request-target with bytes the redirect would percent-encode (the responder's answer would
+/// be longer than XDP computed), asterisk-form, and heads with `Content-Length` or
+/// `Transfer-Encoding`. XDP passes them (the fast-path counters do not move, the pass counter
+/// does) and the socket path redirects them.
+#[test]
+fn escaped_targets_and_body_headers_are_left_to_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let cfg = Config::new()
+        .site(Site::new("shop", &[SHOP]).enforced())
+        .extra(&xdp_section(&ns, "generic"));
+    let d = Daemon::start(&ns, &cfg);
+    let head = |line: &[u8], extra: &str| {
+        let mut v = line.to_vec();
+        v.extend_from_slice(
+            format!("\r\nHost: {SHOP}\r\n{extra}Connection: close\r\n\r\n").as_bytes(),
+        );
+        v
+    };
+    // (request, pass counter that must move, status from the socket path; 0: any)
+    let cases: Vec<(Vec<u8>, &str, u16)> = vec![
+        // Non-ASCII bytes: already refused by XDP's scan of the whole head.
+        (
+            head(b"GET /caf\xC3\xA9 HTTP/1.1", ""),
+            "xdp_pass_not_simple",
+            301,
+        ),
+        (
+            head(b"GET /\\evil.example/x HTTP/1.1", ""),
+            "xdp_pass_target_escape",
+            301,
+        ),
+        (
+            head(b"GET /a%zz HTTP/1.1", ""),
+            "xdp_pass_target_escape",
+            301,
+        ),
+        (
+            head(b"GET /a%4 HTTP/1.1", ""),
+            "xdp_pass_target_escape",
+            301,
+        ),
+        (
+            head(b"GET /a?b=\"c\" HTTP/1.1", ""),
+            "xdp_pass_target_escape",
+            301,
+        ),
+        (
+            head(b"POST /cl HTTP/1.1", "Content-Length: 0\r\n"),
+            "xdp_pass_not_simple",
+            308,
+        ),
+        (
+            {
+                let mut v = head(b"POST /te HTTP/1.1", "Transfer-Encoding: chunked\r\n");
+                v.extend_from_slice(b"0\r\n\r\n");
+                v
+            },
+            "xdp_pass_not_simple",
+            308,
+        ),
+        (head(b"OPTIONS * HTTP/1.1", ""), "xdp_pass_not_simple", 0),
+    ];
+    for (req, counter, status) in &cases {
+        let shown = String::from_utf8_lossy(req).into_owned();
+        let before = stats(&d);
+        let got = raw_request(&ns, edge80(), req);
+        let after = stats(&d);
+        let got_status = status_of(&got);
+        if *status == 0 {
+            assert_ne!(
+                got_status,
+                0,
+                "{shown:?}: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+        } else {
+            assert_eq!(
+                got_status,
+                *status,
+                "{shown:?}: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+        assert_eq!(
+            stat(&after, "xdp_fast_redirect"),
+            stat(&before, "xdp_fast_redirect"),
+            "{shown:?}: {after}"
+        );
+        assert_eq!(
+            fast_answers(&after),
+            fast_answers(&before),
+            "{shown:?}: {after}"
+        );
+        assert_eq!(
+            stat(&after, counter),
+            stat(&before, counter) + 1,
+            "{shown:?}: {after}"
+        );
+    }
+    // The control: a target with only allowed bytes and valid escapes is answered by the fast
+    // path.
+    let before = stats(&d);
+    let got = raw_request(
+        &ns,
+        edge80(),
+        &head(b"GET /a%7Eb/c;d=e?f=(g)&h=i*j HTTP/1.1", ""),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        redirect_bytes(301, &format!("https://{SHOP}/a%7Eb/c;d=e?f=(g)&h=i*j"))
+    );
+    let after = stats(&d);
+    assert_eq!(fast_answers(&after), fast_answers(&before) + 1, "{after}");
 }
 
 #[test]
