@@ -19,8 +19,9 @@ pub const DEFAULT_CONFIG: &str = "/etc/force-https/config.toml";
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/force-https/control.sock";
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/force-https";
-/// The ACME HTTP-01 challenge prefix, exempt from redirects unless `acme_exempt = false`.
-pub const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+/// The ACME HTTP-01 challenge prefix, exempt from redirects unless `acme_exempt = false`
+/// (defined once, in the contract with the XDP program).
+pub use force_https_common::ACME_PREFIX;
 
 /// A configuration error with its position in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
