@@ -346,6 +346,12 @@ const ERRORS: &[(u16, &str, &str, &str)] = &[
         error_response!("414", "URI Too Long", "17"),
     ),
     (
+        421,
+        "Misdirected Request",
+        "421 Misdirected Request\n",
+        error_response!("421", "Misdirected Request", "24"),
+    ),
+    (
         431,
         "Request Header Fields Too Large",
         "431 Request Header Fields Too Large\n",
@@ -389,7 +395,8 @@ fn error_entry(status: u16) -> (u16, &'static str, &'static str, &'static str) {
 }
 
 /// The complete fixed response for an error status: 400, 404, 408, 414 (RFC 9112 §3: a
-/// request-target longer than the server parses), 431 (RFC 6585 §5), 500, 502, 503, 504. Any
+/// request-target longer than the server parses), 421 (RFC 9110 §15.5.20: the connection's
+/// certificate does not cover the request's host), 431 (RFC 6585 §5), 500, 502, 503, 504. Any
 /// other code gives the 500 response.
 ///
 /// ```text
@@ -785,7 +792,7 @@ mod tests {
 
     #[test]
     fn error_responses() {
-        for status in [400, 404, 408, 414, 431, 500, 502, 503, 504] {
+        for status in [400, 404, 408, 414, 421, 431, 500, 502, 503, 504] {
             check_error(status);
         }
         assert_eq!(

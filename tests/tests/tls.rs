@@ -911,3 +911,170 @@ fn h2_response_trailers_from_the_backend_reach_the_client() {
         })
     });
 }
+
+/// Writes `req` on a TLS connection made with `sni`, reads until the server closes or 3 s
+/// pass, and returns what came back.
+async fn tls_raw(pki: &Pki, sni: &str, req: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(client_config(pki, &[b"http/1.1"]), sni).await;
+    tls.write_all(req).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Conformance fault 5: a request whose host the connection's certificate is not the one for
+/// gets 421 (RFC 9110 §15.5.20) over h1 and h2, and reaches no backend; sites sharing one
+/// certificate keep working; case and `:443` are fine.
+#[test]
+fn misdirected_requests_get_421() {
+    if !require_root() {
+        return;
+    }
+    // "static.example.com" shares blog's certificate files.
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let shop = Backend::start(&ns, "shop", 0);
+    let blog = Backend::start(&ns, "blog", 0);
+    // `config` issues blog.pem/blog.key; the static site, added after shop's keys, reuses them.
+    let static_site = format!(
+        "[[site]]\nname = \"static\"\ndomains = [\"static.example.com\"]\nbackend = \"{}\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}",
+        blog.url(),
+        pki.path("blog.pem").display(),
+        pki.path("blog.key").display()
+    );
+    let cfg = config(&pki, &shop.url(), &blog.url(), &static_site, "");
+    let d = Daemon::start(&ns, &cfg);
+    ns.run_in_client(|| {
+        rt().block_on(async {
+            // h1: SNI blog, Host shop.
+            let r = tls_raw(
+                &pki,
+                "blog.example.com",
+                b"GET /x HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            assert!(r.starts_with("HTTP/1.1 421 Misdirected Request\r\n"), "{r}");
+            assert!(!r.contains("backend="), "reached a backend: {r}");
+            // shop is enforced: even this answer carries its HSTS.
+            assert_eq!(
+                headers_named(&r, "strict-transport-security"),
+                vec!["max-age=31536000"],
+                "{r}"
+            );
+            // The same certificate's other site, and case and :443, are fine.
+            for host in ["static.example.com", "BLOG.Example.com:443"] {
+                let r = tls_raw(
+                    &pki,
+                    "blog.example.com",
+                    format!("GET /y HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await;
+                assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{host}: {r}");
+            }
+            // h2: :authority shop on a connection made for blog.
+            use http_body_util::{BodyExt, Empty};
+            use hyper_util::rt::{TokioExecutor, TokioIo};
+            let tls = tls_connect(client_config(&pki, &[b"h2"]), "blog.example.com").await;
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .expect("h2 handshake");
+            tokio::spawn(conn);
+            for (authority, status) in [
+                ("shop.example.com", 421),
+                ("a.shop.example.com", 421),
+                ("blog.example.com", 200),
+                ("static.example.com", 200),
+            ] {
+                let req = hyper::Request::builder()
+                    .uri(format!("https://{authority}/z"))
+                    .body(Empty::<bytes::Bytes>::new())
+                    .expect("req");
+                let resp = send.send_request(req).await.expect("h2 request");
+                assert_eq!(resp.status(), status, "{authority}");
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                assert_eq!(
+                    String::from_utf8_lossy(&body).contains("backend="),
+                    status == 200,
+                    "{authority}"
+                );
+            }
+        })
+    });
+    let stats = json(&d.cli(&["stats", "--json"]).out());
+    assert_eq!(stats["responses_421"].as_u64(), Some(3), "{stats}");
+}
+
+/// Conformance fault 6: the edge's own errors over TLS carry HSTS for an enforced host, also
+/// when the request has no usable host (then the SNI's).
+#[test]
+fn the_edges_own_errors_carry_hsts() {
+    if !require_root() {
+        return;
+    }
+    let e = Edge::start("", "");
+    e.ns.run_in_client(|| {
+        rt().block_on(async {
+            let r = tls_raw(
+                &e.pki,
+                "shop.example.com",
+                b"GET / HTTP/1.1\r\nHost: shop.example.com\r\nHost: shop.example.com\r\n\
+                  Connection: close\r\n\r\n",
+            )
+            .await;
+            assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
+            assert_eq!(
+                headers_named(&r, "strict-transport-security"),
+                vec!["max-age=31536000"],
+                "{r}"
+            );
+            // blog is not enforced: its errors get no HSTS.
+            let r = tls_raw(
+                &e.pki,
+                "blog.example.com",
+                b"GET / HTTP/1.1\r\nHost: blog.example.com\r\nHost: blog.example.com\r\n\
+                  Connection: close\r\n\r\n",
+            )
+            .await;
+            assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
+            assert!(
+                headers_named(&r, "strict-transport-security").is_empty(),
+                "{r}"
+            );
+        })
+    });
+}
+
+/// Conformance fault 4 over TLS: the client's `X-Forwarded-Port: 80` and `X-Forwarded-Ssl`
+/// never reach the backend; `X-Forwarded-Port` is 443.
+#[test]
+fn forged_port_signals_over_tls_are_replaced() {
+    if !require_root() {
+        return;
+    }
+    let e = Edge::start("", "");
+    for proto in ["--http1.1", "--http2"] {
+        let r = curl_https(
+            &e.ns,
+            &e.pki,
+            "shop.example.com",
+            "/",
+            &[
+                proto,
+                "-H",
+                "X-Forwarded-Port: 80",
+                "-H",
+                "X-Forwarded-Ssl: off",
+                "-H",
+                "X-Forwarded-Scheme: http",
+            ],
+        );
+        assert!(r.contains("header:x-forwarded-port=443\n"), "{proto}: {r}");
+        assert_eq!(r.matches("header:x-forwarded-port=").count(), 1, "{r}");
+        assert!(!r.contains("header:x-forwarded-ssl="), "{proto}: {r}");
+        assert!(!r.contains("header:x-forwarded-scheme="), "{proto}: {r}");
+    }
+}

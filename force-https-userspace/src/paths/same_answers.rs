@@ -200,7 +200,7 @@ fn the_three_paths_answer_alike() {
             let early = hyper_request(raw).map(|req| {
                 proxy.early(
                     &table,
-                    ConnInfo::http("198.51.100.2:1".parse().unwrap()),
+                    &ConnInfo::http("198.51.100.2:1".parse().unwrap(), 80),
                     &req,
                 )
             });

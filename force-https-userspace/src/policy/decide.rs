@@ -58,6 +58,9 @@ pub struct RequestFacts<'a> {
     pub path_and_query: &'a [u8],
     /// Whether the request-target is asterisk-form (`OPTIONS *`, RFC 9112 §3.2.4).
     pub asterisk: bool,
+    /// Whether the request came over a TLS connection whose certificate is not the one for
+    /// its host (RFC 9110 §7.4): it must not be served on this connection.
+    pub misdirected: bool,
 }
 
 /// What force-https answers itself, without a backend.
@@ -68,15 +71,18 @@ pub enum LocalAnswer {
     /// `200 OK` with `Allow`: `OPTIONS *` to an enforced host on port 80, which has no
     /// resource to redirect to (RFC 9110 §9.3.7).
     Options,
+    /// `421 Misdirected Request` (RFC 9110 §15.5.20): the TLS connection's certificate is not
+    /// the one for the request's host; nothing reaches a backend.
+    Misdirected,
 }
 
 impl LocalAnswer {
     /// The status code of the answer.
-    #[cfg(test)]
     pub fn status(self) -> u16 {
         match self {
             LocalAnswer::NotFound => 404,
             LocalAnswer::Options => 200,
+            LocalAnswer::Misdirected => 421,
         }
     }
 }
@@ -135,9 +141,9 @@ impl<'t> Decision<'t> {
                 });
             }
             Decision::Local {
-                answer: LocalAnswer::NotFound,
+                answer: answer @ (LocalAnswer::NotFound | LocalAnswer::Misdirected),
                 ..
-            } => m.count_status(404),
+            } => m.count_status(answer.status()),
             Decision::Local {
                 answer: LocalAnswer::Options,
                 ..
@@ -148,6 +154,7 @@ impl<'t> Decision<'t> {
 
 /// Decides what to do with a request, from the policy table alone:
 ///
+/// - misdirected (TLS, the certificate is not the host's): 421;
 /// - no entry for the host: 404;
 /// - port 80, enforced host: `OPTIONS *` is answered locally; a path under an exempt prefix
 ///   (ACME challenges, `exempt_paths`) is proxied; anything else is redirected, 301 for
@@ -155,6 +162,12 @@ impl<'t> Decision<'t> {
 ///   §15.4.9);
 /// - otherwise proxied when the site has a backend, else 404.
 pub fn decide<'t>(table: &'t PolicyTable, req: &RequestFacts<'_>) -> Decision<'t> {
+    if req.misdirected {
+        return Decision::Local {
+            entry: table.lookup(req.host),
+            answer: LocalAnswer::Misdirected,
+        };
+    }
     let Some(entry) = table.lookup(req.host) else {
         return Decision::Local {
             entry: None,
@@ -231,6 +244,7 @@ force_https = true
             method: method.as_bytes(),
             path_and_query: pq.as_bytes(),
             asterisk: pq == "*",
+            misdirected: false,
         };
         match decide(t, &facts) {
             Decision::Redirect { status, .. } => D::R(status.code()),
@@ -297,6 +311,7 @@ force_https = true
             method: b"GET",
             path_and_query: b"/",
             asterisk: false,
+            misdirected: false,
         };
         decide(&t, &facts).count(Via::Xdp, &m);
         decide(&t, &facts).count(Via::Socket, &m);
@@ -313,6 +328,21 @@ force_https = true
             ..facts
         };
         decide(&t, &https).count(Via::Tls, &m);
+        assert_eq!(get("proxied_https"), Some(1));
+        let misdirected = RequestFacts {
+            misdirected: true,
+            ..https
+        };
+        let d = decide(&t, &misdirected);
+        assert!(matches!(
+            d,
+            Decision::Local {
+                entry: Some(_),
+                answer: LocalAnswer::Misdirected
+            }
+        ));
+        d.count(Via::Tls, &m);
+        assert_eq!(get("responses_421"), Some(1));
         assert_eq!(get("proxied_https"), Some(1));
     }
 }

@@ -32,33 +32,56 @@ use upstream::Upstream;
 /// The body type of every response force-https sends through hyper.
 pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 
+/// Which hosts a TLS connection may serve: those its certificate is the one for (RFC 9110
+/// §7.4, §15.5.20). Implemented by the TLS path.
+pub trait Authority: Send + Sync {
+    /// Whether the connection's certificate serves `host` (normalized).
+    fn covers(&self, host: &str) -> bool;
+}
+
+/// What the TLS handshake settled.
+pub struct TlsInfo {
+    /// The SNI the client sent, normalized (lowercase, no trailing dot).
+    pub sni: Option<String>,
+    /// The hosts this connection may serve.
+    pub authority: Box<dyn Authority>,
+}
+
 /// What the service knows about the client connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
+    /// The port of the listener the connection came in on (`X-Forwarded-Port`).
+    pub local_port: u16,
     /// The listener's scheme.
     pub scheme: Scheme,
+    /// TLS details, on the TLS listeners.
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 impl ConnInfo {
-    /// A port-80 connection from `peer`.
-    pub fn http(peer: SocketAddr) -> ConnInfo {
+    /// A port-80 connection from `peer` to the listener on `local_port`.
+    pub fn http(peer: SocketAddr, local_port: u16) -> ConnInfo {
         ConnInfo {
             peer,
+            local_port,
             scheme: Scheme::Http,
+            tls: None,
         }
     }
 
-    /// A TLS connection from `peer`.
-    pub fn https(peer: SocketAddr) -> ConnInfo {
+    /// A TLS connection from `peer` to the listener on `local_port`.
+    pub fn https(peer: SocketAddr, local_port: u16, tls: Arc<TlsInfo>) -> ConnInfo {
         ConnInfo {
             peer,
+            local_port,
             scheme: Scheme::Https,
+            tls: Some(tls),
         }
     }
 
-    fn via(self) -> Via {
+    fn via(&self) -> Via {
         match self.scheme {
             Scheme::Http => Via::Socket,
             Scheme::Https => Via::Tls,
@@ -101,14 +124,16 @@ impl Proxy {
     pub fn early<'t, B>(
         &self,
         table: &'t crate::policy::PolicyTable,
-        conn: ConnInfo,
+        conn: &ConnInfo,
         req: &Request<B>,
     ) -> Early<'t> {
         let m = &self.edge.metrics;
         let settings = &self.edge.settings;
         let Some(host) = request::host(req, settings.default_host.as_deref()) else {
             m.count_status(400);
-            return Early::Answer(local::error(400), None);
+            // No usable host: HSTS follows the name the client connected to (its SNI).
+            let sni = conn.tls.as_ref().and_then(|t| t.sni.as_deref());
+            return Early::Answer(local::error(400), sni.and_then(|s| table.lookup(s)));
         };
         let pq = request::path_and_query(req.uri());
         let facts = RequestFacts {
@@ -117,6 +142,10 @@ impl Proxy {
             method: req.method().as_str().as_bytes(),
             path_and_query: pq.as_bytes(),
             asterisk: req.uri().path() == "*",
+            misdirected: conn
+                .tls
+                .as_ref()
+                .is_some_and(|t| !t.authority.covers(&host)),
         };
         let decision = decide(table, &facts);
         decision.count(conn.via(), m);
@@ -127,8 +156,10 @@ impl Proxy {
             ),
             Decision::Local { entry, answer } => Early::Answer(
                 match answer {
-                    LocalAnswer::NotFound => local::error(404),
                     LocalAnswer::Options => local::options(),
+                    LocalAnswer::NotFound | LocalAnswer::Misdirected => {
+                        local::error(answer.status())
+                    }
                 },
                 entry,
             ),
@@ -143,7 +174,7 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let table = self.edge.policy.table_arc();
-        let (resp, entry, origin) = match self.early(&table, conn, &req) {
+        let (resp, entry, origin) = match self.early(&table, &conn, &req) {
             Early::Answer(resp, entry) => (resp, entry.cloned(), Origin::Local),
             Early::Upstream(host, decision) => {
                 let entry = decision.entry().cloned();
@@ -155,7 +186,7 @@ impl Proxy {
                     Some(b) => {
                         let resp = self
                             .upstream
-                            .forward(&self.edge.metrics, conn, &b, &host, req)
+                            .forward(&self.edge.metrics, &conn, &b, &host, req)
                             .await;
                         let origin = if resp.extensions().get::<local::Marker>().is_some() {
                             Origin::Local

@@ -85,23 +85,39 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// The forwarding headers force-https owns: whatever the client sent under these names is
-/// removed, and the first four are set from what force-https saw.
-pub const FORWARDING_HEADERS: [&str; 5] = [
+/// The forwarding headers force-https owns: the edge is the only one to tell a backend who
+/// the client is and whether, how and where it connected, so whatever the client sent under
+/// any of these names is removed. The first five are then set from what force-https saw
+/// ([`set_forwarding`]); the others, which frameworks also read to decide whether a request
+/// was secure or where it came from (Rack, Django, Flask/Werkzeug, Spring, IIS), are never
+/// sent.
+pub const FORWARDING_HEADERS: [&str; 15] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
+    "x-forwarded-port",
     "forwarded",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-protocol",
+    "x-url-scheme",
+    "front-end-https",
+    "x-forwarded-server",
+    "x-forwarded-prefix",
     "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
 ];
 
-/// Sets the forwarding headers from what force-https saw, replacing client-sent values:
-/// `X-Forwarded-For` (the client's address), `X-Forwarded-Proto`, `X-Forwarded-Host` and
-/// `Forwarded` (RFC 7239 §4).
-pub fn set_forwarding(headers: &mut HeaderMap, conn: ConnInfo, host_value: &HeaderValue) {
+/// Sets the forwarding headers from what force-https saw, replacing client-sent values (every
+/// name of [`FORWARDING_HEADERS`] is removed first): `X-Forwarded-For` (the client's
+/// address), `X-Forwarded-Proto` (`http` or `https`), `X-Forwarded-Host`, `X-Forwarded-Port`
+/// (the port of the listener the client connected to) and `Forwarded` (RFC 7239 §4).
+pub fn set_forwarding(headers: &mut HeaderMap, conn: &ConnInfo, host_value: &HeaderValue) {
     for n in FORWARDING_HEADERS {
         headers.remove(n);
     }
+    headers.insert("x-forwarded-port", HeaderValue::from(conn.local_port));
     let ip = conn.peer.ip().to_canonical();
     let proto = conn.scheme.as_str();
     if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
@@ -122,7 +138,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, conn: ConnInfo, host_value: &Head
 
 /// The `Host` the backend gets: on port 80 the client's `Host` as sent; otherwise the
 /// absolute-form / `:authority` authority, else `Host`, else the normalized host.
-pub fn upstream_host(headers: &HeaderMap, uri: &Uri, conn: ConnInfo, host: &str) -> HeaderValue {
+pub fn upstream_host(headers: &HeaderMap, uri: &Uri, conn: &ConnInfo, host: &str) -> HeaderValue {
     match headers.get(header::HOST).cloned() {
         Some(h) if conn.scheme == crate::policy::Scheme::Http => h,
         _ => match uri.authority().map(|a| a.as_str()) {
@@ -139,7 +155,15 @@ pub fn upstream_host(headers: &HeaderMap, uri: &Uri, conn: ConnInfo, host: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::SocketAddr;
+    use crate::proxy::{Authority, TlsInfo};
+    use std::{net::SocketAddr, sync::Arc};
+
+    struct Everything;
+    impl Authority for Everything {
+        fn covers(&self, _: &str) -> bool {
+            true
+        }
+    }
 
     fn req(version: Version, uri: &str, hosts: &[&str]) -> Request<()> {
         let mut b = Request::builder().version(version).uri(uri);
@@ -229,8 +253,27 @@ mod tests {
         for n in FORWARDING_HEADERS {
             h.insert(n, HeaderValue::from_static("forged"));
         }
-        let v4 = ConnInfo::https("198.51.100.7:40000".parse::<SocketAddr>().unwrap());
-        set_forwarding(&mut h, v4, &HeaderValue::from_static("shop.example"));
+        let v4 = ConnInfo::https(
+            "198.51.100.7:40000".parse::<SocketAddr>().unwrap(),
+            8443,
+            Arc::new(TlsInfo {
+                sni: None,
+                authority: Box::new(Everything),
+            }),
+        );
+        set_forwarding(&mut h, &v4, &HeaderValue::from_static("shop.example"));
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x-forwarded-port",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "forwarded"
+            ]
+        );
+        assert_eq!(h["x-forwarded-port"], "8443");
         assert_eq!(h["x-forwarded-for"], "198.51.100.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "shop.example");
@@ -240,8 +283,9 @@ mod tests {
         );
         assert!(!h.contains_key("x-real-ip"));
         let mut h = HeaderMap::new();
-        let v6 = ConnInfo::http("[2001:db8::7]:40000".parse::<SocketAddr>().unwrap());
-        set_forwarding(&mut h, v6, &HeaderValue::from_static("a\"b"));
+        let v6 = ConnInfo::http("[2001:db8::7]:40000".parse::<SocketAddr>().unwrap(), 80);
+        set_forwarding(&mut h, &v6, &HeaderValue::from_static("a\"b"));
+        assert_eq!(h["x-forwarded-port"], "80");
         assert_eq!(h["x-forwarded-for"], "2001:db8::7");
         assert_eq!(
             h["forwarded"],
@@ -249,8 +293,8 @@ mod tests {
         );
         // An IPv4-mapped peer is reported as IPv4.
         let mut h = HeaderMap::new();
-        let mapped = ConnInfo::http("[::ffff:198.51.100.9]:1".parse::<SocketAddr>().unwrap());
-        set_forwarding(&mut h, mapped, &HeaderValue::from_static("h"));
+        let mapped = ConnInfo::http("[::ffff:198.51.100.9]:1".parse::<SocketAddr>().unwrap(), 80);
+        set_forwarding(&mut h, &mapped, &HeaderValue::from_static("h"));
         assert_eq!(h["x-forwarded-for"], "198.51.100.9");
     }
 }

@@ -57,7 +57,7 @@ impl Upstream {
     pub async fn forward(
         &self,
         m: &Metrics,
-        conn: ConnInfo,
+        conn: &ConnInfo,
         backend: &Backend,
         host: &str,
         mut req: Request<Incoming>,

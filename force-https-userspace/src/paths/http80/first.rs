@@ -29,8 +29,10 @@ pub enum FirstRequest {
 /// The bytes of a local answer.
 pub fn local_answer(answer: LocalAnswer) -> &'static [u8] {
     match answer {
-        LocalAnswer::NotFound => response::error_response(404),
         LocalAnswer::Options => response::options_asterisk(),
+        LocalAnswer::NotFound | LocalAnswer::Misdirected => {
+            response::error_response(answer.status())
+        }
     }
 }
 
@@ -63,6 +65,7 @@ pub fn first_request(
         method: head.method.as_bytes(),
         path_and_query: t.path_and_query,
         asterisk: t.is_asterisk,
+        misdirected: false,
     };
     let decision = decide(table, &facts);
     match decision {

@@ -133,9 +133,10 @@ async fn serve_proxied(
     _permit: OwnedSemaphorePermit,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    let info = ConnInfo::http(peer);
+    let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(80);
+    let info = ConnInfo::http(peer, local_port);
     let limits = &edge.settings.limits;
-    let svc = service_fn(move |req| proxy.clone().handle(info, req));
+    let svc = service_fn(move |req| proxy.clone().handle(info.clone(), req));
     let io = TokioIo::new(Replay {
         pending: read,
         inner: stream,

@@ -7,7 +7,7 @@
 //! behind an [`ArcSwap`], so a reload swaps them without touching connections; a file that
 //! fails to load keeps its previous certificate in service.
 
-use std::{collections::HashMap, fmt::Write as _, sync::Arc};
+use std::{collections::HashMap, fmt::Write as _, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, anyhow, bail};
 use arc_swap::ArcSwap;
@@ -30,30 +30,47 @@ struct CertSource {
     files: TlsFiles,
 }
 
+/// A certificate's identity: its certificate and key files. It stays the same across reloads
+/// (a reloaded certificate is a new `CertifiedKey` from the same files).
+pub type CertFiles = Arc<(PathBuf, PathBuf)>;
+
+/// A loaded certificate and the files it came from.
+#[derive(Clone)]
+struct Cert {
+    key: Arc<CertifiedKey>,
+    files: CertFiles,
+}
+
 /// The loaded certificates, by name.
 #[derive(Default)]
 pub(super) struct CertMap {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Option<Arc<CertifiedKey>>,
+    exact: HashMap<String, Cert>,
+    wildcard: HashMap<String, Cert>,
+    default: Option<Cert>,
     /// Loaded key per file pair, so a failed reload can keep the previous one.
-    by_files: HashMap<(std::path::PathBuf, std::path::PathBuf), Arc<CertifiedKey>>,
+    by_files: HashMap<(PathBuf, PathBuf), Arc<CertifiedKey>>,
 }
 
 impl CertMap {
-    fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let named = sni.and_then(|n| {
+    /// The certificate for a server name (SNI or a request's host): exact name, one-label
+    /// wildcard, then the default certificate.
+    fn lookup(&self, name: Option<&str>) -> Option<&Cert> {
+        let named = name.and_then(|n| {
             let n = n.trim_end_matches('.').to_ascii_lowercase();
             self.exact
                 .get(&n)
                 .or_else(|| wildcard_parent(&n).and_then(|p| self.wildcard.get(p)))
-                .cloned()
         });
-        named.or_else(|| self.default.clone())
+        named.or(self.default.as_ref())
     }
 
     pub(super) fn knows(&self, sni: Option<&str>) -> bool {
         self.lookup(sni).is_some()
+    }
+
+    /// The files of the certificate that serves `name`.
+    pub(super) fn files_for(&self, name: Option<&str>) -> Option<CertFiles> {
+        self.lookup(name).map(|c| c.files.clone())
     }
 }
 
@@ -70,7 +87,10 @@ struct Resolver(Arc<ArcSwap<CertMap>>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.load().lookup(hello.server_name())
+        self.0
+            .load()
+            .lookup(hello.server_name())
+            .map(|c| c.key.clone())
     }
 }
 
@@ -148,7 +168,11 @@ fn build_map(sources: &[CertSource], previous: Option<&CertMap>) -> (CertMap, Ve
             },
         };
         let Some(ck) = ck else { continue };
-        map.by_files.insert(key, ck.clone());
+        map.by_files.insert(key.clone(), ck.clone());
+        let ck = Cert {
+            key: ck,
+            files: Arc::new(key),
+        };
         match &s.names {
             None => map.default = Some(ck),
             Some(names) => {

@@ -22,14 +22,28 @@ use tokio::{
 use tokio_rustls::LazyConfigAcceptor;
 
 pub use certs::CertStore;
+use certs::{CertFiles, CertMap};
 
 use crate::{
     config::TlsConfig,
     edge::Edge,
     metrics::Metrics,
     net::{Shutdown, accept_loop, serve_connection},
-    proxy::{ConnInfo, Proxy},
+    proxy::{Authority, ConnInfo, Proxy, TlsInfo},
 };
+
+/// The certificate a connection presented: it may serve the hosts whose certificate (by the
+/// current map, so a reload changes nothing for names it did not move) is the same file pair.
+struct Presented {
+    map: Arc<arc_swap::ArcSwap<CertMap>>,
+    files: Option<CertFiles>,
+}
+
+impl Authority for Presented {
+    fn covers(&self, host: &str) -> bool {
+        self.files.is_some() && self.map.load().files_for(Some(host)) == self.files
+    }
+}
 
 /// A fatal `unrecognized_name` alert record (TLS 1.2 record layer, as before ServerHello).
 const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
@@ -77,6 +91,7 @@ async fn connection(
 ) -> anyhow::Result<()> {
     let store = &path.certs;
     let m = &path.edge.metrics;
+    let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(443);
     let timeout = Duration::from_millis(path.settings.handshake_timeout_ms);
     let handshake = async {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
@@ -104,9 +119,25 @@ async fn connection(
         }
         Ok(Ok(Ok(tls))) => tls,
     };
-    let info = ConnInfo::https(peer);
+    let sni = tls
+        .get_ref()
+        .1
+        .server_name()
+        .map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+    let presented = store.map.load().files_for(sni.as_deref());
+    let info = ConnInfo::https(
+        peer,
+        local_port,
+        Arc::new(TlsInfo {
+            sni,
+            authority: Box::new(Presented {
+                map: store.map.clone(),
+                files: presented,
+            }),
+        }),
+    );
     let proxy = path.proxy.clone();
-    let svc = service_fn(move |req| proxy.clone().handle(info, req));
+    let svc = service_fn(move |req| proxy.clone().handle(info.clone(), req));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let tls_cfg = &path.settings;
     builder

@@ -165,6 +165,7 @@ impl Responder {
             method: head.method.as_bytes(),
             path_and_query: t.path_and_query,
             asterisk: t.is_asterisk,
+            misdirected: false,
         };
         let decision = decide(table, &facts);
         let Decision::Redirect { status, .. } = decision else {

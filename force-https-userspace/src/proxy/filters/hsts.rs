@@ -55,6 +55,13 @@ mod tests {
     };
     use std::{net::SocketAddr, path::Path};
 
+    struct Any;
+    impl crate::proxy::Authority for Any {
+        fn covers(&self, _: &str) -> bool {
+            true
+        }
+    }
+
     fn setup(dir: &Path) -> (Policy, Settings) {
         let text = format!(
             r#"
@@ -95,9 +102,16 @@ domains = ["blog.example"]
     ) -> Option<String> {
         let peer: SocketAddr = "198.51.100.2:1000".parse().unwrap();
         let conn = if https {
-            ConnInfo::https(peer)
+            ConnInfo::https(
+                peer,
+                443,
+                std::sync::Arc::new(crate::proxy::TlsInfo {
+                    sni: None,
+                    authority: Box::new(Any),
+                }),
+            )
         } else {
-            ConnInfo::http(peer)
+            ConnInfo::http(peer, 80)
         };
         let ctx = FilterCtx {
             conn,

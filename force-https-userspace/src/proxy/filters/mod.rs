@@ -268,7 +268,7 @@ mod tests {
         )
         .boxed_unsync();
         let ctx = FilterCtx {
-            conn: super::super::ConnInfo::http("198.51.100.2:1".parse().unwrap()),
+            conn: super::super::ConnInfo::http("198.51.100.2:1".parse().unwrap(), 80),
             entry: None,
             settings: &settings,
             metrics: &metrics,
