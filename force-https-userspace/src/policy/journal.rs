@@ -144,7 +144,8 @@ impl StateStore {
         }
         let mut line = serde_json::to_vec(&JournalLine {
             hosts: delta.iter().cloned().collect(),
-        })?;
+        })
+        .context("cannot encode a state journal line")?;
         line.push(b'\n');
         self.append(&line).with_context(|| {
             format!(
@@ -192,7 +193,8 @@ impl StateStore {
         let body = serde_json::to_vec_pretty(&StateFile {
             version: VERSION,
             hosts: hosts.clone(),
-        })?;
+        })
+        .context("cannot encode the state snapshot")?;
         let tmp = self
             .dir
             .join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));

@@ -690,7 +690,9 @@ mod tests {
     fn parsers() {
         assert_eq!(vm_rss_kib("Name:\tx\nVmRSS:\t  6482 kB\n"), Some(6482));
         assert_eq!(
-            map_fill_ms("2026 INFO force_https::xdp: XDP host map filled entries=1000001 ms=2643"),
+            map_fill_ms(
+                "2026 INFO force_https::paths::xdp: XDP host map filled entries=1000001 ms=2643"
+            ),
             Some(2643)
         );
         assert_eq!(json_u64("{\"a\":1,\"hosts\": 42}", "hosts"), Some(42));

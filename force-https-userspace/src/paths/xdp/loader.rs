@@ -170,7 +170,7 @@ pub(super) fn attach(cfg: &XdpConfig, ports: &[u16], https_port: u16) -> anyhow:
 
 /// Whether `XDP_TX` frames reach the wire: always in generic mode; in driver mode on a real
 /// device, but not on a veth (or another virtual device), whose peer would need an XDP
-/// program of its own (shared/docs/fastpath-notes.md).
+/// program of its own to receive them (the kernel's veth XDP path; see BENCHMARKS.md).
 pub(super) fn fin_tx_works(interface: &str, mode: &str) -> bool {
     mode == "generic"
         || std::path::Path::new(&format!("/sys/class/net/{interface}/device")).exists()

@@ -178,7 +178,8 @@ impl Queue {
         let umem = unsafe { Umem::new(config, slice) }
             .map_err(errno)
             .context("cannot register the UMEM (AF_XDP)")?;
-        let name = CString::new(interface)?;
+        let name = CString::new(interface)
+            .with_context(|| format!("invalid interface name {interface:?}"))?;
         let mut info = IfInfo::invalid();
         info.from_name(&name)
             .map_err(errno)
@@ -283,7 +284,8 @@ pub(super) fn start(
     let mut xsks: XskMap<_> = XskMap::try_from(
         ebpf.map_mut(MAP_XSKS)
             .ok_or_else(|| anyhow!("map {MAP_XSKS} missing from the XDP object"))?,
-    )?;
+    )
+    .context(MAP_XSKS)?;
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(ResponderStats::default());
     let mut responders = Responders {
