@@ -5,7 +5,13 @@
 //! the port-80 socket path, the TLS path, the proxy and the admin side. It holds no listener,
 //! no certificate and no backend client: those belong to their own paths.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
+    time::Duration,
+};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -51,6 +57,8 @@ pub struct Edge {
     pub settings: Settings,
     /// One permit per open client connection (`limits.max_connections`), over all listeners.
     connections: Arc<Semaphore>,
+    /// The most connections open at once since [`Edge::take_peak`] last read it.
+    peak: AtomicUsize,
 }
 
 impl Edge {
@@ -70,13 +78,22 @@ impl Edge {
             metrics: Metrics::default(),
             settings: Settings::from_config(config),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            peak: AtomicUsize::new(0),
         }
     }
 
     /// Admits one more client connection, or `None` when `limits.max_connections` are open.
     /// The connection counts until the permit is dropped.
     pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.connections.clone().try_acquire_owned().ok()
+        let permit = self.connections.clone().try_acquire_owned().ok()?;
+        self.peak.fetch_max(self.active_connections(), Relaxed);
+        Some(permit)
+    }
+
+    /// The most client connections open at once since the last call, and starts a new period
+    /// from the number open now.
+    pub fn take_peak(&self) -> usize {
+        self.peak.swap(self.active_connections(), Relaxed)
     }
 
     /// Client connections open now.

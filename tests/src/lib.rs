@@ -562,6 +562,8 @@ pub struct Config {
     pub idle_timeout_ms: Option<u64>,
     pub connect_timeout_ms: Option<u64>,
     pub response_timeout_ms: Option<u64>,
+    /// Serve TLS on 443 (needs a certificate in `extra` or a site).
+    pub https: bool,
     /// Raw TOML appended at the end; must start with a table header.
     pub extra: String,
     /// Replaces the whole text; `{STATE_DIR}` and `{CONTROL_SOCKET}` are substituted.
@@ -605,6 +607,11 @@ impl Config {
         self.response_timeout_ms = Some(ms);
         self
     }
+    /// Serves TLS on 443 as well.
+    pub fn https(mut self) -> Config {
+        self.https = true;
+        self
+    }
     /// Appends raw TOML (starting with a table header).
     pub fn extra(mut self, toml: &str) -> Config {
         self.extra.push_str(toml);
@@ -622,7 +629,12 @@ impl Config {
                 .replace("{CONTROL_SOCKET}", cs);
         }
         let mut out = String::new();
-        out.push_str("[listen]\nhttp = [\"0.0.0.0:80\", \"[::]:80\"]\nhttps = []\n\n");
+        out.push_str("[listen]\nhttp = [\"0.0.0.0:80\", \"[::]:80\"]\n");
+        out.push_str(if self.https {
+            "https = [\"0.0.0.0:443\", \"[::]:443\"]\n\n"
+        } else {
+            "https = []\n\n"
+        });
         let _ = writeln!(
             out,
             "[state]\ndir = {}\ncontrol_socket = {}",

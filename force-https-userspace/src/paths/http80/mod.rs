@@ -88,12 +88,15 @@ async fn connection(
 ) -> io::Result<()> {
     let limits = &edge.settings.limits;
     let deadline = Instant::now() + Duration::from_millis(limits.head_timeout_ms);
-    let mut buf: Vec<u8> = Vec::with_capacity(2048);
-    let mut chunk = [0u8; 4096];
+    // Most request heads are a few hundred bytes; the buffer grows only for larger ones.
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
 
     // Read until the head is complete, too large, invalid, or late.
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len().min(limits.max_head_bytes));
+        }
+        let n = match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Err(_) => {
                 edge.metrics.count_status(408);
                 return answer_and_close(stream, response::error_response(408)).await;
@@ -103,7 +106,6 @@ async fn connection(
         if n == 0 {
             return Ok(());
         }
-        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
         let table = edge.policy.table();
         match first_request(&edge.settings, &table, &edge.metrics, &buf) {
             FirstRequest::Incomplete => continue,
