@@ -188,6 +188,20 @@ fn later_requests_on_a_kept_alive_connection() {
             head(b"OPTIONS * HTTP/1.1", SHOP, ""),
             Some(OPTIONS_ANSWER.to_string()),
         ),
+        // 2. A too-long target is 414 here too, a too-large header block 431.
+        (
+            {
+                let mut v = b"GET /".to_vec();
+                v.extend(std::iter::repeat_n(b'a', 17_000));
+                v.extend_from_slice(b" HTTP/1.1");
+                head(&v, SHOP, "")
+            },
+            Some(
+                "HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: 17\r\nConnection: close\r\n\r\n414 URI Too Long\n"
+                    .to_string(),
+            ),
+        ),
         // Non-ASCII targets: hyper refuses them (400) or force-https encodes them.
         (head(b"GET /caf\xC3\xA9 HTTP/1.1", SHOP, ""), None),
     ];

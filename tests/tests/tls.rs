@@ -1015,7 +1015,7 @@ fn the_edges_own_errors_carry_hsts() {
     if !require_root() {
         return;
     }
-    let e = Edge::start("", "");
+    let e = Edge::start("", "[tls]\nmax_header_bytes = 16384");
     e.ns.run_in_client(|| {
         rt().block_on(async {
             let r = tls_raw(
@@ -1031,6 +1031,32 @@ fn the_edges_own_errors_carry_hsts() {
                 vec!["max-age=31536000"],
                 "{r}"
             );
+            // A target or a header block over tls.max_header_bytes (16 KiB here): 414 and 431,
+            // with HSTS. (hyper answers targets over 65534 bytes itself, without it.)
+            for (req, status) in [
+                (
+                    format!(
+                        "GET /{} HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
+                        "a".repeat(17_000)
+                    ),
+                    "HTTP/1.1 414 URI Too Long\r\n",
+                ),
+                (
+                    format!(
+                        "GET / HTTP/1.1\r\nHost: shop.example.com\r\nX-Big: {}\r\n\r\n",
+                        "a".repeat(17_000)
+                    ),
+                    "HTTP/1.1 431 Request Header Fields Too Large\r\n",
+                ),
+            ] {
+                let r = tls_raw(&e.pki, "shop.example.com", req.as_bytes()).await;
+                assert!(r.starts_with(status), "{r}");
+                assert_eq!(
+                    headers_named(&r, "strict-transport-security"),
+                    vec!["max-age=31536000"],
+                    "{r}"
+                );
+            }
             // blog is not enforced: its errors get no HSTS.
             let r = tls_raw(
                 &e.pki,

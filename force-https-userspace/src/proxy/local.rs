@@ -67,6 +67,17 @@ pub fn error(status: u16) -> Response<Body> {
     r
 }
 
+/// The complete error response of `force_https_proto::response::error_response`, exactly as
+/// the socket path sends it, `Connection: close` included (hyper then closes an HTTP/1
+/// connection after it; HTTP/2 drops the field). For errors after which the connection's
+/// framing is not worth trusting (414, 431).
+pub fn error_closing(status: u16) -> Response<Body> {
+    from_canonical(
+        response::error_response(status),
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    )
+}
+
 /// The answer to `OPTIONS *`, from `force_https_proto::response::options_asterisk`.
 pub fn options() -> Response<Body> {
     from_canonical(response::options_asterisk(), StatusCode::OK)

@@ -58,6 +58,10 @@ pub struct ConnInfo {
     pub scheme: Scheme,
     /// TLS details, on the TLS listeners.
     pub tls: Option<Arc<TlsInfo>>,
+    /// The largest request head this listener accepts, bytes (`limits.max_head_bytes` on
+    /// port 80, `tls.max_header_bytes` on TLS): above it the request phase answers 414 for a
+    /// long target and 431 for long header fields.
+    pub head_limit: usize,
 }
 
 impl ConnInfo {
@@ -68,6 +72,7 @@ impl ConnInfo {
             local_port,
             scheme: Scheme::Http,
             tls: None,
+            head_limit: usize::MAX,
         }
     }
 
@@ -78,7 +83,14 @@ impl ConnInfo {
             local_port,
             scheme: Scheme::Https,
             tls: Some(tls),
+            head_limit: usize::MAX,
         }
+    }
+
+    /// The same connection with a head limit.
+    pub fn with_head_limit(mut self, bytes: usize) -> ConnInfo {
+        self.head_limit = bytes;
+        self
     }
 
     fn via(&self) -> Via {
@@ -129,6 +141,13 @@ impl Proxy {
     ) -> Early<'t> {
         let m = &self.edge.metrics;
         let settings = &self.edge.settings;
+        if let Some(status) = request::over_limit(req, conn.head_limit) {
+            m.count_status(status);
+            let host = request::host(req, settings.default_host.as_deref());
+            let sni = conn.tls.as_ref().and_then(|t| t.sni.as_deref());
+            let entry = host.as_deref().or(sni).and_then(|h| table.lookup(h));
+            return Early::Answer(local::error_closing(status), entry);
+        }
         let Some(host) = request::host(req, settings.default_host.as_deref()) else {
             m.count_status(400);
             // No usable host: HSTS follows the name the client connected to (its SNI).

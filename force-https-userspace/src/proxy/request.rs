@@ -39,6 +39,23 @@ pub fn host<B>(req: &Request<B>, default_host: Option<&str>) -> Option<String> {
     Some(normalize(&a))
 }
 
+/// Whether a request head exceeds `limit` bytes: `Some(414)` when its request-target alone
+/// does (RFC 9112 §3: URI Too Long), `Some(431)` when its header fields do (RFC 6585 §5).
+/// Sizes count as on the wire in HTTP/1.1 (`name: value\r\n` per field).
+pub fn over_limit<B>(req: &Request<B>, limit: usize) -> Option<u16> {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    if target > limit {
+        return Some(414);
+    }
+    let line = req.method().as_str().len() + target + 12;
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    (line + fields + 2 > limit).then_some(431)
+}
+
 /// The path and query of a request-target, `/` when it has none.
 pub fn path_and_query(uri: &Uri) -> &str {
     uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
@@ -223,6 +240,27 @@ mod tests {
                 "{v:?} {uri} {hosts:?}"
             );
         }
+    }
+
+    #[test]
+    fn head_limits() {
+        let r = |target: &str, header: usize| {
+            Request::builder()
+                .uri(target)
+                .header("x-big", "a".repeat(header))
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(over_limit(&r("/", 10), 1000), None);
+        assert_eq!(
+            over_limit(&r(&format!("/{}", "a".repeat(1000)), 10), 1000),
+            Some(414)
+        );
+        assert_eq!(over_limit(&r("/", 1000), 1000), Some(431));
+        assert_eq!(
+            over_limit(&r(&format!("/{}", "a".repeat(990)), 10), 1000),
+            Some(431)
+        );
     }
 
     #[test]

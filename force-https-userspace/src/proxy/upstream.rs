@@ -1,13 +1,20 @@
 //! The upstream phase: one pooled HTTP/1.1 client to every backend, the request rewritten for
 //! the backend, timeouts mapped to 502/504, and `Upgrade` (WebSocket) tunnels.
+//!
+//! A backend may close a kept-alive connection at any moment (its own idle timeout, a restart,
+//! `Connection: close` semantics it did not announce); a request sent on a pooled connection
+//! the backend has just closed fails with nothing answered. Such a request is sent once more,
+//! on another connection, when it is safe to repeat (RFC 9110 §9.2.2): an idempotent method,
+//! no request body, not an upgrade, and the failure is the connection closing before any
+//! response byte. Both tries fall within `[proxy] response_timeout_ms`.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either, Empty};
 use hyper::{
-    Request, Response, StatusCode, Uri, Version,
-    body::Incoming,
+    HeaderMap, Method, Request, Response, StatusCode, Uri, Version,
+    body::{Body as _, Incoming},
     header::{self, HeaderValue},
 };
 use hyper_util::{
@@ -25,9 +32,12 @@ use crate::{
     metrics::Metrics,
 };
 
+/// A request body to a backend: the client's, or nothing (a retried bodyless request).
+type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
 /// The pooled HTTP/1.1 client to all backends.
 pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, UpstreamBody>,
     response_timeout: Duration,
 }
 
@@ -94,9 +104,26 @@ impl Upstream {
         }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let breq = Request::from_parts(parts, body);
+        let again = (!upgrade && is_idempotent(&parts.method) && body.is_end_stream())
+            .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        let breq = Request::from_parts(parts, Either::Left(body));
 
-        let result = tokio::time::timeout(self.response_timeout, self.client.request(breq)).await;
+        let send = async {
+            let first = self.client.request(breq).await;
+            match (first, again) {
+                (Err(e), Some((method, uri, headers))) if closed_before_response(&e) => {
+                    tracing::debug!(
+                        backend = %backend.authority,
+                        host,
+                        "backend closed the connection before answering; sending once more: {}",
+                        chain(&e)
+                    );
+                    self.client.request(bodyless(method, uri, headers)).await
+                }
+                (r, _) => r,
+            }
+        };
+        let result = tokio::time::timeout(self.response_timeout, send).await;
         let mut bresp = match result {
             Err(_) => {
                 m.count_status(504);
@@ -105,7 +132,12 @@ impl Upstream {
             }
             Ok(Err(e)) => {
                 m.count_status(502);
-                tracing::warn!(backend = %backend.authority, host, "backend unreachable: {e}");
+                tracing::warn!(
+                    backend = %backend.authority,
+                    host,
+                    "backend unreachable: {}",
+                    chain(&e)
+                );
                 return local::error(502);
             }
             Ok(Ok(r)) => r,
@@ -131,4 +163,45 @@ impl Upstream {
         strip_hop_by_hop(&mut parts.headers);
         Response::from_parts(parts, body.boxed_unsync())
     }
+}
+
+/// Methods a client may repeat automatically after a connection failure (RFC 9110 §9.2.2).
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// True when the backend connection closed before any byte of the response (hyper's
+/// "connection closed before message completed"): a pooled connection the backend had closed.
+fn closed_before_response(e: &hyper_util::client::legacy::Error) -> bool {
+    !e.is_connect()
+        && std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<hyper::Error>())
+            .is_some_and(hyper::Error::is_incomplete_message)
+}
+
+/// The same request without a body, to send again.
+fn bodyless(method: Method, uri: Uri, headers: HeaderMap) -> Request<UpstreamBody> {
+    let mut req = Request::new(Either::Right(Empty::new()));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    req
+}
+
+/// An error and its causes, `: `-separated (hyper-util's own text names only the phase).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    // Bounded: error chains are short; stop after a few links in any case.
+    for _ in 0..8 {
+        let Some(c) = cause else { break };
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

@@ -136,8 +136,8 @@ async fn serve_proxied(
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(80);
-    let info = ConnInfo::http(peer, local_port);
     let limits = &edge.settings.limits;
+    let info = ConnInfo::http(peer, local_port).with_head_limit(limits.max_head_bytes);
     let svc = service_fn(move |req| proxy.clone().handle(info.clone(), req));
     let io = TokioIo::new(Replay {
         pending: read,
@@ -147,7 +147,9 @@ async fn serve_proxied(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(limits.idle_timeout_ms))
-        .max_buf_size(limits.max_head_bytes.max(8192))
+        // Twice the limit, so that heads up to that size reach the proxy service, which answers
+        // 414 or 431 as the socket path does; above it hyper answers 431 itself.
+        .max_buf_size(limits.max_head_bytes.saturating_mul(2).max(8192))
         // Redirects sent from here must be byte-identical to the raw ones (see
         // proxy::local::redirect); backends' own Date headers are forwarded unchanged.
         .title_case_headers(true)

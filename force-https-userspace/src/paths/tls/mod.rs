@@ -135,7 +135,8 @@ async fn connection(
                 files: presented,
             }),
         }),
-    );
+    )
+    .with_head_limit(path.settings.max_header_bytes);
     let proxy = path.proxy.clone();
     let svc = service_fn(move |req| proxy.clone().handle(info.clone(), req));
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -146,7 +147,8 @@ async fn connection(
         .header_read_timeout(Duration::from_millis(
             path.edge.settings.limits.idle_timeout_ms,
         ))
-        .max_buf_size(tls_cfg.max_header_bytes.max(8192))
+        // Twice the limit: the proxy service answers 414/431 (with HSTS) up to there.
+        .max_buf_size(tls_cfg.max_header_bytes.saturating_mul(2).max(8192))
         .keep_alive(true);
     builder
         .http2()
