@@ -91,8 +91,8 @@ extern "C" fn cb_target(idx: u64, _ctx: *mut c_void) -> i64 {
 }
 
 /// One header line (line `idx + 1`): the empty line must be the last one; `Host` is
-/// recognized, and `Content-Length` or `Transfer-Encoding` (even `Content-Length: 0`) sets
-/// `body`: such requests are left to the kernel.
+/// recognized, and a `Content-Length` other than 0 or any `Transfer-Encoding` sets `body`:
+/// such requests are left to the kernel.
 #[inline(never)]
 extern "C" fn cb_header(idx: u64, _ctx: *mut c_void) -> i64 {
     let Some(s) = scratch() else { return 1 };
@@ -141,9 +141,23 @@ extern "C" fn cb_header(idx: u64, _ctx: *mut c_void) -> i64 {
         }
         vset!(s, host_start, a);
         vset!(s, host_end, e);
-    } else if (len >= 15 && s.eq_nocase(start, b"content-length:"))
-        || (len >= 18 && s.eq_nocase(start, b"transfer-encoding:"))
-    {
+    } else if len >= 15 && s.eq_nocase(start, b"content-length:") {
+        // Only a zero length is a head without a body.
+        let mut a = start + 15;
+        let c = s.at(a);
+        if c == b' ' || c == b'\t' {
+            a += 1;
+        }
+        let mut e = end;
+        let c = s.at(e - 1);
+        if e > a && (c == b' ' || c == b'\t') {
+            e -= 1;
+        }
+        if !(e == a + 1 && s.at(a) == b'0') {
+            vset!(s, body, 1);
+            return 1;
+        }
+    } else if len >= 18 && s.eq_nocase(start, b"transfer-encoding:") {
         vset!(s, body, 1);
         return 1;
     }
