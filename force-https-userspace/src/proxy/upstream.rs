@@ -7,20 +7,29 @@
 //! on another connection, when it is safe to repeat (RFC 9110 §9.2.2): an idempotent method,
 //! no request body, not an upgrade, and the failure is the connection closing before any
 //! response byte. Both tries fall within `[proxy] response_timeout_ms`.
+//!
+//! `[proxy] response_timeout_ms` counts from the moment the request, body included, has been
+//! sent to the backend (or from the start for a request without a body): a big or slow upload
+//! is not a slow backend. A backend that answers before reading the whole body is served at once.
 
-use std::time::Duration;
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Empty};
 use hyper::{
     HeaderMap, Method, Request, Response, StatusCode, Uri, Version,
-    body::{Body as _, Incoming},
+    body::{Body as _, Frame, Incoming, SizeHint},
     header::{self, HeaderValue},
 };
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioIo},
 };
+use tokio::sync::oneshot;
 
 use super::{
     Body, ConnInfo,
@@ -33,7 +42,62 @@ use crate::{
 };
 
 /// A request body to a backend: the client's, or nothing (a retried bodyless request).
-type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+type UpstreamBody = Either<Sent, Empty<Bytes>>;
+
+/// The client's request body on its way to the backend; says when it has been sent whole
+/// (or has failed, or was dropped), which starts the response timeout.
+struct Sent {
+    inner: Incoming,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Sent {
+    fn new(inner: Incoming, done: oneshot::Sender<()>) -> Sent {
+        let mut s = Sent {
+            inner,
+            done: Some(done),
+        };
+        if s.inner.is_end_stream() {
+            s.finish();
+        }
+        s
+    }
+
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl hyper::body::Body for Sent {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            Poll::Pending => false,
+        };
+        if ended {
+            self.finish();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// The pooled HTTP/1.1 client to all backends.
 pub struct Upstream {
@@ -63,7 +127,8 @@ impl Upstream {
 
     /// Sends `req` for `host` to `backend` and returns its response (hop-by-hop headers
     /// removed), or force-https's own 400 (target not representable), 502 (unreachable) or
-    /// 504 (no response head within `[proxy] response_timeout_ms`), counted.
+    /// 504 (no response head within `[proxy] response_timeout_ms` of the request being sent),
+    /// counted.
     pub async fn forward(
         &self,
         m: &Metrics,
@@ -104,9 +169,15 @@ impl Upstream {
         }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let again = (!upgrade && is_idempotent(&parts.method) && body.is_end_stream())
-            .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
-        let breq = Request::from_parts(parts, Either::Left(body));
+        let again = (!upgrade && is_idempotent(&parts.method) && body.is_end_stream()).then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+        let (sent_tx, sent_rx) = oneshot::channel();
+        let breq = Request::from_parts(parts, Either::Left(Sent::new(body, sent_tx)));
 
         let send = async {
             let first = self.client.request(breq).await;
@@ -123,7 +194,17 @@ impl Upstream {
                 (r, _) => r,
             }
         };
-        let result = tokio::time::timeout(self.response_timeout, send).await;
+        // The response timeout starts once the request body has been sent (see the module doc).
+        let result = async {
+            tokio::pin!(send);
+            tokio::select! {
+                biased;
+                r = &mut send => return Ok(r),
+                _ = sent_rx => {}
+            }
+            tokio::time::timeout(self.response_timeout, send).await
+        }
+        .await;
         let mut bresp = match result {
             Err(_) => {
                 m.count_status(504);
