@@ -358,6 +358,12 @@ const ERRORS: &[(u16, &str, &str, &str)] = &[
         error_response!("431", "Request Header Fields Too Large", "36"),
     ),
     (
+        508,
+        "Loop Detected",
+        "508 Loop Detected\n",
+        error_response!("508", "Loop Detected", "18"),
+    ),
+    (
         502,
         "Bad Gateway",
         "502 Bad Gateway\n",
@@ -396,7 +402,8 @@ fn error_entry(status: u16) -> (u16, &'static str, &'static str, &'static str) {
 
 /// The complete fixed response for an error status: 400, 404, 408, 414 (RFC 9112 §3: a
 /// request-target longer than the server parses), 421 (RFC 9110 §15.5.20: the connection's
-/// certificate does not cover the request's host), 431 (RFC 6585 §5), 500, 502, 503, 504. Any
+/// certificate does not cover the request's host), 431 (RFC 6585 §5), 500, 502, 503, 504, 508
+/// (RFC 5842 §7.2: a request that already went through this edge, `CDN-Loop`). Any
 /// other code gives the 500 response.
 ///
 /// ```text
@@ -792,7 +799,7 @@ mod tests {
 
     #[test]
     fn error_responses() {
-        for status in [400, 404, 408, 414, 421, 431, 500, 502, 503, 504] {
+        for status in [400, 404, 408, 414, 421, 431, 500, 502, 503, 504, 508] {
             check_error(status);
         }
         assert_eq!(

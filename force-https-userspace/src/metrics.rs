@@ -55,6 +55,10 @@ counters! {
     responses_options => "OPTIONS * requests answered by force-https itself (200 with Allow).",
     responses_502 => "502 responses: a backend could not be reached.",
     responses_504 => "504 responses: a backend did not answer in time.",
+    responses_508 => "508 responses: a request that already went through this edge (CDN-Loop), or a backend redirecting to the URL just requested over http://.",
+    redirect_loops_rewritten => "Backend redirects to http:// on the same host rewritten to https:// (loop_guard).",
+    redirect_loops_stopped => "Backend redirects to the URL just requested over http:// answered 508 instead (loop_guard).",
+    csp_upgrade_added => "HTTPS responses that got upgrade-insecure-requests in their Content-Security-Policy (csp_upgrade_insecure_requests).",
     hsts_injected => "HTTPS responses that got a Strict-Transport-Security header from force-https.",
     hsts_from_backend => "HTTPS responses to enforced hosts whose backend set its own Strict-Transport-Security.",
     tls_handshake_failures => "TLS handshakes that failed or timed out.",
@@ -83,6 +87,7 @@ impl Metrics {
             431 => &self.responses_431,
             502 => &self.responses_502,
             504 => &self.responses_504,
+            508 => &self.responses_508,
             _ => return,
         };
         Self::inc(c);

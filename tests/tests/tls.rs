@@ -1104,3 +1104,130 @@ fn forged_port_signals_over_tls_are_replaced() {
         assert!(!r.contains("header:x-forwarded-scheme="), "{proto}: {r}");
     }
 }
+
+/// The redirect-loop guard: a backend redirecting to `http://` on its own host gets its
+/// `Location` rewritten to `https://`, or 508 (with HSTS) when it points back at the URL just
+/// requested; `CDN-Loop` is added to every forwarded request and a request carrying it is
+/// refused with 508; `csp_upgrade_insecure_requests` adds or appends the directive.
+#[test]
+fn loop_guard_cdn_loop_and_csp_upgrade() {
+    if !require_root() {
+        return;
+    }
+    let e = Edge::start("csp_upgrade_insecure_requests = true", "");
+    let (ns, pki) = (&e.ns, &e.pki);
+    for proto in ["--http1.1", "--http2"] {
+        let r = curl_https(
+            ns,
+            pki,
+            "shop.example.com",
+            "/a?b=1",
+            &[
+                proto,
+                "-H",
+                "x-want-status: 301",
+                "-H",
+                "x-want-location: HTTP://Shop.Example.com.:80/a?b=1",
+            ],
+        );
+        assert!(status_line(&r).contains(" 508"), "{proto}: {r}");
+        assert!(r.contains("X-Forwarded-Proto"), "{proto}: {r}");
+        assert_eq!(
+            headers_named(&r, "strict-transport-security"),
+            vec!["max-age=31536000"],
+            "{r}"
+        );
+        let r = curl_https(
+            ns,
+            pki,
+            "shop.example.com",
+            "/a",
+            &[
+                proto,
+                "-H",
+                "x-want-status: 302",
+                "-H",
+                "x-want-location: http://shop.example.com/login?next=%2Fa",
+            ],
+        );
+        assert!(status_line(&r).contains(" 302"), "{proto}: {r}");
+        assert_eq!(
+            headers_named(&r, "location"),
+            vec!["https://shop.example.com/login?next=%2Fa"],
+            "{r}"
+        );
+        // Another host's http:// is left alone.
+        let r = curl_https(
+            ns,
+            pki,
+            "shop.example.com",
+            "/a",
+            &[
+                proto,
+                "-H",
+                "x-want-status: 302",
+                "-H",
+                "x-want-location: http://elsewhere.example/x",
+            ],
+        );
+        assert_eq!(
+            headers_named(&r, "location"),
+            vec!["http://elsewhere.example/x"],
+            "{r}"
+        );
+        // CDN-Loop: added to what the backend gets; a request that carries it is refused.
+        let r = curl_https(
+            ns,
+            pki,
+            "shop.example.com",
+            "/",
+            &[proto, "-H", "CDN-Loop: other-cdn"],
+        );
+        assert!(
+            r.contains("header:cdn-loop=other-cdn\n")
+                && r.contains("header:cdn-loop=force-https\n"),
+            "{proto}: {r}"
+        );
+        let r = curl_https(
+            ns,
+            pki,
+            "shop.example.com",
+            "/",
+            &[proto, "-H", "CDN-Loop: other-cdn, force-https; v=1"],
+        );
+        assert!(status_line(&r).contains(" 508"), "{proto}: {r}");
+        assert!(!r.contains("backend="), "{proto}: reached the backend: {r}");
+        // CSP: added, or appended to the backend's own policy; never on a host not enforced.
+        let r = curl_https(ns, pki, "shop.example.com", "/", &[proto]);
+        assert_eq!(
+            headers_named(&r, "content-security-policy"),
+            vec!["upgrade-insecure-requests"],
+            "{r}"
+        );
+        let r = curl_https(
+            ns,
+            pki,
+            "shop.example.com",
+            "/",
+            &[proto, "-H", "x-want-csp: default-src 'self';"],
+        );
+        assert_eq!(
+            headers_named(&r, "content-security-policy"),
+            vec!["default-src 'self'; upgrade-insecure-requests"],
+            "{r}"
+        );
+        let r = curl_https(ns, pki, "blog.example.com", "/", &[proto]);
+        assert!(
+            headers_named(&r, "content-security-policy").is_empty(),
+            "{r}"
+        );
+    }
+    let stats = json(&e.d.cli(&["stats", "--json"]).out());
+    assert_eq!(stats["redirect_loops_stopped"].as_u64(), Some(2), "{stats}");
+    assert_eq!(
+        stats["redirect_loops_rewritten"].as_u64(),
+        Some(2),
+        "{stats}"
+    );
+    assert_eq!(stats["responses_508"].as_u64(), Some(4), "{stats}");
+}

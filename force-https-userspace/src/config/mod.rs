@@ -231,6 +231,12 @@ pub struct Site {
     pub hsts: SiteHsts,
     /// The site's certificate.
     pub tls: Option<TlsFiles>,
+    /// `loop_guard` (default true): a backend redirect to `http://` on the same host is turned
+    /// into `https://`, or answered `508` when it points back at the URL just requested.
+    pub loop_guard: bool,
+    /// `csp_upgrade_insecure_requests` (default false): HTTPS responses of enforced hosts
+    /// carry the `upgrade-insecure-requests` CSP directive.
+    pub csp_upgrade_insecure_requests: bool,
 }
 
 /// The validated configuration.

@@ -142,6 +142,10 @@ pub(super) struct RawSite {
     pub(super) hsts: Option<Spanned<RawSiteHsts>>,
     #[serde(default)]
     pub(super) tls: Option<Spanned<TlsFiles>>,
+    #[serde(default = "yes")]
+    pub(super) loop_guard: bool,
+    #[serde(default)]
+    pub(super) csp_upgrade_insecure_requests: bool,
 }
 
 pub(super) fn yes() -> bool {

@@ -318,6 +318,8 @@ fn sites(at: &At<'_>, raw: &[RawSite], hsts: &HstsConfig) -> Result<Vec<Site>, C
             exempt_paths,
             hsts,
             tls: s.tls.as_ref().map(|t| t.get_ref().clone()),
+            loop_guard: s.loop_guard,
+            csp_upgrade_insecure_requests: s.csp_upgrade_insecure_requests,
         });
     }
     Ok(sites)

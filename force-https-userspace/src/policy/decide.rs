@@ -61,6 +61,9 @@ pub struct RequestFacts<'a> {
     /// Whether the request came over a TLS connection whose certificate is not the one for
     /// its host (RFC 9110 §7.4): it must not be served on this connection.
     pub misdirected: bool,
+    /// Whether the request already carries this edge's `CDN-Loop` token (RFC 8586): it went
+    /// through force-https before, and forwarding it again would loop.
+    pub looped: bool,
 }
 
 /// What force-https answers itself, without a backend.
@@ -74,6 +77,8 @@ pub enum LocalAnswer {
     /// `421 Misdirected Request` (RFC 9110 §15.5.20): the TLS connection's certificate is not
     /// the one for the request's host; nothing reaches a backend.
     Misdirected,
+    /// `508 Loop Detected`: the request already went through this edge (`CDN-Loop`).
+    LoopDetected,
 }
 
 impl LocalAnswer {
@@ -83,6 +88,7 @@ impl LocalAnswer {
             LocalAnswer::NotFound => 404,
             LocalAnswer::Options => 200,
             LocalAnswer::Misdirected => 421,
+            LocalAnswer::LoopDetected => 508,
         }
     }
 }
@@ -141,7 +147,10 @@ impl<'t> Decision<'t> {
                 });
             }
             Decision::Local {
-                answer: answer @ (LocalAnswer::NotFound | LocalAnswer::Misdirected),
+                answer:
+                    answer @ (LocalAnswer::NotFound
+                    | LocalAnswer::Misdirected
+                    | LocalAnswer::LoopDetected),
                 ..
             } => m.count_status(answer.status()),
             Decision::Local {
@@ -160,7 +169,9 @@ impl<'t> Decision<'t> {
 ///   (ACME challenges, `exempt_paths`) is proxied; anything else is redirected, 301 for
 ///   GET/HEAD and 308 otherwise unless the site sets `redirect_code` (RFC 9110 §15.4.2,
 ///   §15.4.9);
-/// - otherwise proxied when the site has a backend, else 404.
+/// - otherwise proxied when the site has a backend, else 404; but a request that already went
+///   through this edge (`CDN-Loop` carries its token) is answered 508 instead of forwarded
+///   again (a redirect or a local answer is no loop).
 pub fn decide<'t>(table: &'t PolicyTable, req: &RequestFacts<'_>) -> Decision<'t> {
     if req.misdirected {
         return Decision::Local {
@@ -188,7 +199,12 @@ pub fn decide<'t>(table: &'t PolicyTable, req: &RequestFacts<'_>) -> Decision<'t
             };
         }
     }
-    if entry.has_backend() {
+    if entry.has_backend() && req.looped {
+        Decision::Local {
+            entry: Some(entry),
+            answer: LocalAnswer::LoopDetected,
+        }
+    } else if entry.has_backend() {
         Decision::Proxy { entry }
     } else {
         Decision::Local {
@@ -245,6 +261,7 @@ force_https = true
             path_and_query: pq.as_bytes(),
             asterisk: pq == "*",
             misdirected: false,
+            looped: false,
         };
         match decide(t, &facts) {
             Decision::Redirect { status, .. } => D::R(status.code()),
@@ -312,6 +329,7 @@ force_https = true
             path_and_query: b"/",
             asterisk: false,
             misdirected: false,
+            looped: false,
         };
         decide(&t, &facts).count(Via::Xdp, &m);
         decide(&t, &facts).count(Via::Socket, &m);

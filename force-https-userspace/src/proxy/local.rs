@@ -78,6 +78,13 @@ pub fn error_closing(status: u16) -> Response<Body> {
     )
 }
 
+/// A `508 Loop Detected` with a short text body naming the cause (RFC 5842 §7.2).
+pub fn loop_detected(why: &'static str) -> Response<Body> {
+    let mut r = error(508);
+    *r.body_mut() = full(Bytes::from_static(why.as_bytes()));
+    r
+}
+
 /// The answer to `OPTIONS *`, from `force_https_proto::response::options_asterisk`.
 pub fn options() -> Response<Body> {
     from_canonical(response::options_asterisk(), StatusCode::OK)

@@ -165,6 +165,7 @@ impl Proxy {
                 .tls
                 .as_ref()
                 .is_some_and(|t| !t.authority.covers(&host)),
+            looped: request::has_cdn_loop_token(req.headers()),
         };
         let decision = decide(table, &facts);
         decision.count(conn.via(), m);
@@ -179,6 +180,11 @@ impl Proxy {
                     LocalAnswer::NotFound | LocalAnswer::Misdirected => {
                         local::error(answer.status())
                     }
+                    LocalAnswer::LoopDetected => local::loop_detected(
+                        "508 Loop Detected: this request already went through force-https \
+                         (its CDN-Loop header carries our token), so forwarding it again would \
+                         loop. Check that the backend does not point back at the edge.\n",
+                    ),
                 },
                 entry,
             ),
@@ -193,9 +199,11 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let table = self.edge.policy.table_arc();
+        let mut requested = None;
         let (resp, entry, origin) = match self.early(&table, &conn, &req) {
             Early::Answer(resp, entry) => (resp, entry.cloned(), Origin::Local),
             Early::Upstream(host, decision) => {
+                requested = Some((host.clone(), request::path_and_query(req.uri()).to_string()));
                 let entry = decision.entry().cloned();
                 let backend = entry
                     .as_ref()
@@ -224,6 +232,10 @@ impl Proxy {
             settings: &self.edge.settings,
             metrics: &self.edge.metrics,
             origin,
+            request: requested.as_ref().map(|(host, pq)| filters::Requested {
+                host: host.as_str(),
+                path_and_query: pq.as_str(),
+            }),
         };
         Ok(self.filters.apply(&ctx, resp))
     }

@@ -56,6 +56,23 @@ pub fn over_limit<B>(req: &Request<B>, limit: usize) -> Option<u16> {
     (line + fields + 2 > limit).then_some(431)
 }
 
+/// The token force-https adds to `CDN-Loop` on every request it forwards (RFC 8586 §2).
+pub const CDN_LOOP_TOKEN: &str = "force-https";
+
+/// Whether a request's `CDN-Loop` fields (RFC 8586: a list of `cdn-id [; params]`) carry
+/// [`CDN_LOOP_TOKEN`], case-insensitively: it went through force-https before.
+pub fn has_cdn_loop_token(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("cdn-loop")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let id = item.split(';').next().unwrap_or("").trim();
+            id.eq_ignore_ascii_case(CDN_LOOP_TOKEN)
+        })
+}
+
 /// The path and query of a request-target, `/` when it has none.
 pub fn path_and_query(uri: &Uri) -> &str {
     uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
@@ -261,6 +278,23 @@ mod tests {
             over_limit(&r(&format!("/{}", "a".repeat(990)), 10), 1000),
             Some(431)
         );
+    }
+
+    #[test]
+    fn cdn_loop_token() {
+        let h = |vals: &[&'static str]| {
+            let mut m = HeaderMap::new();
+            for v in vals {
+                m.append("cdn-loop", HeaderValue::from_static(v));
+            }
+            has_cdn_loop_token(&m)
+        };
+        assert!(!h(&[]));
+        assert!(!h(&["other-cdn", "foo; a=b"]));
+        assert!(h(&["force-https"]));
+        assert!(h(&["cdn-a, Force-HTTPS ; v=1"]));
+        assert!(h(&["cdn-a", "cdn-b,force-https"]));
+        assert!(!h(&["force-https-other"]));
     }
 
     #[test]

@@ -156,6 +156,12 @@ impl Upstream {
         let host_value = request::upstream_host(&parts.headers, &parts.uri, conn, host);
         parts.headers.insert(header::HOST, host_value.clone());
         set_forwarding(&mut parts.headers, conn, &host_value);
+        // RFC 8586: this edge's token after whatever CDNs the request went through; a request
+        // that comes back with it is answered 508 (policy::decide).
+        parts.headers.append(
+            "cdn-loop",
+            HeaderValue::from_static(request::CDN_LOOP_TOKEN),
+        );
         if te_trailers {
             parts
                 .headers

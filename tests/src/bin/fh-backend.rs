@@ -10,7 +10,10 @@
 //! `header:<name>=<value>` per request header (lowercase names, in order), then
 //! `body-bytes=N` (the request body is read and counted, streaming), then `trailer:<name>=<value>`
 //! per request trailer. A request with `x-want-trailers` gets a response trailer
-//! `x-backend-trailer: done`. `--delay-ms` sleeps before
+//! `x-backend-trailer: done`. A request with `x-want-status: N` gets status N, with
+//! `x-want-location: URL` a `Location: URL`, with `x-want-csp: V` a
+//! `Content-Security-Policy: V` (a backend that redirects or sets a policy, for the loop
+//! guard and CSP tests). `--delay-ms` sleeps before
 //! answering, `--hsts` adds `Strict-Transport-Security: VALUE`. `GET /ws` with
 //! `Upgrade: websocket` answers `101` and then echoes raw bytes back. Plain HTTP only.
 //! Prints `listening on ADDR` once bound.
@@ -349,6 +352,18 @@ async fn handle(
     }
 
     let want_trailers = req.headers().contains_key("x-want-trailers");
+    let want = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let want_status = want("x-want-status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let want_location = want("x-want-location");
+    let want_csp = want("x-want-csp");
     let mut request_trailers = String::new();
     let mut body = req.into_body();
     let mut count: u64 = 0;
@@ -382,9 +397,15 @@ async fn handle(
     }
 
     let mut resp = Response::builder()
-        .status(StatusCode::OK)
+        .status(want_status)
         .header(hyper::header::CONTENT_TYPE, "text/plain")
         .header("X-Backend", opts.name.as_str());
+    if let Some(l) = &want_location {
+        resp = resp.header(hyper::header::LOCATION, l.as_str());
+    }
+    if let Some(c) = &want_csp {
+        resp = resp.header(hyper::header::CONTENT_SECURITY_POLICY, c.as_str());
+    }
     if let Some(hsts) = &opts.hsts {
         resp = resp.header(hyper::header::STRICT_TRANSPORT_SECURITY, hsts.as_str());
     }

@@ -30,7 +30,7 @@ pub enum FirstRequest {
 pub fn local_answer(answer: LocalAnswer) -> &'static [u8] {
     match answer {
         LocalAnswer::Options => response::options_asterisk(),
-        LocalAnswer::NotFound | LocalAnswer::Misdirected => {
+        LocalAnswer::NotFound | LocalAnswer::Misdirected | LocalAnswer::LoopDetected => {
             response::error_response(answer.status())
         }
     }
@@ -66,6 +66,7 @@ pub fn first_request(
         path_and_query: t.path_and_query,
         asterisk: t.is_asterisk,
         misdirected: false,
+        looped: false,
     };
     let decision = decide(table, &facts);
     match decision {

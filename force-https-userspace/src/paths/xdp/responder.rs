@@ -166,6 +166,7 @@ impl Responder {
             path_and_query: t.path_and_query,
             asterisk: t.is_asterisk,
             misdirected: false,
+            looped: false,
         };
         let decision = decide(table, &facts);
         let Decision::Redirect { status, .. } = decision else {

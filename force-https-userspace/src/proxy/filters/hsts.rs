@@ -11,29 +11,29 @@ use hyper::{
     http::response::Parts,
 };
 
-use super::{FilterCtx, Origin, ResponseFilter};
+use super::{FilterCtx, Origin, ResponseFilter, Verdict};
 use crate::{config::SiteHsts, metrics::Metrics, policy::Scheme};
 
 /// The HSTS filter.
 pub struct Hsts;
 
 impl ResponseFilter for Hsts {
-    fn response_head(&self, ctx: &FilterCtx<'_>, head: &mut Parts) {
+    fn response_head(&self, ctx: &FilterCtx<'_>, head: &mut Parts) -> Verdict {
         if ctx.conn.scheme == Scheme::Http {
             head.headers.remove(header::STRICT_TRANSPORT_SECURITY);
-            return;
+            return Verdict::Continue;
         }
         let Some(e) = ctx.entry.filter(|e| e.enforced) else {
-            return;
+            return Verdict::Continue;
         };
         if head.headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
             if ctx.origin == Origin::Upstream {
                 Metrics::inc(&ctx.metrics.hsts_from_backend);
             }
-            return;
+            return Verdict::Continue;
         }
         let value = match e.site.as_ref().map(|s| &s.hsts) {
-            Some(SiteHsts::Off) => return,
+            Some(SiteHsts::Off) => return Verdict::Continue,
             Some(SiteHsts::On(v)) => v.as_str(),
             None => ctx.settings.default_hsts.as_str(),
         };
@@ -41,6 +41,7 @@ impl ResponseFilter for Hsts {
             head.headers.insert(header::STRICT_TRANSPORT_SECURITY, v);
             Metrics::inc(&ctx.metrics.hsts_injected);
         }
+        Verdict::Continue
     }
 }
 
@@ -119,13 +120,14 @@ domains = ["blog.example"]
             settings: s,
             metrics: m,
             origin,
+            request: None,
         };
         let mut b = hyper::Response::builder();
         if let Some(v) = backend_sts {
             b = b.header("strict-transport-security", v);
         }
         let (mut head, ()) = b.body(()).unwrap().into_parts();
-        Hsts.response_head(&ctx, &mut head);
+        let _ = Hsts.response_head(&ctx, &mut head);
         head.headers
             .get(header::STRICT_TRANSPORT_SECURITY)
             .map(|v| v.to_str().unwrap().to_string())

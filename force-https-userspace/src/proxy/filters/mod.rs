@@ -1,12 +1,15 @@
 //! The response-filter chain of the proxy (the pingora model): every response the proxy
 //! service sends, from a backend or made by force-https itself, passes each filter's
-//! [`ResponseFilter::response_head`] in order; a filter that wants the body returns a
-//! [`BodyFilter`], which then sees every data chunk and the end of the stream (trailers pass
-//! through after the filter's last bytes). A streaming rewriter fits here.
+//! [`ResponseFilter::response_head`] in order; a filter may replace the whole response (the
+//! chain then runs again on the replacement, from the first filter). A filter that wants the
+//! body returns a [`BodyFilter`], which then sees every data chunk and the end of the stream
+//! (trailers pass through after the filter's last bytes). A streaming rewriter fits here.
 //!
-//! Filters: [`hsts::Hsts`] first.
+//! Filters, in order: [`hsts::Hsts`], [`loop_guard::LoopGuard`], [`csp::CspUpgrade`].
 
+pub mod csp;
 pub mod hsts;
+pub mod loop_guard;
 
 use std::{
     pin::Pin,
@@ -33,6 +36,15 @@ pub enum Origin {
     Local,
 }
 
+/// The request a backend answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Requested<'a> {
+    /// Its host, normalized.
+    pub host: &'a str,
+    /// Its path and query as received.
+    pub path_and_query: &'a str,
+}
+
 /// What a filter knows about the exchange.
 pub struct FilterCtx<'a> {
     /// The client connection.
@@ -45,12 +57,22 @@ pub struct FilterCtx<'a> {
     pub metrics: &'a Metrics,
     /// Who made the response.
     pub origin: Origin,
+    /// The request, for a response from a backend.
+    pub request: Option<Requested<'a>>,
+}
+
+/// What a head filter decided.
+pub enum Verdict {
+    /// Go on with the (possibly changed) head.
+    Continue,
+    /// Send this response instead (force-https's own): the chain runs again on it.
+    Replace(hyper::Response<Body>),
 }
 
 /// A filter of response heads, and optionally of bodies.
 pub trait ResponseFilter: Send + Sync {
-    /// Changes the response head before it is sent.
-    fn response_head(&self, ctx: &FilterCtx<'_>, head: &mut Parts);
+    /// Changes the response head before it is sent, or replaces the response.
+    fn response_head(&self, ctx: &FilterCtx<'_>, head: &mut Parts) -> Verdict;
 
     /// A filter for this response's body, if it wants to see it (after
     /// [`ResponseFilter::response_head`] of every filter ran).
@@ -74,10 +96,14 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// The standard chain: HSTS.
+    /// The standard chain: HSTS, the redirect-loop guard, the CSP upgrade.
     pub fn standard() -> Chain {
         Chain {
-            filters: vec![Box::new(hsts::Hsts)],
+            filters: vec![
+                Box::new(hsts::Hsts),
+                Box::new(loop_guard::LoopGuard::default()),
+                Box::new(csp::CspUpgrade),
+            ],
         }
     }
 
@@ -90,9 +116,29 @@ impl Chain {
     /// Runs every filter over `resp`: heads in order, then the body through the body filters
     /// that asked for it (the body is untouched when none did).
     pub fn apply(&self, ctx: &FilterCtx<'_>, resp: hyper::Response<Body>) -> hyper::Response<Body> {
-        let (mut head, body) = resp.into_parts();
-        for f in &self.filters {
-            f.response_head(ctx, &mut head);
+        let (mut head, mut body) = resp.into_parts();
+        let mut i = 0;
+        let mut replaced = false;
+        let local = FilterCtx {
+            conn: ctx.conn.clone(),
+            origin: Origin::Local,
+            request: None,
+            ..*ctx
+        };
+        let mut ctx = ctx;
+        while let Some(f) = self.filters.get(i) {
+            i += 1;
+            match f.response_head(ctx, &mut head) {
+                Verdict::Continue => {}
+                // One replacement at most, so the chain always ends.
+                Verdict::Replace(r) if !replaced => {
+                    replaced = true;
+                    (head, body) = r.into_parts();
+                    ctx = &local;
+                    i = 0;
+                }
+                Verdict::Replace(_) => {}
+            }
         }
         let body_filters: Vec<Box<dyn BodyFilter>> = self
             .filters
@@ -238,8 +284,9 @@ mod tests {
     struct ShoutFilter(Arc<Mutex<Vec<String>>>);
 
     impl ResponseFilter for ShoutFilter {
-        fn response_head(&self, _: &FilterCtx<'_>, head: &mut Parts) {
+        fn response_head(&self, _: &FilterCtx<'_>, head: &mut Parts) -> Verdict {
             head.headers.insert("x-shout", "1".parse().unwrap());
+            Verdict::Continue
         }
         fn body(&self, _: &FilterCtx<'_>, _: &Parts) -> Option<Box<dyn BodyFilter>> {
             Some(Box::new(Shout {
@@ -273,6 +320,7 @@ mod tests {
             settings: &settings,
             metrics: &metrics,
             origin: Origin::Upstream,
+            request: None,
         };
         assert_eq!(ctx.conn.scheme, Scheme::Http);
         let resp = chain.apply(&ctx, hyper::Response::new(body));
