@@ -72,7 +72,7 @@ impl Edge {
     }
 
     /// An edge around an already loaded policy.
-    pub fn with_policy(config: &Config, policy: Policy) -> Edge {
+    fn with_policy(config: &Config, policy: Policy) -> Edge {
         Edge {
             policy,
             metrics: Metrics::default(),

@@ -76,10 +76,22 @@ impl Listener for UnixListener {
     }
 }
 
+/// Whether an `accept` error means the process or system is out of a resource (descriptors,
+/// buffers, memory): only then is it worth waiting before the next attempt. Errors of one
+/// connection (ECONNABORTED, EPROTO, EPERM from a firewall...) are retried at once.
+fn is_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
 /// Accepts connections and hands each to `on_accept` until `shutdown` turns true (or its
-/// sender is gone). A failing `accept` (typically EMFILE) is logged once per series and
-/// retried after a pause that doubles from [`ACCEPT_BACKOFF_MIN`] to [`ACCEPT_BACKOFF_MAX`],
-/// so an exhausted process sleeps instead of spinning; the first success resets it.
+/// sender is gone). When `accept` fails for lack of descriptors or memory, the failure is
+/// logged once per series and retried after a pause that doubles from
+/// [`ACCEPT_BACKOFF_MIN`] to [`ACCEPT_BACKOFF_MAX`], so an exhausted process sleeps instead of
+/// spinning (a shutdown ends the pause); the first success resets it. Other errors concern one
+/// connection and are retried at once.
 pub async fn accept_loop<L: Listener>(
     listener: L,
     what: &'static str,
@@ -110,14 +122,18 @@ pub async fn accept_loop<L: Listener>(
                 backoff = ACCEPT_BACKOFF_MIN;
                 on_accept(stream, addr);
             }
-            Err(e) => {
+            Err(e) if is_exhaustion(&e) => {
                 if failures == 0 {
                     tracing::warn!("accept on the {what} failed: {e}; backing off");
                 }
                 failures += 1;
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
                 backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }
+            Err(e) => tracing::debug!("accept on the {what}: {e}"),
         }
     }
 }

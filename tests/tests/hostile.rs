@@ -357,3 +357,38 @@ fn descriptor_exhaustion_backs_off_and_recovers() {
     });
     assert!(ok, "no service after descriptors freed: {}", d.log());
 }
+
+/// A client that stops in the middle of a proxied request body is answered 408 once
+/// `limits.idle_timeout_ms` passes without a byte, and the backend connection is let go: a
+/// dripped upload cannot hold a slot forever.
+#[test]
+fn a_stalled_request_body_gets_408() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let be = Backend::start(&ns, "blog", 0);
+    let mut cfg = Config::new().site(Site::new("blog", &["blog.example.test"]).backend(&be.url()));
+    cfg.idle_timeout_ms = Some(1000);
+    let d = Daemon::start(&ns, &cfg);
+    let (status, took) = ns.run_in_client(|| {
+        let t = Instant::now();
+        let mut s = TcpStream::connect_timeout(&edge80(), Duration::from_secs(2)).expect("connect");
+        s.write_all(
+            b"POST /up HTTP/1.1\r\nHost: blog.example.test\r\nContent-Length: 100\r\n\r\n0123456789",
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        (status_of(&buf), t.elapsed())
+    });
+    assert_eq!(status, 408);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let stats = json(&d.cli(&["stats", "--json"]).out());
+    assert_eq!(stats["responses_408"].as_u64(), Some(1), "{stats}");
+    assert_eq!(stats["active_connections"].as_u64(), Some(0), "{stats}");
+}

@@ -944,8 +944,26 @@ fn misdirected_requests_get_421() {
         pki.path("blog.pem").display(),
         pki.path("blog.key").display()
     );
-    let cfg = config(&pki, &shop.url(), &blog.url(), &static_site, "");
+    let default_cert = format!(
+        "[tls]\ndefault_cert = {{ cert = \"{}\", key = \"{}\" }}",
+        pki.path("blog.pem").display(),
+        pki.path("blog.key").display()
+    );
+    let cfg = config(&pki, &shop.url(), &blog.url(), &static_site, &default_cert);
     let d = Daemon::start(&ns, &cfg);
+    // No SNI (a client by address, a health check): it named no host, so nothing is
+    // misdirected; the default certificate is presented and every host is served.
+    let r = curl(
+        &ns,
+        &[
+            "-sik",
+            "-H",
+            "Host: shop.example.com",
+            &format!("https://{EDGE_V4}/by-address"),
+        ],
+    );
+    assert!(status_line(&r).contains(" 200"), "{r}");
+    assert!(r.contains("backend=shop"), "{r}");
     ns.run_in_client(|| {
         rt().block_on(async {
             // h1: SNI blog, Host shop.

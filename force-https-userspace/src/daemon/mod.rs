@@ -48,10 +48,12 @@ async fn trim_after_bursts(edge: Arc<Edge>) {
         peak = peak.max(edge.take_peak());
         let now = edge.active_connections();
         if peak >= TRIM_MIN_PEAK && now <= peak / 4 {
-            // SAFETY: plain glibc call, no arguments to uphold.
-            unsafe {
-                libc::malloc_trim(0);
-            }
+            // It walks (and locks) every arena: not on a worker that serves connections.
+            let _ = tokio::task::spawn_blocking(|| {
+                // SAFETY: plain glibc call, no arguments to uphold.
+                unsafe { libc::malloc_trim(0) }
+            })
+            .await;
             tracing::debug!(peak, now, "returned freed memory to the kernel");
             peak = now;
         }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use force_https_proto::response::{RedirectStatus, for_method};
+use force_https_proto::response::{self, RedirectStatus, for_method};
 
 use super::table::{HostEntry, PolicyTable};
 use crate::metrics::Metrics;
@@ -82,6 +82,15 @@ pub enum LocalAnswer {
 }
 
 impl LocalAnswer {
+    /// The complete answer on a connection that closes after it (the port-80 socket path),
+    /// from the one response builder.
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            LocalAnswer::Options => response::options_asterisk(),
+            _ => response::error_response(self.status()),
+        }
+    }
+
     /// The status code of the answer.
     pub fn status(self) -> u16 {
         match self {

@@ -94,11 +94,6 @@ impl Policy {
         self.table.load()
     }
 
-    /// The current table as an owned reference, for a request that awaits while holding it.
-    pub fn table_arc(&self) -> Arc<PolicyTable> {
-        self.table.load_full()
-    }
-
     /// A receiver of every change from now on, with the patterns it touched. Read the table
     /// after subscribing: every change published after that read is in the channel.
     pub fn subscribe_changes(&self) -> UnboundedReceiver<Change> {

@@ -11,6 +11,7 @@ use hyper::{
 };
 
 use super::Body;
+use crate::policy::LocalAnswer;
 
 /// Marks a response made by force-https (in its extensions, never sent), so the filters can
 /// tell it from a backend's.
@@ -90,11 +91,27 @@ pub fn options() -> Response<Body> {
     from_canonical(response::options_asterisk(), StatusCode::OK)
 }
 
-/// The redirect of [`response::redirect`] as a hyper response; 400 when the builder refuses
-/// the target.
-pub fn redirect(status: RedirectStatus, host: &str, https_port: u16, pq: &[u8]) -> Response<Body> {
-    match response::redirect(status, host, https_port, pq) {
-        Some(bytes) => from_canonical(&bytes, StatusCode::MOVED_PERMANENTLY),
-        None => error(400),
+/// The redirect of [`response::redirect`] as a hyper response; `None` when the builder
+/// refuses the target (a 400).
+pub fn redirect(
+    status: RedirectStatus,
+    host: &str,
+    https_port: u16,
+    pq: &[u8],
+) -> Option<Response<Body>> {
+    response::redirect(status, host, https_port, pq)
+        .map(|bytes| from_canonical(&bytes, StatusCode::MOVED_PERMANENTLY))
+}
+
+/// force-https's own answer on a connection that stays open.
+pub fn answer(a: LocalAnswer) -> Response<Body> {
+    match a {
+        LocalAnswer::Options => options(),
+        LocalAnswer::NotFound | LocalAnswer::Misdirected => error(a.status()),
+        LocalAnswer::LoopDetected => loop_detected(
+            "508 Loop Detected: this request already went through force-https (its CDN-Loop \
+             header carries our token), so forwarding it again would loop. Check that the \
+             backend does not point back at the edge.\n",
+        ),
     }
 }

@@ -24,7 +24,7 @@ use hyper::{Request, Response, body::Incoming};
 use crate::{
     config::ProxyConfig,
     edge::Edge,
-    policy::{Decision, LocalAnswer, RequestFacts, Scheme, Via, decide},
+    policy::{Decision, RequestFacts, Scheme, Via, decide},
 };
 use filters::{Chain, FilterCtx, Origin};
 use upstream::Upstream;
@@ -124,9 +124,10 @@ impl Proxy {
 
     /// The service with another filter chain.
     pub fn with_filters(edge: Arc<Edge>, cfg: &ProxyConfig, filters: Chain) -> Proxy {
+        let body_idle = std::time::Duration::from_millis(edge.settings.limits.idle_timeout_ms);
         Proxy {
             edge,
-            upstream: Upstream::new(cfg),
+            upstream: Upstream::new(cfg, body_idle),
             filters,
         }
     }
@@ -168,27 +169,27 @@ impl Proxy {
             looped: request::has_cdn_loop_token(req.headers()),
         };
         let decision = decide(table, &facts);
-        decision.count(conn.via(), m);
         match decision {
-            Decision::Redirect { entry, status } => Early::Answer(
-                local::redirect(status, &host, settings.https_port, pq.as_bytes()),
-                Some(entry),
-            ),
-            Decision::Local { entry, answer } => Early::Answer(
-                match answer {
-                    LocalAnswer::Options => local::options(),
-                    LocalAnswer::NotFound | LocalAnswer::Misdirected => {
-                        local::error(answer.status())
+            Decision::Redirect { entry, status } => {
+                match local::redirect(status, &host, settings.https_port, pq.as_bytes()) {
+                    Some(resp) => {
+                        decision.count(conn.via(), m);
+                        Early::Answer(resp, Some(entry))
                     }
-                    LocalAnswer::LoopDetected => local::loop_detected(
-                        "508 Loop Detected: this request already went through force-https \
-                         (its CDN-Loop header carries our token), so forwarding it again would \
-                         loop. Check that the backend does not point back at the edge.\n",
-                    ),
-                },
-                entry,
-            ),
-            Decision::Proxy { .. } => Early::Upstream(host, decision),
+                    None => {
+                        m.count_status(400);
+                        Early::Answer(local::error(400), Some(entry))
+                    }
+                }
+            }
+            Decision::Local { entry, answer } => {
+                decision.count(conn.via(), m);
+                Early::Answer(local::answer(answer), entry)
+            }
+            Decision::Proxy { .. } => {
+                decision.count(conn.via(), m);
+                Early::Upstream(host, decision)
+            }
         }
     }
 
@@ -198,13 +199,19 @@ impl Proxy {
         conn: ConnInfo,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
-        let table = self.edge.policy.table_arc();
+        // The snapshot is only read here: the upstream phase awaits with owned values.
+        let early = {
+            let table = self.edge.policy.table();
+            match self.early(&table, &conn, &req) {
+                Early::Answer(resp, entry) => Ok((resp, entry.cloned())),
+                Early::Upstream(host, decision) => Err((host, decision.entry().cloned())),
+            }
+        };
         let mut requested = None;
-        let (resp, entry, origin) = match self.early(&table, &conn, &req) {
-            Early::Answer(resp, entry) => (resp, entry.cloned(), Origin::Local),
-            Early::Upstream(host, decision) => {
+        let (resp, entry, origin) = match early {
+            Ok((resp, entry)) => (resp, entry, Origin::Local),
+            Err((host, entry)) => {
                 requested = Some((host.clone(), request::path_and_query(req.uri()).to_string()));
-                let entry = decision.entry().cloned();
                 let backend = entry
                     .as_ref()
                     .and_then(|e| e.site.as_ref())

@@ -39,19 +39,22 @@ pub fn host<B>(req: &Request<B>, default_host: Option<&str>) -> Option<String> {
     Some(normalize(&a))
 }
 
-/// Whether a request head exceeds `limit` bytes: `Some(414)` when its request-target alone
-/// does (RFC 9112 §3: URI Too Long), `Some(431)` when its header fields do (RFC 6585 §5).
-/// Sizes count as on the wire in HTTP/1.1 (`name: value\r\n` per field).
+/// Whether a request head exceeds `limit` bytes, counted as the port-80 socket path counts
+/// them (`force_https_proto::head::parse_head`): `Some(414)` when the request line
+/// (`METHOD SP target SP HTTP/1.1 CRLF`) alone does not fit (RFC 9112 §3: URI Too Long),
+/// `Some(431)` when the header fields make the head too large (RFC 6585 §5). Fields count
+/// as their most compact form (`name:value CRLF`), so a head the socket path accepted is
+/// never refused here when it is replayed.
 pub fn over_limit<B>(req: &Request<B>, limit: usize) -> Option<u16> {
     let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
-    if target > limit {
+    let line = req.method().as_str().len() + target + 12;
+    if line > limit {
         return Some(414);
     }
-    let line = req.method().as_str().len() + target + 12;
     let fields: usize = req
         .headers()
         .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .map(|(n, v)| n.as_str().len() + v.len() + 3)
         .sum();
     (line + fields + 2 > limit).then_some(431)
 }
@@ -89,15 +92,22 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including those named in `Connection`, and
-/// `Proxy-Authorization`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// The options of every `Connection` field (RFC 9110 §7.6.1), trimmed.
+fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers, including those named in `Connection`, and
+/// `Proxy-Authorization`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = connection_options(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for n in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(n);
@@ -110,13 +120,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        && connection_options(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
 /// The forwarding headers force-https owns: the edge is the only one to tell a backend who
@@ -274,8 +278,13 @@ mod tests {
             Some(414)
         );
         assert_eq!(over_limit(&r("/", 1000), 1000), Some(431));
+        // The request line alone: 414 (3 + 991 + 12 > 1000); the fields push it over: 431.
         assert_eq!(
             over_limit(&r(&format!("/{}", "a".repeat(990)), 10), 1000),
+            Some(414)
+        );
+        assert_eq!(
+            over_limit(&r(&format!("/{}", "a".repeat(970)), 10), 1000),
             Some(431)
         );
     }

@@ -13,7 +13,12 @@
 //! is not a slow backend. A backend that answers before reading the whole body is served at once.
 
 use std::{
+    future::Future,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -46,16 +51,31 @@ type UpstreamBody = Either<Sent, Empty<Bytes>>;
 
 /// The client's request body on its way to the backend; says when it has been sent whole
 /// (or has failed, or was dropped), which starts the response timeout.
+///
+/// A client that stops sending its body for `[limits] idle_timeout_ms` fails the request
+/// (`idle` fires; the answer is 408): a dripped upload cannot hold a backend connection and a
+/// connection slot forever.
 struct Sent {
     inner: Incoming,
     done: Option<oneshot::Sender<()>>,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    idle_for: Duration,
+    timed_out: Arc<AtomicBool>,
 }
 
 impl Sent {
-    fn new(inner: Incoming, done: oneshot::Sender<()>) -> Sent {
+    fn new(
+        inner: Incoming,
+        done: oneshot::Sender<()>,
+        idle_for: Duration,
+        timed_out: Arc<AtomicBool>,
+    ) -> Sent {
         let mut s = Sent {
             inner,
             done: Some(done),
+            idle: Box::pin(tokio::time::sleep(idle_for)),
+            idle_for,
+            timed_out,
         };
         if s.inner.is_end_stream() {
             s.finish();
@@ -72,12 +92,12 @@ impl Sent {
 
 impl hyper::body::Body for Sent {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         let ended = match &polled {
             Poll::Ready(None | Some(Err(_))) => true,
@@ -87,7 +107,27 @@ impl hyper::body::Body for Sent {
         if ended {
             self.finish();
         }
-        polled
+        match polled {
+            Poll::Pending => {
+                if self.idle.as_mut().poll(cx).is_ready() {
+                    self.timed_out.store(true, Relaxed);
+                    self.finish();
+                    return Poll::Ready(Some(Err(format!(
+                        "the client sent no request body for {} ms",
+                        self.idle_for.as_millis()
+                    )
+                    .into())));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + self.idle_for;
+                self.idle.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -103,11 +143,14 @@ impl hyper::body::Body for Sent {
 pub struct Upstream {
     client: Client<HttpConnector, UpstreamBody>,
     response_timeout: Duration,
+    /// How long a client may pause while sending a request body (`[limits] idle_timeout_ms`).
+    body_idle: Duration,
 }
 
 impl Upstream {
-    /// A client with the `[proxy]` timeouts and pool size.
-    pub fn new(cfg: &ProxyConfig) -> Upstream {
+    /// A client with the `[proxy]` timeouts and pool size; `body_idle` is the longest pause
+    /// allowed in a client's request body.
+    pub fn new(cfg: &ProxyConfig, body_idle: Duration) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
         connector.set_nodelay(true);
@@ -122,6 +165,7 @@ impl Upstream {
         Upstream {
             client,
             response_timeout: Duration::from_millis(cfg.response_timeout_ms),
+            body_idle,
         }
     }
 
@@ -183,7 +227,11 @@ impl Upstream {
             )
         });
         let (sent_tx, sent_rx) = oneshot::channel();
-        let breq = Request::from_parts(parts, Either::Left(Sent::new(body, sent_tx)));
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let breq = Request::from_parts(
+            parts,
+            Either::Left(Sent::new(body, sent_tx, self.body_idle, timed_out.clone())),
+        );
 
         let send = async {
             let first = self.client.request(breq).await;
@@ -216,6 +264,11 @@ impl Upstream {
                 m.count_status(504);
                 tracing::warn!(backend = %backend.authority, host, "backend timed out");
                 return local::error(504);
+            }
+            Ok(Err(e)) if timed_out.load(Relaxed) => {
+                m.count_status(408);
+                tracing::debug!(host, "request body stalled: {}", chain(&e));
+                return local::error_closing(408);
             }
             Ok(Err(e)) => {
                 m.count_status(502);

@@ -11,7 +11,7 @@ use force_https_proto::{
 use crate::{
     edge::Settings,
     metrics::Metrics,
-    policy::{Decision, LocalAnswer, PolicyTable, RequestFacts, Scheme, Via, decide},
+    policy::{Decision, PolicyTable, RequestFacts, Scheme, Via, decide},
 };
 
 /// What to do with a connection after reading `buf`.
@@ -24,16 +24,6 @@ pub enum FirstRequest {
     /// Hand the connection (and `buf`) to the proxy service, which decides every request of
     /// it, the first included.
     Proxy,
-}
-
-/// The bytes of a local answer.
-pub fn local_answer(answer: LocalAnswer) -> &'static [u8] {
-    match answer {
-        LocalAnswer::Options => response::options_asterisk(),
-        LocalAnswer::NotFound | LocalAnswer::Misdirected | LocalAnswer::LoopDetected => {
-            response::error_response(answer.status())
-        }
-    }
 }
 
 /// Decides a connection's first request from the bytes read so far, and counts the outcome
@@ -81,7 +71,7 @@ pub fn first_request(
         }
         Decision::Local { answer, .. } => {
             decision.count(Via::Socket, m);
-            FirstRequest::Answer(local_answer(answer).to_vec())
+            FirstRequest::Answer(answer.bytes().to_vec())
         }
         // Counted by the proxy service, which decides it again from the same bytes.
         Decision::Proxy { .. } => FirstRequest::Proxy,

@@ -32,16 +32,22 @@ use crate::{
     proxy::{Authority, ConnInfo, Proxy, TlsInfo},
 };
 
-/// The certificate a connection presented: it may serve the hosts whose certificate (by the
-/// current map, so a reload changes nothing for names it did not move) is the same file pair.
+/// The certificate a connection presented for the name in its SNI: it may serve the hosts
+/// whose certificate (by the current map, so a reload changes nothing for names it did not
+/// move) is the same file pair. A client that sent no SNI (an IP literal, a health check by
+/// address) chose no name, so nothing is misdirected on its connection.
 struct Presented {
     map: Arc<arc_swap::ArcSwap<CertMap>>,
+    /// `None`: no SNI.
     files: Option<CertFiles>,
 }
 
 impl Authority for Presented {
     fn covers(&self, host: &str) -> bool {
-        self.files.is_some() && self.map.load().files_for(Some(host)) == self.files
+        match &self.files {
+            None => true,
+            Some(files) => self.map.load().files_for(Some(host)).as_ref() == Some(files),
+        }
     }
 }
 
@@ -124,7 +130,9 @@ async fn connection(
         .1
         .server_name()
         .map(|s| s.trim_end_matches('.').to_ascii_lowercase());
-    let presented = store.map.load().files_for(sni.as_deref());
+    let presented = sni
+        .as_deref()
+        .and_then(|name| store.map.load().files_for(Some(name)));
     let info = ConnInfo::https(
         peer,
         local_port,

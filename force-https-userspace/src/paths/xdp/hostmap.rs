@@ -59,9 +59,17 @@ impl Slot {
     fn value(&self) -> HostValue {
         match self {
             Slot::One(v) => *v,
-            Slot::Many(v) => HostValue {
-                flags: v[0].flags | HOST_PASS,
-                ..v[0]
+            Slot::Many(v) => match v.first() {
+                Some(first) => HostValue {
+                    flags: first.flags | HOST_PASS,
+                    ..*first
+                },
+                // Never built empty (`without` collapses it); pass everything if it were.
+                None => HostValue {
+                    check: 0,
+                    len: 0,
+                    flags: HOST_PASS,
+                },
             },
         }
     }
@@ -90,9 +98,9 @@ impl Slot {
             Slot::One(o) => Some(Slot::One(o)),
             Slot::Many(mut all) => {
                 all.retain(|o| !Slot::same_pattern(o, v));
-                match all.len() {
-                    0 => None,
-                    1 => Some(Slot::One(all[0])),
+                match all.as_slice() {
+                    [] => None,
+                    [one] => Some(Slot::One(*one)),
                     _ => Some(Slot::Many(all)),
                 }
             }

@@ -148,6 +148,9 @@ impl Chain {
         if body_filters.is_empty() {
             return hyper::Response::from_parts(head, body);
         }
+        // A body filter may change the length: the body goes out chunked (HTTP/1.1) or
+        // without a length (HTTP/2).
+        head.headers.remove(hyper::header::CONTENT_LENGTH);
         let filtered = Filtered {
             inner: body,
             filters: body_filters,
@@ -180,7 +183,11 @@ impl Filtered {
     fn finish(&mut self) -> Bytes {
         let mut carry = Bytes::new();
         for f in &mut self.filters {
-            let passed = f.chunk(carry);
+            let passed = if carry.is_empty() {
+                Bytes::new()
+            } else {
+                f.chunk(carry)
+            };
             let end = f.end();
             carry = if end.is_empty() {
                 passed
@@ -241,6 +248,7 @@ impl HttpBody for Filtered {
     }
 
     fn is_end_stream(&self) -> bool {
+        // Not before the filters had their end: they may still have bytes to give.
         self.done && self.trailers.is_none()
     }
 
@@ -323,12 +331,17 @@ mod tests {
             request: None,
         };
         assert_eq!(ctx.conn.scheme, Scheme::Http);
-        let resp = chain.apply(&ctx, hyper::Response::new(body));
+        let mut resp = hyper::Response::new(body);
+        resp.headers_mut()
+            .insert(hyper::header::CONTENT_LENGTH, "3".parse().unwrap());
+        let resp = chain.apply(&ctx, resp);
         assert_eq!(resp.headers()["x-shout"], "1");
+        // The filter may change the length: no Content-Length any more.
+        assert!(!resp.headers().contains_key(hyper::header::CONTENT_LENGTH));
         let collected = resp.into_body().collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()["x-sum"], "7");
         assert_eq!(&collected.to_bytes()[..], b"ABC");
-        assert_eq!(*seen.lock().unwrap(), ["ab", "c", "", "<end>"]);
+        assert_eq!(*seen.lock().unwrap(), ["ab", "c", "<end>"]);
     }
 
     /// A body of ready frames.
