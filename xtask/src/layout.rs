@@ -98,18 +98,83 @@ fn path_folders(files: &[(String, String)]) -> BTreeSet<String> {
         .collect()
 }
 
+/// The text with comments (`//`, `/* */`) and the contents of string and char literals
+/// blanked out (newlines kept), so only code is scanned.
 fn strip_comments(text: &str) -> String {
-    text.lines()
-        .map(|l| match l.find("//") {
-            Some(i) => &l[..i],
-            None => l,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &b[i..];
+        if rest.starts_with(b"//") {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if rest.starts_with(b"/*") {
+            i += 2;
+            while i < b.len() && !b[i..].starts_with(b"*/") {
+                if b[i] == b'\n' {
+                    out.push(b'\n');
+                }
+                i += 1;
+            }
+            i += 2;
+        } else if rest.starts_with(b"r#\"") || rest.starts_with(b"r\"") {
+            // A raw string: up to `"#` (or `"`), whatever it holds.
+            let hashes = usize::from(rest.get(1) == Some(&b'#'));
+            let close: &[u8] = if hashes == 1 { b"\"#" } else { b"\"" };
+            out.extend_from_slice(b"\"\"");
+            i += 2 + hashes;
+            while i < b.len() && !b[i..].starts_with(close) {
+                if b[i] == b'\n' {
+                    out.push(b'\n');
+                }
+                i += 1;
+            }
+            i += close.len();
+        } else if rest.starts_with(b"'\"'") {
+            out.extend_from_slice(b"' '");
+            i += 3;
+        } else if b[i] == b'"' {
+            // A string literal.
+            out.push(b'"');
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' {
+                    i += 1;
+                }
+                if b.get(i) == Some(&b'\n') {
+                    out.push(b'\n');
+                }
+                i += 1;
+            }
+            out.push(b'"');
+            i += 1;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Every path starting at `s` (just after `crate::` or `super::`), brace groups expanded,
-/// each cut to its first two segments.
+/// Where an inline test module starts (`#[cfg(test)]` then `mod NAME {`), and its name.
+fn test_module(code: &str) -> Option<(usize, String)> {
+    let at = code.find("#[cfg(test)]")?;
+    let after = code.get(at + "#[cfg(test)]".len()..)?.trim_start();
+    let after = after.strip_prefix("mod ")?.trim_start();
+    let name: String = after
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    after
+        .get(name.len()..)?
+        .trim_start()
+        .starts_with('{')
+        .then_some((at, name))
+}
+
+/// Every path starting at `s` (just after `crate::` or `super::`), brace groups expanded.
 fn paths_at(s: &str) -> Vec<Vec<String>> {
     fn parse(s: &[u8], i: &mut usize, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
         let mut segs = prefix;
@@ -176,10 +241,11 @@ fn references(module: &[String], text: &str) -> Vec<Vec<String>> {
     let text = strip_comments(text);
     let mut out = Vec::new();
     let bytes = text.as_bytes();
-    // An inline `mod tests { .. }` (at the end of a file, by convention) is one level deeper.
-    let tests_at = text.find("\nmod tests {").unwrap_or(bytes.len());
+    // An inline `#[cfg(test)] mod NAME { .. }` (at the end of a file, by convention) is one
+    // level deeper.
+    let (tests_at, name) = test_module(&text).unwrap_or((bytes.len(), String::new()));
     let mut test_module = module.to_vec();
-    test_module.push("tests".into());
+    test_module.push(name);
     let mut i = 0;
     while i < bytes.len() {
         let module: &[String] = if i > tests_at { &test_module } else { module };
@@ -240,10 +306,41 @@ fn graph(files: &[(String, String)]) -> BTreeMap<String, BTreeSet<String>> {
     g
 }
 
+/// The nodes reachable from `from` through one or more edges.
+fn reachable(g: &BTreeMap<String, BTreeSet<String>>, from: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo: Vec<&str> = g
+        .get(from)
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    while let Some(n) = todo.pop() {
+        if seen.insert(n.to_string()) {
+            todo.extend(g.get(n).into_iter().flatten().map(String::as_str));
+        }
+    }
+    seen
+}
+
 /// Every rule broken, in words.
 fn problems(files: &[(String, String)]) -> Vec<String> {
     let g = graph(files);
     let mut out = Vec::new();
+    // Also through other modules (a re-export): a path must not reach the daemon, the admin
+    // side, the CLI or another path at all.
+    for from in g.keys().filter(|n| n.starts_with("paths::")) {
+        for to in reachable(&g, from) {
+            let direct = g.get(from).is_some_and(|d| d.contains(&to));
+            let forbidden = matches!(to.as_str(), "daemon" | "admin" | "cli")
+                || (to.starts_with("paths::") && to != *from);
+            if forbidden && !direct {
+                out.push(format!(
+                    "`{from}` must not reach `{to}` (through other modules)"
+                ));
+            }
+        }
+    }
     for (from, tos) in &g {
         for to in tos {
             let path = from.starts_with("paths::");
@@ -373,7 +470,41 @@ mod tests {
             p.iter()
                 .any(|m| m == "`paths::http80` must not import `daemon`"),
             "{p:?}"
+        ); // Through a re-export in another module.
+        let indirect = files(&[
+            ("net.rs", "pub use crate::admin::Admin;"),
+            ("admin/mod.rs", ""),
+            ("paths/tls/mod.rs", "use crate::net::Admin;"),
+        ]);
+        let p = problems(&indirect);
+        assert!(
+            p.iter()
+                .any(|m| m == "`paths::tls` must not reach `admin` (through other modules)"),
+            "{p:?}"
         );
+    }
+
+    #[test]
+    fn code_only_and_test_modules() {
+        let m: Vec<String> = vec!["paths".into(), "xdp".into()];
+        let r = references(
+            &m,
+            "const U: &str = \"http://x\"; use crate::edge::E;\n\
+             /* crate::daemon::x */ const S: &str = \"crate::admin::y\";\n\
+             const R: &str = r#\"a \"quoted\" crate::cli::z\"#;\n\
+             #[cfg(test)] mod tests { use super::*; use super::super::http80::T; }",
+        );
+        let flat: Vec<String> = r.iter().map(|p| p.join("::")).collect();
+        assert!(flat.contains(&"edge::E".to_string()), "{flat:?}");
+        assert!(
+            !flat
+                .iter()
+                .any(|f| f.starts_with("daemon") || f.starts_with("admin") || f.starts_with("cli")),
+            "{flat:?}"
+        );
+        // In the test module, `super` is the file's own module.
+        assert!(flat.contains(&"paths::xdp".to_string()), "{flat:?}");
+        assert!(flat.contains(&"paths::http80::T".to_string()), "{flat:?}");
     }
 
     #[test]
