@@ -583,10 +583,149 @@ pub fn path_has_prefix(path_and_query: &[u8], prefix: &[u8]) -> bool {
     !dot_segment
 }
 
+/// Longest path [`path_may_have_prefix`] normalizes; a longer one counts as matching.
+pub const MAX_NORMALIZED_PATH: usize = 4096;
+
+/// Whether the path part of `path_and_query` starts with `prefix` under any reading a backend
+/// may give it (for forced prefixes, `force_paths`, where erring means an extra redirect to
+/// HTTPS, never a resource served over HTTP): the raw path, or the path with every `%XX`
+/// decoded, `\` read as `/`, and dot segments removed (RFC 3986 §5.2.4). So `/%61dmin/`,
+/// `/public/../admin/` and `/public/%2e%2e/admin/` all fall under `/admin/`. Matching stays
+/// case-sensitive. A path over [`MAX_NORMALIZED_PATH`] bytes counts as matching. No
+/// allocation.
+pub fn path_may_have_prefix(path_and_query: &[u8], prefix: &[u8]) -> bool {
+    let path = path_only(path_and_query);
+    if path.starts_with(prefix) {
+        return true;
+    }
+    let mut decoded = [0u8; MAX_NORMALIZED_PATH];
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(&b) = path.get(i) {
+        let (byte, used) = match (b, path.get(i + 1), path.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                (hex_value(h) * 16 + hex_value(l), 3)
+            }
+            (b'\\', _, _) => (b'/', 1),
+            (b, _, _) => (b, 1),
+        };
+        let Some(slot) = decoded.get_mut(n) else {
+            return true;
+        };
+        *slot = byte;
+        n += 1;
+        i += used;
+    }
+    let mut out = [0u8; MAX_NORMALIZED_PATH];
+    let len = remove_dot_segments(decoded.get(..n).unwrap_or_default(), &mut out);
+    out.get(..len).is_some_and(|p| p.starts_with(prefix))
+}
+
+fn hex_value(h: u8) -> u8 {
+    match h {
+        b'0'..=b'9' => h - b'0',
+        b'a'..=b'f' => h - b'a' + 10,
+        b'A'..=b'F' => h - b'A' + 10,
+        _ => 0,
+    }
+}
+
+/// RFC 3986 §5.2.4 on an absolute path, into `out` (at least as long as `path`); returns the
+/// length written. Segments are read between `/`; `.` is dropped, `..` drops the segment
+/// before it (never above the root).
+fn remove_dot_segments(path: &[u8], out: &mut [u8]) -> usize {
+    let mut len = 0;
+    let mut segments = path.split(|&b| b == b'/').peekable();
+    // A path starts with `/`: the first piece is empty.
+    if path.first() == Some(&b'/') {
+        segments.next();
+    }
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        match seg {
+            b"." | b".." => {
+                if seg == b".." {
+                    // Back to the `/` before the last segment.
+                    let cut = out
+                        .get(..len)
+                        .and_then(|o| o.iter().rposition(|&b| b == b'/'))
+                        .unwrap_or(0);
+                    len = cut;
+                }
+                if last {
+                    // `/a/..` ends on a directory: `/`.
+                    if let Some(slot) = out.get_mut(len) {
+                        *slot = b'/';
+                        len += 1;
+                    }
+                }
+            }
+            _ => {
+                let end = len + 1 + seg.len();
+                if let Some(dst) = out.get_mut(len..end) {
+                    if let Some((slash, rest)) = dst.split_first_mut() {
+                        *slash = b'/';
+                        rest.copy_from_slice(seg);
+                    }
+                    len = end;
+                }
+            }
+        }
+    }
+    if len == 0 {
+        if let Some(slot) = out.get_mut(0) {
+            *slot = b'/';
+            len = 1;
+        }
+    }
+    len
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::host::normalize;
+
+    #[test]
+    fn forced_prefixes_under_every_reading() {
+        let m = |p: &str| path_may_have_prefix(p.as_bytes(), b"/admin/");
+        for yes in [
+            "/admin/",
+            "/admin/x?y",
+            "/%61dmin/",
+            "/%61%64min/users",
+            "/public/../admin/",
+            "/public/%2e%2e/admin/",
+            "/public/%2E%2E/admin/x",
+            "/./admin/",
+            "/a/b/../../admin/",
+            "/../admin/",
+            "/admin%2f",
+            "\\admin\\",
+            "/public\\..\\admin/",
+        ] {
+            assert!(m(yes), "{yes}");
+        }
+        for no in [
+            "/",
+            "/Admin/",
+            "/administrator",
+            "/public/admin/",
+            "/admin",
+            "/x?/admin/",
+            "/admin%2",
+        ] {
+            assert!(!m(no), "{no}");
+        }
+        // Too long to normalize: forced.
+        let long = format!("/{}", "a".repeat(MAX_NORMALIZED_PATH + 10));
+        assert!(m(&long));
+        let mut out = [0u8; 64];
+        let n = remove_dot_segments(b"/a/b/./c/../d/..", &mut out);
+        assert_eq!(&out[..n], b"/a/b/");
+        let n = remove_dot_segments(b"/..", &mut out);
+        assert_eq!(&out[..n], b"/");
+    }
 
     const MAX: usize = 16 * 1024;
 

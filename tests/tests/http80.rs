@@ -934,3 +934,68 @@ fn over_max_connections_gets_503() {
         "slots not released after the held connections closed"
     );
 }
+
+/// Per-path force rules (`force_paths`): only the forced prefixes are redirected, under any
+/// reading of the path (percent-encoding, dot segments); exempt and ACME paths still win; the
+/// rest of the site is proxied over HTTP; `list` shows the rules.
+#[test]
+fn force_paths_redirect_only_their_prefixes() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let be = Backend::start(&ns, "part", 0);
+    let d = Daemon::start(
+        &ns,
+        &Config::new().site(
+            Site::new("part", &["part.example.com"])
+                .enforced()
+                .backend(&be.url())
+                .exempt("/admin/health")
+                .raw("force_paths = [\"/admin/\", \"/login\"]"),
+        ),
+    );
+    let get = |path: &str| {
+        req(
+            &ns,
+            &format!("GET {path} HTTP/1.1\r\nHost: part.example.com\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    for path in [
+        "/admin/x?y=1",
+        "/login",
+        "/%61dmin/",
+        "/public/../admin/",
+        "/public/%2e%2e/admin/users",
+    ] {
+        assert_eq!(
+            get(path),
+            redirect_bytes(301, &format!("https://part.example.com{path}")),
+            "{path}"
+        );
+    }
+    for path in [
+        "/",
+        "/public/",
+        "/Admin/",
+        "/administrator",
+        "/admin/health",
+        "/.well-known/acme-challenge/t",
+    ] {
+        let r = get(path);
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{path}: {r}");
+        assert!(r.contains("backend=part"), "{path}: {r}");
+        assert!(
+            !r.to_ascii_lowercase().contains("strict-transport-security"),
+            "{r}"
+        );
+    }
+    let list = d.cli(&["list"]).out();
+    assert!(list.contains("/admin/,/login"), "{list}");
+    let json = json(&d.cli(&["list", "--json"]).out());
+    assert_eq!(
+        json[0]["force_paths"],
+        serde_json::json!(["/admin/", "/login"]),
+        "{json}"
+    );
+}

@@ -401,6 +401,28 @@ fn corpus() -> Vec<(Vec<u8>, bool, bool)> {
             false,
             false,
         ),
+        // Path rules: the host is left to the kernel whole; forced prefixes are redirected
+        // under any reading of the path, the rest is proxied.
+        (
+            r("GET /admin/x HTTP/1.1\r\nHost: part.example.test\r\n\r\n"),
+            false,
+            false,
+        ),
+        (
+            r("GET /%61dmin/ HTTP/1.1\r\nHost: part.example.test\r\n\r\n"),
+            false,
+            false,
+        ),
+        (
+            r("GET /public/../admin/ HTTP/1.1\r\nHost: part.example.test\r\n\r\n"),
+            false,
+            false,
+        ),
+        (
+            r("GET /public/ HTTP/1.1\r\nHost: part.example.test\r\nConnection: close\r\n\r\n"),
+            false,
+            false,
+        ),
     ]
 }
 
@@ -463,7 +485,13 @@ fn differential_corpus_is_byte_identical() {
                 .backend(&backend.url()),
         )
         .site(Site::new("off", &["off.example.test"]).backend(&backend.url()))
-        .site(Site::new("lit", &[&format!("[{EDGE_V6}]")]).enforced());
+        .site(Site::new("lit", &[&format!("[{EDGE_V6}]")]).enforced())
+        .site(
+            Site::new("part", &["part.example.test"])
+                .enforced()
+                .raw("force_paths = [\"/admin/\"]")
+                .backend(&backend.url()),
+        );
     let corpus = corpus();
 
     // Kernel sockets only.

@@ -100,6 +100,11 @@ impl Admin {
                 overridden: e.overridden,
                 redirects: e.stats.redirects.load(Relaxed),
                 proxied: e.stats.proxied.load(Relaxed),
+                force_paths: e
+                    .site
+                    .as_ref()
+                    .map(|s| s.force_paths.clone())
+                    .unwrap_or_default(),
             })
             .collect()
     }

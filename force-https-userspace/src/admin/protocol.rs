@@ -45,6 +45,9 @@ pub struct HostInfo {
     pub redirects: u64,
     /// Requests proxied.
     pub proxied: u64,
+    /// The site's `force_paths`: when not empty, only these path prefixes are redirected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub force_paths: Vec<String>,
 }
 
 /// A control response.

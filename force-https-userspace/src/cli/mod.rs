@@ -381,7 +381,7 @@ fn list(target: &ControlArgs, json: bool) -> Result<(), Failure> {
         .unwrap_or(4)
         .max(4);
     println!(
-        "{:<w$}  {:<sw$}  {:<7}  {:<8}  {:>10}  {:>10}",
+        "{:<w$}  {:<sw$}  {:<7}  {:<8}  {:>10}  {:>10}  PATHS",
         "HOST", "SITE", "SOURCE", "ENFORCED", "REDIRECTS", "PROXIED"
     );
     for h in hosts {
@@ -391,8 +391,14 @@ fn list(target: &ControlArgs, json: bool) -> Result<(), Failure> {
             (false, true) => "no*",
             (false, false) => "no",
         };
+        // Which paths are redirected: all of them, or the site's force_paths.
+        let paths = if h.force_paths.is_empty() {
+            "all".to_string()
+        } else {
+            h.force_paths.join(",")
+        };
         println!(
-            "{:<w$}  {:<sw$}  {:<7}  {:<8}  {:>10}  {:>10}",
+            "{:<w$}  {:<sw$}  {:<7}  {:<8}  {:>10}  {:>10}  {paths}",
             h.host,
             h.site.as_deref().unwrap_or("-"),
             h.source,

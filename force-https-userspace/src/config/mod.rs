@@ -227,6 +227,10 @@ pub struct Site {
     pub redirect_code: RedirectCode,
     /// Path prefixes never redirected (ACME's included unless `acme_exempt = false`).
     pub exempt_paths: Vec<String>,
+    /// `force_paths`: when not empty, only requests under one of these path prefixes are
+    /// redirected (exempt and ACME paths still win); the rest of the site is served over HTTP
+    /// as for a host that is not enforced, without HSTS.
+    pub force_paths: Vec<String>,
     /// HSTS injection on HTTPS.
     pub hsts: SiteHsts,
     /// The site's certificate.

@@ -142,6 +142,8 @@ pub(super) struct RawSite {
     pub(super) hsts: Option<Spanned<RawSiteHsts>>,
     #[serde(default)]
     pub(super) tls: Option<Spanned<TlsFiles>>,
+    #[serde(default)]
+    pub(super) force_paths: Vec<Spanned<String>>,
     #[serde(default = "yes")]
     pub(super) loop_guard: bool,
     #[serde(default)]

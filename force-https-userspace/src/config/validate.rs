@@ -279,6 +279,21 @@ fn sites(at: &At<'_>, raw: &[RawSite], hsts: &HstsConfig) -> Result<Vec<Site>, C
                 }
             },
         };
+        let mut force_paths: Vec<String> = Vec::new();
+        for p in &s.force_paths {
+            let v = p.get_ref();
+            if !v.starts_with('/') || v.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'?') {
+                return Err(at.err(
+                    Some(p.span()),
+                    format!(
+                        "invalid force path {v:?} in site {name:?}: it must start with '/' and contain no spaces, control characters or '?'"
+                    ),
+                ));
+            }
+            if !force_paths.contains(v) {
+                force_paths.push(v.clone());
+            }
+        }
         let mut exempt_paths = Vec::new();
         if s.acme_exempt {
             exempt_paths.push(ACME_PREFIX.to_string());
@@ -316,6 +331,7 @@ fn sites(at: &At<'_>, raw: &[RawSite], hsts: &HstsConfig) -> Result<Vec<Site>, C
             force_https: s.force_https,
             redirect_code,
             exempt_paths,
+            force_paths,
             hsts,
             tls: s.tls.as_ref().map(|t| t.get_ref().clone()),
             loop_guard: s.loop_guard,

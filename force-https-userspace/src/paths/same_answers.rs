@@ -44,6 +44,13 @@ force_https = true
 name = "blog"
 domains = ["blog.example.test"]
 backend = "http://127.0.0.1:9"
+[[site]]
+name = "part"
+domains = ["part.example.test"]
+backend = "http://127.0.0.1:9"
+force_https = true
+force_paths = ["/admin/", "/login"]
+exempt_paths = ["/admin/health"]
 "#,
         dir.display()
     );
@@ -174,6 +181,35 @@ fn the_three_paths_answer_alike() {
             Want::Local(400),
         ),
         (b"GET / HTTP/1.1\r\n\r\n", Want::Local(400)),
+        // Path rules: only the forced prefixes, under any reading of the path; exempt wins.
+        (
+            b"GET /admin/x?y HTTP/1.1\r\nHost: part.example.test\r\n\r\n",
+            Want::Redirect(Moved301, "https://part.example.test/admin/x?y"),
+        ),
+        (
+            b"POST /login HTTP/1.1\r\nHost: part.example.test\r\n\r\n",
+            Want::Redirect(Permanent308, "https://part.example.test/login"),
+        ),
+        (
+            b"GET /%61dmin/ HTTP/1.1\r\nHost: part.example.test\r\n\r\n",
+            Want::Redirect(Moved301, "https://part.example.test/%61dmin/"),
+        ),
+        (
+            b"GET /public/../admin/ HTTP/1.1\r\nHost: part.example.test\r\n\r\n",
+            Want::Redirect(Moved301, "https://part.example.test/public/../admin/"),
+        ),
+        (
+            b"GET /public/ HTTP/1.1\r\nHost: part.example.test\r\n\r\n",
+            Want::Proxy,
+        ),
+        (
+            b"GET /admin/health HTTP/1.1\r\nHost: part.example.test\r\n\r\n",
+            Want::Proxy,
+        ),
+        (
+            b"GET /.well-known/acme-challenge/t HTTP/1.1\r\nHost: part.example.test\r\n\r\n",
+            Want::Proxy,
+        ),
     ];
     for https_port in [443, 8443] {
         let dir = tempfile::tempdir().unwrap();

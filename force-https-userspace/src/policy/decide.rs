@@ -175,7 +175,8 @@ impl<'t> Decision<'t> {
 /// - misdirected (TLS, the certificate is not the host's): 421;
 /// - no entry for the host: 404;
 /// - port 80, enforced host: `OPTIONS *` is answered locally; a path under an exempt prefix
-///   (ACME challenges, `exempt_paths`) is proxied; anything else is redirected, 301 for
+///   (ACME challenges, `exempt_paths`) is proxied, and so is a path outside the site's
+///   `force_paths` when it has some; anything else is redirected, 301 for
 ///   GET/HEAD and 308 otherwise unless the site sets `redirect_code` (RFC 9110 §15.4.2,
 ///   §15.4.9);
 /// - otherwise proxied when the site has a backend, else 404; but a request that already went
@@ -201,7 +202,7 @@ pub fn decide<'t>(table: &'t PolicyTable, req: &RequestFacts<'_>) -> Decision<'t
                 answer: LocalAnswer::Options,
             };
         }
-        if !entry.is_exempt(req.path_and_query) {
+        if !entry.is_exempt(req.path_and_query) && entry.is_forced(req.path_and_query) {
             return Decision::Redirect {
                 entry,
                 status: for_method(req.method, entry.redirect_code()),

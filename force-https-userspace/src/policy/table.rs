@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use force_https_proto::{
-    head::path_has_prefix,
+    head::{path_has_prefix, path_may_have_prefix},
     host::{DomainPattern, parse_domain_pattern, wildcard_parent},
     response::RedirectCode,
 };
@@ -66,6 +66,26 @@ impl HostEntry {
                 .iter()
                 .any(|p| path_has_prefix(path_and_query, p.as_bytes())),
             None => path_has_prefix(path_and_query, ACME_PREFIX.as_bytes()),
+        }
+    }
+
+    /// Whether this host is enforced only under some path prefixes (`force_paths`).
+    pub fn has_path_rules(&self) -> bool {
+        self.site
+            .as_ref()
+            .is_some_and(|s| !s.force_paths.is_empty())
+    }
+
+    /// Whether a request for `path_and_query` falls under the forced part of the site: all of
+    /// it without `force_paths`, else a path under one of them by any reading a backend may
+    /// give it (`force_https_proto::head::path_may_have_prefix`).
+    pub fn is_forced(&self, path_and_query: &[u8]) -> bool {
+        match &self.site {
+            Some(site) if !site.force_paths.is_empty() => site
+                .force_paths
+                .iter()
+                .any(|p| path_may_have_prefix(path_and_query, p.as_bytes())),
+            _ => true,
         }
     }
 

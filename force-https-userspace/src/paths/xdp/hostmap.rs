@@ -202,11 +202,11 @@ fn entry_value(e: &HostEntry) -> HostValue {
     if e.enforced {
         flags |= HOST_ENFORCED;
     }
-    let other_exempt = e
-        .site
-        .as_ref()
-        .is_some_and(|site| site.exempt_paths.iter().any(|p| p != ACME_PREFIX));
-    if other_exempt {
+    // Paths other than the ACME prefix decide: XDP leaves the whole host to the kernel.
+    let path_rules = e.site.as_ref().is_some_and(|site| {
+        site.exempt_paths.iter().any(|p| p != ACME_PREFIX) || !site.force_paths.is_empty()
+    });
+    if path_rules {
         flags |= HOST_PASS;
     }
     HostValue {

@@ -23,7 +23,8 @@ impl ResponseFilter for Hsts {
             head.headers.remove(header::STRICT_TRANSPORT_SECURITY);
             return Verdict::Continue;
         }
-        let Some(e) = ctx.entry.filter(|e| e.enforced) else {
+        // A host enforced only under some paths is not HTTPS-only: no HSTS.
+        let Some(e) = ctx.entry.filter(|e| e.enforced && !e.has_path_rules()) else {
             return Verdict::Continue;
         };
         if head.headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
@@ -83,6 +84,11 @@ hsts = false
 [[site]]
 name = "blog"
 domains = ["blog.example"]
+[[site]]
+name = "part"
+domains = ["part.example"]
+force_https = true
+force_paths = ["/admin/"]
 "#,
             dir.display()
         );
@@ -161,6 +167,8 @@ domains = ["blog.example"]
             Some("max-age=5")
         );
         assert_eq!(r(true, "quiet.example", up, None), None);
+        // Enforced only under some paths: not HTTPS-only, no HSTS.
+        assert_eq!(r(true, "part.example", up, None), None);
         assert_eq!(r(true, "blog.example", up, None), None);
         assert_eq!(r(true, "unknown.example", up, None), None);
         // Never over plain HTTP, whoever set it.
