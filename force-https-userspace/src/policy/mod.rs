@@ -64,11 +64,22 @@ pub struct Policy {
     inner: Mutex<Inner>,
 }
 
+/// A projection of the table that must stop offering a host before the table does: the XDP
+/// host map, so that a request XDP hands to the responder on the strength of the map is still
+/// a redirect in the responder's table (a host being disabled is first withdrawn from the map,
+/// then from the table).
+pub trait BeforeSwap: Send + Sync {
+    /// Called with the next table and the patterns the change touches, before that table is
+    /// published (under the policy's change lock).
+    fn before_swap(&self, next: &PolicyTable, patterns: &[String]);
+}
+
 /// What changes serialize on. The overrides themselves are not kept twice: they are the
 /// entries of the table marked `overridden`.
 struct Inner {
     store: StateStore,
     subscribers: Vec<UnboundedSender<Change>>,
+    before_swap: Option<Arc<dyn BeforeSwap>>,
 }
 
 impl Policy {
@@ -85,6 +96,7 @@ impl Policy {
             inner: Mutex::new(Inner {
                 store,
                 subscribers: Vec::new(),
+                before_swap: None,
             }),
         })
     }
@@ -100,6 +112,12 @@ impl Policy {
         let (tx, rx) = unbounded_channel();
         self.lock().subscribers.push(tx);
         rx
+    }
+
+    /// Sets the one projection that sees every change before it is published (see
+    /// [`BeforeSwap`]).
+    pub fn set_before_swap(&self, hook: Arc<dyn BeforeSwap>) {
+        self.lock().before_swap = Some(hook);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -204,8 +222,12 @@ impl Policy {
                 (_, None) => table.remove(pattern),
             }
         }
+        let patterns: Vec<String> = delta.into_iter().map(|(k, _)| k).collect();
+        if let Some(hook) = &inner.before_swap {
+            hook.before_swap(&table, &patterns);
+        }
         self.table.store(Arc::new(table));
-        let change = Change::Patterns(delta.into_iter().map(|(k, _)| k).collect());
+        let change = Change::Patterns(patterns.into());
         inner
             .subscribers
             .retain(|tx| tx.send(change.clone()).is_ok());

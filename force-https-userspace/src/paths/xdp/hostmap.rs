@@ -6,7 +6,12 @@
 //! length of the same string, and the flags (`force-https-common`). Patterns whose keys
 //! collide are all left to the kernel.
 
-use std::{collections::HashMap as StdHashMap, sync::Arc, thread::JoinHandle, time::Instant};
+use std::{
+    collections::HashMap as StdHashMap,
+    sync::{Arc, Mutex, Weak},
+    thread::JoinHandle,
+    time::Instant,
+};
 
 use anyhow::Context;
 use aya::maps::{HashMap, MapData};
@@ -16,7 +21,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::{
     config::ACME_PREFIX,
     edge::Edge,
-    policy::{Change, HostEntry, PolicyTable},
+    policy::{BeforeSwap, Change, HostEntry, PolicyTable},
 };
 
 /// Where [`HostMap`] writes: the BPF map, or a plain map in unit tests.
@@ -245,11 +250,16 @@ impl HostMapSync {
     /// # Errors
     /// The thread cannot be spawned.
     pub(super) fn start(
-        mut hosts: HostMap,
+        hosts: HostMap,
         mut changes: UnboundedReceiver<Change>,
         edge: Arc<Edge>,
         rt: tokio::runtime::Handle,
     ) -> anyhow::Result<HostMapSync> {
+        let hosts = Arc::new(Mutex::new(hosts));
+        // Withdrawals reach the map before the table (see `Withdraw`); the thread then
+        // applies every change (the withdrawals again, as no-ops).
+        edge.policy
+            .set_before_swap(Arc::new(Withdraw(Arc::downgrade(&hosts))));
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("fh-xdp-hosts".into())
@@ -266,6 +276,7 @@ impl HostMapSync {
                         }
                         let t0 = Instant::now();
                         let table = edge.policy.table();
+                        let mut hosts = hosts.lock().unwrap_or_else(|p| p.into_inner());
                         let res = if batch.contains(&Change::Full) {
                             hosts.sync(&table)
                         } else {
@@ -291,6 +302,32 @@ impl HostMapSync {
             stop: Some(stop_tx),
             thread: Some(thread),
         })
+    }
+}
+
+/// Takes hosts that a change withdraws from the fast path (removed, or no longer enforced) out
+/// of the map before the table is published, so that XDP stops handing their requests to the
+/// responder before the responder stops redirecting them. Additions wait for the thread, which
+/// runs after the table is published. Does nothing once the fast path is stopped.
+struct Withdraw<M = aya::maps::HashMap<MapData, u64, HostValue>>(Weak<Mutex<HostMap<M>>>);
+
+impl<M: HostStore + Send> BeforeSwap for Withdraw<M> {
+    fn before_swap(&self, next: &PolicyTable, patterns: &[String]) {
+        let Some(hosts) = self.0.upgrade() else {
+            return;
+        };
+        let withdrawn: Vec<String> = patterns
+            .iter()
+            .filter(|p| next.get(p).is_none_or(|e| !e.enforced))
+            .cloned()
+            .collect();
+        if withdrawn.is_empty() {
+            return;
+        }
+        let mut hosts = hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = hosts.update(next, &withdrawn) {
+            tracing::error!("cannot withdraw hosts from the XDP host map: {e:#}");
+        }
     }
 }
 
@@ -376,6 +413,71 @@ mod tests {
             }
             assert_eq!(m.map, projection(&p.table()), "after {batch:?}");
         }
+    }
+
+    #[test]
+    fn withdrawals_reach_the_map_before_the_table() {
+        // A map the hook shares, checked from inside the hook: when a host is disabled, the
+        // map already has it withdrawn while the live table still enforces it.
+        let d = tempfile::tempdir().unwrap();
+        let p = Arc::new(policy(d.path()));
+        let mut m = HostMap::new(StdHashMap::new());
+        m.sync(&p.table()).unwrap();
+        let hosts = Arc::new(Mutex::new(m));
+        let key = host_key(b"shop.example");
+        let enforced = |h: &Arc<Mutex<HostMap<StdHashMap<u64, HostValue>>>>| {
+            h.lock()
+                .unwrap()
+                .map
+                .get(&key)
+                .map(|v| v.flags & HOST_ENFORCED != 0)
+        };
+
+        struct Probe {
+            inner: Withdraw<StdHashMap<u64, HostValue>>,
+            policy: Arc<Policy>,
+            seen: Mutex<Vec<(bool, Option<bool>)>>,
+            hosts: Arc<Mutex<HostMap<StdHashMap<u64, HostValue>>>>,
+        }
+        impl BeforeSwap for Probe {
+            fn before_swap(&self, next: &PolicyTable, patterns: &[String]) {
+                self.inner.before_swap(next, patterns);
+                let live = self
+                    .policy
+                    .table()
+                    .lookup("shop.example")
+                    .is_some_and(|e| e.enforced);
+                let key = host_key(b"shop.example");
+                let map = self
+                    .hosts
+                    .lock()
+                    .unwrap()
+                    .map
+                    .get(&key)
+                    .map(|v| v.flags & HOST_ENFORCED != 0);
+                self.seen.lock().unwrap().push((live, map));
+            }
+        }
+        let probe = Arc::new(Probe {
+            inner: Withdraw(Arc::downgrade(&hosts)),
+            policy: p.clone(),
+            seen: Mutex::new(Vec::new()),
+            hosts: hosts.clone(),
+        });
+        p.set_before_swap(probe.clone());
+        assert_eq!(enforced(&hosts), Some(true));
+        p.set(&["shop.example".into()], false).unwrap();
+        // Inside the hook: the table still enforced, the map already not.
+        assert_eq!(
+            probe.seen.lock().unwrap().last(),
+            Some(&(true, Some(false)))
+        );
+        // Enabling waits for the thread: the map is unchanged before the swap.
+        p.set(&["shop.example".into()], true).unwrap();
+        assert_eq!(
+            probe.seen.lock().unwrap().last(),
+            Some(&(false, Some(false)))
+        );
     }
 
     #[test]
