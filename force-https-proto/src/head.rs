@@ -672,11 +672,11 @@ fn remove_dot_segments(path: &[u8], out: &mut [u8]) -> usize {
             }
         }
     }
-    if len == 0 {
-        if let Some(slot) = out.get_mut(0) {
-            *slot = b'/';
-            len = 1;
-        }
+    if len == 0
+        && let Some(slot) = out.get_mut(0)
+    {
+        *slot = b'/';
+        len = 1;
     }
     len
 }
