@@ -50,6 +50,31 @@ fn check_accepts_a_good_config() {
 }
 
 #[test]
+fn check_warns_about_preload_without_include_subdomains_or_a_year() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = base_config(dir.path());
+    assert!(
+        cli(&["check", "--config", &write_config(dir.path(), &lines)])
+            .err()
+            .is_empty()
+    );
+    lines.push("hsts = { preload = true, max_age = 600 }".into());
+    let o = cli(&["check", "--config", &write_config(dir.path(), &lines)]);
+    assert_eq!(o.code(), 0, "{}", o.describe());
+    let err = o.err();
+    assert!(
+        err.contains("warning: site \"shop\": hsts preload = true without include_subdomains"),
+        "{}",
+        o.describe()
+    );
+    assert!(
+        err.contains("warning: site \"shop\": hsts preload = true with max_age = 600 < 31536000"),
+        "{}",
+        o.describe()
+    );
+}
+
+#[test]
 fn check_and_run_reject_bad_configs_with_the_line() {
     type Edit = Box<dyn Fn(&mut Vec<String>)>;
     let cases: Vec<(&str, Edit, usize)> = vec![

@@ -1,8 +1,11 @@
 //! The command line: clap definitions, and the client side of every subcommand.
 //!
 //! `run` starts the daemon; every other command is a short-lived client that talks to a
-//! running daemon over its control socket (or, for `check`, only reads files). Failures map
-//! to the distinct exit codes documented in `--help`.
+//! running daemon over its control socket (or, for `check`, only reads files; for
+//! `preload-check`, only talks HTTP and HTTPS to a host). Failures map to the distinct exit
+//! codes documented in `--help`.
+
+mod preload;
 
 use std::{
     path::{Path, PathBuf},
@@ -24,6 +27,7 @@ EXIT STATUS:
   3  the daemon is not running (no control socket, or nobody listening on it)
   4  invalid host name (nothing was changed)
   5  permission denied on the control socket (it is mode 0600: run as the daemon's user)
+  preload-check: 0 preloadable, 1 not preloadable, 2 usage error
 
 FILES:
   /etc/force-https/config.toml      configuration (see `force-https check`)
@@ -106,7 +110,10 @@ enum Command {
     /// Validate a configuration file and the certificates it names.
     ///
     /// Prints "ok" and exits 0 when the file is valid; otherwise prints every problem with
-    /// its line and column and exits 2. Nothing is changed.
+    /// its line and column and exits 2. Nothing is changed. Warnings go to stderr and leave
+    /// the exit status 0: a site whose HSTS has `preload = true` without
+    /// `include_subdomains`, or with `max_age` under 31536000 (one year), which
+    /// hstspreload.org would refuse. Preloading is opt-in and hard to undo.
     Check(ConfigArg),
     /// Enforce HTTPS for hosts on the running daemon.
     ///
@@ -160,6 +167,15 @@ enum Command {
         #[command(flatten)]
         target: ControlArgs,
     },
+    /// Check that a domain meets the hstspreload.org requirements (exit 0: preloadable).
+    ///
+    /// Runs the checks of the hstspreload tool against the running edge (--connect) or any
+    /// host: the domain's shape, the TLS certificate chain, the Strict-Transport-Security
+    /// header of https://DOMAIN/, the redirects from http://DOMAIN/ and https://DOMAIN/, and
+    /// HTTPS on www.DOMAIN. Prints one line per check with the tool's issue codes, then a
+    /// verdict. Needs no daemon and changes nothing.
+    #[command(after_long_help = preload::LONG_HELP)]
+    PreloadCheck(preload::PreloadArgs),
 }
 
 /// A failure with its exit code.
@@ -206,7 +222,10 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("force-https: error: {}", f.message);
+            // An empty message: the command already said why (preload-check's verdict).
+            if !f.message.is_empty() {
+                eprintln!("force-https: error: {}", f.message);
+            }
             ExitCode::from(f.code)
         }
     }
@@ -228,6 +247,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => set(&target, with_file(hosts, &bulk)?, false),
         Command::List { json, target } => list(&target, json),
         Command::Stats { json, target } => stats(&target, json),
+        Command::PreloadCheck(args) => match preload::run(&args)? {
+            true => Ok(()),
+            false => Err(fail(1, "")),
+        },
         Command::Reload { target } => {
             let r = call(&target, &Request::Reload)?;
             println!("{}", r.message.unwrap_or_else(|| "reloaded".into()));
@@ -263,6 +286,9 @@ fn run_daemon(path: &Path) -> Result<(), Failure> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Config::load(path).map_err(|e| fail(2, e.to_string()))?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     // One CPU to run on (cpuset, affinity): a single-threaded scheduler does the same work
     // without the multi-thread scheduler's cross-thread wakeups. The AF_XDP responders are
     // threads of their own either way.
@@ -289,6 +315,9 @@ fn check(path: &Path) -> Result<(), Failure> {
             2,
             format!("{}: {}", path.display(), cert_errors.join("\n  ")),
         ));
+    }
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
     }
     println!(
         "{}: ok ({} site(s), {} domain(s))",

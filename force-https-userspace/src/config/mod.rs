@@ -274,6 +274,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The sites.
     pub sites: Vec<Site>,
+    /// Problems that do not make the file invalid, one line each (`force-https check`
+    /// prints them): a site that preloads HSTS without `include_subdomains` or with a
+    /// `max_age` under a year.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -405,6 +409,43 @@ tls = { cert = "/etc/force-https/shop.pem", key = "/etc/force-https/shop.key" }
             c.sites[1].hsts,
             SiteHsts::On("max-age=10; includeSubDomains; preload".into())
         );
+    }
+
+    #[test]
+    fn preload_warnings() {
+        // The default never preloads: no warning.
+        assert!(
+            parse("[[site]]\nname = \"a\"\ndomains = [\"a.example\"]\n")
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
+        let c = parse(
+            "[hsts]\npreload = true\n\
+             [[site]]\nname = \"a\"\ndomains = [\"a.example\"]\n\
+             [[site]]\nname = \"b\"\ndomains = [\"b.example\"]\nhsts = { include_subdomains = true }\n\
+             [[site]]\nname = \"c\"\ndomains = [\"c.example\"]\nhsts = { include_subdomains = true, max_age = 600 }\n\
+             [[site]]\nname = \"d\"\ndomains = [\"d.example\"]\nhsts = false\n\
+             [[site]]\nname = \"e\"\ndomains = [\"e.example\"]\nhsts = { preload = false }\n",
+        )
+        .unwrap();
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with("site \"a\": hsts preload = true without include_subdomains"),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            c.warnings[1]
+                .starts_with("site \"c\": hsts preload = true with max_age = 600 < 31536000"),
+            "{:?}",
+            c.warnings
+        );
+        let ok = parse(
+            "[hsts]\npreload = true\ninclude_subdomains = true\n[[site]]\nname = \"a\"\ndomains = [\"a.example\"]\n",
+        )
+        .unwrap();
+        assert!(ok.warnings.is_empty(), "{:?}", ok.warnings);
     }
 
     #[test]

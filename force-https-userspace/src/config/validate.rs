@@ -86,6 +86,7 @@ impl Config {
             })?),
         };
         let sites = sites(&at, &raw.site, &raw.hsts)?;
+        let warnings = preload_warnings(&raw.site, &raw.hsts);
         Ok(Config {
             path: path.to_path_buf(),
             http,
@@ -107,6 +108,7 @@ impl Config {
             xdp,
             metrics_listen,
             sites,
+            warnings,
         })
     }
 }
@@ -312,17 +314,9 @@ fn sites(at: &At<'_>, raw: &[RawSite], hsts: &HstsConfig) -> Result<Vec<Site>, C
                 exempt_paths.push(v.clone());
             }
         }
-        let hsts = match s.hsts.as_ref().map(|h| h.get_ref()) {
-            None | Some(RawSiteHsts::Enabled(true)) => SiteHsts::On(hsts.header_value()),
-            Some(RawSiteHsts::Enabled(false)) => SiteHsts::Off,
-            Some(RawSiteHsts::Custom(o)) => SiteHsts::On(
-                HstsConfig {
-                    max_age: o.max_age.unwrap_or(hsts.max_age),
-                    include_subdomains: o.include_subdomains.unwrap_or(hsts.include_subdomains),
-                    preload: o.preload.unwrap_or(hsts.preload),
-                }
-                .header_value(),
-            ),
+        let hsts = match site_hsts(s, hsts) {
+            Some(h) => SiteHsts::On(h.header_value()),
+            None => SiteHsts::Off,
         };
         sites.push(Site {
             name,
@@ -339,6 +333,50 @@ fn sites(at: &At<'_>, raw: &[RawSite], hsts: &HstsConfig) -> Result<Vec<Site>, C
         });
     }
     Ok(sites)
+}
+
+/// A site's HSTS parameters: the global `[hsts]` with the site's own values over it, or
+/// `None` for `hsts = false`.
+fn site_hsts(s: &RawSite, global: &HstsConfig) -> Option<HstsConfig> {
+    match s.hsts.as_ref().map(|h| h.get_ref()) {
+        None | Some(RawSiteHsts::Enabled(true)) => Some(global.clone()),
+        Some(RawSiteHsts::Enabled(false)) => None,
+        Some(RawSiteHsts::Custom(o)) => Some(HstsConfig {
+            max_age: o.max_age.unwrap_or(global.max_age),
+            include_subdomains: o.include_subdomains.unwrap_or(global.include_subdomains),
+            preload: o.preload.unwrap_or(global.preload),
+        }),
+    }
+}
+
+/// The smallest `max-age` the browsers' preload lists accept (hstspreload.org): one year.
+const PRELOAD_MIN_MAX_AGE: u64 = 31_536_000;
+
+/// Warnings for sites whose HSTS has `preload` but would not be accepted for preloading:
+/// without `includeSubDomains`, or with `max-age` under a year.
+fn preload_warnings(raw: &[RawSite], global: &HstsConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in raw {
+        let Some(h) = site_hsts(s, global) else {
+            continue;
+        };
+        if !h.preload {
+            continue;
+        }
+        let name = s.name.get_ref();
+        if !h.include_subdomains {
+            out.push(format!(
+                "site {name:?}: hsts preload = true without include_subdomains (hstspreload.org requires includeSubDomains)"
+            ));
+        }
+        if h.max_age < PRELOAD_MIN_MAX_AGE {
+            out.push(format!(
+                "site {name:?}: hsts preload = true with max_age = {} < {PRELOAD_MIN_MAX_AGE} (hstspreload.org requires at least one year)",
+                h.max_age
+            ));
+        }
+    }
+    out
 }
 
 /// Parses `http://host:port` (an optional trailing `/` is allowed).
