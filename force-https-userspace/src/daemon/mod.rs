@@ -29,6 +29,22 @@ use crate::{
     proxy::Proxy,
 };
 
+/// Tells systemd (`$NOTIFY_SOCKET`, Type=notify) about the daemon's state; nothing without it.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// Pings the systemd watchdog (`WatchdogSec=`) every `every` while the runtime is alive.
+async fn watchdog(every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+}
+
 /// Connections open at the peak of a burst before its memory is worth giving back.
 #[cfg(target_env = "gnu")]
 const TRIM_MIN_PEAK: usize = 256;
@@ -159,6 +175,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         control = %config.control_socket.display(),
         "force-https ready"
     );
+    // systemd (Type=notify): every listener is bound and the fast path attached.
+    notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(every) = sd_notify::watchdog_enabled() {
+        tokio::spawn(watchdog(every / 2));
+    }
 
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -169,12 +190,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = int.recv() => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading certificates");
+                notify(&[
+                    sd_notify::NotifyState::Reloading,
+                    sd_notify::NotifyState::monotonic_usec_now()
+                        .unwrap_or(sd_notify::NotifyState::Ready),
+                ]);
                 let _ = admin.reload();
+                notify(&[sd_notify::NotifyState::Ready]);
             }
         }
     }
 
     tracing::info!("shutting down: no new connections, draining in-flight ones");
+    notify(&[sd_notify::NotifyState::Stopping]);
     let _ = shutdown_tx.send(true);
     let _ = std::fs::remove_file(&config.control_socket);
     let drain = Duration::from_millis(config.limits.drain_timeout_ms);
