@@ -5,6 +5,7 @@
 //! `preload-check`, only talks HTTP and HTTPS to a host). Failures map to the distinct exit
 //! codes documented in `--help`.
 
+mod docs;
 mod preload;
 
 use std::{
@@ -19,25 +20,110 @@ use crate::{
     config::{Config, DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET},
 };
 
-const EXIT_CODES: &str = "\
-EXIT STATUS:
-  0  success
-  1  other error (I/O, a failure reported by the daemon)
-  2  usage error, or an invalid configuration file
-  3  the daemon is not running (no control socket, or nobody listening on it)
-  4  invalid host name (nothing was changed)
-  5  permission denied on the control socket (it is mode 0600: run as the daemon's user)
-  preload-check: 0 preloadable, 1 not preloadable, 2 usage error
+/// Exit statuses, for `--help` and the manual page.
+const EXIT_STATUS: &[(&str, &str)] = &[
+    ("0", "success"),
+    ("1", "other error (I/O, a failure reported by the daemon)"),
+    ("2", "usage error, or an invalid configuration file"),
+    (
+        "3",
+        "the daemon is not running (no control socket, or nobody listening on it)",
+    ),
+    ("4", "invalid host name (nothing was changed)"),
+    (
+        "5",
+        "permission denied on the control socket (it is mode 0600: run as the daemon's user)",
+    ),
+    (
+        "preload-check",
+        "0 preloadable, 1 not preloadable, 2 usage error",
+    ),
+];
 
-FILES:
-  /etc/force-https/config.toml      configuration (see `force-https check`)
-  /var/lib/force-https/state.json   runtime enable/disable changes (snapshot), restored at start
-  /var/lib/force-https/state.journal  changes since the snapshot, merged into it at start
-  /run/force-https/control.sock     control socket of the running daemon
+/// Files, for `--help` and the manual page.
+const FILES: &[(&str, &str)] = &[
+    (
+        "/etc/force-https/config.toml",
+        "configuration (see `force-https check`)",
+    ),
+    (
+        "/var/lib/force-https/state.json",
+        "runtime enable/disable changes (snapshot), restored at start",
+    ),
+    (
+        "/var/lib/force-https/state.journal",
+        "changes since the snapshot, merged into it at start",
+    ),
+    (
+        "/run/force-https/control.sock",
+        "control socket of the running daemon",
+    ),
+];
 
-ENVIRONMENT:
-  RUST_LOG            log filter of `force-https run` (default: info)
-  FORCE_HTTPS_CONFIG  configuration file, instead of --config";
+/// Environment variables, for `--help` and the manual page.
+const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "RUST_LOG",
+        "log filter of `force-https run` (default: info)",
+    ),
+    (
+        "FORCE_HTTPS_CONFIG",
+        "configuration file, instead of --config",
+    ),
+    (
+        "NOTIFY_SOCKET, WATCHDOG_USEC",
+        "set by systemd (Type=notify): readiness and watchdog of `force-https run`",
+    ),
+];
+
+/// Examples, for the manual page.
+const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "Validate the configuration, then run the daemon in the foreground:",
+        "force-https check && force-https run",
+    ),
+    (
+        "Enforce HTTPS for a host and its subdomains at once, persisted:",
+        "force-https enable shop.example.com '*.shop.example.com'",
+    ),
+    (
+        "Enforce a list of hosts from a file, one per line:",
+        "force-https enable --from-file hosts.txt",
+    ),
+    (
+        "Show every host and its counters as JSON:",
+        "force-https list --json",
+    ),
+    (
+        "Check whether a domain can be preloaded, against this edge:",
+        "force-https preload-check example.com --connect 203.0.113.10",
+    ),
+    (
+        "Install the manual pages and bash completions:",
+        "force-https man --out-dir /usr/share/man/man8 && force-https completions bash > /etc/bash_completion.d/force-https",
+    ),
+];
+
+/// The text after `--help`: exit statuses, files and environment.
+fn after_help() -> String {
+    let mut out = String::new();
+    for (title, rows) in [
+        ("EXIT STATUS", EXIT_STATUS),
+        ("FILES", FILES),
+        ("ENVIRONMENT", ENVIRONMENT),
+    ] {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(title);
+        out.push_str(":\n");
+        let w = rows.iter().map(|(t, _)| t.len()).max().unwrap_or(0);
+        for (tag, text) in rows {
+            out.push_str(&format!("  {tag:<w$}  {text}\n"));
+        }
+    }
+    out.trim_end().to_string()
+}
 
 /// force-https: make websites reachable over HTTPS only.
 #[derive(Debug, Parser)]
@@ -51,7 +137,7 @@ every HTTPS response for an enforced host carries Strict-Transport-Security. Hos
 enforced, and exempt paths such as ACME challenges, are proxied to the site's backend.\n\n\
 `force-https run` is the daemon. The other commands change or inspect a running daemon through \
 its control socket; changes take effect at once and are persisted across restarts.",
-    after_long_help = EXIT_CODES,
+    after_long_help = after_help(),
     propagate_version = true
 )]
 pub struct Cli {
@@ -176,6 +262,25 @@ enum Command {
     /// verdict. Needs no daemon and changes nothing.
     #[command(after_long_help = preload::LONG_HELP)]
     PreloadCheck(preload::PreloadArgs),
+    /// Write the manual page, force-https(8), generated from these same definitions.
+    ///
+    /// Without --out-dir the page goes to standard output (`force-https man | man -l -`);
+    /// with it, that page and one per subcommand (force-https-run.8, ...) are written there.
+    Man {
+        /// Directory to write the pages into, e.g. /usr/share/man/man8.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Print the completion script for a shell on standard output.
+    ///
+    /// bash: `force-https completions bash > /etc/bash_completion.d/force-https`;
+    /// zsh: into a directory of $fpath as `_force-https`; fish: into
+    /// ~/.config/fish/completions/force-https.fish.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// A failure with its exit code.
@@ -251,6 +356,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             true => Ok(()),
             false => Err(fail(1, "")),
         },
+        Command::Man { out_dir } => docs::man(out_dir.as_deref())
+            .map_err(|e| fail(1, format!("cannot write the manual page: {e}"))),
+        Command::Completions { shell } => {
+            docs::completions(shell);
+            Ok(())
+        }
         Command::Reload { target } => {
             let r = call(&target, &Request::Reload)?;
             println!("{}", r.message.unwrap_or_else(|| "reloaded".into()));
