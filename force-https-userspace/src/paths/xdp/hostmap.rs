@@ -8,13 +8,14 @@
 
 use std::{
     collections::HashMap as StdHashMap,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
     sync::{Arc, Mutex, Weak},
     thread::JoinHandle,
     time::Instant,
 };
 
 use anyhow::Context;
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, IterableMap, MapData};
 use force_https_common::{HOST_ENFORCED, HOST_PASS, HostValue, host_check, host_key};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -28,12 +29,88 @@ use crate::{
 pub(super) trait HostStore {
     fn put(&mut self, k: u64, v: HostValue) -> anyhow::Result<()>;
     fn delete(&mut self, k: u64) -> anyhow::Result<()>;
+    /// Writes many entries; by default one by one.
+    fn put_many(&mut self, keys: &[u64], values: &[HostValue]) -> anyhow::Result<()> {
+        for (k, v) in keys.iter().zip(values) {
+            self.put(*k, *v)?;
+        }
+        Ok(())
+    }
+}
+
+/// Entries per `BPF_MAP_UPDATE_BATCH` call.
+const BATCH: usize = 1 << 16;
+
+/// `BPF_MAP_UPDATE_BATCH` (Linux 5.6): `keys.len()` entries of a hash map in one bpf(2) call.
+/// `EINVAL` from a kernel without the command.
+fn update_batch(fd: BorrowedFd<'_>, keys: &[u64], values: &[HostValue]) -> std::io::Result<()> {
+    /// The `batch` member of `union bpf_attr` (include/uapi/linux/bpf.h).
+    #[repr(C)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    let n = keys.len().min(values.len());
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: u32::try_from(n).unwrap_or(u32::MAX),
+        map_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` batch member; `keys` and `values` hold `count`
+    // u64 keys and `HostValue`s (#[repr(C)], the map's key and value types), alive for the
+    // call; the kernel only reads them and writes `attr.count`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl HostStore for HashMap<MapData, u64, HostValue> {
     fn put(&mut self, k: u64, v: HostValue) -> anyhow::Result<()> {
         self.insert(k, v, 0)
             .context("cannot add a host to the XDP map (is [xdp] max_hosts large enough?)")
+    }
+
+    /// One `BPF_MAP_UPDATE_BATCH` per [`BATCH`] entries; one by one where the kernel has no
+    /// batch operations for hash maps (before 5.6).
+    fn put_many(&mut self, keys: &[u64], values: &[HostValue]) -> anyhow::Result<()> {
+        for (ks, vs) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
+            let fd = self.map().fd().as_fd();
+            match update_batch(fd, ks, vs) {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                    for (k, v) in ks.iter().zip(vs) {
+                        self.put(*k, *v)?;
+                    }
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(
+                        "cannot add hosts to the XDP map (is [xdp] max_hosts large enough?)",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn delete(&mut self, k: u64) -> anyhow::Result<()> {
@@ -140,11 +217,23 @@ impl<M: HostStore> HostMap<M> {
         for k in stale {
             self.remove(k)?;
         }
+        // New or changed values in batches (one bpf(2) call per 65536 at start), then the
+        // bookkeeping.
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        let mut slots = Vec::new();
         for (k, slot) in next {
-            if self.current.get(&k) != Some(&slot) {
-                self.write(k, slot)?;
+            if self.current.get(&k) == Some(&slot) {
+                continue;
             }
+            if self.current.get(&k).map(Slot::value) != Some(slot.value()) {
+                keys.push(k);
+                values.push(slot.value());
+            }
+            slots.push((k, slot));
         }
+        self.map.put_many(&keys, &values)?;
+        self.current.extend(slots);
         Ok(self.current.len())
     }
 
