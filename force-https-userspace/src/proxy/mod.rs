@@ -207,30 +207,34 @@ impl Proxy {
                 Early::Upstream(host, decision) => Err((host, decision.entry().cloned())),
             }
         };
-        let mut requested = None;
+        // What the loop guard needs of the request: its host and target (a `Uri` clone shares
+        // its bytes).
+        let mut requested: Option<(String, hyper::Uri)> = None;
         let (resp, entry, origin) = match early {
             Ok((resp, entry)) => (resp, entry, Origin::Local),
             Err((host, entry)) => {
-                requested = Some((host.clone(), request::path_and_query(req.uri()).to_string()));
+                let uri = req.uri().clone();
                 let backend = entry
                     .as_ref()
                     .and_then(|e| e.site.as_ref())
-                    .and_then(|s| s.backend.clone());
-                match backend {
+                    .and_then(|s| s.backend.as_ref());
+                let (resp, origin) = match backend {
                     Some(b) => {
                         let resp = self
                             .upstream
-                            .forward(&self.edge.metrics, &conn, &b, &host, req)
+                            .forward(&self.edge.metrics, &conn, b, &host, req)
                             .await;
                         let origin = if resp.extensions().get::<local::Marker>().is_some() {
                             Origin::Local
                         } else {
                             Origin::Upstream
                         };
-                        (resp, entry, origin)
+                        (resp, origin)
                     }
-                    None => (local::error(404), entry, Origin::Local),
-                }
+                    None => (local::error(404), Origin::Local),
+                };
+                requested = Some((host, uri));
+                (resp, entry, origin)
             }
         };
         let ctx = FilterCtx {
@@ -239,9 +243,9 @@ impl Proxy {
             settings: &self.edge.settings,
             metrics: &self.edge.metrics,
             origin,
-            request: requested.as_ref().map(|(host, pq)| filters::Requested {
+            request: requested.as_ref().map(|(host, uri)| filters::Requested {
                 host: host.as_str(),
-                path_and_query: pq.as_str(),
+                path_and_query: request::path_and_query(uri),
             }),
         };
         Ok(self.filters.apply(&ctx, resp))
