@@ -12,8 +12,9 @@
 //!
 //! Imports form a tree: `paths` never import `daemon`, `admin` or each other, `policy` imports
 //! neither paths nor proxy, and only `cli` imports `daemon` (`cargo xtask test` checks it).
-//! Only [`cli`] (the binary's entry point) and [`allocs`] (its optional allocator) are public;
-//! every other module is crate-private, so the compiler reports what nothing uses.
+//! Only [`cli`] (the binary's entry point) and [`allocs`] (its optional allocator) are public
+//! (and `fuzzing`, the fuzz targets' entry points, with the `fuzzing` feature); every other
+//! module is crate-private, so the compiler reports what nothing uses.
 //! The pure protocol logic (parsing, response bytes, frame rewriting) is in
 //! `force-https-proto`.
 
@@ -23,6 +24,9 @@ pub mod cli;
 pub(crate) mod config;
 pub(crate) mod daemon;
 pub(crate) mod edge;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod metrics;
 pub(crate) mod net;
 pub(crate) mod paths;

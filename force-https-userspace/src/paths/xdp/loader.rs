@@ -4,7 +4,7 @@
 //! is attached through a BPF link owned by this process: if the daemon dies, the kernel
 //! detaches it with the last file descriptor.
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
@@ -69,6 +69,9 @@ pub fn fixed_response_len(https_port: u16) -> u32 {
 /// The program cannot be loaded (no CAP_BPF, a verifier rejection) or attached in any of the
 /// allowed modes, a map is missing, or `tcp_syncookies` cannot be set.
 pub(super) fn attach(cfg: &XdpConfig, ports: &[u16], https_port: u16) -> anyhow::Result<Attached> {
+    if OBJECT.is_empty() {
+        bail!("built without the XDP program (fuzzing build)");
+    }
     raise_memlock();
     // Put back if anything below fails.
     let syncookies = syncookies::enable()?;

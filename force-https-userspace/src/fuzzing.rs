@@ -1,0 +1,300 @@
+//! Entry points of the cargo-fuzz targets (`fuzz/`), built only with the `fuzzing` feature:
+//! small functions over the crate-private modules, so those stay private. Each returns what
+//! the target checks; none panics on its input.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use force_https_proto::{
+    head::{HeadStatus, parse_head, redirect_inputs},
+    host::{normalize, parse_domain_pattern},
+    response::RedirectCode,
+};
+
+use crate::{
+    admin::{
+        Admin,
+        protocol::{Request, Response},
+    },
+    config::Config,
+    edge::{Edge, Settings},
+    metrics::Metrics,
+    paths::http80::first::{self, FirstRequest},
+    policy::{Policy, PolicyTable, journal::Overrides, journal::StateStore},
+};
+
+/// The port-80 first-request answer, and an independent reading of the same bytes.
+#[derive(Debug)]
+pub struct FirstOutcome {
+    /// The response when force-https answers itself; `None` when it reads more or proxies.
+    pub answer: Option<Vec<u8>>,
+    /// Whether the connection goes to the proxy.
+    pub proxied: bool,
+    /// The request, when its head is complete and has a usable target and host.
+    pub request: Option<FirstFacts>,
+}
+
+/// What the table says about a parsed first request.
+#[derive(Debug)]
+pub struct FirstFacts {
+    /// Method token.
+    pub method: Vec<u8>,
+    /// Normalized host.
+    pub host: String,
+    /// Path and query as received (`*` for asterisk-form).
+    pub path_and_query: Vec<u8>,
+    /// Asterisk-form (`OPTIONS *`).
+    pub asterisk: bool,
+    /// The host's entry, when the table has one.
+    pub entry: Option<EntryFacts>,
+}
+
+/// One table entry, as the checks need it.
+#[derive(Debug)]
+pub struct EntryFacts {
+    /// Port-80 requests are redirected.
+    pub enforced: bool,
+    /// `"auto"`, `"301"` or `"308"`.
+    pub redirect_code: &'static str,
+    /// The request's path is under an exempt prefix of the entry.
+    pub exempt: bool,
+    /// A backend serves the host.
+    pub has_backend: bool,
+}
+
+struct Prepared {
+    text: String,
+    settings: Settings,
+    table: PolicyTable,
+    metrics: Metrics,
+}
+
+/// Tables built so far, by config text (a target uses one or two configs).
+static PREPARED: Mutex<Vec<Arc<Prepared>>> = Mutex::new(Vec::new());
+
+fn prepared(config_text: &str) -> Result<Arc<Prepared>, String> {
+    let mut cache = PREPARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = cache.iter().find(|p| p.text == config_text) {
+        return Ok(p.clone());
+    }
+    let config =
+        Config::from_toml(Path::new("fuzz.toml"), config_text).map_err(|e| e.to_string())?;
+    let sites: Vec<_> = config.sites.iter().cloned().map(Arc::new).collect();
+    let p = Arc::new(Prepared {
+        text: config_text.to_string(),
+        settings: Settings::from_config(&config),
+        table: PolicyTable::build(&sites, &Overrides::new()),
+        metrics: Metrics::default(),
+    });
+    cache.push(p.clone());
+    Ok(p)
+}
+
+/// [`first::first_request`] on `bytes` with the table of `config_text` (built once).
+///
+/// # Errors
+/// `config_text` is not a valid configuration.
+pub fn first_request(config_text: &str, bytes: &[u8]) -> Result<FirstOutcome, String> {
+    let p = prepared(config_text)?;
+    let (answer, proxied) = match first::first_request(&p.settings, &p.table, &p.metrics, bytes) {
+        FirstRequest::Incomplete => (None, false),
+        FirstRequest::Proxy => (None, true),
+        FirstRequest::Answer(a) => (Some(a), false),
+    };
+    let request = match parse_head(bytes, p.settings.limits.max_head_bytes) {
+        HeadStatus::Complete(head) => {
+            let default_host = p.settings.default_host.as_deref().map(str::as_bytes);
+            redirect_inputs(&head, default_host).ok().map(|t| {
+                let host = normalize(&t.authority);
+                let entry = p.table.lookup(&host).map(|e| EntryFacts {
+                    enforced: e.enforced,
+                    redirect_code: match e.redirect_code() {
+                        RedirectCode::Auto => "auto",
+                        RedirectCode::Moved301 => "301",
+                        RedirectCode::Permanent308 => "308",
+                    },
+                    exempt: e.is_exempt(t.path_and_query),
+                    has_backend: e.has_backend(),
+                });
+                FirstFacts {
+                    method: head.method.as_bytes().to_vec(),
+                    host,
+                    path_and_query: t.path_and_query.to_vec(),
+                    asterisk: t.is_asterisk,
+                    entry,
+                }
+            })
+        }
+        HeadStatus::Partial | HeadStatus::Error(_) => None,
+    };
+    Ok(FirstOutcome {
+        answer,
+        proxied,
+        request,
+    })
+}
+
+/// A rejected configuration: where and why.
+#[derive(Debug)]
+pub struct ConfigFailure {
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// The message `force-https check` prints.
+    pub display: String,
+}
+
+/// `Config::from_toml`; for an accepted config, also builds its policy table and checks
+/// that every configured domain is in it.
+///
+/// # Errors
+/// The config is rejected (the error's position), or an accepted config loses a domain
+/// (no position, a message naming it).
+pub fn config(text: &str) -> Result<(), ConfigFailure> {
+    let config = Config::from_toml(Path::new("fuzz.toml"), text).map_err(|e| ConfigFailure {
+        line: e.line,
+        column: e.column,
+        display: e.to_string(),
+    })?;
+    let _ = Settings::from_config(&config);
+    let sites: Vec<_> = config.sites.iter().cloned().map(Arc::new).collect();
+    let table = PolicyTable::build(&sites, &Overrides::new());
+    for site in &config.sites {
+        for d in &site.domains {
+            if table.get(&d.to_string()).is_none() {
+                return Err(ConfigFailure {
+                    line: None,
+                    column: None,
+                    display: format!("domain {d} of site {} is not in the table", site.name),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The state directory of [`control`]: `$FH_FUZZ_STATE_DIR`, else one per process under
+/// `/dev/shm` (or the temp dir), so fsync is cheap.
+fn state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("FH_FUZZ_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = Path::new("/dev/shm");
+    let base = if base.is_dir() {
+        base.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!("force-https-fuzz-{}", std::process::id()))
+}
+
+/// Configs of [`control`], by their sites.
+static CONTROL_CONFIGS: Mutex<Vec<(String, Arc<Config>)>> = Mutex::new(Vec::new());
+
+fn control_config(sites: &str) -> Result<Arc<Config>, String> {
+    let mut cache = CONTROL_CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, c)) = cache.iter().find(|(s, _)| s == sites) {
+        return Ok(c.clone());
+    }
+    let dir = state_dir();
+    let text = format!(
+        "[state]\ndir = {}\n{sites}",
+        toml_string(&dir.to_string_lossy())
+    );
+    let config = Config::from_toml(Path::new("fuzz.toml"), &text).map_err(|e| e.to_string())?;
+    let config = Arc::new(config);
+    cache.push((sites.to_string(), config.clone()));
+    Ok(config)
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// Executes each line of `lines` (at most 16) as a control request against a fresh admin
+/// service over the `[[site]]`s of `sites` and an empty state directory, as the control socket would, and returns the
+/// response lines. After every change the persisted overrides must equal the table's, each
+/// host of a successful `enable` must be enforced (of a `disable`, not), and at the end a
+/// policy reloaded from the state directory must equal the live one.
+///
+/// # Errors
+/// One of those checks failed (the message says which), or the state directory is unusable.
+pub fn control(sites: &str, lines: &str) -> Result<Vec<String>, String> {
+    let requests: Vec<(&str, Request)> = lines
+        .lines()
+        .take(16)
+        .filter_map(|l| serde_json::from_str::<Request>(l).ok().map(|r| (l, r)))
+        .collect();
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let config = control_config(sites)?;
+    let dir = &config.state_dir;
+    for f in ["state.json", "state.journal"] {
+        match std::fs::remove_file(dir.join(f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("cannot reset {}: {e}", dir.display()));
+            }
+            _ => {}
+        }
+    }
+    let edge = Arc::new(Edge::new(&config).map_err(|e| format!("{e:#}"))?);
+    let admin = Admin::new(edge.clone(), None, Vec::new());
+    let mut out = Vec::new();
+    let mut changed = false;
+    for (line, req) in requests {
+        let change = match &req {
+            Request::Enable { hosts } => Some((hosts.clone(), true)),
+            Request::Disable { hosts } => Some((hosts.clone(), false)),
+            Request::List | Request::Stats | Request::Reload => None,
+        };
+        let resp: Response = admin.execute(req);
+        out.push(serde_json::to_string(&resp).map_err(|e| e.to_string())?);
+        let Some((hosts, enforce)) = change else {
+            continue;
+        };
+        let table = edge.policy.table();
+        let stored = StateStore::new(dir).read().map_err(|e| format!("{e:#}"))?;
+        if stored != table.overrides() {
+            return Err(format!(
+                "after {line:?}: stored overrides {stored:?} differ from the table's {:?}",
+                table.overrides()
+            ));
+        }
+        if !resp.ok {
+            continue;
+        }
+        changed = true;
+        for h in &hosts {
+            let key = parse_domain_pattern(h)
+                .map_err(|e| format!("{h:?} was accepted but does not parse: {e}"))?
+                .to_string();
+            let enforced = table.get(&key).is_some_and(|e| e.enforced);
+            if enforced != enforce {
+                return Err(format!("after {line:?}: {key} enforced = {enforced}"));
+            }
+        }
+    }
+    if !changed {
+        return Ok(out);
+    }
+    let reloaded = Policy::load(&config).map_err(|e| format!("reload: {e:#}"))?;
+    let (live, again) = (edge.policy.table(), reloaded.table());
+    let view = |t: &PolicyTable| -> Vec<(String, bool, bool)> {
+        t.entries()
+            .iter()
+            .map(|e| (e.pattern.to_string(), e.enforced, e.overridden))
+            .collect()
+    };
+    if view(&live) != view(&again) {
+        return Err(format!(
+            "the reloaded table {:?} differs from the live one {:?}",
+            view(&again),
+            view(&live)
+        ));
+    }
+    Ok(out)
+}
