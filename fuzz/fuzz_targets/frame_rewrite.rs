@@ -38,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
     assert!(req.data + req.data_len <= frame_bytes.len());
     let empty = mode & 8 != 0;
     let result = frame::answer_in_place(&mut buf, &req, |out| {
-        if empty { Some(0) } else { prefix.write(path, out) }
+        if empty {
+            Some(0)
+        } else {
+            prefix.write(path, out)
+        }
     });
     let Ok(n) = result else {
         return;
@@ -49,7 +53,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!((a.sport, a.dport), (req.dport, req.sport));
     assert_eq!(a.seq, req.ack);
     let fin = u32::from(req.fin());
-    assert_eq!(a.ack, req.seq.wrapping_add(req.data_len as u32).wrapping_add(fin));
+    assert_eq!(
+        a.ack,
+        req.seq.wrapping_add(req.data_len as u32).wrapping_add(fin)
+    );
     assert!(a.flags & TH_ACK != 0);
     assert!(a.data_len <= a.max_payload());
     if !empty {

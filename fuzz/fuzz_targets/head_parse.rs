@@ -9,7 +9,7 @@ use force_https_common::uri::{is_hex_digit, is_uri_path_byte};
 use force_https_proto::{
     head::{HeadStatus, parse_head, redirect_inputs},
     host::{MAX_HOST_LEN, normalize_into},
-    response::{RedirectPrefix, RedirectStatus, for_method, RedirectCode},
+    response::{RedirectCode, RedirectPrefix, RedirectStatus, for_method},
 };
 use libfuzzer_sys::fuzz_target;
 
