@@ -4,12 +4,15 @@
 //!   bpf-linker, runtime tools);
 //! - `test` runs setup, fmt, clippy, the build and the whole test suite;
 //! - `demo` runs the daemon in two network namespaces and shows redirects and runtime toggles;
+//! - `fuzz` runs every cargo-fuzz target of `fuzz/` for a bounded time, seeded from the
+//!   committed corpus, and fails on any crash;
 //! - `bench` compares force-https (with and without the XDP fast path) with nginx, HAProxy and
 //!   Caddy on the same machine and writes `target/bench/<timestamp>/{results.json,report.md}`.
 
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod interrupt;
 mod layout;
 mod netns;
@@ -43,6 +46,8 @@ enum Command {
     },
     /// Setup, build, then run the daemon in network namespaces and show what it does (root).
     Demo,
+    /// Runs every fuzz target for a bounded time each, seeded from fuzz/corpus (nightly).
+    Fuzz(fuzz::FuzzArgs),
     /// Benchmarks against nginx, HAProxy and Caddy in network namespaces (root).
     Bench(bench::BenchArgs),
 }
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Test { cargo_test_args } => test::run(&cargo_test_args),
         Command::Demo => demo::run(),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {
@@ -77,5 +83,26 @@ mod tests {
             panic!("not the test command");
         };
         assert_eq!(cargo_test_args, ["-p", "tests", "--", "--nocapture"]);
+    }
+
+    #[test]
+    fn fuzz_options() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "fuzz",
+            "--time",
+            "30",
+            "--target",
+            "head_parse",
+            "--target",
+            "config_parse",
+        ])
+        .unwrap();
+        let Command::Fuzz(a) = cli.command else {
+            panic!("not the fuzz command");
+        };
+        assert_eq!(a.time, Some(30));
+        assert_eq!(a.targets, ["head_parse", "config_parse"]);
+        assert!(!a.smoke);
     }
 }

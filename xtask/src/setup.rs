@@ -5,7 +5,8 @@
 //! - N = the LLVM major of `rustc +nightly -vV`;
 //! - Debian packages `llvm-N-dev libpolly-N-dev libzstd-dev` (to build bpf-linker) and the tools
 //!   the tests and the demo run: `iproute2 curl procps openssl`;
-//! - bpf-linker 0.13.0 built against LLVM N (`~/.cargo/bin/bpf-linker`).
+//! - bpf-linker 0.13.0 built against LLVM N (`~/.cargo/bin/bpf-linker`);
+//! - cargo-fuzz (`cargo install cargo-fuzz --locked`), for `cargo xtask fuzz`.
 //!
 //! Debian packages are installed only as root. When something is still missing at the end, the
 //! exact manual steps are printed and the command fails.
@@ -79,6 +80,10 @@ pub fn run() -> Result<()> {
         None => {
             problems.push("bpf-linker not checked: the LLVM major of nightly is unknown".into())
         }
+    }
+
+    if let Err(e) = crate::fuzz::ensure_cargo_fuzz() {
+        problems.push(format!("{e:#}"));
     }
 
     if !problems.is_empty() {
@@ -390,6 +395,7 @@ fn print_manual_steps(llvm: Option<u32>) {
     eprintln!(
         "  #   if that fails, the same without --locked; add --force to replace another build"
     );
+    eprintln!("  cargo install cargo-fuzz --locked");
     eprintln!("  export PATH=\"$HOME/.cargo/bin:$PATH\"");
 }
 
