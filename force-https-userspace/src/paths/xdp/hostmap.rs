@@ -217,23 +217,19 @@ impl<M: HostStore> HostMap<M> {
         for k in stale {
             self.remove(k)?;
         }
-        // New or changed values in batches (one bpf(2) call per 65536 at start), then the
-        // bookkeeping.
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
-        let mut slots = Vec::new();
-        for (k, slot) in next {
-            if self.current.get(&k) == Some(&slot) {
-                continue;
+        // New or changed values in batches (one bpf(2) call per 65536 at start); then `next`
+        // is what the map holds.
+        let mut keys = Vec::with_capacity(next.len().saturating_sub(self.current.len()));
+        let mut values = Vec::with_capacity(keys.capacity());
+        for (k, slot) in &next {
+            let v = slot.value();
+            if self.current.get(k).map(Slot::value) != Some(v) {
+                keys.push(*k);
+                values.push(v);
             }
-            if self.current.get(&k).map(Slot::value) != Some(slot.value()) {
-                keys.push(k);
-                values.push(slot.value());
-            }
-            slots.push((k, slot));
         }
         self.map.put_many(&keys, &values)?;
-        self.current.extend(slots);
+        self.current = next;
         Ok(self.current.len())
     }
 
@@ -317,11 +313,15 @@ fn project(table: &PolicyTable) -> StdHashMap<u64, Slot> {
     for e in table.iter() {
         let v = entry_value(e);
         let k = host_key(e.pattern.as_bytes());
-        let slot = match out.remove(&k) {
-            Some(slot) => slot.with(v),
-            None => Slot::One(v),
-        };
-        out.insert(k, slot);
+        match out.entry(k) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let old = std::mem::replace(o.get_mut(), Slot::One(v));
+                *o.get_mut() = old.with(v);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Slot::One(v));
+            }
+        }
     }
     out
 }
