@@ -1382,3 +1382,61 @@ pub fn wait_until(timeout: Duration, step: Duration, mut f: impl FnMut() -> bool
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Processes and certificates
+// ---------------------------------------------------------------------------------------------
+
+/// Open descriptors of a process (`/proc/PID/fd`).
+pub fn fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Resident memory of a process, KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A self-signed ECDSA P-256 certificate for `names` (the first is the CN), written as
+/// `edge.pem` and `edge.key` in `dir`; returns their paths. It is also the trust anchor a
+/// client is given.
+pub fn self_signed(dir: &Path, names: &[&str]) -> (String, String) {
+    let cert = dir.join("edge.pem").display().to_string();
+    let key = dir.join("edge.key").display().to_string();
+    let san = names
+        .iter()
+        .map(|n| format!("DNS:{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = output_timeout(
+        Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={}", names.first().copied().unwrap_or("localhost")),
+            "-addext",
+            &format!("subjectAltName={san}"),
+        ]),
+        CMD_TIMEOUT,
+    );
+    assert!(out.status.success(), "openssl: {}", out.describe());
+    (cert, key)
+}

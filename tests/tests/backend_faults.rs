@@ -14,8 +14,7 @@
 //! `FH_BIG_BODY_BYTES` overrides the size (default 1 GiB).
 
 use std::{
-    path::Path,
-    process::{Command, Output},
+    process::Output,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -36,53 +35,6 @@ const FAULT_MAX_TIME: Duration = Duration::from_secs(10);
 /// Ceiling on the daemon's resident memory during big transfers.
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
 
-/// Open descriptors of a process.
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// Resident memory of a process, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// A self-signed certificate for both hosts (also the trust anchor curl is given), in `dir`.
-fn self_signed(dir: &Path) -> (String, String) {
-    let cert = dir.join("edge.pem").display().to_string();
-    let key = dir.join("edge.key").display().to_string();
-    let out = output_timeout(
-        Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={SHOP}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{SHOP},DNS:{BLOG}"),
-        ]),
-        CMD_TIMEOUT,
-    );
-    assert!(out.status.success(), "openssl: {}", out.describe());
-    (cert, key)
-}
-
 /// The test edge: namespaces, one backend behind both sites, the daemon. Fields drop in
 /// declaration order: the daemon first, the namespaces last.
 struct Edge {
@@ -100,7 +52,7 @@ impl Edge {
             .prefix("fht-faults-")
             .tempdir()
             .expect("tempdir");
-        let (cert, key) = self_signed(dir.path());
+        let (cert, key) = self_signed(dir.path(), &[SHOP, BLOG]);
         let backend = Backend::start_with(&ns, "b", 0, backend_args);
         let url = backend.url();
         let cfg = Config::raw(&format!(

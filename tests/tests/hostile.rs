@@ -27,23 +27,6 @@ fn raise_nofile() -> u64 {
     lim.rlim_cur
 }
 
-/// Open descriptors of a process.
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// Resident memory of a process, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// User + system CPU time of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -54,38 +37,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     n(11) + n(12)
 }
 
-/// A self-signed default certificate for the edge, in `dir`.
-fn self_signed(dir: &std::path::Path) -> (String, String) {
-    let cert = dir.join("edge.pem").display().to_string();
-    let key = dir.join("edge.key").display().to_string();
-    let out = output_timeout(
-        Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={SHOP}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{SHOP}"),
-        ]),
-        CMD_TIMEOUT,
-    );
-    assert!(out.status.success(), "openssl: {out:?}");
-    (cert, key)
-}
-
 fn config(dir: &std::path::Path, max_connections: u64, timeout_ms: u64) -> Config {
-    let (cert, key) = self_signed(dir);
+    let (cert, key) = self_signed(dir, &[SHOP]);
     let mut cfg = Config::new().site(Site::new("shop", &[SHOP]).enforced());
     cfg.max_connections = Some(max_connections);
     cfg.head_timeout_ms = Some(timeout_ms);
