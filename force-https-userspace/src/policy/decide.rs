@@ -227,33 +227,11 @@ pub fn decide<'t>(table: &'t PolicyTable, req: &RequestFacts<'_>) -> Decision<'t
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::Config, policy::Policy};
+    use crate::policy::Policy;
     use std::path::Path;
 
     fn policy(dir: &Path) -> Policy {
-        let text = format!(
-            r#"
-[state]
-dir = "{}"
-[[site]]
-name = "shop"
-domains = ["shop.example.com", "*.shop.example.com"]
-backend = "http://127.0.0.1:8080"
-force_https = true
-exempt_paths = ["/healthz"]
-[[site]]
-name = "blog"
-domains = ["blog.example.com"]
-backend = "http://127.0.0.1:8081"
-[[site]]
-name = "static"
-domains = ["x.shop.example.com"]
-redirect_code = 308
-force_https = true
-"#,
-            dir.display()
-        );
-        Policy::load(&Config::from_toml(Path::new("t.toml"), &text).unwrap()).unwrap()
+        Policy::load(&crate::policy::tests::config(dir)).unwrap()
     }
 
     #[derive(Debug, PartialEq, Eq)]

@@ -242,11 +242,13 @@ impl Policy {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::path::Path;
 
-    fn config(dir: &Path) -> Config {
+    /// The policy tests' config (shop enforced with a wildcard and an exempt path, blog not
+    /// enforced, static 308 without backend), state in `dir`.
+    pub(crate) fn config(dir: &Path) -> Config {
         let text = format!(
             r#"
 [state]
