@@ -22,8 +22,9 @@ use crate::cmd;
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Tools the tests and the demo run: `ip` and `nstat` (iproute2), `curl`, `sysctl` (procps),
-/// `openssl` for test certificates.
-const RUNTIME_PACKAGES: &[&str] = &["iproute2", "curl", "procps", "openssl"];
+/// `openssl` for test certificates, and Debian's headless Chromium for the browser tests
+/// (mixed content, the admin dashboard).
+const RUNTIME_PACKAGES: &[&str] = &["iproute2", "curl", "procps", "openssl", "chromium"];
 
 fn status(what: &str, state: &str) {
     println!("xtask: {what} ... {state}");
