@@ -5,8 +5,11 @@
 //! - [`head`]: the HTTP/1.x request head parser and what force-https needs from it.
 //! - [`response`]: the one builder of response bytes (redirects and errors).
 //! - [`frame`]: in-place rewriting of a request frame into its answer (AF_XDP fast path).
+//! - [`rewrite`]: Automatic HTTPS Rewrites of HTML bodies (streaming, bounded memory; this
+//!   one allocates per document).
 
 pub mod frame;
 pub mod head;
 pub mod host;
 pub mod response;
+pub mod rewrite;

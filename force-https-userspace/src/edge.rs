@@ -51,8 +51,8 @@ impl Settings {
 pub struct Edge {
     /// The live host-policy table.
     pub policy: Policy,
-    /// Global counters.
-    pub metrics: Metrics,
+    /// Global counters (shared with response bodies still streaming).
+    pub metrics: Arc<Metrics>,
     /// Redirect and limit settings.
     pub settings: Settings,
     /// One permit per open client connection (`limits.max_connections`), over all listeners.
@@ -75,7 +75,7 @@ impl Edge {
     fn with_policy(config: &Config, policy: Policy) -> Edge {
         Edge {
             policy,
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
             settings: Settings::from_config(config),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             peak: AtomicUsize::new(0),

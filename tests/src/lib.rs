@@ -20,6 +20,8 @@
 //! `ip netns`) they print `skipping: needs root` and return, except under `CI=true`, where they
 //! fail.
 
+pub mod pki;
+
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
@@ -848,6 +850,14 @@ impl Daemon {
             "force-https not ready after {READY_TIMEOUT:?}; last probe: {last}\nlog:\n{}",
             self.log()
         );
+    }
+
+    /// One counter of `force-https stats --json` (0 when it is not reported).
+    pub fn counter(&self, name: &str) -> u64 {
+        let out = self.cli(&["stats", "--json"]);
+        assert!(out.status.success(), "stats: {}", out.err());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
+        v[name].as_u64().unwrap_or(0)
     }
 
     /// `force-https ARGS --config F` on the host.

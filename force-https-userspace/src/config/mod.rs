@@ -241,6 +241,12 @@ pub struct Site {
     /// `csp_upgrade_insecure_requests` (default false): HTTPS responses of enforced hosts
     /// carry the `upgrade-insecure-requests` CSP directive.
     pub csp_upgrade_insecure_requests: bool,
+    /// `https_rewrites` (default false): Automatic HTTPS Rewrites of the `http://` links in
+    /// HTML responses proxied over HTTPS for enforced hosts.
+    pub https_rewrites: bool,
+    /// `https_rewrite_hosts`: hosts (exact names and `*.` wildcards) known to serve HTTPS
+    /// besides the ones enforced here, whose `http://` links are upgraded too.
+    pub https_rewrite_hosts: Vec<DomainPattern>,
 }
 
 /// The validated configuration.

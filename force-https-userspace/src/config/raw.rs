@@ -148,6 +148,10 @@ pub(super) struct RawSite {
     pub(super) loop_guard: bool,
     #[serde(default)]
     pub(super) csp_upgrade_insecure_requests: bool,
+    #[serde(default)]
+    pub(super) https_rewrites: bool,
+    #[serde(default)]
+    pub(super) https_rewrite_hosts: Vec<Spanned<String>>,
 }
 
 pub(super) fn yes() -> bool {

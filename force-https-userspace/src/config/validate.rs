@@ -314,6 +314,21 @@ fn sites(at: &At<'_>, raw: &[RawSite], hsts: &HstsConfig) -> Result<Vec<Site>, C
                 exempt_paths.push(v.clone());
             }
         }
+        let mut https_rewrite_hosts = Vec::new();
+        for h in &s.https_rewrite_hosts {
+            let pat = parse_domain_pattern(h.get_ref()).map_err(|e| {
+                at.err(
+                    Some(h.span()),
+                    format!(
+                        "invalid host {:?} in https_rewrite_hosts of site {name:?}: {e}",
+                        h.get_ref()
+                    ),
+                )
+            })?;
+            if !https_rewrite_hosts.contains(&pat) {
+                https_rewrite_hosts.push(pat);
+            }
+        }
         let hsts = match site_hsts(s, hsts) {
             Some(h) => SiteHsts::On(h.header_value()),
             None => SiteHsts::Off,
@@ -330,6 +345,8 @@ fn sites(at: &At<'_>, raw: &[RawSite], hsts: &HstsConfig) -> Result<Vec<Site>, C
             tls: s.tls.as_ref().map(|t| t.get_ref().clone()),
             loop_guard: s.loop_guard,
             csp_upgrade_insecure_requests: s.csp_upgrade_insecure_requests,
+            https_rewrites: s.https_rewrites,
+            https_rewrite_hosts,
         });
     }
     Ok(sites)

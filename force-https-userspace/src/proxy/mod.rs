@@ -207,13 +207,23 @@ impl Proxy {
                 Early::Upstream(host, decision) => Err((host, decision.entry().cloned())),
             }
         };
-        // What the loop guard needs of the request: its host and target (a `Uri` clone shares
-        // its bytes).
-        let mut requested: Option<(String, hyper::Uri)> = None;
+        // What the response filters need of the request: its host, target (a `Uri` clone
+        // shares its bytes), method and Accept-Encoding.
+        let mut requested: Option<(String, hyper::Uri, hyper::Method, Option<String>)> = None;
         let (resp, entry, origin) = match early {
             Ok((resp, entry)) => (resp, entry, Origin::Local),
             Err((host, entry)) => {
+                let mut req = req;
                 let uri = req.uri().clone();
+                let method = req.method().clone();
+                let accept_encoding = req
+                    .headers()
+                    .get(hyper::header::ACCEPT_ENCODING)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                if filters::https_rewrites::applies(conn.scheme, entry.as_ref()) {
+                    filters::https_rewrites::restrict_accept_encoding(req.headers_mut());
+                }
                 let backend = entry
                     .as_ref()
                     .and_then(|e| e.site.as_ref())
@@ -233,20 +243,27 @@ impl Proxy {
                     }
                     None => (local::error(404), Origin::Local),
                 };
-                requested = Some((host, uri));
+                requested = Some((host, uri, method, accept_encoding));
                 (resp, entry, origin)
             }
         };
+        // Which hosts are enforced when the response arrives (Automatic HTTPS Rewrites).
+        let table = std::sync::Arc::clone(&*self.edge.policy.table());
         let ctx = FilterCtx {
             conn,
             entry: entry.as_ref(),
             settings: &self.edge.settings,
             metrics: &self.edge.metrics,
+            table: Some(&table),
             origin,
-            request: requested.as_ref().map(|(host, uri)| filters::Requested {
-                host: host.as_str(),
-                path_and_query: request::path_and_query(uri),
-            }),
+            request: requested
+                .as_ref()
+                .map(|(host, uri, method, ae)| filters::Requested {
+                    host: host.as_str(),
+                    path_and_query: request::path_and_query(uri),
+                    method,
+                    accept_encoding: ae.as_deref(),
+                }),
         };
         Ok(self.filters.apply(&ctx, resp))
     }

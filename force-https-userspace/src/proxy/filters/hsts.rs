@@ -101,7 +101,7 @@ force_paths = ["/admin/"]
     fn run(
         t: &PolicyTable,
         s: &Settings,
-        m: &Metrics,
+        m: &std::sync::Arc<Metrics>,
         https: bool,
         host: &str,
         origin: Origin,
@@ -125,6 +125,7 @@ force_paths = ["/admin/"]
             entry: t.lookup(host),
             settings: s,
             metrics: m,
+            table: None,
             origin,
             request: None,
         };
@@ -144,7 +145,7 @@ force_paths = ["/admin/"]
         let d = tempfile::tempdir().unwrap();
         let (p, s) = setup(d.path());
         let t = p.table();
-        let m = Metrics::default();
+        let m = std::sync::Arc::new(Metrics::default());
         let up = Origin::Upstream;
         let r = |https, host, origin, sts| run(&t, &s, &m, https, host, origin, sts);
         assert_eq!(

@@ -225,7 +225,7 @@ mod tests {
         let cfg = Config::from_toml(Path::new("t.toml"), &text).unwrap();
         let policy = Policy::load(&cfg).unwrap();
         let settings = Settings::from_config(&cfg);
-        let metrics = Metrics::default();
+        let metrics = Arc::new(Metrics::default());
         let table = policy.table();
         let peer = "198.51.100.2:1".parse().unwrap();
         let conn = if https {
@@ -246,9 +246,12 @@ mod tests {
             settings: &settings,
             metrics: &metrics,
             origin: Origin::Upstream,
+            table: None,
             request: Some(super::super::Requested {
                 host,
                 path_and_query: pq,
+                method: &hyper::Method::GET,
+                accept_encoding: None,
             }),
         };
         let (mut head, ()) = hyper::Response::builder()

@@ -5,10 +5,12 @@
 //! body returns a [`BodyFilter`], which then sees every data chunk and the end of the stream
 //! (trailers pass through after the filter's last bytes). A streaming rewriter fits here.
 //!
-//! Filters, in order: [`hsts::Hsts`], [`loop_guard::LoopGuard`], [`csp::CspUpgrade`].
+//! Filters, in order: [`hsts::Hsts`], [`loop_guard::LoopGuard`], [`csp::CspUpgrade`],
+//! [`https_rewrites::HttpsRewrites`].
 
 pub mod csp;
 pub mod hsts;
+pub mod https_rewrites;
 pub mod loop_guard;
 
 use std::{
@@ -25,7 +27,11 @@ use hyper::{
 };
 
 use super::{Body, ConnInfo};
-use crate::{edge::Settings, metrics::Metrics, policy::HostEntry};
+use crate::{
+    edge::Settings,
+    metrics::Metrics,
+    policy::{HostEntry, PolicyTable},
+};
 
 /// Where a response comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +49,10 @@ pub struct Requested<'a> {
     pub host: &'a str,
     /// Its path and query as received.
     pub path_and_query: &'a str,
+    /// Its method.
+    pub method: &'a hyper::Method,
+    /// Its `Accept-Encoding` field (the client's, as received), if any.
+    pub accept_encoding: Option<&'a str>,
 }
 
 /// What a filter knows about the exchange.
@@ -54,7 +64,9 @@ pub struct FilterCtx<'a> {
     /// The edge's settings.
     pub settings: &'a Settings,
     /// Counters.
-    pub metrics: &'a Metrics,
+    pub metrics: &'a Arc<Metrics>,
+    /// The policy table when the response arrived (which hosts are enforced now).
+    pub table: Option<&'a Arc<PolicyTable>>,
     /// Who made the response.
     pub origin: Origin,
     /// The request, for a response from a backend.
@@ -96,13 +108,15 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// The standard chain: HSTS, the redirect-loop guard, the CSP upgrade.
+    /// The standard chain: HSTS, the redirect-loop guard, the CSP upgrade, Automatic HTTPS
+    /// Rewrites.
     pub fn standard() -> Chain {
         Chain {
             filters: vec![
                 Box::new(hsts::Hsts),
                 Box::new(loop_guard::LoopGuard::default()),
                 Box::new(csp::CspUpgrade),
+                Box::new(https_rewrites::HttpsRewrites),
             ],
         }
     }
@@ -308,7 +322,7 @@ mod tests {
     async fn body_filters_see_every_chunk_the_end_and_keep_trailers() {
         let cfg = Config::from_toml(std::path::Path::new("t.toml"), "").unwrap();
         let settings = Settings::from_config(&cfg);
-        let metrics = Metrics::default();
+        let metrics = Arc::new(Metrics::default());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let chain = Chain::new(vec![Box::new(ShoutFilter(seen.clone()))]);
         let mut trailers = hyper::HeaderMap::new();
@@ -329,6 +343,7 @@ mod tests {
             metrics: &metrics,
             origin: Origin::Upstream,
             request: None,
+            table: None,
         };
         assert_eq!(ctx.conn.scheme, Scheme::Http);
         let mut resp = hyper::Response::new(body);

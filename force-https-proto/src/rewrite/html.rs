@@ -1,0 +1,422 @@
+//! The streaming HTML rewriter of Automatic HTTPS Rewrites: lol_html (Cloudflare's streaming
+//! rewriter) with one element handler for the attributes that load a resource or navigate,
+//! and one text handler for `<style>` elements. Input goes in as chunks split anywhere;
+//! output comes out as soon as lol_html has it. Memory is bounded: when a document needs more
+//! than the bound (a start tag or a `<style>` element larger than it), the rest of the
+//! document passes through byte for byte, never truncated.
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering::Relaxed},
+};
+
+pub use lol_html::AsciiCompatibleEncoding;
+use lol_html::{
+    MemorySettings, element,
+    html_content::{ContentType, Element, TextChunk},
+    send::{HtmlRewriter, Settings},
+    text,
+};
+
+use super::urls::{self, KnownHost};
+
+/// Attributes whose whole value is one URL (HTML's resource-loading and navigation
+/// attributes, plus the legacy `background`).
+pub const URL_ATTRIBUTES: [&str; 8] = [
+    "src",
+    "href",
+    "action",
+    "formaction",
+    "poster",
+    "data",
+    "cite",
+    "background",
+];
+
+/// Attributes whose value is a list of image candidates.
+pub const SRCSET_ATTRIBUTES: [&str; 2] = ["srcset", "imagesrcset"];
+
+/// The elements the rewriter looks at (a lol_html selector list).
+const SELECTOR: &str = "[src],[href],[action],[formaction],[poster],[data],[cite],[background],\
+                        [srcset],[imagesrcset],[style],meta[http-equiv]";
+
+/// The most bytes handed to lol_html at once.
+const WRITE_SLICE: usize = 16 * 1024;
+
+/// The largest `<style>` element text rewritten, bytes: a larger one passes through as it was.
+pub const MAX_STYLE_BYTES: usize = 256 * 1024;
+
+/// The encoding a `charset` label (WHATWG Encoding labels, case-insensitive) names, when
+/// lol_html can work in it: `None` for an unknown label and for UTF-16 and the other
+/// encodings that are not ASCII-compatible.
+pub fn encoding_for_label(label: &str) -> Option<AsciiCompatibleEncoding> {
+    encoding_rs::Encoding::for_label(label.trim().as_bytes()).and_then(AsciiCompatibleEncoding::new)
+}
+
+/// Why a document passed through (the rest of it, from where the rewriter stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassReason {
+    /// It needed more memory than the bound.
+    Memory,
+    /// lol_html refused it for another reason.
+    Error,
+}
+
+/// What a rewriter did so far.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// URLs upgraded.
+    pub links: AtomicU64,
+}
+
+/// Shared between the lol_html sink and the rewriter's owner.
+type Sink = Arc<Mutex<Vec<u8>>>;
+
+/// lol_html's output, collected for the owner to take.
+struct SharedSink(Sink);
+
+impl lol_html::OutputSink for SharedSink {
+    fn handle_chunk(&mut self, chunk: &[u8]) {
+        if let Ok(mut o) = self.0.lock() {
+            o.extend_from_slice(chunk);
+        }
+    }
+}
+
+/// One document being rewritten.
+pub struct HtmlUpgrader {
+    rewriter: Option<HtmlRewriter<'static, SharedSink>>,
+    out: Sink,
+    counts: Arc<Counts>,
+    passed: Option<PassReason>,
+}
+
+impl HtmlUpgrader {
+    /// A rewriter for one document in `encoding` (an ASCII-compatible one; UTF-16 is refused
+    /// by [`AsciiCompatibleEncoding::new`]), using at most about `max_memory` bytes of buffer,
+    /// upgrading URLs whose host `known` says serves HTTPS. With `meta_charset`, a
+    /// `<meta charset>` in the document switches the encoding (only when the response header
+    /// named none).
+    pub fn new(
+        known: Arc<dyn KnownHost + Send + Sync>,
+        encoding: AsciiCompatibleEncoding,
+        meta_charset: bool,
+        max_memory: usize,
+    ) -> HtmlUpgrader {
+        let out: Sink = Arc::new(Mutex::new(Vec::new()));
+        let counts = Arc::new(Counts::default());
+        let sink = SharedSink(out.clone());
+        let (k1, c1) = (known.clone(), counts.clone());
+        let (k2, c2) = (known, counts.clone());
+        let mut style = StyleText::default();
+        let settings = Settings::new_send()
+            .append_element_content_handler(element!(SELECTOR, move |el: &mut Element<
+                '_,
+                '_,
+                lol_html::send::SendHandlerTypes,
+            >| {
+                upgrade_element(el, &*k1, &c1);
+                Ok(())
+            }))
+            .append_element_content_handler(text!("style", move |t: &mut TextChunk<'_>| {
+                style.chunk(t, &*k2, &c2);
+                Ok(())
+            }))
+            .with_encoding(encoding)
+            .with_adjust_charset_on_meta_tag(meta_charset)
+            // A misparse guess beats an unrecoverable error on ambiguous markup.
+            .with_strict(false)
+            .with_memory_settings(
+                MemorySettings::new()
+                    .with_preallocated_parsing_buffer_size(1024.min(max_memory))
+                    .with_max_allowed_memory_usage(max_memory)
+                    .with_graceful_bail_out_on_memory_limit_exceeded(true),
+            )
+            .with_graceful_bail_out_on_content_handler_error(true);
+        HtmlUpgrader {
+            rewriter: Some(HtmlRewriter::new(settings, sink)),
+            out,
+            counts,
+            passed: None,
+        }
+    }
+
+    /// Rewrites one chunk; returns what is ready (possibly nothing, possibly more than one
+    /// chunk's worth).
+    pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
+        // lol_html appends a whole chunk to the bytes it still holds before parsing: fed in
+        // slices, its buffer needs one slice beside the longest token, not one network read.
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let (slice, after) = rest.split_at(rest.len().min(WRITE_SLICE));
+            rest = after;
+            let Some(r) = self.rewriter.as_mut() else {
+                let mut v = self.take();
+                v.extend_from_slice(slice);
+                v.extend_from_slice(rest);
+                return v;
+            };
+            if let Err(e) = r.write(slice) {
+                // lol_html has flushed every byte it held, raw: the rest passes through.
+                self.stop(&e);
+            }
+        }
+        self.take()
+    }
+
+    /// The end of the document: whatever was still held.
+    pub fn end(&mut self) -> Vec<u8> {
+        if let Some(r) = self.rewriter.take()
+            && let Err(e) = r.end()
+        {
+            self.passed.get_or_insert(reason(&e));
+        }
+        self.take()
+    }
+
+    /// URLs upgraded so far.
+    pub fn links(&self) -> u64 {
+        self.counts.links.load(Relaxed)
+    }
+
+    /// Why the rest of the document passed through, if it did.
+    pub fn passed(&self) -> Option<PassReason> {
+        self.passed
+    }
+
+    fn stop(&mut self, e: &lol_html::errors::RewritingError) {
+        self.rewriter = None;
+        self.passed = Some(reason(e));
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        match self.out.lock() {
+            Ok(mut o) => std::mem::take(&mut *o),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn reason(e: &lol_html::errors::RewritingError) -> PassReason {
+    match e {
+        lol_html::errors::RewritingError::MemoryLimitExceeded(_) => PassReason::Memory,
+        _ => PassReason::Error,
+    }
+}
+
+/// Upgrades the URL-bearing attributes of one element.
+fn upgrade_element<H: lol_html::HandlerTypes>(
+    el: &mut Element<'_, '_, H>,
+    known: &dyn KnownHost,
+    counts: &Counts,
+) {
+    let set = |el: &mut Element<'_, '_, H>, name: &str, old: &str, new: Option<String>| {
+        if let Some(new) = new
+            && el.set_attribute(name, &new).is_ok()
+        {
+            counts.links.fetch_add(count_upgrades(old, &new), Relaxed);
+        }
+    };
+    for name in URL_ATTRIBUTES {
+        if let Some(v) = el.get_attribute(name) {
+            set(el, name, &v, urls::upgrade_url(&v, known));
+        }
+    }
+    for name in SRCSET_ATTRIBUTES {
+        if let Some(v) = el.get_attribute(name) {
+            set(el, name, &v, urls::upgrade_srcset(&v, known));
+        }
+    }
+    if let Some(v) = el.get_attribute("style") {
+        set(el, "style", &v, urls::upgrade_css(&v, known, true));
+    }
+    if el.tag_name() == "meta"
+        && el
+            .get_attribute("http-equiv")
+            .is_some_and(|h| h.trim().eq_ignore_ascii_case("refresh"))
+        && let Some(v) = el.get_attribute("content")
+    {
+        set(el, "content", &v, urls::upgrade_meta_refresh(&v, known));
+    }
+}
+
+/// The text of the current `<style>` element, gathered across chunks (a `url(` may be split
+/// anywhere) up to [`MAX_STYLE_BYTES`].
+#[derive(Default)]
+struct StyleText {
+    held: String,
+    /// The element outgrew the bound: its text passes as it is.
+    passing: bool,
+}
+
+impl StyleText {
+    fn chunk(&mut self, t: &mut TextChunk<'_>, known: &dyn KnownHost, counts: &Counts) {
+        let last = t.last_in_text_node();
+        if !self.passing {
+            if self.held.len() + t.as_str().len() > MAX_STYLE_BYTES {
+                // Give back what was held, unchanged, and let the rest through.
+                let held = std::mem::take(&mut self.held);
+                t.before(&held, ContentType::Html);
+                self.passing = true;
+            } else {
+                self.held.push_str(t.as_str());
+                if last {
+                    let css = std::mem::take(&mut self.held);
+                    match urls::upgrade_css(&css, known, false) {
+                        Some(up) => {
+                            counts.links.fetch_add(count_upgrades(&css, &up), Relaxed);
+                            t.replace(&up, ContentType::Html);
+                        }
+                        None => t.replace(&css, ContentType::Html),
+                    }
+                } else {
+                    t.remove();
+                }
+            }
+        }
+        if last {
+            self.passing = false;
+        }
+    }
+}
+
+/// How many URLs an upgrade changed: each adds one `https://` (lengths say nothing, since a
+/// dropped `:80` shortens the URL).
+fn count_upgrades(before: &str, after: &str) -> u64 {
+    let n = |s: &str| {
+        s.as_bytes()
+            .windows(8)
+            .filter(|w| w.eq_ignore_ascii_case(b"https://"))
+            .count()
+    };
+    n(after).saturating_sub(n(before)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known() -> Arc<dyn KnownHost + Send + Sync> {
+        Arc::new(|h: &str| h == "a.example" || h.ends_with(".cdn.example"))
+    }
+
+    fn run(input: &[u8], split: usize, max: usize) -> (Vec<u8>, u64, Option<PassReason>) {
+        let mut r = HtmlUpgrader::new(known(), AsciiCompatibleEncoding::utf_8(), true, max);
+        let mut out = Vec::new();
+        for c in input.chunks(split.max(1)) {
+            out.extend(r.write(c));
+        }
+        out.extend(r.end());
+        (out, r.links(), r.passed())
+    }
+
+    const PAGE: &str = r#"<!doctype html><html><head>
+<meta http-equiv="Refresh" content="30; url=http://a.example/next">
+<link rel=stylesheet href=http://a.example/s.css>
+<style>body{background:url("http://img.cdn.example/bg.png")} p{background:url(http://other.example/x.png)}</style>
+</head><body style="background-image:url('http://a.example/b.png')">
+<img src="http://a.example/i.png" srcset="http://a.example/1.png 1x, http://other.example/2.png 2x">
+<a href="http://other.example/">other</a> <a href='HTTP://A.EXAMPLE:80/x?y=1&amp;z=2'>me</a>
+<form action="http://a.example/post"><button formaction="http://a.example/b">b</button></form>
+<video poster="http://a.example/p.jpg"></video><object data="http://a.example/o"></object>
+<q cite="http://a.example/c">q</q><table background="http://a.example/t.gif"></table>
+<link rel=preload imagesrcset="http://a.example/p.png 2x" as=image>
+<script>var u = "http://a.example/not-an-attribute";</script>
+</body></html>"#;
+
+    #[test]
+    fn upgrades_every_kind_of_url_and_nothing_else() {
+        let (out, links, passed) = run(PAGE.as_bytes(), usize::MAX, 1 << 20);
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(passed, None);
+        for want in [
+            "content=\"30; url=https://a.example/next\"",
+            "href=\"https://a.example/s.css\"",
+            "url(\"https://img.cdn.example/bg.png\")",
+            "url(http://other.example/x.png)",
+            "url('https://a.example/b.png')",
+            "src=\"https://a.example/i.png\"",
+            "srcset=\"https://a.example/1.png 1x, http://other.example/2.png 2x\"",
+            "<a href=\"http://other.example/\">",
+            "href=\"https://A.EXAMPLE/x?y=1&amp;z=2\"",
+            "action=\"https://a.example/post\"",
+            "formaction=\"https://a.example/b\"",
+            "poster=\"https://a.example/p.jpg\"",
+            "data=\"https://a.example/o\"",
+            "cite=\"https://a.example/c\"",
+            "background=\"https://a.example/t.gif\"",
+            "imagesrcset=\"https://a.example/p.png 2x\"",
+            "\"http://a.example/not-an-attribute\"",
+        ] {
+            assert!(out.contains(want), "missing {want}\n{out}");
+        }
+        assert_eq!(links, 14);
+    }
+
+    #[test]
+    fn chunk_boundaries_do_not_change_the_output() {
+        let (whole, links, _) = run(PAGE.as_bytes(), usize::MAX, 1 << 20);
+        for split in [1, 2, 3, 7, 16, 64] {
+            let (out, l, _) = run(PAGE.as_bytes(), split, 1 << 20);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&whole),
+                "split {split}"
+            );
+            assert_eq!(l, links);
+        }
+    }
+
+    #[test]
+    fn untouched_documents_are_byte_for_byte() {
+        let doc = "<!DOCTYPE html><p class=x>plain <a href='https://a.example/'>x</a> <img src=/rel.png>\
+                   <a href=\"http://other.example/\">o</a><!-- http://a.example/ --></p>";
+        for split in [1, 5, usize::MAX] {
+            let (out, links, _) = run(doc.as_bytes(), split, 1 << 20);
+            assert_eq!(out, doc.as_bytes());
+            assert_eq!(links, 0);
+        }
+    }
+
+    #[test]
+    fn over_the_memory_bound_the_rest_passes_through_whole() {
+        // A start tag larger than the bound, fed in small chunks.
+        let big = format!(
+            "<p><img src=\"http://a.example/1.png\"><div title=\"{}\"><img src=\"http://a.example/2.png\"></div>",
+            "x".repeat(64 * 1024)
+        );
+        let (out, _, passed) = run(big.as_bytes(), 1000, 16 * 1024);
+        assert_eq!(passed, Some(PassReason::Memory));
+        let out = String::from_utf8(out).unwrap();
+        // Nothing lost, nothing cut: the document is the input with at most the URLs before
+        // the bail-out upgraded.
+        assert_eq!(out.replace("https://", "http://"), big);
+        assert!(out.ends_with("<img src=\"http://a.example/2.png\"></div>"));
+    }
+
+    #[test]
+    fn a_huge_style_element_passes_unchanged() {
+        let css = format!(
+            "a{{background:url(http://a.example/x.png)}}{}",
+            "/* pad */".repeat(MAX_STYLE_BYTES / 8)
+        );
+        let doc = format!("<style>{css}</style><img src=http://a.example/y.png>");
+        let (out, _, _) = run(doc.as_bytes(), 4096, 8 << 20);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with(&format!("<style>{css}</style>")));
+        assert!(out.ends_with("<img src=\"https://a.example/y.png\">"));
+    }
+
+    #[test]
+    fn windows_1252_documents_keep_their_bytes() {
+        let enc = AsciiCompatibleEncoding::new(encoding_rs::WINDOWS_1252).unwrap();
+        let mut r = HtmlUpgrader::new(known(), enc, false, 1 << 20);
+        let doc = b"<p title=\"caf\xe9\"><img src=\"http://a.example/\xe9.png\"></p>";
+        let mut out = r.write(doc);
+        out.extend(r.end());
+        assert_eq!(
+            out,
+            b"<p title=\"caf\xe9\"><img src=\"https://a.example/\xe9.png\"></p>".to_vec()
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! Automatic HTTPS Rewrites (per site `https_rewrites`, default off): HTML responses proxied
+//! over HTTPS for an enforced host have their `http://` links to hosts known to serve HTTPS
+//! upgraded to `https://`, so the page loads no mixed content. Known: hosts enforced in the
+//! policy table when the response arrives, plus the site's `https_rewrite_hosts`.
+//!
+//! The head phase decides and adjusts the head (`Content-Encoding` for the client, a weak
+//! `ETag`, `Vary: Accept-Encoding`; the chain drops `Content-Length`); the body phase decodes
+//! (gzip, deflate, br), rewrites with lol_html (force_https_proto::rewrite) and re-encodes
+//! to what the client accepted. Responses it cannot rewrite safely pass through untouched
+//! and are counted by reason: `Cache-Control: no-transform`, a content coding it cannot
+//! decode, a charset lol_html cannot handle (UTF-16), a partial (206) response. A document
+//! that needs more memory than the bound passes through from where the bound was hit, whole.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use force_https_proto::{
+    host::DomainPattern,
+    rewrite::{
+        coding::{Coding, Decoder, Encoder},
+        html::{AsciiCompatibleEncoding, HtmlUpgrader, PassReason, encoding_for_label},
+        urls::KnownHost,
+    },
+};
+use hyper::{
+    HeaderMap, Method, StatusCode,
+    header::{self, HeaderValue},
+    http::response::Parts,
+};
+
+use super::{BodyFilter, FilterCtx, Origin, ResponseFilter, Verdict};
+use crate::{
+    metrics::Metrics,
+    policy::{HostEntry, PolicyTable, Scheme},
+};
+
+/// The most memory one document's rewriter may use for buffering, bytes: a start tag or a
+/// `<style>` element larger than this makes the rest of the document pass through.
+pub const MAX_MEMORY_BYTES: usize = 256 * 1024;
+
+/// The Automatic HTTPS Rewrites filter.
+pub struct HttpsRewrites;
+
+/// Whether requests of this exchange are rewritten: over TLS, for an enforced host whose
+/// site has `https_rewrites`.
+pub fn applies(scheme: Scheme, entry: Option<&Arc<HostEntry>>) -> bool {
+    scheme == Scheme::Https
+        && entry.is_some_and(|e| e.enforced && e.site.as_ref().is_some_and(|s| s.https_rewrites))
+}
+
+/// The content codings a rewritten body can come in: the `Accept-Encoding` sent to the
+/// backend keeps only these (so a backend does not answer in one the rewriter cannot read).
+/// A field left with nothing becomes `identity`.
+pub fn restrict_accept_encoding(headers: &mut HeaderMap) {
+    let Some(v) = headers.get(header::ACCEPT_ENCODING) else {
+        return;
+    };
+    let kept: Vec<&str> = v
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|item| {
+            let name = item.split(';').next().unwrap_or("").trim();
+            ["gzip", "x-gzip", "deflate", "br", "identity"]
+                .iter()
+                .any(|c| name.eq_ignore_ascii_case(c))
+        })
+        .collect();
+    let value = if kept.is_empty() {
+        "identity".to_string()
+    } else {
+        kept.join(", ")
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(header::ACCEPT_ENCODING, v);
+    }
+}
+
+/// The media type and charset of a `Content-Type` value, lowercased.
+fn media_type(v: &str) -> (String, Option<String>) {
+    let mut parts = v.split(';');
+    let mt = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let charset = parts.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"').to_ascii_lowercase())
+    });
+    (mt, charset)
+}
+
+/// Whether `Cache-Control` forbids transforming the body (RFC 9111 §5.2.2.6).
+fn no_transform(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+}
+
+/// What the head phase decided for one response.
+#[derive(Clone)]
+struct Plan {
+    decode: Coding,
+    encode: Coding,
+    encoding: AsciiCompatibleEncoding,
+    /// No charset in `Content-Type`: `<meta charset>` may switch it, and a UTF-16 byte-order
+    /// mark makes the document pass.
+    sniff: bool,
+}
+
+impl HttpsRewrites {
+    /// The plan for a response, or `None` when its body passes as it is (counted when it is
+    /// an HTML document the filter would have rewritten).
+    fn plan(ctx: &FilterCtx<'_>, head: &Parts) -> Option<Plan> {
+        if ctx.origin != Origin::Upstream || !applies(ctx.conn.scheme, ctx.entry) {
+            return None;
+        }
+        let request = ctx.request?;
+        if request.method == Method::HEAD
+            || head.status.is_informational()
+            || head.status == StatusCode::NO_CONTENT
+            || head.status == StatusCode::NOT_MODIFIED
+        {
+            return None;
+        }
+        let (mt, charset) = media_type(
+            head.headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())?,
+        );
+        if mt != "text/html" && mt != "application/xhtml+xml" {
+            return None;
+        }
+        let m = &ctx.metrics;
+        if head.status == StatusCode::PARTIAL_CONTENT
+            || head.headers.contains_key(header::CONTENT_RANGE)
+        {
+            Metrics::inc(&m.https_rewrites_passed_partial);
+            return None;
+        }
+        if no_transform(&head.headers) {
+            Metrics::inc(&m.https_rewrites_passed_no_transform);
+            return None;
+        }
+        let ce: Vec<&str> = head
+            .headers
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let Some(decode) = Coding::from_content_encoding(&ce.join(",")) else {
+            Metrics::inc(&m.https_rewrites_passed_encoding);
+            return None;
+        };
+        let encoding = match &charset {
+            None => Some(AsciiCompatibleEncoding::utf_8()),
+            Some(label) => encoding_for_label(label),
+        };
+        let Some(encoding) = encoding else {
+            Metrics::inc(&m.https_rewrites_passed_charset);
+            return None;
+        };
+        Some(Plan {
+            decode,
+            encode: Coding::for_client(decode, request.accept_encoding),
+            encoding,
+            sniff: charset.is_none(),
+        })
+    }
+}
+
+impl ResponseFilter for HttpsRewrites {
+    fn response_head(&self, ctx: &FilterCtx<'_>, head: &mut Parts) -> Verdict {
+        let Some(plan) = Self::plan(ctx, head) else {
+            return Verdict::Continue;
+        };
+        let h = &mut head.headers;
+        h.remove(header::CONTENT_ENCODING);
+        if let Some(t) = plan.encode.token() {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(t));
+        }
+        if plan.decode != Coding::Identity && !vary_has(h, "accept-encoding") {
+            h.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
+        // The bytes change: a strong validator would claim byte-identity (RFC 9110 §8.8.1).
+        if let Some(etag) = h.get(header::ETAG).and_then(|v| v.to_str().ok())
+            && !etag.starts_with("W/")
+            && let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}"))
+        {
+            h.insert(header::ETAG, weak);
+        }
+        for digest in ["content-md5", "content-digest", "digest", "repr-digest"] {
+            h.remove(digest);
+        }
+        // For the body phase, which sees the head as changed here.
+        head.extensions.insert(plan);
+        Verdict::Continue
+    }
+
+    fn body(&self, ctx: &FilterCtx<'_>, head: &Parts) -> Option<Box<dyn BodyFilter>> {
+        let plan = head.extensions.get::<Plan>()?.clone();
+        let site = ctx.entry?.site.clone()?;
+        let table = ctx.table?.clone();
+        let known: Arc<dyn KnownHost + Send + Sync> = Arc::new(Known { table, site });
+        Metrics::inc(&ctx.metrics.https_rewrites_responses);
+        Some(Box::new(RewriteBody {
+            decoder: Some(Decoder::new(plan.decode)),
+            html: HtmlUpgrader::new(known, plan.encoding, plan.sniff, MAX_MEMORY_BYTES),
+            encoder: Some(Encoder::new(plan.encode)),
+            sniffing: plan.sniff,
+            raw: false,
+            metrics: ctx.metrics.clone(),
+        }))
+    }
+}
+
+/// The hosts an upgraded link may point to.
+struct Known {
+    table: Arc<PolicyTable>,
+    site: Arc<crate::config::Site>,
+}
+
+impl KnownHost for Known {
+    fn serves_https(&self, host: &str) -> bool {
+        self.table.lookup(host).is_some_and(|e| e.enforced)
+            || self
+                .site
+                .https_rewrite_hosts
+                .iter()
+                .any(|p: &DomainPattern| p.matches(host))
+    }
+}
+
+/// One response body on its way through decoder, rewriter and encoder.
+struct RewriteBody {
+    /// `None` once the input turned out not to be valid in its coding.
+    decoder: Option<Decoder>,
+    html: HtmlUpgrader,
+    /// `None` once finished.
+    encoder: Option<Encoder>,
+    /// The first bytes are still to be checked for a UTF-16 byte-order mark.
+    sniffing: bool,
+    /// The document passes as it is (UTF-16).
+    raw: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl RewriteBody {
+    /// Decoded bytes through the rewriter.
+    fn rewrite(&mut self, decoded: &[u8]) -> Vec<u8> {
+        if self.sniffing && !decoded.is_empty() {
+            self.sniffing = false;
+            if decoded.starts_with(&[0xfe, 0xff]) || decoded.starts_with(&[0xff, 0xfe]) {
+                // UTF-16: lol_html reads only ASCII-compatible encodings.
+                self.raw = true;
+                Metrics::inc(&self.metrics.https_rewrites_passed_charset);
+            }
+        }
+        if self.raw {
+            decoded.to_vec()
+        } else {
+            self.html.write(decoded)
+        }
+    }
+
+    fn encode(&mut self, bytes: &[u8]) -> Vec<u8> {
+        match self.encoder.as_mut() {
+            Some(e) => e.write(bytes),
+            None => Vec::new(),
+        }
+    }
+
+    fn decode_failed(&mut self, e: &std::io::Error) {
+        self.decoder = None;
+        Metrics::inc(&self.metrics.https_rewrites_decode_errors);
+        tracing::warn!(
+            "https_rewrites: the backend's body is not valid in its Content-Encoding ({e}); the response ends here"
+        );
+    }
+}
+
+impl BodyFilter for RewriteBody {
+    fn chunk(&mut self, chunk: Bytes) -> Bytes {
+        let Some(d) = self.decoder.as_mut() else {
+            return Bytes::new();
+        };
+        let decoded = match d.write(&chunk) {
+            Ok(v) => v,
+            Err(e) => {
+                self.decode_failed(&e);
+                return Bytes::new();
+            }
+        };
+        let html = self.rewrite(&decoded);
+        self.encode(&html).into()
+    }
+
+    fn end(&mut self) -> Bytes {
+        let mut html = Vec::new();
+        if let Some(d) = self.decoder.take() {
+            match d.finish() {
+                Ok(rest) => html = self.rewrite(&rest),
+                Err(e) => self.decode_failed(&e),
+            }
+        }
+        if !self.raw {
+            html.extend(self.html.end());
+        }
+        let mut out = self.encode(&html);
+        if let Some(e) = self.encoder.take() {
+            out.extend(e.finish());
+        }
+        out.into()
+    }
+}
+
+impl Drop for RewriteBody {
+    fn drop(&mut self) {
+        let m = &self.metrics;
+        m.https_rewrites_links
+            .fetch_add(self.html.links(), std::sync::atomic::Ordering::Relaxed);
+        if self.html.passed() == Some(PassReason::Memory) {
+            Metrics::inc(&m.https_rewrites_passed_memory);
+        }
+    }
+}
+
+/// Whether `Vary` lists `name` (or `*`).
+fn vary_has(h: &HeaderMap, name: &str) -> bool {
+    h.get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case(name))
+}
