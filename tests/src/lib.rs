@@ -20,6 +20,7 @@
 //! `ip netns`) they print `skipping: needs root` and return, except under `CI=true`, where they
 //! fail.
 
+pub mod browser;
 pub mod pki;
 
 use std::ffi::OsStr;
@@ -62,7 +63,8 @@ pub const CMD_TIMEOUT: Duration = Duration::from_secs(15);
 // Root / CI policy
 // ---------------------------------------------------------------------------------------------
 
-fn in_ci() -> bool {
+/// Whether this is a CI run (`CI=true`): tests that cannot run fail instead of skipping.
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
