@@ -25,6 +25,7 @@ pub const TARGETS: &[&str] = &[
     "first_request",
     "config_parse",
     "control_request",
+    "html_rewrite",
 ];
 
 /// Seconds per target of a campaign, unless `--time` says otherwise.

@@ -210,6 +210,16 @@ fn upgrade_element<H: lol_html::HandlerTypes>(
     known: &dyn KnownHost,
     counts: &Counts,
 ) {
+    // A changed tag is written anew by lol_html, which cannot faithfully write attribute
+    // names that only malformed markup has (quotes, `=`, `<` in a name): such a tag is left
+    // as it is rather than parsed differently afterwards.
+    if el
+        .attributes()
+        .iter()
+        .any(|a| a.name().contains(['"', '\'', '=', '<', '`']))
+    {
+        return;
+    }
     let set = |el: &mut Element<'_, '_, H>, name: &str, old: &str, new: Option<String>| {
         if let Some(new) = new
             && el.set_attribute(name, &new).is_ok()
@@ -241,7 +251,8 @@ fn upgrade_element<H: lol_html::HandlerTypes>(
 }
 
 /// The text of the current `<style>` element, gathered across chunks (a `url(` may be split
-/// anywhere) up to [`MAX_STYLE_BYTES`].
+/// anywhere) up to [`MAX_STYLE_BYTES`]. Held text is decoded; it is written back encoded,
+/// which gives the same bytes for text that decoded cleanly.
 #[derive(Default)]
 struct StyleText {
     held: String,
@@ -253,7 +264,11 @@ impl StyleText {
     fn chunk(&mut self, t: &mut TextChunk<'_>, known: &dyn KnownHost, counts: &Counts) {
         let last = t.last_in_text_node();
         if !self.passing {
-            if self.held.len() + t.as_str().len() > MAX_STYLE_BYTES {
+            // Too long, or bytes that did not decode (U+FFFD would not encode back to them):
+            // the element's text passes as it came.
+            if self.held.len() + t.as_str().len() > MAX_STYLE_BYTES
+                || t.as_str().contains('\u{fffd}')
+            {
                 // Give back what was held, unchanged, and let the rest through.
                 let held = std::mem::take(&mut self.held);
                 t.before(&held, ContentType::Html);
@@ -405,6 +420,20 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         assert!(out.starts_with(&format!("<style>{css}</style>")));
         assert!(out.ends_with("<img src=\"https://a.example/y.png\">"));
+    }
+
+    #[test]
+    fn style_text_that_does_not_decode_reads_the_same() {
+        // Invalid UTF-8 in a <style> element: lol_html writes a text it handled back from
+        // its decoded form, so the bad bytes become U+FFFD, which is what a browser reads
+        // there anyway. The element with them is not rewritten.
+        let doc = b"<style>a{background:url(http://a.example/x.png)}</style><style>b{content:'\xff\xfe'} c{background:url(http://a.example/y.png)}</style>";
+        let want = String::from_utf8_lossy(doc).replacen("http://", "https://", 1);
+        for split in [1, 7, usize::MAX] {
+            let (out, links, _) = run(doc, split, 1 << 20);
+            assert_eq!(String::from_utf8_lossy(&out), want, "split {split}");
+            assert_eq!(links, 1, "split {split}");
+        }
     }
 
     #[test]

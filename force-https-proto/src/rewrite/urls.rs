@@ -62,14 +62,15 @@ pub fn upgrade_url(url: &str, known: &dyn KnownHost) -> Option<String> {
     if !known.serves_https(&name) {
         return None;
     }
-    let port = port.trim_start_matches('0');
-    let keep_port = !(port.is_empty() || port == "80");
+    // http's port (`:80`, `:080`) goes; any other stays as written (an empty one means the
+    // scheme's default on either side).
+    let keep_port = port.is_empty() || port.trim_start_matches('0') != "80";
     let mut out = String::with_capacity(url.len() + 1);
     out.push_str(lead);
     out.push_str("https://");
     out.push_str(userinfo);
     out.push_str(host);
-    if keep_port {
+    if keep_port && hostport.len() > host.len() {
         out.push(':');
         out.push_str(port);
     }
@@ -284,7 +285,7 @@ mod tests {
         );
         assert_eq!(
             upgrade_url("http://a.example:/p", k).as_deref(),
-            Some("https://a.example/p")
+            Some("https://a.example:/p")
         );
         assert_eq!(
             upgrade_url("http://a.example:8080/p", k).as_deref(),
