@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 
 pub use serde_json;
 
+pub mod admin;
+pub mod browser;
+
 /// The edge namespace's IPv4 address (the daemon listens here).
 pub const EDGE_V4: &str = "198.51.100.1";
 /// The client namespace's IPv4 address.

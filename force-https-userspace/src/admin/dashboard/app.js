@@ -174,13 +174,18 @@
   }
 
   // ---- tables ---------------------------------------------------------------------------------
+  // One cell; its content sits in a span (the value side of a card row on narrow screens).
+  // Returns that span.
   function cell(tr, label, content, cls) {
     const td = document.createElement("td");
     td.dataset.label = label;
     if (cls) td.className = cls;
-    if (content instanceof Node) td.append(content); else td.textContent = content;
+    const v = document.createElement("span");
+    v.className = "v";
+    if (content instanceof Node) v.append(content); else v.textContent = content;
+    td.append(v);
     tr.append(td);
-    return td;
+    return v;
   }
 
   async function refreshSites() {
@@ -248,18 +253,18 @@
         cell(tr, "Proxied", "", "num");
         state.hostRows.set(h.host, tr);
       }
-      const tds = tr.children;
-      tds[1].textContent = h.site || "–";
-      tds[2].textContent = h.source;
+      const v = Array.from(tr.children, (td) => td.firstChild);
+      v[1].textContent = h.site || "–";
+      v[2].textContent = h.source;
       if (h.overridden && h.source === "config") {
         const o = document.createElement("span");
         o.className = "override";
         o.textContent = "changed at run time";
-        tds[2].append(o);
+        v[2].append(o);
       }
-      setSwitch(tds[3].querySelector("button"), h.enforced, false);
-      tds[4].textContent = fmtInt(h.redirects);
-      tds[5].textContent = fmtInt(h.proxied);
+      setSwitch(v[3].querySelector("button"), h.enforced, false);
+      v[4].textContent = fmtInt(h.redirects);
+      v[5].textContent = fmtInt(h.proxied);
       // Keep the order of the answer without re-creating rows (focus stays put).
       const want = prev ? prev.nextSibling : body.firstChild;
       if (want !== tr) body.insertBefore(tr, want);
