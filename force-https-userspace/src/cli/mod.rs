@@ -61,6 +61,10 @@ const FILES: &[(&str, &str)] = &[
         "/run/force-https/control.sock",
         "control socket of the running daemon",
     ),
+    (
+        "/etc/force-https/admin.token",
+        "bearer token of the admin HTTP API ([admin] token_file; mode 0600 or 0400)",
+    ),
 ];
 
 /// Environment variables, for `--help` and the manual page.
