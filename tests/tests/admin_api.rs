@@ -473,3 +473,54 @@ fn sites_change_all_or_nothing() {
     assert_eq!(sites[1]["state"], "enforced", "{sites}");
     assert_eq!(status80(&ns, "www.blog.example.com"), 301);
 }
+
+#[test]
+fn slow_clients_are_cut_off() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let token = TokenFile::new(0o600);
+    let _d = Daemon::start(&ns, &config(Some(&token)));
+    let edge = ns.edge.clone();
+    let bearer = token.bearer();
+    // Both at once: a head that never ends, and a body that stops midway.
+    let (head, body) = std::thread::scope(|s| {
+        let head = s.spawn(|| {
+            run_in_netns(&edge, || {
+                raw_exchange_here(
+                    admin_addr(),
+                    b"GET /api/v1/hosts HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",
+                    Duration::from_secs(20),
+                )
+            })
+        });
+        let body = s.spawn(|| {
+            let req = format!(
+                "PUT /api/v1/hosts/blog.example.com HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Authorization: {bearer}\r\nContent-Type: application/json\r\n\
+                 Content-Length: 40\r\n\r\n{{\"force_https\""
+            );
+            run_in_netns(&edge, || {
+                raw_exchange_here(admin_addr(), req.as_bytes(), Duration::from_secs(20))
+            })
+        });
+        (head.join().unwrap(), body.join().unwrap())
+    });
+    assert!(
+        head.closed,
+        "an unfinished head kept the connection open 20 s"
+    );
+    assert!(
+        head.elapsed >= Duration::from_secs(9) && head.elapsed < Duration::from_secs(15),
+        "{:?}",
+        head.elapsed
+    );
+    assert_eq!(status_of(&body.bytes), 408, "{}", body.text());
+    assert!(body.elapsed < Duration::from_secs(15), "{:?}", body.elapsed);
+    assert!(
+        body.text().contains("did not arrive within"),
+        "{}",
+        body.text()
+    );
+}
