@@ -73,7 +73,7 @@ impl Browser {
             .prefix("fht-chromium-")
             .tempdir()
             .expect("tempdir");
-        let mut child = Command::new("ip")
+        let child = Command::new("ip")
             .args(["netns", "exec", netns])
             .arg(chromium)
             .args([
@@ -96,9 +96,11 @@ impl Browser {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn chromium");
+        // Killed if anything below panics before the Browser (whose Drop kills it) exists.
+        let mut child = KillOnDrop(Some(child));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
-        let pipe = child.stderr.take().expect("stderr");
+        let pipe = child.get().stderr.take().expect("stderr");
         let log = stderr.clone();
         // Drains stderr for the browser's whole life, so it never blocks on a full pipe.
         std::thread::spawn(move || {
@@ -115,8 +117,6 @@ impl Browser {
         let browser_ws = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(u) => u,
             Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
                 panic!(
                     "chromium did not print its DevTools address within 30 s; stderr:\n{}",
                     stderr.lock().map(|s| s.clone()).unwrap_or_default()
@@ -147,7 +147,7 @@ impl Browser {
             }
         });
         let mut b = Browser {
-            child,
+            child: child.take(),
             _profile: profile,
             ws,
             next_id: 0,
@@ -192,11 +192,15 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
-    /// Polls `expr` every 50 ms until it is `true`, for at most `timeout`.
+    /// Polls `expr` every 50 ms until it is `true`, for at most `timeout`; an `expr` that
+    /// throws (the page is still loading) counts as not yet.
     pub fn wait_for(&mut self, expr: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        let guarded = format!(
+            "(() => {{ try {{ return ({expr}) === true; }} catch (e) {{ return false; }} }})()"
+        );
         loop {
-            if self.eval(expr) == Value::Bool(true) {
+            if self.eval(&guarded) == Value::Bool(true) {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -226,6 +230,27 @@ impl Browser {
             std::fs::create_dir_all(dir).expect("screenshot dir");
         }
         std::fs::write(path, png).expect("write screenshot");
+    }
+}
+
+/// A child process killed and reaped on drop unless taken.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn get(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child")
+    }
+    fn take(&mut self) -> Child {
+        self.0.take().expect("child")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
