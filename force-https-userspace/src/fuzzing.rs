@@ -246,15 +246,32 @@ pub fn control(sites: &str, lines: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut changed = false;
     for (line, req) in requests {
+        // A site change is checked over the hosts the site has once it is done.
+        let site_hosts = |name: &str| -> Vec<String> {
+            edge.policy
+                .table()
+                .entries()
+                .iter()
+                .filter(|e| e.site.as_ref().is_some_and(|s| s.name == name))
+                .map(|e| e.pattern.to_string())
+                .collect()
+        };
         let change = match &req {
-            Request::Enable { hosts } => Some((hosts.clone(), true)),
-            Request::Disable { hosts } => Some((hosts.clone(), false)),
-            Request::List | Request::Stats | Request::Reload => None,
+            Request::Enable { hosts } => Some((Some(hosts.clone()), None, true)),
+            Request::Disable { hosts } => Some((Some(hosts.clone()), None, false)),
+            Request::EnableSite { site } => Some((None, Some(site.clone()), true)),
+            Request::DisableSite { site } => Some((None, Some(site.clone()), false)),
+            Request::List | Request::Sites | Request::Stats | Request::Reload => None,
         };
         let resp: Response = admin.execute(req);
         out.push(serde_json::to_string(&resp).map_err(|e| e.to_string())?);
-        let Some((hosts, enforce)) = change else {
+        let Some((hosts, site, enforce)) = change else {
             continue;
+        };
+        let hosts = match (hosts, site) {
+            (Some(h), _) => h,
+            (None, Some(name)) => site_hosts(&name),
+            (None, None) => Vec::new(),
         };
         let table = edge.policy.table();
         let stored = StateStore::new(dir).read().map_err(|e| format!("{e:#}"))?;

@@ -74,6 +74,8 @@ counters! {
     cert_reloads => "Successful certificate reloads.",
     cert_reload_failures => "Certificate reloads that failed (the previous certificates stayed in service).",
     control_requests => "Requests served on the control socket.",
+    admin_requests => "Requests served on the admin HTTP listener.",
+    admin_auth_failures => "Admin HTTP changes refused for a missing or wrong bearer token.",
     policy_updates => "Host-policy changes applied (enable/disable).",
 }
 

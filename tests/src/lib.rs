@@ -20,7 +20,6 @@
 //! `ip netns`) they print `skipping: needs root` and return, except under `CI=true`, where they
 //! fail.
 
-pub mod browser;
 pub mod pki;
 
 use std::ffi::OsStr;
@@ -36,6 +35,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use serde_json;
+
+pub mod admin;
+pub mod browser;
 
 /// The edge namespace's IPv4 address (the daemon listens here).
 pub const EDGE_V4: &str = "198.51.100.1";

@@ -38,7 +38,7 @@ fn chromium_sees_no_mixed_content_with_rewrites_and_mixed_content_without() {
     if !require_root() {
         return;
     }
-    let Some(chromium) = browser::chromium() else {
+    let Some(chromium) = browser::require_chromium() else {
         return;
     };
     let ns = Netns::new();

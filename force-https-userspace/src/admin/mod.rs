@@ -1,10 +1,11 @@
 //! The admin side: one service ([`Admin`]) that owns what operators do to a running daemon
-//! (enable, disable, list, stats, reload), served over several transports: the control
-//! socket ([`control`]) and the Prometheus endpoint ([`metrics_http`]). A transport only
-//! parses and formats; every operation is implemented once, here.
+//! (enable, disable a host or a whole site, list hosts and sites, stats, reload), served over
+//! two transports: the control socket ([`control`], the CLI's) and the admin HTTP listener
+//! ([`http_api`]: the JSON API, the dashboard and Prometheus `/metrics`). A transport only
+//! parses, authorizes and formats; every operation is implemented once, here.
 
 pub mod control;
-pub mod metrics_http;
+pub mod http_api;
 pub mod protocol;
 
 use std::sync::{Arc, atomic::Ordering::Relaxed};
@@ -13,9 +14,10 @@ use crate::{
     edge::Edge,
     metrics::{Counter, CounterSource, Metrics},
     paths::tls::CertStore,
-    policy::{PolicyError, Source},
+    policy::{HostEntry, PolicyError, Source},
 };
-use protocol::{ErrorCode, HostInfo, Request, Response};
+use force_https_proto::host::parse_domain_pattern;
+use protocol::{ErrorCode, HostInfo, Request, Response, SiteInfo};
 
 /// The admin service.
 pub struct Admin {
@@ -83,28 +85,69 @@ impl Admin {
         Ok(changed)
     }
 
+    /// Enforces (`enforce`) or releases every host of site `name` in one persisted step
+    /// (see [`crate::policy::Policy::set_site`]).
+    ///
+    /// # Errors
+    /// An unknown site (nothing changed), or the change could not be persisted.
+    pub fn set_site(&self, name: &str, enforce: bool) -> Result<Vec<String>, PolicyError> {
+        let changed = self.edge.policy.set_site(name, enforce)?;
+        Metrics::inc(&self.edge.metrics.policy_updates);
+        tracing::info!(site = name, enforce, changed = ?changed, "site policy changed");
+        Ok(changed)
+    }
+
     /// Every host of the table, sorted by pattern.
     pub fn list(&self) -> Vec<HostInfo> {
         let table = self.edge.policy.table();
-        table
-            .entries()
-            .into_iter()
-            .map(|e| HostInfo {
-                host: e.pattern.to_string(),
-                site: e.site.as_ref().map(|s| s.name.clone()),
-                source: match e.source {
-                    Source::Config => "config".into(),
-                    Source::Runtime => "runtime".into(),
-                },
-                enforced: e.enforced,
-                overridden: e.overridden,
-                redirects: e.stats.redirects.load(Relaxed),
-                proxied: e.stats.proxied.load(Relaxed),
-                force_paths: e
-                    .site
-                    .as_ref()
-                    .map(|s| s.force_paths.clone())
-                    .unwrap_or_default(),
+        table.entries().into_iter().map(|e| host_info(e)).collect()
+    }
+
+    /// The entry of one pattern (a name or `*.` wildcard, normalized first), `None` when the
+    /// table has no entry of exactly that pattern.
+    ///
+    /// # Errors
+    /// [`PolicyError::InvalidHost`]: not a valid name or wildcard.
+    pub fn host(&self, pattern: &str) -> Result<Option<HostInfo>, PolicyError> {
+        let p = parse_domain_pattern(pattern).map_err(|e| PolicyError::InvalidHost {
+            host: pattern.to_string(),
+            reason: e.to_string(),
+        })?;
+        let table = self.edge.policy.table();
+        Ok(table.get(&p.to_string()).map(|e| host_info(e)))
+    }
+
+    /// Every site with its state, sorted by name. A site's hosts are its config domains and
+    /// the runtime names attached to it.
+    pub fn sites(&self) -> Vec<SiteInfo> {
+        let table = self.edge.policy.table();
+        let mut by_name: std::collections::BTreeMap<&str, SiteInfo> = Default::default();
+        for e in table.entries() {
+            let Some(site) = &e.site else { continue };
+            let info = by_name.entry(&site.name).or_insert_with(|| SiteInfo {
+                name: site.name.clone(),
+                state: String::new(),
+                force_https: None,
+                config_force_https: site.force_https,
+                enforced: Vec::new(),
+                not_enforced: Vec::new(),
+            });
+            if e.enforced {
+                info.enforced.push(e.pattern.to_string());
+            } else {
+                info.not_enforced.push(e.pattern.to_string());
+            }
+        }
+        by_name
+            .into_values()
+            .map(|mut s| {
+                (s.state, s.force_https) = match (s.enforced.is_empty(), s.not_enforced.is_empty())
+                {
+                    (false, true) => ("enforced".into(), Some(true)),
+                    (true, _) => ("not_enforced".into(), Some(false)),
+                    (false, false) => ("mixed".into(), None),
+                };
+                s
             })
             .collect()
     }
@@ -115,8 +158,15 @@ impl Admin {
             Request::Enable { hosts } | Request::Disable { hosts } if hosts.is_empty() => {
                 Response::error(ErrorCode::BadRequest, "no host given")
             }
-            Request::Enable { hosts } => self.set_response(&hosts, true),
-            Request::Disable { hosts } => self.set_response(&hosts, false),
+            Request::Enable { hosts } => self.set_response(self.set(&hosts, true)),
+            Request::Disable { hosts } => self.set_response(self.set(&hosts, false)),
+            Request::EnableSite { site } => self.set_response(self.set_site(&site, true)),
+            Request::DisableSite { site } => self.set_response(self.set_site(&site, false)),
+            Request::Sites => Response {
+                ok: true,
+                sites: Some(self.sites()),
+                ..Default::default()
+            },
             Request::List => Response {
                 ok: true,
                 hosts: Some(self.list()),
@@ -143,8 +193,8 @@ impl Admin {
         }
     }
 
-    fn set_response(&self, hosts: &[String], enforce: bool) -> Response {
-        match self.set(hosts, enforce) {
+    fn set_response(&self, result: Result<Vec<String>, PolicyError>) -> Response {
+        match result {
             Ok(changed) => Response {
                 ok: true,
                 changed: Some(changed),
@@ -153,7 +203,31 @@ impl Admin {
             Err(e @ PolicyError::InvalidHost { .. }) => {
                 Response::error(ErrorCode::InvalidHost, e.to_string())
             }
+            Err(e @ PolicyError::UnknownSite { .. }) => {
+                Response::error(ErrorCode::UnknownSite, e.to_string())
+            }
             Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
         }
+    }
+}
+
+/// One table entry as `list` reports it.
+fn host_info(e: &HostEntry) -> HostInfo {
+    HostInfo {
+        host: e.pattern.to_string(),
+        site: e.site.as_ref().map(|s| s.name.clone()),
+        source: match e.source {
+            Source::Config => "config".into(),
+            Source::Runtime => "runtime".into(),
+        },
+        enforced: e.enforced,
+        overridden: e.overridden,
+        redirects: e.stats.redirects.load(Relaxed),
+        proxied: e.stats.proxied.load(Relaxed),
+        force_paths: e
+            .site
+            .as_ref()
+            .map(|s| s.force_paths.clone())
+            .unwrap_or_default(),
     }
 }

@@ -20,8 +20,22 @@ pub enum Request {
         /// Host names or `*.` wildcards.
         hosts: Vec<String>,
     },
+    /// Enforce every host of a site at once (one persisted step).
+    #[serde(rename = "enable_site")]
+    EnableSite {
+        /// The site's name.
+        site: String,
+    },
+    /// Stop enforcing every host of a site at once (one persisted step).
+    #[serde(rename = "disable_site")]
+    DisableSite {
+        /// The site's name.
+        site: String,
+    },
     /// List every host.
     List,
+    /// List every site with its state.
+    Sites,
     /// Global counters.
     Stats,
     /// Reload certificates.
@@ -50,6 +64,39 @@ pub struct HostInfo {
     pub force_paths: Vec<String>,
 }
 
+/// One site as `list --sites` and `GET /api/v1/sites` report it.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct SiteInfo {
+    /// The site's name.
+    pub name: String,
+    /// `enforced` (every host of the site is), `not_enforced` (none is) or `mixed` (host-level
+    /// overrides differ).
+    pub state: String,
+    /// `true` or `false` when every host of the site agrees, `null` when mixed.
+    pub force_https: Option<bool>,
+    /// The site's `force_https` in the config (before runtime overrides).
+    pub config_force_https: bool,
+    /// The site's hosts (config domains and wildcards, and runtime names under its wildcards)
+    /// that are enforced, sorted.
+    pub enforced: Vec<String>,
+    /// The site's hosts that are not enforced, sorted.
+    pub not_enforced: Vec<String>,
+}
+
+impl SiteInfo {
+    /// The exceptions of a mixed site: the hosts in the smaller group (the enforced ones on a
+    /// tie) and whether they are the enforced ones; `None` when the site is uniform.
+    pub fn exceptions(&self) -> Option<(bool, &[String])> {
+        if self.enforced.is_empty() || self.not_enforced.is_empty() {
+            None
+        } else if self.enforced.len() <= self.not_enforced.len() {
+            Some((true, &self.enforced))
+        } else {
+            Some((false, &self.not_enforced))
+        }
+    }
+}
+
 /// A control response.
 #[derive(Debug, Serialize, Deserialize, Default)]
 pub struct Response {
@@ -67,6 +114,9 @@ pub struct Response {
     /// Host list (list).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<HostInfo>>,
+    /// Site list (sites).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sites: Option<Vec<SiteInfo>>,
     /// Counters (stats), in a stable order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<Vec<(String, u64)>>,
@@ -81,6 +131,8 @@ pub struct Response {
 pub enum ErrorCode {
     /// A host name is invalid; nothing was changed (CLI exit 4).
     InvalidHost,
+    /// No site of that name; nothing was changed (CLI exit 4).
+    UnknownSite,
     /// The request itself is malformed (CLI exit 2).
     BadRequest,
     /// The daemon failed (CLI exit 1).

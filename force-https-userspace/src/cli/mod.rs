@@ -29,7 +29,10 @@ const EXIT_STATUS: &[(&str, &str)] = &[
         "3",
         "the daemon is not running (no control socket, or nobody listening on it)",
     ),
-    ("4", "invalid host name (nothing was changed)"),
+    (
+        "4",
+        "invalid host name, or unknown site for --site (nothing was changed)",
+    ),
     (
         "5",
         "permission denied on the control socket (it is mode 0600: run as the daemon's user)",
@@ -57,6 +60,10 @@ const FILES: &[(&str, &str)] = &[
     (
         "/run/force-https/control.sock",
         "control socket of the running daemon",
+    ),
+    (
+        "/etc/force-https/admin.token",
+        "bearer token of the admin HTTP API ([admin] token_file; mode 0600 or 0400)",
     ),
 ];
 
@@ -91,8 +98,16 @@ const EXAMPLES: &[(&str, &str)] = &[
         "force-https enable --from-file hosts.txt",
     ),
     (
+        "Enforce HTTPS on every domain and wildcard of the site \"shop\" at once:",
+        "force-https enable --site shop",
+    ),
+    (
         "Show every host and its counters as JSON:",
         "force-https list --json",
+    ),
+    (
+        "Show each site's state (enforced, not enforced, or mixed with its exceptions):",
+        "force-https list --sites",
     ),
     (
         "Check whether a domain can be preloaded, against this edge:",
@@ -157,6 +172,13 @@ struct BulkArgs {
     from_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+struct SiteArg {
+    /// Change every domain and wildcard of the site NAME at once, in one persisted step.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["hosts", "from_file"])]
+    site: Option<String>,
+}
+
 /// Hosts per control request of a bulk change.
 const BULK_BATCH: usize = 100_000;
 
@@ -201,39 +223,57 @@ enum Command {
     /// `include_subdomains`, or with `max_age` under 31536000 (one year), which
     /// hstspreload.org would refuse. Preloading is opt-in and hard to undo.
     Check(ConfigArg),
-    /// Enforce HTTPS for hosts on the running daemon.
+    /// Enforce HTTPS for hosts, or a whole site, on the running daemon.
     ///
     /// Each HOST is a name (shop.example.com) or a one-label wildcard (*.example.com);
     /// internationalized names are converted to A-labels. A host that belongs to no site is
     /// redirected only. The change is persisted before this command returns and is in effect
     /// at once, on the XDP fast path too. An invalid name changes nothing and exits 4.
+    ///
+    /// With --site NAME, every domain and wildcard of the site (and every runtime name under
+    /// its wildcards) is enforced together, in one persisted step: all or nothing. Host-level
+    /// exceptions can be made afterwards with `disable HOST`. An unknown site exits 4.
     Enable {
         /// Host names or wildcards.
-        #[arg(required_unless_present = "from_file", value_name = "HOST")]
+        #[arg(required_unless_present_any = ["from_file", "site"], value_name = "HOST")]
         hosts: Vec<String>,
         #[command(flatten)]
         bulk: BulkArgs,
+        #[command(flatten)]
+        site: SiteArg,
         #[command(flatten)]
         target: ControlArgs,
     },
-    /// Stop enforcing HTTPS for hosts on the running daemon.
+    /// Stop enforcing HTTPS for hosts, or a whole site, on the running daemon.
     ///
     /// A site's host is proxied to its backend again; a host added with `enable` alone is
-    /// removed. Persisted before this command returns.
+    /// removed. Persisted before this command returns. With --site NAME, every host of the
+    /// site changes together, in one persisted step (runtime names under its wildcards are
+    /// removed).
     Disable {
         /// Host names or wildcards.
-        #[arg(required_unless_present = "from_file", value_name = "HOST")]
+        #[arg(required_unless_present_any = ["from_file", "site"], value_name = "HOST")]
         hosts: Vec<String>,
         #[command(flatten)]
         bulk: BulkArgs,
+        #[command(flatten)]
+        site: SiteArg,
         #[command(flatten)]
         target: ControlArgs,
     },
     /// List every host: its site, where it comes from, whether it is enforced, its counters.
+    ///
+    /// In the ENFORCED column, `*` marks a config host whose state a runtime override decides.
+    /// With --sites, one line per site instead: its state (enforced, not-enforced, or mixed
+    /// when host-level overrides differ), how many of its hosts are enforced, its config
+    /// default, and the exceptions of a mixed site.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// List sites instead of hosts.
+        #[arg(long)]
+        sites: bool,
         #[command(flatten)]
         target: ControlArgs,
     },
@@ -341,16 +381,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Run(c) => run_daemon(&c.config),
         Command::Check(c) => check(&c.config),
         Command::Enable {
+            site: SiteArg { site: Some(name) },
+            target,
+            ..
+        } => set_site(&target, &name, true),
+        Command::Disable {
+            site: SiteArg { site: Some(name) },
+            target,
+            ..
+        } => set_site(&target, &name, false),
+        Command::Enable {
             hosts,
             bulk,
             target,
+            ..
         } => set(&target, with_file(hosts, &bulk)?, true),
         Command::Disable {
             hosts,
             bulk,
             target,
+            ..
         } => set(&target, with_file(hosts, &bulk)?, false),
-        Command::List { json, target } => list(&target, json),
+        Command::List {
+            json,
+            sites: true,
+            target,
+        } => list_sites(&target, json),
+        Command::List { json, target, .. } => list(&target, json),
         Command::Stats { json, target } => stats(&target, json),
         Command::PreloadCheck(args) => match preload::run(&args)? {
             true => Ok(()),
@@ -377,7 +434,7 @@ fn call(target: &ControlArgs, req: &Request) -> Result<Response, Failure> {
         return Ok(r);
     }
     let code = match r.code {
-        Some(ErrorCode::InvalidHost) => 4,
+        Some(ErrorCode::InvalidHost | ErrorCode::UnknownSite) => 4,
         Some(ErrorCode::BadRequest) => 2,
         Some(ErrorCode::Internal | ErrorCode::Unknown) | None => 1,
     };
@@ -420,6 +477,11 @@ fn run_daemon(path: &Path) -> Result<(), Failure> {
 
 fn check(path: &Path) -> Result<(), Failure> {
     let config = Config::load(path).map_err(|e| fail(2, e.to_string()))?;
+    if let Some(t) = config.admin.as_ref().and_then(|a| a.token_file.as_deref())
+        && let Err(e) = crate::admin::http_api::load_token(t)
+    {
+        return Err(fail(2, format!("{}: {e:#}", path.display())));
+    }
     let cert_errors = crate::paths::tls::certs::check(&config);
     if !cert_errors.is_empty() {
         return Err(fail(
@@ -499,6 +561,60 @@ fn set(target: &ControlArgs, hosts: Vec<String>, enforce: bool) -> Result<(), Fa
         println!("no change: already {verb}");
     } else if total > BULK_BATCH {
         println!("{changed_total} of {total} host(s) changed: {verb}");
+    }
+    Ok(())
+}
+
+fn set_site(target: &ControlArgs, name: &str, enforce: bool) -> Result<(), Failure> {
+    let req = if enforce {
+        Request::EnableSite { site: name.into() }
+    } else {
+        Request::DisableSite { site: name.into() }
+    };
+    let changed = call(target, &req)?.changed.unwrap_or_default();
+    let verb = if enforce { "enforced" } else { "not enforced" };
+    for h in &changed {
+        println!("{h}: {verb}");
+    }
+    if changed.is_empty() {
+        println!("site {name}: no change: already {verb}");
+    } else {
+        println!("site {name}: {verb} ({} host(s) changed)", changed.len());
+    }
+    Ok(())
+}
+
+fn list_sites(target: &ControlArgs, json: bool) -> Result<(), Failure> {
+    let sites = call(target, &Request::Sites)?.sites.unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&sites).map_err(|e| fail(1, e.to_string()))?
+        );
+        return Ok(());
+    }
+    let w = sites.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:<w$}  {:<12}  {:>8}  {:<6}  EXCEPTIONS",
+        "SITE", "STATE", "ENFORCED", "CONFIG"
+    );
+    for s in &sites {
+        let total = s.enforced.len() + s.not_enforced.len();
+        let exceptions = match s.exceptions() {
+            None => "-".to_string(),
+            Some((enforced, hosts)) => format!(
+                "{}: {}",
+                if enforced { "enforced" } else { "not enforced" },
+                hosts.join(",")
+            ),
+        };
+        println!(
+            "{:<w$}  {:<12}  {:>8}  {:<6}  {exceptions}",
+            s.name,
+            s.state.replace('_', "-"),
+            format!("{}/{total}", s.enforced.len()),
+            if s.config_force_https { "yes" } else { "no" },
+        );
     }
     Ok(())
 }

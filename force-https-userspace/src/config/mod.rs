@@ -194,6 +194,18 @@ pub struct XdpConfig {
     pub max_flows: u32,
 }
 
+/// The `[admin]` section: the admin HTTP listener (JSON API under `/api/v1`, the dashboard at
+/// `/`, Prometheus text at `/metrics`). `[metrics] listen` is an alias of `listen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where the admin HTTP listener binds.
+    pub listen: SocketAddr,
+    /// `token_file`: a file (mode 0600 or 0400) holding the bearer token that mutations
+    /// (`PUT`, `POST`) need. Without it the listener must be a loopback address and every
+    /// mutation is refused (403); reads are allowed.
+    pub token_file: Option<PathBuf>,
+}
+
 /// HSTS of one site: off, or the header value to inject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SiteHsts {
@@ -276,8 +288,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The XDP fast path, when configured.
     pub xdp: Option<XdpConfig>,
-    /// Prometheus endpoint, when configured.
-    pub metrics_listen: Option<SocketAddr>,
+    /// The admin HTTP listener (`[admin]`, or its alias `[metrics] listen`), when configured.
+    pub admin: Option<AdminConfig>,
     /// The sites.
     pub sites: Vec<Site>,
     /// Problems that do not make the file invalid, one line each (`force-https check`
@@ -479,6 +491,62 @@ tls = { cert = "/etc/force-https/shop.pem", key = "/etc/force-https/shop.key" }
         )
         .unwrap();
         assert_eq!(c.sites[0].exempt_paths, vec!["/x"]);
+    }
+
+    #[test]
+    fn admin_section_and_metrics_alias() {
+        assert!(parse("").unwrap().admin.is_none());
+        let a = parse("[admin]\nlisten = \"127.0.0.1:9180\"\n")
+            .unwrap()
+            .admin
+            .unwrap();
+        assert_eq!(a.listen, "127.0.0.1:9180".parse().unwrap());
+        assert_eq!(a.token_file, None);
+        // The old section is an alias of the same listener.
+        let m = parse("[metrics]\nlisten = \"[::1]:9100\"\n")
+            .unwrap()
+            .admin
+            .unwrap();
+        assert_eq!(m.listen, "[::1]:9100".parse().unwrap());
+        assert!(
+            parse("[metrics]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:1\"\n")
+                .is_ok()
+        );
+        let e = parse("[metrics]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"127.0.0.1:2\"\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(
+            e.message.contains("remove the [metrics] section")
+                && e.message.contains("listen = \"127.0.0.1:2\""),
+            "{e}"
+        );
+        // Not loopback: only with a token file.
+        let e = parse("[admin]\nlisten = \"0.0.0.0:9180\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("token_file"), "{e}");
+        let a = parse("[admin]\nlisten = \"0.0.0.0:9180\"\ntoken_file = \"/etc/t\"\n")
+            .unwrap()
+            .admin
+            .unwrap();
+        assert_eq!(a.token_file, Some(PathBuf::from("/etc/t")));
+        assert_eq!(
+            parse("[admin]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"rel\"\n")
+                .unwrap_err()
+                .line,
+            Some(3)
+        );
+        assert_eq!(
+            parse("[admin]\ntoken_file = \"/etc/t\"\n")
+                .unwrap_err()
+                .line,
+            Some(2)
+        );
+        assert_eq!(
+            parse("[admin]\nlisten = \"localhost:1\"\n")
+                .unwrap_err()
+                .line,
+            Some(2)
+        );
     }
 
     #[test]

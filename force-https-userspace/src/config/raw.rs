@@ -31,6 +31,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) metrics: Option<RawMetrics>,
     #[serde(default)]
+    pub(super) admin: Option<RawAdmin>,
+    #[serde(default)]
     pub(super) site: Vec<RawSite>,
 }
 
@@ -122,6 +124,13 @@ pub(super) struct RawXdp {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub(super) listen: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) token_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,8 +16,8 @@ use force_https_proto::{
 use toml::Spanned;
 
 use super::{
-    ACME_PREFIX, Backend, Config, ConfigError, DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR,
-    HstsConfig, Limits, Site, SiteHsts, TlsConfig, XdpConfig,
+    ACME_PREFIX, AdminConfig, Backend, Config, ConfigError, DEFAULT_CONTROL_SOCKET,
+    DEFAULT_STATE_DIR, HstsConfig, Limits, Site, SiteHsts, TlsConfig, XdpConfig,
     raw::{RawCode, RawConfig, RawRedirect, RawSite, RawSiteHsts, RawTls, RawXdp},
 };
 
@@ -76,15 +76,7 @@ impl Config {
             None => None,
             Some(x) => Some(xdp(&at, x)?),
         };
-        let metrics_listen = match &raw.metrics {
-            None => None,
-            Some(m) => Some(m.listen.get_ref().parse().map_err(|_| {
-                at.err(
-                    Some(m.listen.span()),
-                    format!("invalid metrics listen address {:?}", m.listen.get_ref()),
-                )
-            })?),
-        };
+        let admin = admin(&at, &raw)?;
         let sites = sites(&at, &raw.site, &raw.hsts)?;
         let warnings = preload_warnings(&raw.site, &raw.hsts);
         Ok(Config {
@@ -106,7 +98,7 @@ impl Config {
             hsts: raw.hsts,
             tls: tls(raw.tls),
             xdp,
-            metrics_listen,
+            admin,
             sites,
             warnings,
         })
@@ -191,6 +183,91 @@ fn tls(t: RawTls) -> TlsConfig {
         max_header_bytes: t.max_header_bytes.unwrap_or(64 * 1024),
         handshake_timeout_ms: t.handshake_timeout_ms.unwrap_or(10_000),
     }
+}
+
+/// `[admin]` and its alias `[metrics] listen`: one admin HTTP listener. Both may be given
+/// only with the same address. Without `token_file` the listener must be loopback (mutations
+/// are then refused, and a listener others can reach would expose the host list unguarded).
+fn admin(at: &At<'_>, raw: &RawConfig) -> Result<Option<AdminConfig>, ConfigError> {
+    let addr = |s: &Spanned<String>, what: &str| -> Result<SocketAddr, ConfigError> {
+        s.get_ref().parse().map_err(|_| {
+            at.err(
+                Some(s.span()),
+                format!(
+                    "invalid {what} listen address {:?}: expected IP:PORT, e.g. \"127.0.0.1:9180\"",
+                    s.get_ref()
+                ),
+            )
+        })
+    };
+    let metrics = match &raw.metrics {
+        Some(m) => Some((addr(&m.listen, "metrics")?, &m.listen)),
+        None => None,
+    };
+    let admin_listen = match raw.admin.as_ref().and_then(|a| a.listen.as_ref()) {
+        Some(l) => Some((addr(l, "admin")?, l)),
+        None => None,
+    };
+    let listen = match (admin_listen, metrics) {
+        (Some((a, _)), Some((m, mspan))) if a != m => {
+            return Err(at.err(
+                Some(mspan.span()),
+                format!(
+                    "[metrics] listen = \"{m}\" and [admin] listen = \"{a}\" differ, but they are one \
+                     listener (the admin listener serves /metrics too): remove the [metrics] section \
+                     and keep [admin] listen = \"{a}\", or write the same address in both"
+                ),
+            ));
+        }
+        (Some((a, span)), _) => (a, span.span()),
+        (None, Some((m, span))) => (m, span.span()),
+        (None, None) => {
+            return match raw.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
+                Some(t) => Err(at.err(
+                    Some(t.span()),
+                    "[admin] token_file is set but no listener: add [admin] listen = \"127.0.0.1:9180\"".into(),
+                )),
+                None => Ok(None),
+            };
+        }
+    };
+    let token_file = raw
+        .admin
+        .as_ref()
+        .and_then(|a| a.token_file.as_ref())
+        .map(|t| t.get_ref().clone());
+    if token_file.is_none() && !listen.0.ip().is_loopback() {
+        return Err(at.err(
+            Some(listen.1),
+            format!(
+                "the admin listener {} is not a loopback address and [admin] has no token_file: \
+                 anyone who reaches it could read the host list. Listen on 127.0.0.1 or [::1], or \
+                 set [admin] token_file = \"/etc/force-https/admin.token\" (a file of mode 0600 \
+                 holding the bearer token that mutations need)",
+                listen.0
+            ),
+        ));
+    }
+    if let Some(t) = &token_file
+        && (t.as_os_str().is_empty() || !t.is_absolute())
+    {
+        let span = raw
+            .admin
+            .as_ref()
+            .and_then(|a| a.token_file.as_ref())
+            .map(|s| s.span());
+        return Err(at.err(
+            span,
+            format!(
+                "[admin] token_file {:?} must be an absolute path",
+                t.display().to_string()
+            ),
+        ));
+    }
+    Ok(Some(AdminConfig {
+        listen: listen.0,
+        token_file,
+    }))
 }
 
 /// `[xdp]`: interface name and map sizes.

@@ -107,8 +107,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let control_listener = admin::control::bind(&config.control_socket).await?;
-    let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some((bind_tcp(addr)?, addr)),
+    let admin_listener = match &config.admin {
+        Some(a) => Some(admin::http_api::bind(a)?),
         None => None,
     };
 
@@ -160,13 +160,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         admin.clone(),
         shutdown.clone(),
     ));
-    if let Some((l, addr)) = metrics_listener {
-        tracing::info!("serving Prometheus metrics on http://{addr}/metrics");
-        tokio::spawn(admin::metrics_http::serve(
-            l,
-            admin.clone(),
-            shutdown.clone(),
-        ));
+    if let Some(l) = admin_listener {
+        tracing::info!(
+            "serving the admin API, dashboard and metrics on http://{}/",
+            l.addr
+        );
+        tokio::spawn(admin::http_api::serve(l, admin.clone(), shutdown.clone()));
     }
     #[cfg(target_env = "gnu")]
     tokio::spawn(trim_after_bursts(edge.clone()));

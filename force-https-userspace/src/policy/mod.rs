@@ -41,6 +41,11 @@ pub enum PolicyError {
         /// Why.
         reason: String,
     },
+    /// No site of that name.
+    UnknownSite {
+        /// The name as given.
+        name: String,
+    },
     /// The change could not be persisted.
     Persist(anyhow::Error),
 }
@@ -50,6 +55,12 @@ impl std::fmt::Display for PolicyError {
         match self {
             PolicyError::InvalidHost { host, reason } => {
                 write!(f, "invalid host name {host:?}: {reason}")
+            }
+            PolicyError::UnknownSite { name } => {
+                write!(
+                    f,
+                    "unknown site {name:?} (`force-https list --sites` shows the sites)"
+                )
             }
             PolicyError::Persist(e) => write!(f, "{e:#}"),
         }
@@ -142,12 +153,49 @@ impl Policy {
             patterns.push((p, key));
         }
         let mut inner = self.lock();
+        self.apply(&mut inner, &patterns, enforce)
+    }
+
+    /// Enforces (`enforce = true`) or stops enforcing every host of the site `name` at once:
+    /// its config domains and wildcards, and the runtime names attached to it (under one of its
+    /// wildcards). The whole change is one journal line, persisted before it is applied, so it
+    /// happens entirely or not at all. Afterwards every host of the site is in the same state;
+    /// a host-level `set` can then make exceptions again. Returns the patterns whose state
+    /// changed.
+    ///
+    /// # Errors
+    /// [`PolicyError::UnknownSite`], or the change could not be persisted (nothing changed).
+    pub fn set_site(&self, name: &str, enforce: bool) -> Result<Vec<String>, PolicyError> {
+        let mut inner = self.lock();
+        // Read under the change lock: no host can join or leave the site meanwhile.
+        let current = self.table.load_full();
+        let mut patterns = Vec::new();
+        for e in current.entries() {
+            if e.site.as_ref().is_some_and(|s| s.name == name)
+                && let Ok(p) = parse_domain_pattern(&e.pattern)
+            {
+                patterns.push((p, e.pattern.to_string()));
+            }
+        }
+        if patterns.is_empty() {
+            return Err(PolicyError::UnknownSite { name: name.into() });
+        }
+        self.apply(&mut inner, &patterns, enforce)
+    }
+
+    /// The body of [`Policy::set`], under the change lock.
+    fn apply(
+        &self,
+        inner: &mut Inner,
+        patterns: &[(DomainPattern, String)],
+        enforce: bool,
+    ) -> Result<Vec<String>, PolicyError> {
         let current = self.table.load_full();
         // The override of each host after the change, and the hosts whose enforcement flips.
         let mut delta: BTreeMap<String, Option<bool>> = BTreeMap::new();
         let mut changed = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for (pattern, key) in &patterns {
+        for (pattern, key) in patterns {
             let entry = current.get_pattern(pattern);
             let config_default = entry
                 .filter(|e| e.source == Source::Config)
@@ -189,7 +237,7 @@ impl Policy {
             .map_err(PolicyError::Persist)?;
 
         let mut table = (*current).clone();
-        for (pattern, key) in &patterns {
+        for (pattern, key) in patterns {
             let Some(next) = delta
                 .binary_search_by(|(k, _)| k.as_str().cmp(key))
                 .ok()
@@ -342,6 +390,64 @@ force_https = true
         .unwrap();
         p2.set(&["blog.example.com".into()], false).unwrap();
         assert_eq!(p2.overrides().get("shop.example.com"), None);
+    }
+
+    #[test]
+    fn site_changes_together_in_one_line() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path());
+        let p = Policy::load(&cfg).unwrap();
+        // A runtime name under the site's wildcard belongs to the site.
+        p.set(&["new.shop.example.com".into()], true).unwrap();
+        let journal = || std::fs::read_to_string(d.path().join(journal::JOURNAL_FILE)).unwrap();
+        let lines = journal().lines().count();
+        let changed = p.set_site("shop", false).unwrap();
+        assert_eq!(
+            changed,
+            [
+                "*.shop.example.com",
+                "new.shop.example.com",
+                "shop.example.com"
+            ]
+        );
+        assert_eq!(journal().lines().count(), lines + 1, "{}", journal());
+        let t = p.table();
+        assert!(!t.lookup("shop.example.com").unwrap().enforced);
+        assert!(!t.lookup("a.shop.example.com").unwrap().enforced);
+        // The runtime name is gone: its lookups fall to the (now released) wildcard.
+        assert_eq!(
+            &*t.lookup("new.shop.example.com").unwrap().pattern,
+            "*.shop.example.com"
+        );
+        // The other sites are untouched ("static" holds x.shop.example.com).
+        assert!(t.lookup("x.shop.example.com").unwrap().enforced);
+        // A host-level exception inside the site, then the site again resets it.
+        p.set(&["shop.example.com".into()], true).unwrap();
+        assert!(p.table().lookup("shop.example.com").unwrap().enforced);
+        p.set_site("shop", true).unwrap();
+        assert!(p.overrides().is_empty(), "{:?}", p.overrides());
+        // Persisted: a restart sees the same state.
+        p.set_site("blog", true).unwrap();
+        let p2 = Policy::load(&cfg).unwrap();
+        assert!(p2.table().lookup("blog.example.com").unwrap().enforced);
+    }
+
+    #[test]
+    fn site_errors_change_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Policy::load(&config(d.path())).unwrap();
+        assert!(matches!(
+            p.set_site("nope", true),
+            Err(PolicyError::UnknownSite { .. })
+        ));
+        // A journal that cannot be written: the site keeps its state, entirely.
+        std::fs::create_dir_all(d.path().join(journal::JOURNAL_FILE)).unwrap();
+        let e = p.set_site("shop", false).unwrap_err();
+        assert!(matches!(e, PolicyError::Persist(_)), "{e}");
+        let t = p.table();
+        assert!(t.lookup("shop.example.com").unwrap().enforced);
+        assert!(t.lookup("a.shop.example.com").unwrap().enforced);
+        assert!(p.overrides().is_empty());
     }
 
     #[test]
