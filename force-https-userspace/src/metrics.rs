@@ -65,6 +65,10 @@ counters! {
     tls_unknown_sni => "TLS handshakes whose SNI matched no certificate.",
     cert_reloads => "Successful certificate reloads.",
     cert_reload_failures => "Certificate reloads that failed (the previous certificates stayed in service).",
+    config_reloads => "Configuration reloads applied (force-https reload, SIGHUP, the admin API).",
+    config_reload_failures => "Configuration reloads refused (an invalid file or certificate; the previous configuration stayed in service).",
+    access_log_lines => "Access log lines queued for writing.",
+    access_log_dropped => "Access log lines dropped because the writer was behind ([log] buffer full); requests never wait for the log.",
     control_requests => "Requests served on the control socket.",
     policy_updates => "Host-policy changes applied (enable/disable).",
 }

@@ -194,6 +194,31 @@ pub struct XdpConfig {
     pub max_flows: u32,
 }
 
+/// `[log] access`: whether and how requests are logged.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessFormat {
+    /// No access log (the default).
+    #[default]
+    Off,
+    /// One JSON object per line and request (docs/design.md, "Access log").
+    Json,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `access = "off" | "json"`.
+    pub access: AccessFormat,
+    /// `path`: the file access lines are appended to (created mode 0640, reopened on every
+    /// reload so logrotate can move it); standard output when absent.
+    pub path: Option<PathBuf>,
+    /// `buffer`: access lines that may wait for the writer (default 8192); beyond it lines
+    /// are dropped and counted (`access_log_dropped`), never waited for.
+    pub buffer: Option<usize>,
+}
+
 /// HSTS of one site: off, or the header value to inject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SiteHsts {
@@ -272,6 +297,8 @@ pub struct Config {
     pub xdp: Option<XdpConfig>,
     /// Prometheus endpoint, when configured.
     pub metrics_listen: Option<SocketAddr>,
+    /// `[log]`: the access log.
+    pub log: LogConfig,
     /// The sites.
     pub sites: Vec<Site>,
     /// Problems that do not make the file invalid, one line each (`force-https check`
