@@ -503,6 +503,27 @@ tls = { cert = "/etc/force-https/shop.pem", key = "/etc/force-https/shop.key" }
     }
 
     #[test]
+    fn log_section() {
+        let c = parse("").unwrap();
+        assert_eq!(c.log, LogConfig::default());
+        assert_eq!(c.log.access, AccessFormat::Off);
+        let c =
+            parse("[log]\naccess = \"json\"\npath = \"/var/log/fh.log\"\nbuffer = 16\n").unwrap();
+        assert_eq!(
+            c.log,
+            LogConfig {
+                access: AccessFormat::Json,
+                path: Some("/var/log/fh.log".into()),
+                buffer: Some(16),
+            }
+        );
+        let e = parse("[log]\naccess = \"xml\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (Some(2), Some(10)), "{e}");
+        assert_eq!(parse("[log]\nbogus = 1\n").unwrap_err().line, Some(2));
+        assert!(parse("[log]\nbuffer = 0\n").unwrap_err().line.is_some());
+    }
+
+    #[test]
     fn xdp_section() {
         assert!(parse("").unwrap().xdp.is_none());
         let x = parse("[xdp]\ninterface = \"eth0\"\n").unwrap().xdp.unwrap();
