@@ -434,6 +434,43 @@ mod tests {
         panic!("{:?}", std::fs::read_to_string(&path));
     }
 
+    /// The cost of one line on the request path (building the entry, `log`) and in the
+    /// writer (formatting), in ns; `cargo test --release -p force-https-userspace --lib
+    /// access_log::tests::cost -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, not a check"]
+    async fn cost() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            access: AccessFormat::Json,
+            path: Some(d.path().join("a.log")),
+            buffer: Some(1 << 20),
+        };
+        let log = AccessLog::start(&cfg).unwrap().unwrap();
+        let m = Metrics::default();
+        let n = 200_000u32;
+        let t = Instant::now();
+        for _ in 0..n {
+            let e = entry();
+            log.log(std::hint::black_box(e), &m);
+        }
+        let per_log = t.elapsed() / n;
+        let e = entry();
+        let mut s = String::with_capacity(256);
+        let t = Instant::now();
+        for _ in 0..n {
+            s.clear();
+            e.write_json(&mut s);
+            std::hint::black_box(&s);
+        }
+        let per_fmt = t.elapsed() / n;
+        println!(
+            "access log: request path {per_log:?}/line (entry + try_send), writer {per_fmt:?}/line (JSON), dropped {}",
+            m.access_log_dropped
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+
     #[test]
     fn off_starts_nothing() {
         assert!(AccessLog::start(&LogConfig::default()).unwrap().is_none());
