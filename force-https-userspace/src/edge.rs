@@ -1,9 +1,15 @@
 //! What every request path reads per request: the live policy table, the counters, the
-//! settings of the redirect and of the client-facing limits, and the connection cap.
+//! settings of the redirect and of the client-facing limits, the access log, and the
+//! connection cap.
 //!
 //! An [`Edge`] is built once by the daemon and shared (`Arc<Edge>`) with the XDP fast path,
 //! the port-80 socket path, the TLS path, the proxy and the admin side. It holds no listener,
 //! no certificate and no backend client: those belong to their own paths.
+//!
+//! The settings and the access log are live: a configuration reload swaps them
+//! ([`Edge::set_settings`], [`Edge::set_access_log`]). A request path reads them once per
+//! request or connection ([`Edge::settings`]) and keeps that snapshot to the end, so what is
+//! in flight finishes on the configuration it started with.
 
 use std::{
     sync::{
@@ -13,9 +19,11 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
+    access_log::AccessLog,
     config::{Config, Limits},
     metrics::{Counter, Metrics},
     policy::Policy,
@@ -53,8 +61,12 @@ pub struct Edge {
     pub policy: Policy,
     /// Global counters (shared with response bodies still streaming).
     pub metrics: Arc<Metrics>,
-    /// Redirect and limit settings.
-    pub settings: Settings,
+    /// Redirect and limit settings (swapped by a reload).
+    settings: ArcSwap<Settings>,
+    /// The access log, when `[log] access` is on (swapped by a reload).
+    access_log: ArcSwapOption<AccessLog>,
+    /// `limits.max_connections` at start (a change needs a restart).
+    max_connections: usize,
     /// One permit per open client connection (`limits.max_connections`), over all listeners.
     connections: Arc<Semaphore>,
     /// The most connections open at once since [`Edge::take_peak`] last read it.
@@ -76,10 +88,37 @@ impl Edge {
         Edge {
             policy,
             metrics: Arc::default(),
-            settings: Settings::from_config(config),
+            settings: ArcSwap::from_pointee(Settings::from_config(config)),
+            access_log: ArcSwapOption::empty(),
+            max_connections: config.limits.max_connections,
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             peak: AtomicUsize::new(0),
         }
+    }
+
+    /// The current settings: read once per request (or connection) and keep the snapshot.
+    pub fn settings(&self) -> arc_swap::Guard<Arc<Settings>> {
+        self.settings.load()
+    }
+
+    /// The current settings as an owned snapshot, for a connection to keep across awaits.
+    pub fn settings_full(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// Publishes new settings (configuration reload); requests already started keep theirs.
+    pub fn set_settings(&self, s: Settings) {
+        self.settings.store(Arc::new(s));
+    }
+
+    /// The access log, when on. Check it before building an [`Entry`].
+    pub fn access_log(&self) -> Option<Arc<AccessLog>> {
+        self.access_log.load_full()
+    }
+
+    /// Replaces the access log (`None`: off). The previous writer finishes what it has queued.
+    pub fn set_access_log(&self, log: Option<Arc<AccessLog>>) {
+        self.access_log.store(log);
     }
 
     /// Admits one more client connection, or `None` when `limits.max_connections` are open.
@@ -98,16 +137,14 @@ impl Edge {
 
     /// Client connections open now.
     pub fn active_connections(&self) -> usize {
-        self.settings
-            .limits
-            .max_connections
+        self.max_connections
             .saturating_sub(self.connections.available_permits())
     }
 
     /// Waits until every client connection has closed, for at most `timeout`. Returns whether
     /// they all did.
     pub async fn drained(&self, timeout: Duration) -> bool {
-        let all = u32::try_from(self.settings.limits.max_connections).unwrap_or(u32::MAX);
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
         tokio::time::timeout(timeout, self.connections.acquire_many(all))
             .await
             .is_ok()

@@ -6,6 +6,8 @@
 //! - [`policy`]: the one host-policy table that feeds them, and the one decision they take;
 //! - [`proxy`]: the reverse proxy as phases with a response-filter chain;
 //! - [`edge`]: what every path reads per request; [`metrics`] and [`net`]: leaves;
+//!   [`access_log`]: the access log's writer;
+//! - [`reload`]: the live configuration reload;
 //! - [`admin`]: the admin service and its transports (control socket, `/metrics`);
 //! - [`config`]: the file it all starts from; [`cli`]: the command line;
 //! - [`daemon`]: the wiring, lifetimes and signals.
@@ -18,6 +20,7 @@
 //! The pure protocol logic (parsing, response bytes, frame rewriting) is in
 //! `force-https-proto`.
 
+pub(crate) mod access_log;
 pub(crate) mod admin;
 pub mod allocs;
 pub mod cli;
@@ -32,3 +35,4 @@ pub(crate) mod net;
 pub(crate) mod paths;
 pub(crate) mod policy;
 pub(crate) mod proxy;
+pub(crate) mod reload;

@@ -436,16 +436,6 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64() {
-        assert_eq!(super::base64_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(super::base64_decode("aGk=").unwrap(), b"hi");
-        assert_eq!(super::base64_decode("YWJj").unwrap(), b"abc");
-    }
-}
-
 /// What a page load gave.
 pub struct PageLoad {
     /// The DOM after the load event (`--dump-dom`).
@@ -510,5 +500,15 @@ pub fn load(ns: &Netns, bin: &Path, url: &str, edge_ip: &str, spki: &[String]) -
     PageLoad {
         dom: String::from_utf8_lossy(&out.stdout).into_owned(),
         log: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64() {
+        assert_eq!(super::base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(super::base64_decode("aGk=").unwrap(), b"hi");
+        assert_eq!(super::base64_decode("YWJj").unwrap(), b"abc");
     }
 }

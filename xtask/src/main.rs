@@ -6,12 +6,14 @@
 //! - `demo` runs the daemon in two network namespaces and shows redirects and runtime toggles;
 //! - `fuzz` runs every cargo-fuzz target of `fuzz/` for a bounded time, seeded from the
 //!   committed corpus, and fails on any crash;
+//! - `dist` builds the Debian package (cargo-deb) into `target/dist/`;
 //! - `bench` compares force-https (with and without the XDP fast path) with nginx, HAProxy and
 //!   Caddy on the same machine and writes `target/bench/<timestamp>/{results.json,report.md}`.
 
 mod bench;
 mod cmd;
 mod demo;
+mod dist;
 mod fuzz;
 mod interrupt;
 mod layout;
@@ -48,6 +50,10 @@ enum Command {
     Demo,
     /// Runs every fuzz target for a bounded time each, seeded from fuzz/corpus (nightly).
     Fuzz(fuzz::FuzzArgs),
+    /// Builds the Debian package (release binary, cargo-deb) into target/dist/.
+    Dist(dist::DistArgs),
+    /// Builds the package from the debug binary and tests install, remove and purge (root).
+    PackageTest,
     /// Benchmarks against nginx, HAProxy and Caddy in network namespaces (root).
     Bench(bench::BenchArgs),
 }
@@ -61,6 +67,8 @@ fn main() -> ExitCode {
         Command::Demo => demo::run(),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Dist(args) => dist::run(&args).map(|_| ()),
+        Command::PackageTest => dist::test_package(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

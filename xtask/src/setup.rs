@@ -23,8 +23,10 @@ pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Tools the tests and the demo run: `ip` and `nstat` (iproute2), `curl`, `sysctl` (procps),
 /// `openssl` for test certificates, and Debian's headless Chromium for the browser tests
-/// (mixed content, the admin dashboard).
-const RUNTIME_PACKAGES: &[&str] = &["iproute2", "curl", "procps", "openssl", "chromium"];
+/// (mixed content, the admin dashboard); `adduser` for the package test's maintainer scripts.
+const RUNTIME_PACKAGES: &[&str] = &[
+    "iproute2", "curl", "procps", "openssl", "chromium", "adduser",
+];
 
 fn status(what: &str, state: &str) {
     println!("xtask: {what} ... {state}");

@@ -4,7 +4,8 @@
 //! among the userspace modules, request paths independent) → `cargo clippy --workspace --all-targets --exclude
 //! force-https-ebpf -- -D warnings` → `cargo build --workspace --bins` → `cargo test --workspace
 //! --exclude force-https-ebpf [ARGS]` with `FORCE_HTTPS_BIN` and `FH_BACKEND_BIN` pointing at the
-//! binaries just built → the fuzz smoke (`cargo xtask fuzz --smoke`: each target of `fuzz/` for
+//! binaries just built → the package test (`dist.rs`: the .deb built from the debug binary,
+//! installed, checked, removed and purged with dpkg) → the fuzz smoke (`cargo xtask fuzz --smoke`: each target of `fuzz/` for
 //! a few seconds). Extra arguments after `--` go to `cargo test`.
 
 use std::time::{Duration, Instant};
@@ -75,6 +76,7 @@ fn steps<'a>(cargo_test_args: &[String], timings: &mut Vec<(&'a str, Duration)>)
             .args(cargo_test_args);
         cmd::run(&mut c)
     })?;
+    step("package", &mut crate::dist::test_package)?;
     step("fuzz", &mut || {
         crate::fuzz::run(crate::fuzz::FuzzArgs {
             smoke: true,

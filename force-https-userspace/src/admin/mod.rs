@@ -15,6 +15,7 @@ use crate::{
     metrics::{Counter, CounterSource, Metrics},
     paths::tls::CertStore,
     policy::{HostEntry, PolicyError, Source},
+    reload::Reloader,
 };
 use force_https_proto::host::parse_domain_pattern;
 use protocol::{ErrorCode, HostInfo, Request, Response, SiteInfo};
@@ -24,6 +25,7 @@ pub struct Admin {
     edge: Arc<Edge>,
     certs: Option<Arc<CertStore>>,
     sources: Vec<Arc<dyn CounterSource>>,
+    reloader: Option<Reloader>,
 }
 
 impl Admin {
@@ -38,7 +40,15 @@ impl Admin {
             edge,
             certs,
             sources,
+            reloader: None,
         }
+    }
+
+    /// The same service, whose `reload` re-reads the whole configuration file with `r`
+    /// (the daemon's); without one, `reload` re-reads the certificates only.
+    pub fn with_reloader(mut self, r: Reloader) -> Admin {
+        self.reloader = Some(r);
+        self
     }
 
     /// Every counter the daemon reports: global, edge gauges, then each source's.
@@ -50,12 +60,19 @@ impl Admin {
         v
     }
 
-    /// Re-reads the certificates (control `reload` and SIGHUP). Those that fail keep their
-    /// previous version in service.
+    /// Re-reads the whole configuration file and applies it (control `reload`, SIGHUP, the
+    /// HTTP API): sites, domains, backends, paths, HSTS, redirect codes, live limits, the
+    /// access log and the certificates (see [`crate::reload`]). What needs a restart is named
+    /// in the message and keeps its running value. Without a reloader (no daemon), only the
+    /// certificates are re-read.
     ///
     /// # Errors
-    /// Some certificate failed to load; the message names each.
+    /// The file is invalid (`FILE: line N, column M: ...`) or a certificate failed to load;
+    /// nothing was changed.
     pub fn reload(&self) -> anyhow::Result<String> {
+        if let Some(r) = &self.reloader {
+            return r.reload();
+        }
         let Some(store) = &self.certs else {
             return Ok("no certificates configured; nothing to reload".into());
         };

@@ -213,7 +213,9 @@ enum Command {
     /// Binds the [listen] addresses, restores runtime host changes from the state directory,
     /// opens the control socket and, with an [xdp] section, attaches the XDP program.
     /// SIGTERM or SIGINT stops accepting, drains in-flight connections (limits.drain_timeout_ms)
-    /// and exits 0. SIGHUP reloads certificates. Logs go to stderr; RUST_LOG filters them.
+    /// and exits 0. SIGHUP reloads the configuration file (as `reload`). Logs go to stderr;
+    /// RUST_LOG filters them; the access log ([log] access = "json") goes to stdout or
+    /// [log] path.
     Run(ConfigArg),
     /// Validate a configuration file and the certificates it names.
     ///
@@ -285,10 +287,17 @@ enum Command {
         #[command(flatten)]
         target: ControlArgs,
     },
-    /// Reload TLS certificates without dropping connections.
+    /// Reload the configuration file and the certificates without dropping connections.
     ///
-    /// A certificate that cannot be loaded is reported (exit 1) and its previous version
-    /// stays in service. SIGHUP does the same.
+    /// Re-reads the whole file the daemon was started with: sites, domains, backends,
+    /// exempt and force paths, HSTS, redirect codes, [redirect], [limits] and [log] apply to
+    /// the requests that start after it; requests in flight finish on the configuration they
+    /// started with, and runtime enable/disable changes keep winning. What cannot change in
+    /// a running daemon (listen addresses, [state], [xdp], [metrics], [proxy], [tls] settings,
+    /// limits.max_connections and idle_timeout_ms) keeps its running value and is named as
+    /// needing a restart. An invalid file or a certificate that cannot be loaded changes
+    /// nothing: the error is printed (FILE: line N, column M: ...) and the exit status is 1.
+    /// SIGHUP does the same (the result goes to the daemon's log).
     Reload {
         #[command(flatten)]
         target: ControlArgs,

@@ -206,6 +206,31 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
 }
 
+/// `[log] access`: whether and how requests are logged.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessFormat {
+    /// No access log (the default).
+    #[default]
+    Off,
+    /// One JSON object per line and request (docs/design.md, "Access log").
+    Json,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `access = "off" | "json"`.
+    pub access: AccessFormat,
+    /// `path`: the file access lines are appended to (created mode 0640, reopened on every
+    /// reload so logrotate can move it); standard output when absent.
+    pub path: Option<PathBuf>,
+    /// `buffer`: access lines that may wait for the writer (default 8192); beyond it lines
+    /// are dropped and counted (`access_log_dropped`), never waited for.
+    pub buffer: Option<usize>,
+}
+
 /// HSTS of one site: off, or the header value to inject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SiteHsts {
@@ -290,6 +315,8 @@ pub struct Config {
     pub xdp: Option<XdpConfig>,
     /// The admin HTTP listener (`[admin]`, or its alias `[metrics] listen`), when configured.
     pub admin: Option<AdminConfig>,
+    /// `[log]`: the access log.
+    pub log: LogConfig,
     /// The sites.
     pub sites: Vec<Site>,
     /// Problems that do not make the file invalid, one line each (`force-https check`
@@ -547,6 +574,27 @@ tls = { cert = "/etc/force-https/shop.pem", key = "/etc/force-https/shop.key" }
                 .line,
             Some(2)
         );
+    }
+
+    #[test]
+    fn log_section() {
+        let c = parse("").unwrap();
+        assert_eq!(c.log, LogConfig::default());
+        assert_eq!(c.log.access, AccessFormat::Off);
+        let c =
+            parse("[log]\naccess = \"json\"\npath = \"/var/log/fh.log\"\nbuffer = 16\n").unwrap();
+        assert_eq!(
+            c.log,
+            LogConfig {
+                access: AccessFormat::Json,
+                path: Some("/var/log/fh.log".into()),
+                buffer: Some(16),
+            }
+        );
+        let e = parse("[log]\naccess = \"xml\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (Some(2), Some(10)), "{e}");
+        assert_eq!(parse("[log]\nbogus = 1\n").unwrap_err().line, Some(2));
+        assert!(parse("[log]\nbuffer = 0\n").unwrap_err().line.is_some());
     }
 
     #[test]

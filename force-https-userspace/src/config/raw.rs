@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use std::path::PathBuf;
 
-use super::{HstsConfig, Limits, ProxyConfig, TlsFiles, XdpMode};
+use super::{HstsConfig, Limits, LogConfig, ProxyConfig, TlsFiles, XdpMode};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +32,7 @@ pub(super) struct RawConfig {
     pub(super) metrics: Option<RawMetrics>,
     #[serde(default)]
     pub(super) admin: Option<RawAdmin>,
+    pub(super) log: Option<Spanned<LogConfig>>,
     #[serde(default)]
     pub(super) site: Vec<RawSite>,
 }

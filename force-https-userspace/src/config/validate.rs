@@ -77,6 +77,17 @@ impl Config {
             Some(x) => Some(xdp(&at, x)?),
         };
         let admin = admin(&at, &raw)?;
+        let log = raw
+            .log
+            .as_ref()
+            .map(|l| l.get_ref().clone())
+            .unwrap_or_default();
+        if log.buffer == Some(0) || log.buffer.is_some_and(|b| b > 1 << 20) {
+            return Err(at.err(
+                raw.log.as_ref().map(|l| l.span()),
+                format!("log.buffer must be between 1 and {}", 1 << 20),
+            ));
+        }
         let sites = sites(&at, &raw.site, &raw.hsts)?;
         let warnings = preload_warnings(&raw.site, &raw.hsts);
         Ok(Config {
@@ -99,6 +110,7 @@ impl Config {
             tls: tls(raw.tls),
             xdp,
             admin,
+            log,
             sites,
             warnings,
         })

@@ -1,6 +1,6 @@
 //! The daemon: wiring only. It builds every part from the config, owns their lifetimes
 //! (listeners, the fast path, the admin service) and the signals: SIGTERM/SIGINT stop
-//! accepting and drain, SIGHUP reloads certificates.
+//! accepting and drain, SIGHUP reloads the configuration (`crate::reload`).
 //!
 //! Order at start: the policy table (state files), certificates, every listener bound, then
 //! the XDP fast path (which reads the table), then accepting. At exit: stop accepting, drain
@@ -16,6 +16,7 @@ use tokio::{
 };
 
 use crate::{
+    access_log::AccessLog,
     admin::{self, Admin},
     config::Config,
     edge::Edge,
@@ -27,6 +28,7 @@ use crate::{
         xdp::FastPath,
     },
     proxy::Proxy,
+    reload::Reloader,
 };
 
 /// Tells systemd (`$NOTIFY_SOCKET`, Type=notify) about the daemon's state; nothing without it.
@@ -130,7 +132,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let sources: Vec<Arc<dyn CounterSource>> = fast_path.iter().map(FastPath::counters).collect();
-    let admin = Arc::new(Admin::new(edge.clone(), certs.clone(), sources));
+    let reloader = Reloader::new(&config, edge.clone(), certs.clone());
+    let admin = Arc::new(Admin::new(edge.clone(), certs.clone(), sources).with_reloader(reloader));
+    edge.set_access_log(AccessLog::start(&config.log)?);
     let proxy = Arc::new(Proxy::new(edge.clone(), &config.proxy));
     let (shutdown_tx, shutdown) = watch::channel(false);
 
@@ -188,7 +192,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading certificates");
+                tracing::info!("SIGHUP: reloading the configuration");
                 notify(&[
                     sd_notify::NotifyState::Reloading,
                     sd_notify::NotifyState::monotonic_usec_now()
@@ -204,7 +208,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = shutdown_tx.send(true);
     let _ = std::fs::remove_file(&config.control_socket);
-    let drain = Duration::from_millis(config.limits.drain_timeout_ms);
+    let drain = Duration::from_millis(edge.settings().limits.drain_timeout_ms);
     if edge.drained(drain).await {
         tracing::info!("drained; exiting");
     } else {

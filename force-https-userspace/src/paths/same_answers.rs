@@ -221,7 +221,7 @@ fn the_three_paths_answer_alike() {
         for (raw, want) in cases {
             let what = String::from_utf8_lossy(raw);
             // 1. The socket path.
-            let socket = first_request(&edge.settings, &table, &m, raw);
+            let socket = first_request(&edge.settings(), &table, &m, raw);
             // 2. The fast path, over IPv4 and IPv6.
             let mut fast = Vec::new();
             for v6 in [false, true] {

@@ -282,6 +282,32 @@ impl Policy {
         Ok(changed)
     }
 
+    /// Replaces the config part of the table with `sites` (a configuration reload): the
+    /// runtime overrides stay and keep winning, the counters of every pattern that stays are
+    /// kept, and the patterns whose entry changed are sent to the subscribers (and to the
+    /// [`BeforeSwap`] hook first), as `enable`/`disable` does. Nothing is persisted: the
+    /// overrides are the same. Returns the changed patterns.
+    ///
+    /// The cost is O(n) for a table of n entries (the table is rebuilt and compared).
+    pub fn reload(&self, sites: &[Site]) -> Vec<String> {
+        let sites: Vec<Arc<Site>> = sites.iter().cloned().map(Arc::new).collect();
+        let mut inner = self.lock();
+        let current = self.table.load_full();
+        let next = PolicyTable::rebuild(&sites, &current.overrides(), Some(&current));
+        let patterns = current.changed_patterns(&next);
+        if let (Some(hook), false) = (&inner.before_swap, patterns.is_empty()) {
+            hook.before_swap(&next, &patterns);
+        }
+        self.table.store(Arc::new(next));
+        if !patterns.is_empty() {
+            let change = Change::Patterns(patterns.clone().into());
+            inner
+                .subscribers
+                .retain(|tx| tx.send(change.clone()).is_ok());
+        }
+        patterns
+    }
+
     /// The persisted overrides.
     #[cfg(test)]
     pub fn overrides(&self) -> BTreeMap<String, bool> {

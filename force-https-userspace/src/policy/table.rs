@@ -114,6 +114,22 @@ pub enum Change {
 impl PolicyTable {
     /// Builds the table from the sites and the runtime overrides.
     pub fn build(sites: &[Arc<Site>], overrides: &Overrides) -> PolicyTable {
+        PolicyTable::rebuild(sites, overrides, None)
+    }
+
+    /// Builds the table from the sites and the runtime overrides; a pattern that `previous`
+    /// has too keeps its counters (a configuration reload).
+    pub fn rebuild(
+        sites: &[Arc<Site>],
+        overrides: &Overrides,
+        previous: Option<&PolicyTable>,
+    ) -> PolicyTable {
+        let stats = |p: &DomainPattern| -> Arc<HostStats> {
+            previous
+                .and_then(|t| t.get_pattern(p))
+                .map(|e| e.stats.clone())
+                .unwrap_or_default()
+        };
         let mut table = PolicyTable::default();
         for site in sites {
             for d in &site.domains {
@@ -125,7 +141,7 @@ impl PolicyTable {
                     source: Source::Config,
                     enforced: ov.unwrap_or(site.force_https),
                     overridden: ov.is_some(),
-                    stats: Arc::default(),
+                    stats: stats(d),
                 });
                 table.insert(d, entry);
             }
@@ -137,10 +153,37 @@ impl PolicyTable {
             if table.get_pattern(&pattern).is_some() {
                 continue;
             }
-            let entry = table.runtime_entry(&pattern, key, *enforced, Arc::default());
+            let entry = table.runtime_entry(&pattern, key, *enforced, stats(&pattern));
             table.insert(&pattern, entry);
         }
         table
+    }
+
+    /// The patterns whose entry differs between `self` and `next` (added, removed, or with
+    /// another state, source or site settings), sorted.
+    pub fn changed_patterns(&self, next: &PolicyTable) -> Vec<String> {
+        let same = |a: &HostEntry, b: &HostEntry| {
+            a.enforced == b.enforced
+                && a.overridden == b.overridden
+                && a.source == b.source
+                && match (&a.site, &b.site) {
+                    (None, None) => true,
+                    (Some(x), Some(y)) => Arc::ptr_eq(x, y) || **x == **y,
+                    _ => false,
+                }
+        };
+        let mut out: Vec<String> = next
+            .iter()
+            .filter(|e| self.get(&e.pattern).is_none_or(|old| !same(old, e)))
+            .map(|e| e.pattern.to_string())
+            .chain(
+                self.iter()
+                    .filter(|e| next.get(&e.pattern).is_none())
+                    .map(|e| e.pattern.to_string()),
+            )
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// The runtime overrides the table holds (pattern → enforced), as persisted.

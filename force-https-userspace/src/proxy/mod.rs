@@ -22,6 +22,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::{Request, Response, body::Incoming};
 
 use crate::{
+    access_log,
     config::ProxyConfig,
     edge::Edge,
     policy::{Decision, RequestFacts, Scheme, Via, decide},
@@ -124,7 +125,7 @@ impl Proxy {
 
     /// The service with another filter chain.
     pub fn with_filters(edge: Arc<Edge>, cfg: &ProxyConfig, filters: Chain) -> Proxy {
-        let body_idle = std::time::Duration::from_millis(edge.settings.limits.idle_timeout_ms);
+        let body_idle = std::time::Duration::from_millis(edge.settings().limits.idle_timeout_ms);
         Proxy {
             edge,
             upstream: Upstream::new(cfg, body_idle),
@@ -141,7 +142,7 @@ impl Proxy {
         req: &Request<B>,
     ) -> Early<'t> {
         let m = &self.edge.metrics;
-        let settings = &self.edge.settings;
+        let settings = self.edge.settings();
         if let Some(status) = request::over_limit(req, conn.head_limit) {
             m.count_status(status);
             let host = request::host(req, settings.default_host.as_deref());
@@ -199,6 +200,8 @@ impl Proxy {
         conn: ConnInfo,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
+        let access = (self.edge.access_log())
+            .map(|log| access_log::Pending::start(log, &req, conn.peer.ip(), conn.tls.is_some()));
         // The snapshot is only read here: the upstream phase awaits with owned values.
         let early = {
             let table = self.edge.policy.table();
@@ -252,7 +255,7 @@ impl Proxy {
         let ctx = FilterCtx {
             conn,
             entry: entry.as_ref(),
-            settings: &self.edge.settings,
+            settings: &self.edge.settings(),
             metrics: &self.edge.metrics,
             table: Some(&table),
             origin,
@@ -265,6 +268,10 @@ impl Proxy {
                     accept_encoding: ae.as_deref(),
                 }),
         };
-        Ok(self.filters.apply(&ctx, resp))
+        let resp = self.filters.apply(&ctx, resp);
+        if let Some(a) = access {
+            a.finish(&resp, requested.is_some(), &self.edge.metrics);
+        }
+        Ok(resp)
     }
 }

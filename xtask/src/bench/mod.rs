@@ -102,6 +102,10 @@ pub struct BenchArgs {
     /// Only the scale measurements, no peer comparison.
     #[arg(long)]
     pub only_scale: bool,
+    /// force-https with the access log on (`[log] access = "json"` to a file in the peer's
+    /// scratch directory), to measure its cost against a run without.
+    #[arg(long)]
+    pub access_log: bool,
 }
 
 impl BenchArgs {
@@ -604,6 +608,7 @@ fn run_peer(
             xdp_mode,
             max_connections: *max_connections,
             nofile: *nofile,
+            access_log: args.access_log,
         };
         peers::prepare_dirs(kind, &dir)?;
         let (name, text) = peers::config(kind, &ctx);

@@ -156,6 +156,8 @@ pub struct PeerCtx<'a> {
     /// Client connection limit ([`max_connections`]) and the open-file limit.
     pub max_connections: u64,
     pub nofile: u64,
+    /// force-https: `[log] access = "json"` to `access.log` in `dir` (`--access-log`).
+    pub access_log: bool,
 }
 
 impl PeerCtx<'_> {
@@ -174,6 +176,14 @@ pub fn config(kind: PeerKind, ctx: &PeerCtx) -> (String, String) {
                 format!(
                     "\n[xdp]\ninterface = \"{}\"\nmode = \"{}\"\n",
                     ctx.edge_if, ctx.xdp_mode
+                )
+            } else {
+                String::new()
+            };
+            let log = if ctx.access_log {
+                format!(
+                    "\n[log]\naccess = \"json\"\npath = \"{}\"\n",
+                    ctx.p("access.log")
                 )
             } else {
                 String::new()
@@ -199,7 +209,7 @@ pool_idle_timeout_ms = 90000
 
 [hsts]
 max_age = 31536000
-{xdp}
+{xdp}{log}
 [[site]]
 name = "bench"
 domains = ["{HOST}"]
@@ -656,6 +666,7 @@ mod tests {
             xdp_mode: "native",
             max_connections: 9000,
             nofile: 20000,
+            access_log: false,
         };
         for kind in PeerKind::ALL {
             let (_, text) = config(kind, &ctx);

@@ -7,14 +7,27 @@
 //! turn the answer into a reset. A connection whose first request is proxied goes, with the
 //! bytes already read, to hyper and the proxy service, which decides every later request of
 //! the keep-alive connection.
+//!
+//! A connection reads the edge's settings once, when accepted, and keeps them to its end
+//! (a configuration reload applies to the connections accepted after it). With `[log]
+//! access` on, a first request answered here is logged with the head it came with.
 
 pub mod first;
 mod replay;
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use bytes::Bytes;
-use force_https_proto::response;
+use force_https_proto::{
+    head::{HeadStatus, parse_head, redirect_inputs},
+    host::normalize,
+    response,
+};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
@@ -25,7 +38,8 @@ use tokio::{
 };
 
 use crate::{
-    edge::Edge,
+    access_log::{Decided, Entry, PathTaken},
+    edge::{Edge, Settings},
     metrics::Metrics,
     net::{Shutdown, accept_loop, serve_connection},
     proxy::{ConnInfo, Proxy},
@@ -86,7 +100,9 @@ async fn connection(
     permit: OwnedSemaphorePermit,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    let limits = &edge.settings.limits;
+    let settings = edge.settings_full();
+    let limits = &settings.limits;
+    let (accepted, t0) = (SystemTime::now(), Instant::now());
     let deadline = Instant::now() + Duration::from_millis(limits.head_timeout_ms);
     // Most request heads are a few hundred bytes; the buffer grows only for larger ones.
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
@@ -99,7 +115,12 @@ async fn connection(
         let n = match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Err(_) => {
                 edge.metrics.count_status(408);
-                return answer_and_close(stream, response::error_response(408)).await;
+                let answer = response::error_response(408);
+                if let Some(log) = edge.access_log() {
+                    let e = first_entry(&settings, peer, &buf, answer, accepted, t0.elapsed());
+                    log.log(e, &edge.metrics);
+                }
+                return answer_and_close(stream, answer).await;
             }
             Ok(r) => r?,
         };
@@ -107,9 +128,15 @@ async fn connection(
             return Ok(());
         }
         let table = edge.policy.table();
-        match first_request(&edge.settings, &table, &edge.metrics, &buf) {
+        match first_request(&settings, &table, &edge.metrics, &buf) {
             FirstRequest::Incomplete => continue,
-            FirstRequest::Answer(bytes) => return answer_and_close(stream, &bytes).await,
+            FirstRequest::Answer(bytes) => {
+                if let Some(log) = edge.access_log() {
+                    let e = first_entry(&settings, peer, &buf, &bytes, accepted, t0.elapsed());
+                    log.log(e, &edge.metrics);
+                }
+                return answer_and_close(stream, &bytes).await;
+            }
             FirstRequest::Proxy => break,
         }
     }
@@ -117,7 +144,7 @@ async fn connection(
         stream,
         peer,
         Bytes::from(buf),
-        edge,
+        &settings,
         proxy,
         permit,
         shutdown,
@@ -125,18 +152,74 @@ async fn connection(
     .await
 }
 
+/// The access log entry of a first request answered here: the head re-read from `buf` (only
+/// when the log is on), the status and body length from the `answer` bytes.
+fn first_entry(
+    settings: &Settings,
+    peer: SocketAddr,
+    buf: &[u8],
+    answer: &[u8],
+    time: SystemTime,
+    duration: Duration,
+) -> Entry {
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let (method, target, host) = match parse_head(buf, settings.limits.max_head_bytes) {
+        HeadStatus::Complete(h) => {
+            let default_host = settings.default_host.as_deref().map(str::as_bytes);
+            let host = redirect_inputs(&h, default_host)
+                .ok()
+                .map(|t| normalize(&t.authority));
+            (h.method.to_string(), lossy(h.target), host)
+        }
+        // A head refused before it was complete or valid: what the request line shows.
+        _ => {
+            let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+            let mut parts = line.split(|b| *b == b' ');
+            let method = lossy(parts.next().unwrap_or_default());
+            let target = lossy(parts.next().unwrap_or_default());
+            (method, target, None)
+        }
+    };
+    // "HTTP/1.1 301 ..." and the body after the empty line.
+    let status = answer
+        .get(9..12)
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (answer.len() - p - 4) as u64);
+    Entry {
+        time,
+        client: peer.ip(),
+        host,
+        method,
+        target: target.trim_end_matches('\r').to_string(),
+        status,
+        bytes: body,
+        duration,
+        path: PathTaken::Http80,
+        decision: if matches!(status, 301 | 308) {
+            Decided::Redirect
+        } else {
+            Decided::Local
+        },
+    }
+}
+
 /// Hands a connection to hyper, replaying the bytes already read.
 async fn serve_proxied(
     stream: TcpStream,
     peer: SocketAddr,
     read: Bytes,
-    edge: Arc<Edge>,
+    settings: &Settings,
     proxy: Arc<Proxy>,
     _permit: OwnedSemaphorePermit,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(80);
-    let limits = &edge.settings.limits;
+    let limits = &settings.limits;
     let info = ConnInfo::http(peer, local_port).with_head_limit(limits.max_head_bytes);
     let svc = service_fn(move |req| proxy.clone().handle(info.clone(), req));
     let io = TokioIo::new(Replay {

@@ -5,9 +5,16 @@
 //! plus a server-side session cache. The certificate for a connection is chosen from the SNI:
 //! exact site domain, then a one-label wildcard, then `[tls] default_cert`. Certificates live
 //! behind an [`ArcSwap`], so a reload swaps them without touching connections; a file that
-//! fails to load keeps its previous certificate in service.
+//! fails to load keeps its previous certificate in service. A configuration reload loads the
+//! certificates of the new configuration first ([`CertStore::prepare`]) and puts them in
+//! service only when every one loaded ([`CertStore::commit`]).
 
-use std::{collections::HashMap, fmt::Write as _, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::{Context, anyhow, bail};
 use arc_swap::ArcSwap;
@@ -76,7 +83,8 @@ impl CertMap {
 
 /// The certificate store and rustls configuration of the TLS listeners.
 pub struct CertStore {
-    sources: Vec<CertSource>,
+    /// Which files serve which names (replaced by a configuration reload).
+    sources: Mutex<Vec<CertSource>>,
     /// Shared with the rustls resolver: a store here is what the next handshake sees.
     pub(super) map: Arc<ArcSwap<CertMap>>,
     pub(super) config: Arc<ServerConfig>,
@@ -212,16 +220,42 @@ impl CertStore {
         sc.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().context("session ticketer")?;
         sc.ignore_client_order = true;
         Ok(CertStore {
-            sources,
+            sources: Mutex::new(sources),
             map,
             config: Arc::new(sc),
         })
     }
 
+    fn sources(&self) -> std::sync::MutexGuard<'_, Vec<CertSource>> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads every certificate of `config` from disk, without putting any in service.
+    ///
+    /// # Errors
+    /// Some certificate failed to load; the message names each file.
+    pub fn prepare(&self, config: &Config) -> anyhow::Result<PreparedCerts> {
+        let sources = sources(config);
+        let (map, errors) = build_map(&sources, None);
+        if !errors.is_empty() {
+            bail!("{}", errors.join("; "));
+        }
+        Ok(PreparedCerts { sources, map })
+    }
+
+    /// Puts prepared certificates in service: the next handshake sees them, open
+    /// connections keep theirs. Returns how many certificates are loaded.
+    pub fn commit(&self, p: PreparedCerts) -> usize {
+        let n = p.map.by_files.len();
+        *self.sources() = p.sources;
+        self.map.store(Arc::new(p.map));
+        n
+    }
+
     /// Re-reads every certificate. Those that fail keep their previous version in service.
     pub fn reload(&self) -> anyhow::Result<String> {
         let previous = self.map.load_full();
-        let (map, errors) = build_map(&self.sources, Some(&previous));
+        let (map, errors) = build_map(&self.sources(), Some(&previous));
         let n = map.by_files.len();
         self.map.store(Arc::new(map));
         if errors.is_empty() {
@@ -236,6 +270,12 @@ impl CertStore {
             Err(anyhow!(msg))
         }
     }
+}
+
+/// Certificates loaded by [`CertStore::prepare`], not yet in service.
+pub struct PreparedCerts {
+    sources: Vec<CertSource>,
+    map: CertMap,
 }
 
 #[cfg(test)]

@@ -153,7 +153,7 @@ async fn connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(
-            path.edge.settings.limits.idle_timeout_ms,
+            path.edge.settings().limits.idle_timeout_ms,
         ))
         // Twice the limit: the proxy service answers 414/431 (with HSTS) up to there.
         .max_buf_size(tls_cfg.max_header_bytes.saturating_mul(2).max(8192))

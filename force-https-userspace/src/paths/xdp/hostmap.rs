@@ -505,6 +505,40 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_sends_what_the_map_needs() {
+        // A configuration reload adds a domain, drops one, gives blog a path rule and shop an
+        // override-free state change; the patterns it sends bring the map to the projection.
+        let d = tempfile::tempdir().unwrap();
+        let p = policy(d.path());
+        p.set(&["solo.example".into(), "blog.example".into()], true)
+            .unwrap();
+        let mut changes = p.subscribe_changes();
+        let mut m = HostMap::new(StdHashMap::new());
+        m.sync(&p.table()).unwrap();
+        let text = format!(
+            "[state]\ndir = \"{}\"\n[[site]]\nname = \"shop\"\ndomains = [\"shop.example\", \"new.example\"]\n[[site]]\nname = \"blog\"\ndomains = [\"blog.example\"]\nexempt_paths = [\"/healthz\", \"/status\"]\nforce_https = true\n",
+            d.path().display()
+        );
+        let cfg = Config::from_toml(Path::new("t.toml"), &text).unwrap();
+        let changed = p.reload(&cfg.sites);
+        assert!(changed.contains(&"new.example".to_string()), "{changed:?}");
+        assert!(
+            changed.contains(&"*.shop.example".to_string()),
+            "{changed:?}"
+        );
+        let Ok(Change::Patterns(pats)) = changes.try_recv() else {
+            panic!("no change sent");
+        };
+        m.update(&p.table(), &pats).unwrap();
+        assert_eq!(m.map, projection(&p.table()));
+        // The runtime host and the override survived.
+        assert!(p.table().get("solo.example").unwrap().enforced);
+        let new = m.map.get(&host_key(b"new.example")).unwrap();
+        assert_eq!(new.flags & HOST_ENFORCED, 0);
+        assert!(m.map.get(&host_key(b"shop.example")).unwrap().flags & HOST_ENFORCED == 0);
+    }
+
+    #[test]
     fn withdrawals_reach_the_map_before_the_table() {
         // A map the hook shares, checked from inside the hook: when a host is disabled, the
         // map already has it withdrawn while the live table still enforces it.

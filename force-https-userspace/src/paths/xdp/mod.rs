@@ -70,7 +70,7 @@ impl FastPath {
     /// Anything that stops the fast path from working (see [`loader`] and [`rings`]); what was
     /// set up is undone (program detached, `tcp_syncookies` restored).
     pub fn start(cfg: &XdpConfig, ports: &[u16], edge: &Arc<Edge>) -> anyhow::Result<FastPath> {
-        let https_port = edge.settings.https_port;
+        let https_port = edge.settings().https_port;
         let mut a = loader::attach(cfg, ports, https_port)?;
         tracing::info!(interface = %cfg.interface, mode = a.mode, ?ports, "XDP program attached");
         // Subscribe first: a change racing with the fill is then applied (again) afterwards.

@@ -294,7 +294,7 @@ pub(super) fn start(
         stats: stats.clone(),
     };
     for q in 0..queues {
-        let cfg = &edge.settings;
+        let cfg = edge.settings();
         let responder = Responder::new(
             cfg.https_port,
             cfg.default_host.as_deref(),
