@@ -4,7 +4,7 @@
 //! unknown one; srcset and CSS `url()`; gzip and br bodies; no-transform; a non-HTML body;
 //! a document over the memory bound; `Content-Length` dropped and `ETag` weakened; counters.
 
-use std::io::Read;
+use std::{io::Read, time::Duration};
 
 use fh_tests::{pki::Pki, *};
 
@@ -381,4 +381,111 @@ fn a_document_over_the_memory_bound_passes_through_whole() {
         want.len(),
         first_diff.map(|i| &got[i.saturating_sub(40)..(i + 40).min(got.len())])
     );
+}
+
+/// The daemon's peak resident memory, KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// A measurement, not a CI test (memory targets are proven by benchmarks): the daemon's peak
+/// RSS while 200 clients each send a 1 MB page to the echo backend and read it back
+/// rewritten at 400 kB/s, so all are in flight at once. `FHT_REWRITE_TYPE=text/plain` gives
+/// the same transfers without rewriting; `FHT_REWRITE_ENCODING=gzip` a compressed backend.
+/// Figures: BENCHMARKS.md, "Automatic HTTPS Rewrites".
+#[test]
+#[ignore = "measurement: cargo test -p force-https-tests --test rewrites -- --ignored --nocapture"]
+fn peak_rss_with_200_concurrent_1mb_rewrites() {
+    if !require_root() {
+        return;
+    }
+    let e = Edge::start();
+    // A 1 MiB page of links to upgrade (uncompressed; FHT_REWRITE_ENCODING=gzip measures a
+    // compressed backend: each gzip stream adds a decoder and an encoder).
+    let page: String = (0..20_000)
+        .map(|i| format!("<p><a href=\"http://img.example.com/{i}\">link {i}</a>...</p>\n"))
+        .collect();
+    let file = e.d.dir().join("big.html");
+    std::fs::write(&file, &page).expect("page");
+    let at = format!("@{}", file.display());
+    let ca = e.pki.ca();
+    let resolve = format!("shop.example.com:443:{EDGE_V4}");
+    // 200 transfers at once from one curl (--parallel), each read slowly enough that all are
+    // in flight together (--limit-rate), bounded in time.
+    let mut args: Vec<String> = [
+        "--max-time",
+        "60",
+        "-s",
+        "--parallel",
+        "--parallel-max",
+        "200",
+        "--parallel-immediate",
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+        "--limit-rate",
+        "400k",
+        "-H",
+        "Expect:",
+        "-w",
+        "%{http_code} %{size_download}\\n",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for i in 0..200 {
+        args.extend([
+            "--data-binary".to_string(),
+            at.clone(),
+            "-H".into(),
+            std::env::var("FHT_REWRITE_ENCODING")
+                .map(|e| format!("x-want-encoding: {e}"))
+                .unwrap_or_else(|_| "x-want-encoding: identity".into()),
+            "-H".into(),
+            format!(
+                "x-want-content-type: {}",
+                std::env::var("FHT_REWRITE_TYPE").unwrap_or_else(|_| "text/html".into())
+            ),
+            "-o".into(),
+            "/dev/null".into(),
+            "https://shop.example.com/echo".into(),
+        ]);
+        if i < 199 {
+            args.push("--next".into());
+            args.extend(
+                [
+                    "--max-time",
+                    "60",
+                    "-s",
+                    "--cacert",
+                    &ca,
+                    "--resolve",
+                    &resolve,
+                    "--limit-rate",
+                    "400k",
+                    "-H",
+                    "Expect:",
+                    "-w",
+                    "%{http_code} %{size_download}\\n",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
+        }
+    }
+    let before = peak_rss_kib(e.d.pid());
+    let out = output_timeout(e.ns.cli_cmd(&["curl"]).args(&args), Duration::from_secs(90));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ok = text.lines().filter(|l| l.starts_with("200 ")).count();
+    assert_eq!(ok, 200, "{text}");
+    let peak = peak_rss_kib(e.d.pid());
+    eprintln!("peak RSS: {before} KiB before, {peak} KiB after 200 concurrent 1 MB rewrites");
+    let rewritten = e.d.counter("https_rewrites_responses");
+    eprintln!("responses rewritten: {rewritten}");
 }

@@ -46,6 +46,9 @@ use crate::{
     metrics::Metrics,
 };
 
+/// The most a backend connection buffers ahead of the client, bytes.
+const UPSTREAM_READ_BUF: usize = 64 * 1024;
+
 /// A request body to a backend: the client's, or nothing (a retried bodyless request).
 type UpstreamBody = Either<Sent, Empty<Bytes>>;
 
@@ -159,6 +162,9 @@ impl Upstream {
             .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
             .pool_idle_timeout(Duration::from_millis(cfg.pool_idle_timeout_ms))
             .pool_timer(hyper_util::rt::TokioTimer::new())
+            // A backend connection reads ahead at most this much (hyper's default grows to
+            // ~400 KiB): with many slow clients, read-ahead is most of the proxy's memory.
+            .http1_max_buf_size(UPSTREAM_READ_BUF)
             .timer(hyper_util::rt::TokioTimer::new())
             .set_host(false)
             .build(connector);

@@ -21,7 +21,8 @@
 //! `--fixed-bytes N` is the benchmark mode (`cargo xtask bench`): every request, whatever its
 //! method or path, gets `200`, `Content-Type: text/plain`, `X-Backend: NAME` and the same body
 //! of N bytes, built once at start, so the backend's cost per request is small and constant.
-//! The request body is still read (and discarded) so keep-alive works.
+//! The request body is still read (and discarded) so keep-alive works. `--fixed-file PATH` is
+//! the same with the bytes of a file as `text/html` (the Automatic HTTPS Rewrites bench).
 //!
 //! Pages for the Automatic HTTPS Rewrites tests: `POST /echo` answers `200` with the request
 //! body as the response body (`Content-Length` set), `Content-Type: text/html` unless
@@ -80,8 +81,10 @@ struct Opts {
     name: String,
     delay: Duration,
     hsts: Option<String>,
-    /// `--fixed-bytes N`: the fixed body every request gets.
+    /// `--fixed-bytes N` / `--fixed-file PATH`: the fixed body every request gets.
     fixed: Option<Bytes>,
+    /// Its content type (`text/html; charset=utf-8` for `--fixed-file`).
+    fixed_type: &'static str,
     /// `--fault MODE`: the raw fault server.
     fault: Option<Fault>,
     /// `--docroot DIR`: the files of `GET /static/NAME`.
@@ -144,6 +147,7 @@ fn parse_args() -> Opts {
     let mut delay = Duration::ZERO;
     let mut hsts = None;
     let mut fixed = None;
+    let mut fixed_type = "text/plain";
     let mut fault = None;
     let mut docroot = None;
     let mut args = std::env::args().skip(1);
@@ -169,6 +173,13 @@ fn parse_args() -> Opts {
                 );
             }
             "--hsts" => hsts = Some(value("--hsts")),
+            "--fixed-file" => {
+                let v = value("--fixed-file");
+                let body =
+                    std::fs::read(&v).unwrap_or_else(|e| usage(&format!("cannot read {v:?}: {e}")));
+                fixed = Some(Bytes::from(body));
+                fixed_type = "text/html; charset=utf-8";
+            }
             "--fixed-bytes" => {
                 let v = value("--fixed-bytes");
                 let n: usize = v
@@ -192,6 +203,7 @@ fn parse_args() -> Opts {
         delay,
         hsts,
         fixed,
+        fixed_type,
         fault,
         docroot,
     }
@@ -225,7 +237,7 @@ async fn fixed_response(
     }
     Response::builder()
         .status(StatusCode::OK)
-        .header(hyper::header::CONTENT_TYPE, "text/plain")
+        .header(hyper::header::CONTENT_TYPE, opts.fixed_type)
         .header("X-Backend", opts.name.as_str())
         .body(Full::new(body).boxed())
         .expect("fixed response")

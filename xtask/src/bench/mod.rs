@@ -106,6 +106,14 @@ pub struct BenchArgs {
     /// scratch directory), to measure its cost against a run without.
     #[arg(long)]
     pub access_log: bool,
+    /// The backend answers every request with this file as `text/html` instead of its fixed
+    /// 128-byte text body (e.g. force-https-proto/benches/corpus/book-streams-30k.html).
+    #[arg(long, value_name = "FILE")]
+    pub page: Option<PathBuf>,
+    /// force-https with `https_rewrites = true` on the bench site (Automatic HTTPS Rewrites;
+    /// `https_rewrite_hosts = ["www.w3.org"]`), to compare with a run without, with `--page`.
+    #[arg(long)]
+    pub https_rewrites: bool,
 }
 
 impl BenchArgs {
@@ -580,14 +588,13 @@ fn run_peer(
         backend
             .args(["-c", &EDGE_CPU.to_string()])
             .arg(&bins.fh_backend)
-            .args([
-                "--listen",
-                peers::BACKEND,
-                "--name",
-                "bench",
-                "--fixed-bytes",
-            ])
-            .arg(peers::FIXED_BODY_BYTES.to_string());
+            .args(["--listen", peers::BACKEND, "--name", "bench"]);
+        match &args.page {
+            Some(page) => backend.arg("--fixed-file").arg(page),
+            None => backend
+                .arg("--fixed-bytes")
+                .arg(peers::FIXED_BODY_BYTES.to_string()),
+        };
         procs.spawn("fh-backend", backend, &dir)?;
         let edge = topo.edge.clone();
         wait_until(&mut procs, "the backend answers", || {
@@ -609,6 +616,7 @@ fn run_peer(
             max_connections: *max_connections,
             nofile: *nofile,
             access_log: args.access_log,
+            https_rewrites: args.https_rewrites,
         };
         peers::prepare_dirs(kind, &dir)?;
         let (name, text) = peers::config(kind, &ctx);
@@ -647,7 +655,13 @@ fn run_peer(
             };
             r.xdp_mode = Some(mode.to_string());
         }
-        r.checked = Some(peers::verify(&topo.client, &files.cert)?);
+        let body_len = match &args.page {
+            Some(p) => std::fs::metadata(p)
+                .with_context(|| format!("--page {}", p.display()))?
+                .len() as usize,
+            None => peers::FIXED_BODY_BYTES,
+        };
+        r.checked = Some(peers::verify(&topo.client, &files.cert, body_len)?);
         r.process = Some(procs::tree_facts(peer_pid));
         *started = true;
         println!(

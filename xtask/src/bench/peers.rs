@@ -158,6 +158,8 @@ pub struct PeerCtx<'a> {
     pub nofile: u64,
     /// force-https: `[log] access = "json"` to `access.log` in `dir` (`--access-log`).
     pub access_log: bool,
+    /// force-https: `https_rewrites = true` on the site (`--https-rewrites`).
+    pub https_rewrites: bool,
 }
 
 impl PeerCtx<'_> {
@@ -217,11 +219,16 @@ backend = "http://{BACKEND}"
 force_https = true
 redirect_code = 301
 tls = {{ cert = "{cert}", key = "{key}" }}
-"#,
+{rewrites}"#,
                 name = kind.name(),
                 state = ctx.p("state"),
                 sock = ctx.p("control.sock"),
                 maxconn = ctx.max_connections,
+                rewrites = if ctx.https_rewrites {
+                    "https_rewrites = true\nhttps_rewrite_hosts = [\"www.w3.org\"]\n"
+                } else {
+                    ""
+                },
             );
             ("config.toml".into(), text)
         }
@@ -543,7 +550,7 @@ pub struct Checked {
 
 /// Verifies the semantics from the client namespace: the redirect on 80, and 200 + HSTS + the
 /// backend's body on 443 over HTTP/1.1 and HTTP/2.
-pub fn verify(client_ns: &str, cert: &Path) -> Result<Checked> {
+pub fn verify(client_ns: &str, cert: &Path, body_len: usize) -> Result<Checked> {
     let url80 = format!("http://{HOST}/check/path?q=1");
     let want = format!("https://{HOST}/check/path?q=1");
     let r = curl(client_ns, &[&url80])?;
@@ -563,14 +570,19 @@ pub fn verify(client_ns: &str, cert: &Path) -> Result<Checked> {
     let mut https = Vec::new();
     for (flag, want_version) in [("--http1.1", "HTTP/1.1"), ("--http2", "HTTP/2")] {
         let r = curl(client_ns, &[flag, "--cacert", &cacert, &url443])?;
-        let body_ok = r.body.len() == FIXED_BODY_BYTES && r.body.starts_with("ok");
+        // The fixed body, or a `--page` (which Automatic HTTPS Rewrites may lengthen).
+        let body_ok = if body_len == FIXED_BODY_BYTES {
+            r.body.len() == FIXED_BODY_BYTES && r.body.starts_with("ok")
+        } else {
+            r.body.len() >= body_len && r.body.len() <= body_len + body_len / 10
+        };
         if r.version != want_version
             || r.status != 200
             || r.header("strict-transport-security") != Some(HSTS)
             || !body_ok
         {
             bail!(
-                "HTTPS {flag}: expected {want_version} 200 with HSTS {HSTS:?} and the backend's {FIXED_BODY_BYTES}-byte body, got {} {} with HSTS {:?} and a {}-byte body",
+                "HTTPS {flag}: expected {want_version} 200 with HSTS {HSTS:?} and the backend's {body_len}-byte body, got {} {} with HSTS {:?} and a {}-byte body",
                 r.version,
                 r.status,
                 r.header("strict-transport-security"),
@@ -578,7 +590,8 @@ pub fn verify(client_ns: &str, cert: &Path) -> Result<Checked> {
             );
         }
         https.push(format!(
-            "GET {url443} ({want_version}) → 200, Strict-Transport-Security: {HSTS}, {FIXED_BODY_BYTES}-byte body from the backend"
+            "GET {url443} ({want_version}) → 200, Strict-Transport-Security: {HSTS}, {}-byte body from the backend",
+            r.body.len()
         ));
     }
     let tls = tls_facts(client_ns)?;
@@ -667,6 +680,7 @@ mod tests {
             max_connections: 9000,
             nofile: 20000,
             access_log: false,
+            https_rewrites: false,
         };
         for kind in PeerKind::ALL {
             let (_, text) = config(kind, &ctx);

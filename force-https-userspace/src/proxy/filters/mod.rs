@@ -167,6 +167,7 @@ impl Chain {
         head.headers.remove(hyper::header::CONTENT_LENGTH);
         let filtered = Filtered {
             inner: body,
+            pending: Bytes::new(),
             filters: body_filters,
             trailers: None,
             done: false,
@@ -175,9 +176,15 @@ impl Chain {
     }
 }
 
+/// The most input bytes body filters get at once: a larger frame is cut, so what a filter
+/// produces per poll (and holds while the client reads it) stays small.
+const FILTER_SLICE: usize = 64 * 1024;
+
 /// A body passed through body filters.
 struct Filtered {
     inner: Body,
+    /// The rest of an input frame larger than [`FILTER_SLICE`].
+    pending: Bytes,
     filters: Vec<Box<dyn BodyFilter>>,
     /// Trailers held until the filters' last bytes are out.
     trailers: Option<Frame<Bytes>>,
@@ -230,11 +237,23 @@ impl HttpBody for Filtered {
             if self.done {
                 return Poll::Ready(None);
             }
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(FILTER_SLICE);
+                let piece = self.pending.split_to(n);
+                let out = self.through(piece);
+                if !out.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                continue;
+            }
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => {
+                    Ok(mut data) => {
+                        if data.len() > FILTER_SLICE {
+                            self.pending = data.split_off(FILTER_SLICE);
+                        }
                         let out = self.through(data);
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
