@@ -56,10 +56,11 @@ fn read(doc: &[u8]) -> Vec<String> {
     use lol_html::{RewriteStrSettings, element, text};
     use std::cell::RefCell;
     let undo = |v: &str| {
-        v.to_ascii_lowercase()
-            .replace("&quot;", "\"")
-            .replace("https://", "http://")
-            .replace(":80", "")
+        drop_port_80(
+            &v.to_ascii_lowercase()
+                .replace("&quot;", "\"")
+                .replace("https://", "http://"),
+        )
     };
     let seen = RefCell::new(Vec::new());
     let settings = RewriteStrSettings::new()
@@ -92,6 +93,27 @@ fn read(doc: &[u8]) -> Vec<String> {
             Some(last) if !last.starts_with('<') && !s.starts_with('<') => last.push_str(&s),
             _ => out.push(s),
         }
+    }
+    out
+}
+
+/// `s` without every `:` + digits naming port 80 (`:80`, `:080`, …), which an upgrade drops.
+fn drop_port_80(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b':' {
+            let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let port = &s[i + 1..i + 1 + digits];
+            if digits > 0 && port.trim_start_matches('0') == "80" {
+                i += 1 + digits;
+                continue;
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or('\0');
+        out.push(ch);
+        i += ch.len_utf8().max(1);
     }
     out
 }
