@@ -210,9 +210,46 @@ fn upgrade_element<H: lol_html::HandlerTypes>(
     known: &dyn KnownHost,
     counts: &Counts,
 ) {
-    // A changed tag is written anew by lol_html, which cannot faithfully write attribute
-    // names that only malformed markup has (quotes, `=`, `<` in a name): such a tag is left
-    // as it is rather than parsed differently afterwards.
+    if el.attributes().is_empty() {
+        return;
+    }
+    // Read first; a tag is only written anew when one of its URLs changes.
+    let mut changes: Vec<(&'static str, u64, String)> = Vec::new();
+    let mut check = |name: &'static str,
+                     old: Option<String>,
+                     up: fn(&str, &dyn KnownHost) -> Option<String>| {
+        if let Some(old) = old
+            && let Some(new) = up(&old, known)
+        {
+            changes.push((name, count_upgrades(&old, &new), new));
+        }
+    };
+    for name in URL_ATTRIBUTES {
+        check(name, el.get_attribute(name), urls::upgrade_url);
+    }
+    for name in SRCSET_ATTRIBUTES {
+        check(name, el.get_attribute(name), urls::upgrade_srcset);
+    }
+    check("style", el.get_attribute("style"), |v, k| {
+        urls::upgrade_css(v, k, true)
+    });
+    if el.tag_name() == "meta"
+        && el
+            .get_attribute("http-equiv")
+            .is_some_and(|h| h.trim().eq_ignore_ascii_case("refresh"))
+    {
+        check(
+            "content",
+            el.get_attribute("content"),
+            urls::upgrade_meta_refresh,
+        );
+    }
+    if changes.is_empty() {
+        return;
+    }
+    // lol_html cannot faithfully write back attribute names that only malformed markup has
+    // (quotes, `=`, `<` in a name): such a tag is left as it is rather than parsed
+    // differently afterwards.
     if el
         .attributes()
         .iter()
@@ -220,33 +257,10 @@ fn upgrade_element<H: lol_html::HandlerTypes>(
     {
         return;
     }
-    let set = |el: &mut Element<'_, '_, H>, name: &str, old: &str, new: Option<String>| {
-        if let Some(new) = new
-            && el.set_attribute(name, &new).is_ok()
-        {
-            counts.links.fetch_add(count_upgrades(old, &new), Relaxed);
+    for (name, n, new) in changes {
+        if el.set_attribute(name, &new).is_ok() {
+            counts.links.fetch_add(n, Relaxed);
         }
-    };
-    for name in URL_ATTRIBUTES {
-        if let Some(v) = el.get_attribute(name) {
-            set(el, name, &v, urls::upgrade_url(&v, known));
-        }
-    }
-    for name in SRCSET_ATTRIBUTES {
-        if let Some(v) = el.get_attribute(name) {
-            set(el, name, &v, urls::upgrade_srcset(&v, known));
-        }
-    }
-    if let Some(v) = el.get_attribute("style") {
-        set(el, "style", &v, urls::upgrade_css(&v, known, true));
-    }
-    if el.tag_name() == "meta"
-        && el
-            .get_attribute("http-equiv")
-            .is_some_and(|h| h.trim().eq_ignore_ascii_case("refresh"))
-        && let Some(v) = el.get_attribute("content")
-    {
-        set(el, "content", &v, urls::upgrade_meta_refresh(&v, known));
     }
 }
 
