@@ -533,3 +533,65 @@ fn fleet_latency() {
         lat[lat.len() - 1]
     );
 }
+
+/// Scale: N host keys (default 100000, `FH_FLEET_KEYS`) written through the CLI (etcd
+/// transactions of 128), followed by a second node, then read by a node started afterwards.
+/// `FH_FLEET_KEYS=100000 cargo test -p force-https-tests --test fleet -- --ignored --nocapture fleet_scale`
+#[test]
+#[ignore]
+fn fleet_scale() {
+    if !require_root() || !have_etcd() {
+        return;
+    }
+    let n: usize = std::env::var("FH_FLEET_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let mut hub = Hub::new();
+    let etcd = Etcd::start(&hub);
+    let a = node(&mut hub);
+    let b = node(&mut hub);
+    a.wait_connected();
+    b.wait_connected();
+    let base = b.d.counter("hosts");
+    let list: String = (0..n).map(|i| format!("h{i}.scale.example.net\n")).collect();
+    let file = a.d.dir().join("hosts.txt");
+    std::fs::write(&file, list).unwrap();
+    let t0 = Instant::now();
+    let o = output_timeout(
+        &mut cli_command(&[
+            "enable",
+            "--from-file",
+            file.to_str().unwrap(),
+            "--config",
+            a.d.config_path.to_str().unwrap(),
+        ]),
+        Duration::from_secs(600),
+    );
+    assert!(o.status.success(), "{}", o.describe());
+    let written = t0.elapsed();
+    assert!(wait_until(Duration::from_secs(60), Duration::from_millis(20), || {
+        b.d.counter("hosts") >= base + n as u64
+    }));
+    let followed = t0.elapsed();
+    // A node started now reads all of them at start.
+    let ns = Netns::new();
+    hub.attach(&ns);
+    let t1 = Instant::now();
+    let d = Daemon::start(&ns, &node_config());
+    assert!(wait_until(Duration::from_secs(120), Duration::from_millis(20), || {
+        d.counter("hosts") >= base + n as u64
+    }));
+    let loaded = t1.elapsed();
+    let read_line = d
+        .log()
+        .lines()
+        .find(|l| l.contains("read the whole prefix"))
+        .unwrap_or_default()
+        .to_string();
+    println!(
+        "fleet scale, {n} keys: CLI write through etcd {written:?}; second node had them all after {followed:?}; \
+         a new node from start to all loaded {loaded:?}; its log: {read_line}"
+    );
+    drop(etcd);
+}
