@@ -554,7 +554,9 @@ fn fleet_scale() {
     a.wait_connected();
     b.wait_connected();
     let base = b.d.counter("hosts");
-    let list: String = (0..n).map(|i| format!("h{i}.scale.example.net\n")).collect();
+    let list: String = (0..n)
+        .map(|i| format!("h{i}.scale.example.net\n"))
+        .collect();
     let file = a.d.dir().join("hosts.txt");
     std::fs::write(&file, list).unwrap();
     let t0 = Instant::now();
@@ -570,18 +572,22 @@ fn fleet_scale() {
     );
     assert!(o.status.success(), "{}", o.describe());
     let written = t0.elapsed();
-    assert!(wait_until(Duration::from_secs(60), Duration::from_millis(20), || {
-        b.d.counter("hosts") >= base + n as u64
-    }));
+    assert!(wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || { b.d.counter("hosts") >= base + n as u64 }
+    ));
     let followed = t0.elapsed();
     // A node started now reads all of them at start.
     let ns = Netns::new();
     hub.attach(&ns);
     let t1 = Instant::now();
     let d = Daemon::start(&ns, &node_config());
-    assert!(wait_until(Duration::from_secs(120), Duration::from_millis(20), || {
-        d.counter("hosts") >= base + n as u64
-    }));
+    assert!(wait_until(
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+        || { d.counter("hosts") >= base + n as u64 }
+    ));
     let loaded = t1.elapsed();
     let read_line = d
         .log()
