@@ -85,7 +85,7 @@ fn prepared(config_text: &str) -> Result<Arc<Prepared>, String> {
     let p = Arc::new(Prepared {
         text: config_text.to_string(),
         settings: Settings::from_config(&config),
-        table: PolicyTable::build(&sites, &Overrides::new()),
+        table: PolicyTable::build(&sites, &Overrides::new(), &Overrides::new()),
         metrics: Metrics::default(),
     });
     cache.push(p.clone());
@@ -161,7 +161,7 @@ pub fn config(text: &str) -> Result<(), ConfigFailure> {
     })?;
     let _ = Settings::from_config(&config);
     let sites: Vec<_> = config.sites.iter().cloned().map(Arc::new).collect();
-    let table = PolicyTable::build(&sites, &Overrides::new());
+    let table = PolicyTable::build(&sites, &Overrides::new(), &Overrides::new());
     for site in &config.sites {
         for d in &site.domains {
             if table.get(&d.to_string()).is_none() {
@@ -257,10 +257,10 @@ pub fn control(sites: &str, lines: &str) -> Result<Vec<String>, String> {
                 .collect()
         };
         let change = match &req {
-            Request::Enable { hosts } => Some((Some(hosts.clone()), None, true)),
-            Request::Disable { hosts } => Some((Some(hosts.clone()), None, false)),
-            Request::EnableSite { site } => Some((None, Some(site.clone()), true)),
-            Request::DisableSite { site } => Some((None, Some(site.clone()), false)),
+            Request::Enable { hosts, .. } => Some((Some(hosts.clone()), None, true)),
+            Request::Disable { hosts, .. } => Some((Some(hosts.clone()), None, false)),
+            Request::EnableSite { site, .. } => Some((None, Some(site.clone()), true)),
+            Request::DisableSite { site, .. } => Some((None, Some(site.clone()), false)),
             Request::List | Request::Sites | Request::Stats | Request::Reload => None,
         };
         let resp: Response = admin.execute(req);

@@ -9,6 +9,7 @@
 //!   [`access_log`]: the access log's writer;
 //! - [`reload`]: the live configuration reload;
 //! - [`admin`]: the admin service and its transports (control socket, `/metrics`);
+//! - [`fleet`]: `[fleet]`, etcd as the source of truth for which hosts are enforced;
 //! - [`config`]: the file it all starts from; [`cli`]: the command line;
 //! - [`daemon`]: the wiring, lifetimes and signals.
 //!
@@ -27,6 +28,7 @@ pub mod cli;
 pub(crate) mod config;
 pub(crate) mod daemon;
 pub(crate) mod edge;
+pub(crate) mod fleet;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

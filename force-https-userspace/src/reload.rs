@@ -130,6 +130,7 @@ impl Reloader {
 ///
 /// - listen addresses, `[state]`, `[metrics]`: sockets bound and files opened at start;
 /// - `[xdp]`: the program is attached and its maps sized at start;
+/// - `[fleet]`: the etcd client and its watch are set up at start;
 /// - `[proxy]` and `limits.idle_timeout_ms`: the backend client (pool, timeouts, request-body
 ///   idle timeout) is built once;
 /// - `[tls]` settings (not the certificates): the rustls configuration (session cache) and
@@ -166,6 +167,7 @@ pub fn pin_restart_only(applied: &Config, next: &mut Config) -> Vec<&'static str
         &mut out,
     );
     pin("[xdp]", &applied.xdp, &mut next.xdp, &mut out);
+    pin("[fleet]", &applied.fleet, &mut next.fleet, &mut out);
     pin("[admin]", &applied.admin, &mut next.admin, &mut out);
     pin("[proxy]", &applied.proxy, &mut next.proxy, &mut out);
     let tls = |c: &Config| {

@@ -4,7 +4,8 @@
 //!   `-Z build-std=core`), and rustfmt + clippy on the toolchain that builds the workspace;
 //! - N = the LLVM major of `rustc +nightly -vV`;
 //! - Debian packages `llvm-N-dev libpolly-N-dev libzstd-dev` (to build bpf-linker) and the tools
-//!   the tests and the demo run: `iproute2 curl procps openssl`;
+//!   the tests and the demo run: `iproute2 curl procps openssl`, etcd (`etcd-server`,
+//!   `etcd-client`) and protoc (`protobuf-compiler`, `libprotobuf-dev`, for the `etcd-client` crate);
 //! - bpf-linker 0.13.0 built against LLVM N (`~/.cargo/bin/bpf-linker`);
 //! - cargo-fuzz (`cargo install cargo-fuzz --locked`), for `cargo xtask fuzz`.
 //!
@@ -23,9 +24,22 @@ pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Tools the tests and the demo run: `ip` and `nstat` (iproute2), `curl`, `sysctl` (procps),
 /// `openssl` for test certificates, and Debian's headless Chromium for the browser tests
-/// (mixed content, the admin dashboard); `adduser` for the package test's maintainer scripts.
+/// (mixed content, the admin dashboard); `adduser` for the package test's maintainer scripts;
+/// `etcd-server` and `etcd-client` (etcd and etcdctl) for the fleet tests and the demo
+/// (`[fleet]`, issue 14); `protobuf-compiler` and `libprotobuf-dev` (protoc and the well-known
+/// `.proto` includes), which the `etcd-client` crate's build script needs (cargo feature
+/// `fleet`, on by default).
 const RUNTIME_PACKAGES: &[&str] = &[
-    "iproute2", "curl", "procps", "openssl", "chromium", "adduser",
+    "iproute2",
+    "curl",
+    "procps",
+    "openssl",
+    "chromium",
+    "adduser",
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
+    "libprotobuf-dev",
 ];
 
 fn status(what: &str, state: &str) {

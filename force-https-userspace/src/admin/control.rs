@@ -65,7 +65,7 @@ pub async fn serve(listener: UnixListener, admin: Arc<Admin>, shutdown: Shutdown
     .await;
 }
 
-async fn handle(stream: UnixStream, admin: &Admin) -> io::Result<()> {
+async fn handle(stream: UnixStream, admin: &Arc<Admin>) -> io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(r.take(MAX_REQUEST as u64));
@@ -77,7 +77,15 @@ async fn handle(stream: UnixStream, admin: &Admin) -> io::Result<()> {
         Response::error(ErrorCode::BadRequest, "empty request")
     } else {
         match serde_json::from_str::<Request>(&line) {
-            Ok(req) => admin.execute(req),
+            // Changes fsync, and with [fleet] wait for etcd: off the async workers.
+            Ok(req) => {
+                let admin = admin.clone();
+                tokio::task::spawn_blocking(move || admin.execute(req))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Response::error(ErrorCode::Internal, format!("the request failed: {e}"))
+                    })
+            }
             Err(e) => Response::error(ErrorCode::BadRequest, format!("invalid request: {e}")),
         }
     };

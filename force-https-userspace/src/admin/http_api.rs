@@ -549,6 +549,11 @@ fn policy_error(e: &PolicyError) -> Resp {
         PolicyError::UnknownSite { .. } => {
             error(StatusCode::NOT_FOUND, "unknown_site", &e.to_string())
         }
+        PolicyError::FleetUnavailable(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fleet_unavailable",
+            &e.to_string(),
+        ),
         PolicyError::Persist(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

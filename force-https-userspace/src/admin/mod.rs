@@ -12,6 +12,7 @@ use std::sync::{Arc, atomic::Ordering::Relaxed};
 
 use crate::{
     edge::Edge,
+    fleet::{Fleet, FleetError},
     metrics::{Counter, CounterSource, Metrics},
     paths::tls::CertStore,
     policy::{HostEntry, PolicyError, Source},
@@ -23,6 +24,8 @@ use protocol::{ErrorCode, HostInfo, Request, Response, SiteInfo};
 /// The admin service.
 pub struct Admin {
     edge: Arc<Edge>,
+    /// With `[fleet]`: changes go to etcd unless they are `local`.
+    fleet: Option<Arc<Fleet>>,
     certs: Option<Arc<CertStore>>,
     sources: Vec<Arc<dyn CounterSource>>,
     reloader: Option<Reloader>,
@@ -38,6 +41,7 @@ impl Admin {
     ) -> Admin {
         Admin {
             edge,
+            fleet: None,
             certs,
             sources,
             reloader: None,
@@ -48,6 +52,12 @@ impl Admin {
     /// (the daemon's); without one, `reload` re-reads the certificates only.
     pub fn with_reloader(mut self, r: Reloader) -> Admin {
         self.reloader = Some(r);
+        self
+    }
+
+    /// The same service, whose changes go to the fleet (etcd) unless they are local.
+    pub fn with_fleet(mut self, fleet: Option<Arc<Fleet>>) -> Admin {
+        self.fleet = fleet;
         self
     }
 
@@ -91,33 +101,131 @@ impl Admin {
         }
     }
 
-    /// Enforces (`enforce`) or releases hosts, persisted before it returns.
+    /// Enforces (`enforce`) or releases hosts, persisted before it returns: with `[fleet]`
+    /// written to etcd (see [`Admin::set_with`]).
     ///
     /// # Errors
-    /// An invalid host (nothing changed), or the change could not be persisted.
+    /// As [`Admin::set_with`].
     pub fn set(&self, hosts: &[String], enforce: bool) -> Result<Vec<String>, PolicyError> {
-        let changed = self.edge.policy.set(hosts, enforce)?;
+        self.set_with(hosts, enforce, false)
+    }
+
+    /// Enforces (`enforce`) or releases hosts. With `[fleet]` and not `local`, the keys are
+    /// written to etcd and the call returns once this node's watch has applied them (every
+    /// node gets them the same way); otherwise the change is a node-local override, persisted
+    /// in `state.dir` before it returns. Must not run on a runtime worker (a fleet write
+    /// waits): the transports call it on the blocking pool. Returns the patterns whose state
+    /// changed here.
+    ///
+    /// # Errors
+    /// An invalid host (nothing changed), the change could not be persisted, or etcd cannot
+    /// be reached ([`PolicyError::FleetUnavailable`], nothing changed).
+    pub fn set_with(
+        &self,
+        hosts: &[String],
+        enforce: bool,
+        local: bool,
+    ) -> Result<Vec<String>, PolicyError> {
+        let changed = match (&self.fleet, local) {
+            (Some(fleet), false) => self.fleet_set(fleet, hosts, enforce)?,
+            _ => self.edge.policy.set(hosts, enforce)?,
+        };
         Metrics::inc(&self.edge.metrics.policy_updates);
-        tracing::info!(hosts = ?hosts, enforce, changed = ?changed, "host policy changed");
+        tracing::info!(hosts = ?hosts, enforce, local, changed = ?changed, "host policy changed");
         Ok(changed)
     }
 
-    /// Enforces (`enforce`) or releases every host of site `name` in one persisted step
-    /// (see [`crate::policy::Policy::set_site`]).
+    /// Enforces (`enforce`) or releases every host of site `name` in one step (see
+    /// [`Admin::set_site_with`]).
     ///
     /// # Errors
-    /// An unknown site (nothing changed), or the change could not be persisted.
+    /// As [`Admin::set_site_with`].
     pub fn set_site(&self, name: &str, enforce: bool) -> Result<Vec<String>, PolicyError> {
-        let changed = self.edge.policy.set_site(name, enforce)?;
+        self.set_site_with(name, enforce, false)
+    }
+
+    /// Enforces (`enforce`) or releases every host of site `name`: locally in one persisted
+    /// step (see [`crate::policy::Policy::set_site`]), or with `[fleet]` and not `local`, the
+    /// keys of every host of the site as this node knows it, written to etcd.
+    ///
+    /// # Errors
+    /// An unknown site (nothing changed), the change could not be persisted, or etcd cannot
+    /// be reached.
+    pub fn set_site_with(
+        &self,
+        name: &str,
+        enforce: bool,
+        local: bool,
+    ) -> Result<Vec<String>, PolicyError> {
+        let changed = match (&self.fleet, local) {
+            (Some(fleet), false) => {
+                let hosts: Vec<String> = self
+                    .edge
+                    .policy
+                    .table()
+                    .entries()
+                    .into_iter()
+                    .filter(|e| e.site.as_ref().is_some_and(|s| s.name == name))
+                    .map(|e| e.pattern.to_string())
+                    .collect();
+                if hosts.is_empty() {
+                    return Err(PolicyError::UnknownSite { name: name.into() });
+                }
+                self.fleet_set(fleet, &hosts, enforce)?
+            }
+            _ => self.edge.policy.set_site(name, enforce)?,
+        };
         Metrics::inc(&self.edge.metrics.policy_updates);
-        tracing::info!(site = name, enforce, changed = ?changed, "site policy changed");
+        tracing::info!(site = name, enforce, local, changed = ?changed, "site policy changed");
         Ok(changed)
+    }
+
+    /// Writes the hosts to etcd and reports which of them changed state here once the watch
+    /// brought the change back.
+    fn fleet_set(
+        &self,
+        fleet: &Fleet,
+        hosts: &[String],
+        enforce: bool,
+    ) -> Result<Vec<String>, PolicyError> {
+        let state = |keys: &[String]| -> Vec<bool> {
+            let t = self.edge.policy.table();
+            keys.iter()
+                .map(|k| t.get(k).is_some_and(|e| e.enforced))
+                .collect()
+        };
+        let mut keys = Vec::with_capacity(hosts.len());
+        for h in hosts {
+            let p = parse_domain_pattern(h).map_err(|e| PolicyError::InvalidHost {
+                host: h.clone(),
+                reason: e.to_string(),
+            })?;
+            keys.push(p.to_string());
+        }
+        let before = state(&keys);
+        fleet.put_blocking(&keys, enforce).map_err(|e| match e {
+            FleetError::InvalidHost { host, reason } => PolicyError::InvalidHost { host, reason },
+            e @ FleetError::Unavailable(_) => PolicyError::FleetUnavailable(e.to_string()),
+        })?;
+        let after = state(&keys);
+        let mut seen = std::collections::HashSet::new();
+        Ok(keys
+            .iter()
+            .zip(before.iter().zip(&after))
+            .filter(|(k, (b, a))| b != a && seen.insert(k.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect())
     }
 
     /// Every host of the table, sorted by pattern.
     pub fn list(&self) -> Vec<HostInfo> {
         let table = self.edge.policy.table();
-        table.entries().into_iter().map(|e| host_info(e)).collect()
+        let fleet = self.fleet.is_some();
+        table
+            .entries()
+            .into_iter()
+            .map(|e| host_info(e, fleet))
+            .collect()
     }
 
     /// The entry of one pattern (a name or `*.` wildcard, normalized first), `None` when the
@@ -131,7 +239,9 @@ impl Admin {
             reason: e.to_string(),
         })?;
         let table = self.edge.policy.table();
-        Ok(table.get(&p.to_string()).map(|e| host_info(e)))
+        Ok(table
+            .get(&p.to_string())
+            .map(|e| host_info(e, self.fleet.is_some())))
     }
 
     /// Every site with its state, sorted by name. A site's hosts are its config domains and
@@ -172,13 +282,21 @@ impl Admin {
     /// Executes one control request.
     pub fn execute(&self, req: Request) -> Response {
         match req {
-            Request::Enable { hosts } | Request::Disable { hosts } if hosts.is_empty() => {
+            Request::Enable { hosts, .. } | Request::Disable { hosts, .. } if hosts.is_empty() => {
                 Response::error(ErrorCode::BadRequest, "no host given")
             }
-            Request::Enable { hosts } => self.set_response(self.set(&hosts, true)),
-            Request::Disable { hosts } => self.set_response(self.set(&hosts, false)),
-            Request::EnableSite { site } => self.set_response(self.set_site(&site, true)),
-            Request::DisableSite { site } => self.set_response(self.set_site(&site, false)),
+            Request::Enable { hosts, local } => {
+                self.set_response(self.set_with(&hosts, true, local))
+            }
+            Request::Disable { hosts, local } => {
+                self.set_response(self.set_with(&hosts, false, local))
+            }
+            Request::EnableSite { site, local } => {
+                self.set_response(self.set_site_with(&site, true, local))
+            }
+            Request::DisableSite { site, local } => {
+                self.set_response(self.set_site_with(&site, false, local))
+            }
             Request::Sites => Response {
                 ok: true,
                 sites: Some(self.sites()),
@@ -223,22 +341,31 @@ impl Admin {
             Err(e @ PolicyError::UnknownSite { .. }) => {
                 Response::error(ErrorCode::UnknownSite, e.to_string())
             }
+            Err(e @ PolicyError::FleetUnavailable(_)) => {
+                Response::error(ErrorCode::FleetUnavailable, e.to_string())
+            }
             Err(e) => Response::error(ErrorCode::Internal, e.to_string()),
         }
     }
 }
 
-/// One table entry as `list` reports it.
-fn host_info(e: &HostEntry) -> HostInfo {
+/// One table entry as `list` reports it; `fleet`: the daemon has `[fleet]`, so an override
+/// is a node-local one (`local`).
+fn host_info(e: &HostEntry, fleet: bool) -> HostInfo {
+    let source = match (e.overridden, fleet, e.source) {
+        (true, true, _) => "local",
+        (false, _, Source::Config) if e.fleet.is_some() => "fleet",
+        (_, _, Source::Config) => "config",
+        (_, _, Source::Runtime) => "runtime",
+        (_, _, Source::Fleet) => "fleet",
+    };
     HostInfo {
         host: e.pattern.to_string(),
         site: e.site.as_ref().map(|s| s.name.clone()),
-        source: match e.source {
-            Source::Config => "config".into(),
-            Source::Runtime => "runtime".into(),
-        },
+        source: source.into(),
         enforced: e.enforced,
         overridden: e.overridden,
+        fleet: e.fleet,
         redirects: e.stats.redirects.load(Relaxed),
         proxied: e.stats.proxied.load(Relaxed),
         force_paths: e

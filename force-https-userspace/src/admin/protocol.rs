@@ -14,23 +14,39 @@ pub enum Request {
     Enable {
         /// Host names or `*.` wildcards.
         hosts: Vec<String>,
+        /// With `[fleet]`: change this node only (a local override that wins over the
+        /// fleet) instead of writing to etcd. Without `[fleet]` every change is local.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        local: bool,
     },
     /// Stop enforcing hosts.
     Disable {
         /// Host names or `*.` wildcards.
         hosts: Vec<String>,
+        /// With `[fleet]`: change this node only (a local override that wins over the
+        /// fleet) instead of writing to etcd. Without `[fleet]` every change is local.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        local: bool,
     },
     /// Enforce every host of a site at once (one persisted step).
     #[serde(rename = "enable_site")]
     EnableSite {
         /// The site's name.
         site: String,
+        /// With `[fleet]`: change this node only (a local override that wins over the
+        /// fleet) instead of writing to etcd. Without `[fleet]` every change is local.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        local: bool,
     },
     /// Stop enforcing every host of a site at once (one persisted step).
     #[serde(rename = "disable_site")]
     DisableSite {
         /// The site's name.
         site: String,
+        /// With `[fleet]`: change this node only (a local override that wins over the
+        /// fleet) instead of writing to etcd. Without `[fleet]` every change is local.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        local: bool,
     },
     /// List every host.
     List,
@@ -49,12 +65,17 @@ pub struct HostInfo {
     pub host: String,
     /// Site name, if any.
     pub site: Option<String>,
-    /// `config` or `runtime`.
+    /// What decides the state: `config`; `fleet` (a key in etcd, with `[fleet]`); `local`
+    /// (a node-only override, with `[fleet]`); `runtime` (an override, without `[fleet]`;
+    /// a config host with an override keeps `config`, marked by `overridden`).
     pub source: String,
     /// Enforced now.
     pub enforced: bool,
     /// A runtime override decides the state.
     pub overridden: bool,
+    /// The fleet's value (etcd), when it has one; a local override may win over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<bool>,
     /// Redirects sent.
     pub redirects: u64,
     /// Requests proxied.
@@ -137,6 +158,8 @@ pub enum ErrorCode {
     BadRequest,
     /// The daemon failed (CLI exit 1).
     Internal,
+    /// With `[fleet]`: etcd cannot be reached, nothing was changed (CLI exit 6).
+    FleetUnavailable,
     /// A code this client does not know (a newer daemon).
     #[serde(other)]
     Unknown,

@@ -38,6 +38,10 @@ const EXIT_STATUS: &[(&str, &str)] = &[
         "permission denied on the control socket (it is mode 0600: run as the daemon's user)",
     ),
     (
+        "6",
+        "with [fleet]: etcd is unreachable, nothing was changed (retry, or use --local)",
+    ),
+    (
         "preload-check",
         "0 preloadable, 1 not preloadable, 2 usage error",
     ),
@@ -56,6 +60,10 @@ const FILES: &[(&str, &str)] = &[
     (
         "/var/lib/force-https/state.journal",
         "changes since the snapshot, merged into it at start",
+    ),
+    (
+        "/var/lib/force-https/fleet.json, fleet.journal",
+        "with [fleet]: the last known fleet table from etcd, kept for restarts during an outage",
     ),
     (
         "/run/force-https/control.sock",
@@ -173,6 +181,20 @@ struct BulkArgs {
 }
 
 #[derive(Debug, Args)]
+struct LocalArg {
+    /// With [fleet]: change this node only, not the fleet.
+    ///
+    /// Without --local, on a daemon with [fleet] the change is written to etcd and reaches
+    /// every node (this one through its watch); when etcd is unreachable it fails with exit
+    /// 6 and nothing is changed. With --local it is a node-only override, kept in state.dir,
+    /// that wins over the fleet's value until it is set back to that value; `list` shows it
+    /// as `local`. Meant for emergencies (etcd down, one misbehaving node). Without [fleet]
+    /// every change is local and --local changes nothing.
+    #[arg(long)]
+    local: bool,
+}
+
+#[derive(Debug, Args)]
 struct SiteArg {
     /// Change every domain and wildcard of the site NAME at once, in one persisted step.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["hosts", "from_file"])]
@@ -244,6 +266,8 @@ enum Command {
         #[command(flatten)]
         site: SiteArg,
         #[command(flatten)]
+        local: LocalArg,
+        #[command(flatten)]
         target: ControlArgs,
     },
     /// Stop enforcing HTTPS for hosts, or a whole site, on the running daemon.
@@ -261,11 +285,15 @@ enum Command {
         #[command(flatten)]
         site: SiteArg,
         #[command(flatten)]
+        local: LocalArg,
+        #[command(flatten)]
         target: ControlArgs,
     },
     /// List every host: its site, where it comes from, whether it is enforced, its counters.
     ///
-    /// In the ENFORCED column, `*` marks a config host whose state a runtime override decides.
+    /// SOURCE says what decides the state: config, fleet (a key in etcd, with [fleet]), local
+    /// (a node-only override, with [fleet]) or runtime. In the ENFORCED column, `*` marks a
+    /// config host whose state a runtime override decides.
     /// With --sites, one line per site instead: its state (enforced, not-enforced, or mixed
     /// when host-level overrides differ), how many of its hosts are enforced, its config
     /// default, and the exceptions of a mixed site.
@@ -391,26 +419,30 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Check(c) => check(&c.config),
         Command::Enable {
             site: SiteArg { site: Some(name) },
+            local,
             target,
             ..
-        } => set_site(&target, &name, true),
+        } => set_site(&target, &name, true, local.local),
         Command::Disable {
             site: SiteArg { site: Some(name) },
+            local,
             target,
             ..
-        } => set_site(&target, &name, false),
+        } => set_site(&target, &name, false, local.local),
         Command::Enable {
             hosts,
             bulk,
+            local,
             target,
             ..
-        } => set(&target, with_file(hosts, &bulk)?, true),
+        } => set(&target, with_file(hosts, &bulk)?, true, local.local),
         Command::Disable {
             hosts,
             bulk,
+            local,
             target,
             ..
-        } => set(&target, with_file(hosts, &bulk)?, false),
+        } => set(&target, with_file(hosts, &bulk)?, false, local.local),
         Command::List {
             json,
             sites: true,
@@ -445,6 +477,7 @@ fn call(target: &ControlArgs, req: &Request) -> Result<Response, Failure> {
     let code = match r.code {
         Some(ErrorCode::InvalidHost | ErrorCode::UnknownSite) => 4,
         Some(ErrorCode::BadRequest) => 2,
+        Some(ErrorCode::FleetUnavailable) => 6,
         Some(ErrorCode::Internal | ErrorCode::Unknown) | None => 1,
     };
     Err(fail(
@@ -536,7 +569,12 @@ fn hosts_of(text: &str) -> impl Iterator<Item = String> + '_ {
         .map(String::from)
 }
 
-fn set(target: &ControlArgs, hosts: Vec<String>, enforce: bool) -> Result<(), Failure> {
+fn set(
+    target: &ControlArgs,
+    hosts: Vec<String>,
+    enforce: bool,
+    local: bool,
+) -> Result<(), Failure> {
     // Validate locally first, so a typo gets exit 4 even before the daemon is asked.
     for (i, h) in hosts.iter().enumerate() {
         if let Err(e) = force_https_proto::host::parse_domain_pattern(h) {
@@ -554,9 +592,9 @@ fn set(target: &ControlArgs, hosts: Vec<String>, enforce: bool) -> Result<(), Fa
     for batch in hosts.chunks(BULK_BATCH) {
         let hosts = batch.to_vec();
         let req = if enforce {
-            Request::Enable { hosts }
+            Request::Enable { hosts, local }
         } else {
-            Request::Disable { hosts }
+            Request::Disable { hosts, local }
         };
         let changed = call(target, &req)?.changed.unwrap_or_default();
         changed_total += changed.len();
@@ -574,11 +612,17 @@ fn set(target: &ControlArgs, hosts: Vec<String>, enforce: bool) -> Result<(), Fa
     Ok(())
 }
 
-fn set_site(target: &ControlArgs, name: &str, enforce: bool) -> Result<(), Failure> {
+fn set_site(target: &ControlArgs, name: &str, enforce: bool, local: bool) -> Result<(), Failure> {
     let req = if enforce {
-        Request::EnableSite { site: name.into() }
+        Request::EnableSite {
+            site: name.into(),
+            local,
+        }
     } else {
-        Request::DisableSite { site: name.into() }
+        Request::DisableSite {
+            site: name.into(),
+            local,
+        }
     };
     let changed = call(target, &req)?.changed.unwrap_or_default();
     let verb = if enforce { "enforced" } else { "not enforced" };

@@ -206,6 +206,38 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
 }
 
+/// The default `[fleet] prefix`.
+pub const DEFAULT_FLEET_PREFIX: &str = "/force-https/";
+
+/// `[fleet] tls`: how the daemon authenticates etcd and itself to etcd (every file PEM).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FleetTls {
+    /// `ca`: the CA that signed etcd's certificate (else the system's roots are not used: the
+    /// connection needs a CA).
+    pub ca: Option<PathBuf>,
+    /// `cert`: the client certificate chain (etcd's `--client-cert-auth`), with `key`.
+    pub cert: Option<PathBuf>,
+    /// `key`: the client private key, with `cert`.
+    pub key: Option<PathBuf>,
+}
+
+/// The `[fleet]` section: etcd is the source of truth for which hosts are enforced
+/// (docs/design.md, "Fleet (etcd)").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// `etcd_endpoints`: `http://IP:PORT` or `https://HOST:PORT` URLs, at least one.
+    pub etcd_endpoints: Vec<String>,
+    /// `prefix` (default `/force-https/`, always ending in `/`): the keys are
+    /// `<prefix>hosts/<host>`.
+    pub prefix: String,
+    /// `tls`: required for `https://` endpoints that need a private CA or client certificates.
+    pub tls: Option<FleetTls>,
+    /// `username`, with `password_file`: etcd's authentication.
+    pub username: Option<String>,
+    /// `password_file`: a file whose content (surrounding whitespace removed) is the password.
+    pub password_file: Option<PathBuf>,
+}
+
 /// `[log] access`: whether and how requests are logged.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -317,6 +349,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// `[log]`: the access log.
     pub log: LogConfig,
+    /// `[fleet]`: etcd as the source of truth for which hosts are enforced, when configured.
+    pub fleet: Option<FleetConfig>,
     /// The sites.
     pub sites: Vec<Site>,
     /// Problems that do not make the file invalid, one line each (`force-https check`
@@ -633,5 +667,81 @@ tls = { cert = "/etc/force-https/shop.pem", key = "/etc/force-https/shop.key" }
             Some(3)
         );
         assert!(parse("[xdp]\ninterface = \"a/b\"\n").is_err());
+    }
+
+    #[test]
+    fn fleet_section() {
+        assert_eq!(parse("").unwrap().fleet, None);
+        let c = parse(
+            "[fleet]\netcd_endpoints = [\"http://127.0.0.1:2379\", \"https://etcd.example:2379/\"]\n\
+             tls = { ca = \"/etc/fh/ca.pem\" }\nusername = \"edge\"\npassword_file = \"/etc/fh/etcd.pw\"\n",
+        );
+        if cfg!(not(feature = "fleet")) {
+            let e = c.unwrap_err();
+            assert!(e.message.contains("feature `fleet`"), "{e}");
+            assert_eq!(e.line, Some(1), "{e}");
+            return;
+        }
+        let f = c.unwrap().fleet.unwrap();
+        assert_eq!(
+            f.etcd_endpoints,
+            ["http://127.0.0.1:2379", "https://etcd.example:2379"]
+        );
+        assert_eq!(f.prefix, DEFAULT_FLEET_PREFIX);
+        assert_eq!(f.username.as_deref(), Some("edge"));
+        for (text, line, needle) in [
+            ("[fleet]\netcd_endpoints = []\n", 2, "empty"),
+            (
+                "[fleet]\netcd_endpoints = [\"127.0.0.1:2379\"]\n",
+                2,
+                "http://HOST:PORT",
+            ),
+            ("[fleet]\netcd_endpoints = [\"http://a\"]\n", 2, "HOST:PORT"),
+            (
+                "[fleet]\netcd_endpoints = [\"http://a:1/x\"]\n",
+                2,
+                "no path",
+            ),
+            (
+                "[fleet]\netcd_endpoints = [\"http://a:1\"]\nprefix = \"fh\"\n",
+                3,
+                "prefix",
+            ),
+            (
+                "[fleet]\netcd_endpoints = [\"http://a:1\"]\ntls = { ca = \"/ca\" }\n",
+                3,
+                "http://",
+            ),
+            (
+                "[fleet]\netcd_endpoints = [\"https://a:1\"]\ntls = { cert = \"/c\" }\n",
+                3,
+                "together",
+            ),
+            (
+                "[fleet]\netcd_endpoints = [\"https://a:1\"]\ntls = { ca = \"ca.pem\" }\n",
+                3,
+                "absolute",
+            ),
+            (
+                "[fleet]\netcd_endpoints = [\"http://a:1\"]\nusername = \"u\"\n",
+                3,
+                "password_file",
+            ),
+            (
+                "[fleet]\netcd_endpoints = [\"http://a:1\"]\npassword_file = \"/p\"\n",
+                3,
+                "without username",
+            ),
+            (
+                "[fleet]\netcd_endpoints = [\"http://a:1\"]\nbogus = 1\n",
+                3,
+                "bogus",
+            ),
+            ("[fleet]\nprefix = \"/x/\"\n", 1, "etcd_endpoints"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, Some(line), "{text}: {e}");
+            assert!(e.message.contains(needle), "{text}: {e}");
+        }
     }
 }

@@ -34,7 +34,33 @@ pub(super) struct RawConfig {
     pub(super) admin: Option<RawAdmin>,
     pub(super) log: Option<Spanned<LogConfig>>,
     #[serde(default)]
+    pub(super) fleet: Option<Spanned<RawFleet>>,
+    #[serde(default)]
     pub(super) site: Vec<RawSite>,
+}
+
+/// `[fleet]`: etcd as the source of truth for which hosts are enforced.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    pub(super) etcd_endpoints: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) tls: Option<Spanned<RawFleetTls>>,
+    #[serde(default)]
+    pub(super) username: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) password_file: Option<Spanned<PathBuf>>,
+}
+
+/// `[fleet] tls = { ca, cert, key }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleetTls {
+    pub(super) ca: Option<PathBuf>,
+    pub(super) cert: Option<PathBuf>,
+    pub(super) key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

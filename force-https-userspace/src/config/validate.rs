@@ -17,8 +17,9 @@ use toml::Spanned;
 
 use super::{
     ACME_PREFIX, AdminConfig, Backend, Config, ConfigError, DEFAULT_CONTROL_SOCKET,
-    DEFAULT_STATE_DIR, HstsConfig, Limits, Site, SiteHsts, TlsConfig, XdpConfig,
-    raw::{RawCode, RawConfig, RawRedirect, RawSite, RawSiteHsts, RawTls, RawXdp},
+    DEFAULT_FLEET_PREFIX, DEFAULT_STATE_DIR, FleetConfig, FleetTls, HstsConfig, Limits, Site,
+    SiteHsts, TlsConfig, XdpConfig,
+    raw::{RawCode, RawConfig, RawFleet, RawRedirect, RawSite, RawSiteHsts, RawTls, RawXdp},
 };
 
 /// Builds errors positioned in one file's text.
@@ -88,6 +89,10 @@ impl Config {
                 format!("log.buffer must be between 1 and {}", 1 << 20),
             ));
         }
+        let fleet = match &raw.fleet {
+            None => None,
+            Some(f) => Some(fleet(&at, f)?),
+        };
         let sites = sites(&at, &raw.site, &raw.hsts)?;
         let warnings = preload_warnings(&raw.site, &raw.hsts);
         Ok(Config {
@@ -111,6 +116,7 @@ impl Config {
             xdp,
             admin,
             log,
+            fleet,
             sites,
             warnings,
         })
@@ -280,6 +286,151 @@ fn admin(at: &At<'_>, raw: &RawConfig) -> Result<Option<AdminConfig>, ConfigErro
         listen: listen.0,
         token_file,
     }))
+}
+
+/// `[fleet]`: endpoints (`http://` or `https://` URLs with a port), a prefix that starts and
+/// ends with `/`, TLS files only with `https://` endpoints (cert and key together), absolute
+/// paths, and a password file only with a username. A build without the `fleet` cargo feature
+/// refuses the section.
+fn fleet(at: &At<'_>, f: &Spanned<RawFleet>) -> Result<FleetConfig, ConfigError> {
+    if !cfg!(feature = "fleet") {
+        return Err(at.err(
+            Some(f.span()),
+            "[fleet] needs a force-https built with the cargo feature `fleet` (on by default);              this binary was built without it"
+                .into(),
+        ));
+    }
+    let raw = f.get_ref();
+    let list = raw.etcd_endpoints.get_ref();
+    if list.is_empty() {
+        return Err(at.err(
+            Some(raw.etcd_endpoints.span()),
+            "[fleet] etcd_endpoints is empty: give at least one, e.g. [\"https://10.0.0.5:2379\"]"
+                .into(),
+        ));
+    }
+    let mut endpoints = Vec::with_capacity(list.len());
+    let mut any_https = false;
+    for e in list {
+        let url = e.get_ref();
+        let (scheme, rest) = match url.split_once("://") {
+            Some((s @ ("http" | "https"), rest)) => (s, rest),
+            _ => {
+                return Err(at.err(
+                    Some(e.span()),
+                    format!(
+                        "invalid etcd endpoint {url:?}: expected http://HOST:PORT or https://HOST:PORT"
+                    ),
+                ));
+            }
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        let port_ok = authority
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+        if !port_ok || authority.contains(['/', '@', '?', '#', ' ']) {
+            return Err(at.err(
+                Some(e.span()),
+                format!(
+                    "invalid etcd endpoint {url:?}: expected {scheme}://HOST:PORT (no path, no user), e.g. \"{scheme}://10.0.0.5:2379\""
+                ),
+            ));
+        }
+        any_https |= scheme == "https";
+        endpoints.push(format!("{scheme}://{authority}"));
+    }
+    let prefix = match &raw.prefix {
+        None => DEFAULT_FLEET_PREFIX.to_string(),
+        Some(p) => {
+            let v = p.get_ref();
+            if !v.starts_with('/') || !v.ends_with('/') || v.chars().any(char::is_control) {
+                return Err(at.err(
+                    Some(p.span()),
+                    format!(
+                        "[fleet] prefix {v:?} must start and end with \"/\" (e.g. \"/force-https/\") and hold no control character"
+                    ),
+                ));
+            }
+            v.clone()
+        }
+    };
+    let absolute = |p: &Path, span: Range<usize>, what: &str| -> Result<(), ConfigError> {
+        if p.as_os_str().is_empty() || !p.is_absolute() {
+            return Err(at.err(
+                Some(span),
+                format!(
+                    "[fleet] {what} {:?} must be an absolute path",
+                    p.display().to_string()
+                ),
+            ));
+        }
+        Ok(())
+    };
+    let tls = match &raw.tls {
+        None => None,
+        Some(t) => {
+            let v = t.get_ref();
+            if !any_https {
+                return Err(at.err(
+                    Some(t.span()),
+                    "[fleet] tls is set but every etcd endpoint is http://: use https:// endpoints"
+                        .into(),
+                ));
+            }
+            if v.cert.is_some() != v.key.is_some() {
+                return Err(at.err(
+                    Some(t.span()),
+                    "[fleet] tls: cert and key go together (a client certificate and its key)"
+                        .into(),
+                ));
+            }
+            for (p, what) in [
+                (&v.ca, "tls.ca"),
+                (&v.cert, "tls.cert"),
+                (&v.key, "tls.key"),
+            ] {
+                if let Some(p) = p {
+                    absolute(p, t.span(), what)?;
+                }
+            }
+            Some(FleetTls {
+                ca: v.ca.clone(),
+                cert: v.cert.clone(),
+                key: v.key.clone(),
+            })
+        }
+    };
+    if let Some(pf) = &raw.password_file {
+        absolute(pf.get_ref(), pf.span(), "password_file")?;
+        if raw.username.is_none() {
+            return Err(at.err(
+                Some(pf.span()),
+                "[fleet] password_file is set without username".into(),
+            ));
+        }
+    }
+    if let Some(u) = &raw.username {
+        if u.get_ref().is_empty() || u.get_ref().chars().any(char::is_control) {
+            return Err(at.err(
+                Some(u.span()),
+                "[fleet] username is empty or has a control character".into(),
+            ));
+        }
+        if raw.password_file.is_none() {
+            return Err(at.err(
+                Some(u.span()),
+                "[fleet] username is set without password_file (a file of mode 0600 holding the password)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(FleetConfig {
+        etcd_endpoints: endpoints,
+        prefix,
+        tls,
+        username: raw.username.as_ref().map(|u| u.get_ref().clone()),
+        password_file: raw.password_file.as_ref().map(|p| p.get_ref().clone()),
+    })
 }
 
 /// `[xdp]`: interface name and map sizes.

@@ -20,6 +20,7 @@ use crate::{
     admin::{self, Admin},
     config::Config,
     edge::Edge,
+    fleet::Fleet,
     metrics::CounterSource,
     net::bind_tcp,
     paths::{
@@ -131,9 +132,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         libc::malloc_trim(0);
     }
 
-    let sources: Vec<Arc<dyn CounterSource>> = fast_path.iter().map(FastPath::counters).collect();
+    // After the fast path: the host map follows the fleet's changes like any other.
+    let fleet = match &config.fleet {
+        Some(f) => Some(Fleet::start(f, edge.clone())?),
+        None => None,
+    };
+    let mut sources: Vec<Arc<dyn CounterSource>> =
+        fast_path.iter().map(FastPath::counters).collect();
+    sources.extend(fleet.iter().map(|f| f.counters()));
     let reloader = Reloader::new(&config, edge.clone(), certs.clone());
-    let admin = Arc::new(Admin::new(edge.clone(), certs.clone(), sources).with_reloader(reloader));
+    let admin = Arc::new(
+        Admin::new(edge.clone(), certs.clone(), sources)
+            .with_reloader(reloader)
+            .with_fleet(fleet),
+    );
     edge.set_access_log(AccessLog::start(&config.log)?);
     let proxy = Arc::new(Proxy::new(edge.clone(), &config.proxy));
     let (shutdown_tx, shutdown) = watch::channel(false);

@@ -35,6 +35,10 @@ use serde::{Deserialize, Serialize};
 pub const STATE_FILE: &str = "state.json";
 /// File name of the journal inside the state directory.
 pub const JOURNAL_FILE: &str = "state.journal";
+/// File name of the last known fleet table (`[fleet]`): the same format as [`STATE_FILE`].
+pub const FLEET_FILE: &str = "fleet.json";
+/// File name of the fleet table's journal: the same format as [`JOURNAL_FILE`].
+pub const FLEET_JOURNAL_FILE: &str = "fleet.journal";
 const VERSION: u32 = 1;
 /// The journal is compacted into the snapshot once it is larger than this and than the
 /// snapshot.
@@ -63,6 +67,10 @@ struct JournalLine {
 #[derive(Debug)]
 pub struct StateStore {
     dir: PathBuf,
+    /// The snapshot's file name ([`STATE_FILE`] or [`FLEET_FILE`]).
+    snapshot_name: &'static str,
+    /// The journal's file name ([`JOURNAL_FILE`] or [`FLEET_JOURNAL_FILE`]).
+    journal_name: &'static str,
     /// The open journal and its length, once a change has been appended.
     journal: Option<(File, u64)>,
     /// Size of the last snapshot written or read.
@@ -74,8 +82,16 @@ pub struct StateStore {
 impl StateStore {
     /// A store in `dir` (created on first save).
     pub fn new(dir: &Path) -> Self {
+        Self::named(dir, STATE_FILE, JOURNAL_FILE)
+    }
+
+    /// A store in `dir` whose files have other names (the fleet table's: [`FLEET_FILE`],
+    /// [`FLEET_JOURNAL_FILE`]).
+    pub fn named(dir: &Path, snapshot_name: &'static str, journal_name: &'static str) -> Self {
         Self {
             dir: dir.to_path_buf(),
+            snapshot_name,
+            journal_name,
             journal: None,
             snapshot_len: 0,
             compact_min: COMPACT_MIN,
@@ -84,12 +100,12 @@ impl StateStore {
 
     /// Path of the snapshot.
     pub fn path(&self) -> PathBuf {
-        self.dir.join(STATE_FILE)
+        self.dir.join(self.snapshot_name)
     }
 
     /// Path of the journal.
     pub fn journal_path(&self) -> PathBuf {
-        self.dir.join(JOURNAL_FILE)
+        self.dir.join(self.journal_name)
     }
 
     /// Loads the overrides (snapshot plus journal) without writing anything; a missing file is
@@ -163,7 +179,7 @@ impl StateStore {
                 let f = OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(self.dir.join(JOURNAL_FILE))?;
+                    .open(self.dir.join(self.journal_name))?;
                 let len = f.metadata()?.len();
                 // The new directory entry must be durable too.
                 File::open(&self.dir)?.sync_all()?;
@@ -195,9 +211,11 @@ impl StateStore {
             hosts: hosts.clone(),
         })
         .context("cannot encode the state snapshot")?;
-        let tmp = self
-            .dir
-            .join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
+        let tmp = self.dir.join(format!(
+            ".{}.{}.tmp",
+            self.snapshot_name,
+            std::process::id()
+        ));
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(&body)?;

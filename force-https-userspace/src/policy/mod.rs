@@ -6,8 +6,13 @@
 //! - [`journal`]: crash-safe persistence of runtime overrides;
 //! - this module: [`Policy`], the live table. Readers take the current snapshot without locks
 //!   on every request ([`ArcSwap`]); `enable`/`disable` persist the change, derive the next
-//!   snapshot and swap it in, so a change is in effect as soon as the call returns. Runtime
-//!   overrides win over the config.
+//!   snapshot and swap it in, so a change is in effect as soon as the call returns.
+//!
+//! Precedence, highest first: a runtime (node-local) override (`enable`/`disable`, `--local`
+//! with `[fleet]`), then the fleet's value (`[fleet]`, etcd: [`Policy::set_fleet`],
+//! [`Policy::replace_fleet`]), then the config. The fleet's values are persisted apart
+//! (`fleet.json` and `fleet.journal` in `state.dir`, the format of the state files) so a node
+//! restarted while etcd is unreachable keeps the last known fleet table.
 //!
 //! Consumers that keep a projection of the table (the XDP host map) subscribe with
 //! [`Policy::subscribe_changes`] and get the patterns each change touched.
@@ -31,6 +36,10 @@ pub use table::{Change, HostEntry, PolicyTable, Source};
 
 use crate::config::{Config, Site};
 
+/// Fleet changes of more than this many patterns are persisted as a new `fleet.json` rather
+/// than as a journal line.
+const FLEET_SNAPSHOT_MIN: usize = 10_000;
+
 /// Why a policy change was refused. Nothing changed in either case.
 #[derive(Debug)]
 pub enum PolicyError {
@@ -48,6 +57,8 @@ pub enum PolicyError {
     },
     /// The change could not be persisted.
     Persist(anyhow::Error),
+    /// With `[fleet]`: the fleet store (etcd) cannot be reached; the text says why.
+    FleetUnavailable(String),
 }
 
 impl std::fmt::Display for PolicyError {
@@ -63,6 +74,7 @@ impl std::fmt::Display for PolicyError {
                 )
             }
             PolicyError::Persist(e) => write!(f, "{e:#}"),
+            PolicyError::FleetUnavailable(e) => write!(f, "{e}"),
         }
     }
 }
@@ -89,6 +101,8 @@ pub trait BeforeSwap: Send + Sync {
 /// entries of the table marked `overridden`.
 struct Inner {
     store: StateStore,
+    /// The last known fleet table, with `[fleet]`.
+    fleet_store: Option<StateStore>,
     subscribers: Vec<UnboundedSender<Change>>,
     before_swap: Option<Arc<dyn BeforeSwap>>,
 }
@@ -99,13 +113,28 @@ impl Policy {
     pub fn load(config: &Config) -> anyhow::Result<Policy> {
         let mut store = StateStore::new(&config.state_dir);
         let overrides = store.load()?;
+        // Without [fleet] a fleet table left from earlier is not read: nothing changes.
+        let (fleet_store, fleet) = match &config.fleet {
+            Some(_) => {
+                let mut s = journal::StateStore::named(
+                    &config.state_dir,
+                    journal::FLEET_FILE,
+                    journal::FLEET_JOURNAL_FILE,
+                );
+                let f = s.load()?;
+                (Some(s), f)
+            }
+            None => (None, journal::Overrides::new()),
+        };
         let sites: Vec<Arc<Site>> = config.sites.iter().cloned().map(Arc::new).collect();
-        let table = PolicyTable::build(&sites, &overrides);
+        let table = PolicyTable::build(&sites, &fleet, &overrides);
         drop(overrides);
+        drop(fleet);
         Ok(Policy {
             table: ArcSwap::from_pointee(table),
             inner: Mutex::new(Inner {
                 store,
+                fleet_store,
                 subscribers: Vec::new(),
                 before_swap: None,
             }),
@@ -197,12 +226,15 @@ impl Policy {
         let mut seen = std::collections::HashSet::new();
         for (pattern, key) in patterns {
             let entry = current.get_pattern(pattern);
+            // What the host would be without a local override: the fleet's value, else the
+            // config's.
             let config_default = entry
                 .filter(|e| e.source == Source::Config)
                 .and_then(|e| e.site.as_ref())
                 .map(|s| s.force_https);
+            let base = entry.and_then(|e| e.fleet).or(config_default);
             let before = entry.is_some_and(|e| e.enforced);
-            let next = match config_default {
+            let next = match base {
                 Some(d) if d == enforce => None,
                 Some(_) => Some(enforce),
                 None if enforce => Some(true),
@@ -246,10 +278,12 @@ impl Policy {
                 continue;
             };
             let old = table.get_pattern(pattern).cloned();
-            match (old, next) {
+            let fleet = old.as_ref().and_then(|e| e.fleet);
+            match (old, next.or(fleet)) {
                 (Some(e), _) if e.source == Source::Config => {
-                    let enforced =
-                        next.unwrap_or_else(|| e.site.as_ref().is_some_and(|s| s.force_https));
+                    let enforced = next
+                        .or(fleet)
+                        .unwrap_or_else(|| e.site.as_ref().is_some_and(|s| s.force_https));
                     table.insert(
                         pattern,
                         Arc::new(HostEntry {
@@ -258,28 +292,197 @@ impl Policy {
                             source: Source::Config,
                             enforced,
                             overridden: next.is_some(),
+                            fleet,
                             stats: e.stats.clone(),
                         }),
                     );
                 }
                 (old, Some(enforced)) => {
                     let stats = old.map(|e| e.stats.clone()).unwrap_or_default();
-                    let entry = table.runtime_entry(pattern, key, enforced, stats);
+                    let entry =
+                        table.runtime_entry(pattern, key, enforced, next.is_some(), fleet, stats);
                     table.insert(pattern, entry);
                 }
                 (_, None) => table.remove(pattern),
             }
         }
         let patterns: Vec<String> = delta.into_iter().map(|(k, _)| k).collect();
+        Self::publish(&self.table, inner, table, patterns);
+        Ok(changed)
+    }
+
+    /// Publishes `table`: the [`BeforeSwap`] hook first, then the swap, then the subscribers.
+    fn publish(
+        live: &ArcSwap<PolicyTable>,
+        inner: &mut Inner,
+        table: PolicyTable,
+        patterns: Vec<String>,
+    ) {
+        if patterns.is_empty() {
+            live.store(Arc::new(table));
+            return;
+        }
         if let Some(hook) = &inner.before_swap {
             hook.before_swap(&table, &patterns);
         }
-        self.table.store(Arc::new(table));
+        live.store(Arc::new(table));
         let change = Change::Patterns(patterns.into());
         inner
             .subscribers
             .retain(|tx| tx.send(change.clone()).is_ok());
-        Ok(changed)
+    }
+
+    /// Applies changes of the fleet table (etcd's watch): each pattern gets the fleet's value
+    /// `Some(enforced)`, or `None` when its key was deleted (the host returns to its config,
+    /// or leaves the table when it has none). A local override keeps winning. The fleet table
+    /// is persisted (`fleet.journal`, or a new `fleet.json` for large changes) before the
+    /// change is published; a failure to persist is returned, but the change is applied
+    /// anyway (etcd is the source of truth; the file only serves restarts during an outage).
+    /// Returns the patterns whose entry changed.
+    ///
+    /// The cost is O(k · log n) for k patterns in a table of n.
+    pub fn set_fleet(
+        &self,
+        updates: &[(DomainPattern, String, Option<bool>)],
+    ) -> (Vec<String>, Option<anyhow::Error>) {
+        let mut inner = self.lock();
+        self.apply_fleet(&mut inner, updates)
+    }
+
+    /// Replaces the whole fleet table by `all` (pattern → value), as after a full read of the
+    /// prefix (start, reconnection after a compaction): only the difference is applied, as
+    /// one change, so no host is dropped in between. Returns the patterns whose entry changed
+    /// and a failure to persist, as [`Policy::set_fleet`].
+    ///
+    /// The cost is O(n + k · log n).
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub fn replace_fleet(
+        &self,
+        all: &std::collections::HashMap<String, (DomainPattern, bool)>,
+    ) -> (Vec<String>, Option<anyhow::Error>) {
+        let mut inner = self.lock();
+        let current = self.table.load_full();
+        let mut updates = Vec::new();
+        for e in current.iter() {
+            if e.fleet.is_some()
+                && !all.contains_key(&*e.pattern)
+                && let Ok(p) = parse_domain_pattern(&e.pattern)
+            {
+                updates.push((p, e.pattern.to_string(), None));
+            }
+        }
+        for (key, (p, v)) in all {
+            if current.get(key).and_then(|e| e.fleet) != Some(*v) {
+                updates.push((p.clone(), key.clone(), Some(*v)));
+            }
+        }
+        self.apply_fleet(&mut inner, &updates)
+    }
+
+    /// The body of [`Policy::set_fleet`], under the change lock.
+    fn apply_fleet(
+        &self,
+        inner: &mut Inner,
+        updates: &[(DomainPattern, String, Option<bool>)],
+    ) -> (Vec<String>, Option<anyhow::Error>) {
+        let current = self.table.load_full();
+        let mut delta: BTreeMap<String, Option<bool>> = BTreeMap::new();
+        let mut todo: Vec<&(DomainPattern, String, Option<bool>)> = Vec::new();
+        for u in updates {
+            let (pattern, key, value) = u;
+            if current.get_pattern(pattern).and_then(|e| e.fleet) == *value {
+                delta.remove(key);
+                continue;
+            }
+            delta.insert(key.clone(), *value);
+            todo.push(u);
+        }
+        if delta.is_empty() {
+            return (Vec::new(), None);
+        }
+        let delta: Delta = delta.into_iter().collect();
+        let persisted = match &mut inner.fleet_store {
+            None => None,
+            Some(store) => {
+                let after = || {
+                    let mut o = current.fleet();
+                    for (k, v) in &delta {
+                        match v {
+                            Some(v) => o.insert(k.clone(), *v),
+                            None => o.remove(k),
+                        };
+                    }
+                    o
+                };
+                // A large change (a full read) is cheaper as a new snapshot than as a line.
+                let r = if delta.len() > FLEET_SNAPSHOT_MIN {
+                    store.save(&after())
+                } else {
+                    store.apply(&delta, after)
+                };
+                r.err()
+            }
+        };
+        let mut table = (*current).clone();
+        let mut patterns = Vec::with_capacity(delta.len());
+        for (pattern, key, _) in todo {
+            // The last update of a pattern wins (the delta holds it).
+            let Ok(i) = delta.binary_search_by(|(k, _)| k.as_str().cmp(key)) else {
+                continue;
+            };
+            let fleet = delta[i].1;
+            let old = table.get_pattern(pattern).cloned();
+            if old.as_ref().map(|e| e.fleet) == Some(fleet) {
+                continue;
+            }
+            patterns.push(key.clone());
+            match old {
+                Some(e) if e.source == Source::Config => {
+                    let enforced = if e.overridden {
+                        e.enforced
+                    } else {
+                        fleet.unwrap_or_else(|| e.site.as_ref().is_some_and(|s| s.force_https))
+                    };
+                    table.insert(
+                        pattern,
+                        Arc::new(HostEntry {
+                            pattern: e.pattern.clone(),
+                            site: e.site.clone(),
+                            source: Source::Config,
+                            enforced,
+                            overridden: e.overridden,
+                            fleet,
+                            stats: e.stats.clone(),
+                        }),
+                    );
+                }
+                Some(e) if e.overridden => {
+                    let entry =
+                        table.runtime_entry(pattern, key, e.enforced, true, fleet, e.stats.clone());
+                    table.insert(pattern, entry);
+                }
+                old => match fleet {
+                    Some(enforced) => {
+                        let stats = old.map(|e| e.stats.clone()).unwrap_or_default();
+                        let entry = table.runtime_entry(
+                            pattern,
+                            key,
+                            enforced,
+                            false,
+                            Some(enforced),
+                            stats,
+                        );
+                        table.insert(pattern, entry);
+                    }
+                    None => table.remove(pattern),
+                },
+            }
+        }
+        patterns.sort_unstable();
+        patterns.dedup();
+        let changed = patterns.clone();
+        Self::publish(&self.table, inner, table, patterns);
+        (changed, persisted)
     }
 
     /// Replaces the config part of the table with `sites` (a configuration reload): the
@@ -293,7 +496,12 @@ impl Policy {
         let sites: Vec<Arc<Site>> = sites.iter().cloned().map(Arc::new).collect();
         let mut inner = self.lock();
         let current = self.table.load_full();
-        let next = PolicyTable::rebuild(&sites, &current.overrides(), Some(&current));
+        let next = PolicyTable::rebuild(
+            &sites,
+            &current.fleet(),
+            &current.overrides(),
+            Some(&current),
+        );
         let patterns = current.changed_patterns(&next);
         if let (Some(hook), false) = (&inner.before_swap, patterns.is_empty()) {
             hook.before_swap(&next, &patterns);
@@ -502,5 +710,120 @@ force_https = true
             .proxied
             .load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(n, 1);
+    }
+
+    /// The test config with `[fleet]` (so the fleet table is persisted).
+    fn fleet_config(dir: &Path) -> Config {
+        let mut c = config(dir);
+        c.fleet = Some(crate::config::FleetConfig {
+            etcd_endpoints: vec!["http://127.0.0.1:1".into()],
+            prefix: "/fh/".into(),
+            tls: None,
+            username: None,
+            password_file: None,
+        });
+        c
+    }
+
+    fn fleet_set(p: &Policy, items: &[(&str, Option<bool>)]) -> Vec<String> {
+        let u: Vec<_> = items
+            .iter()
+            .map(|(h, v)| (parse_domain_pattern(h).unwrap(), h.to_string(), *v))
+            .collect();
+        let (changed, err) = p.set_fleet(&u);
+        assert!(err.is_none(), "{err:?}");
+        changed
+    }
+
+    #[test]
+    fn fleet_precedence_local_then_fleet_then_config() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = fleet_config(d.path());
+        let p = Policy::load(&cfg).unwrap();
+        // The fleet enforces blog (config: not enforced) and adds a host of its own.
+        let changed = fleet_set(
+            &p,
+            &[
+                ("blog.example.com", Some(true)),
+                ("f.example.org", Some(true)),
+            ],
+        );
+        assert_eq!(changed, ["blog.example.com", "f.example.org"]);
+        let t = p.table();
+        let blog = t.lookup("blog.example.com").unwrap();
+        assert!(blog.enforced && blog.fleet == Some(true) && !blog.overridden);
+        assert_eq!(blog.source, Source::Config);
+        assert_eq!(t.lookup("f.example.org").unwrap().source, Source::Fleet);
+        // A local override wins over the fleet...
+        p.set(&["blog.example.com".into()], false).unwrap();
+        assert!(!p.table().lookup("blog.example.com").unwrap().enforced);
+        // ...also when the fleet changes again.
+        fleet_set(&p, &[("blog.example.com", Some(true))]);
+        fleet_set(&p, &[("blog.example.com", None)]);
+        fleet_set(&p, &[("blog.example.com", Some(true))]);
+        assert!(!p.table().lookup("blog.example.com").unwrap().enforced);
+        // Back to the fleet's value: the override is dropped, the fleet decides again.
+        p.set(&["blog.example.com".into()], true).unwrap();
+        let t = p.table();
+        let blog = t.lookup("blog.example.com").unwrap();
+        assert!(blog.enforced && !blog.overridden && blog.fleet == Some(true));
+        // A delete returns to the config; a fleet-only host leaves the table.
+        fleet_set(&p, &[("blog.example.com", None), ("f.example.org", None)]);
+        let t = p.table();
+        assert!(!t.lookup("blog.example.com").unwrap().enforced);
+        assert!(t.lookup("f.example.org").is_none());
+        // A fleet `false` for an enforced config host.
+        fleet_set(&p, &[("shop.example.com", Some(false))]);
+        assert!(!p.table().lookup("shop.example.com").unwrap().enforced);
+        assert!(p.table().lookup("a.shop.example.com").unwrap().enforced);
+    }
+
+    #[test]
+    fn fleet_table_survives_restart_and_resync_applies_the_difference() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = fleet_config(d.path());
+        let p = Policy::load(&cfg).unwrap();
+        fleet_set(
+            &p,
+            &[
+                ("blog.example.com", Some(true)),
+                ("a.example.org", Some(true)),
+                ("b.example.org", Some(true)),
+            ],
+        );
+        drop(p);
+        // Restart (etcd unreachable): the last known fleet table is back.
+        let p = Policy::load(&cfg).unwrap();
+        assert!(p.table().lookup("a.example.org").unwrap().enforced);
+        assert!(p.table().lookup("blog.example.com").unwrap().enforced);
+        // A full read: b gone, c new, a unchanged (not in the change), blog unchanged.
+        let mut rx = p.subscribe_changes();
+        let all: std::collections::HashMap<String, (DomainPattern, bool)> = [
+            ("blog.example.com", true),
+            ("a.example.org", true),
+            ("c.example.org", false),
+        ]
+        .into_iter()
+        .map(|(h, v)| (h.to_string(), (parse_domain_pattern(h).unwrap(), v)))
+        .collect();
+        let (changed, err) = p.replace_fleet(&all);
+        assert!(err.is_none());
+        assert_eq!(changed, ["b.example.org", "c.example.org"]);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Change::Patterns(vec!["b.example.org".into(), "c.example.org".into()].into())
+        );
+        let t = p.table();
+        assert!(t.lookup("b.example.org").is_none());
+        assert!(!t.lookup("c.example.org").unwrap().enforced);
+        // Without [fleet] the fleet table is not read.
+        let p = Policy::load(&config(d.path())).unwrap();
+        assert!(p.table().lookup("a.example.org").is_none());
+        assert!(!p.table().lookup("blog.example.com").unwrap().enforced);
+        // A reload keeps the fleet's values.
+        let p = Policy::load(&cfg).unwrap();
+        p.reload(&cfg.sites);
+        assert!(p.table().lookup("blog.example.com").unwrap().enforced);
+        assert!(p.table().lookup("a.example.org").unwrap().enforced);
     }
 }

@@ -27,8 +27,10 @@ use crate::{
 pub enum Source {
     /// A domain of a `[[site]]` in the config.
     Config,
-    /// Added with `force-https enable`.
+    /// Added with `force-https enable` on this node alone (`--local` with `[fleet]`).
     Runtime,
+    /// Added by a fleet key in etcd (`[fleet]`), and in no site's domains.
+    Fleet,
 }
 
 /// One host (exact name or wildcard) of the table.
@@ -42,8 +44,12 @@ pub struct HostEntry {
     pub source: Source,
     /// Whether port-80 requests are redirected and HSTS injected.
     pub enforced: bool,
-    /// Whether a runtime override decides `enforced` (instead of the config).
+    /// Whether a runtime override (node-local) decides `enforced` (instead of the fleet or the
+    /// config).
     pub overridden: bool,
+    /// The fleet's value for this pattern (`<prefix>hosts/<pattern>` in etcd), when it has
+    /// one. Precedence: a local override, then the fleet, then the config.
+    pub fleet: Option<bool>,
     /// Counters, kept while the host stays in the table (also across enable/disable of a
     /// site's host).
     pub stats: Arc<HostStats>,
@@ -112,15 +118,17 @@ pub enum Change {
 }
 
 impl PolicyTable {
-    /// Builds the table from the sites and the runtime overrides.
-    pub fn build(sites: &[Arc<Site>], overrides: &Overrides) -> PolicyTable {
-        PolicyTable::rebuild(sites, overrides, None)
+    /// Builds the table from the sites, the fleet's values and the runtime overrides.
+    pub fn build(sites: &[Arc<Site>], fleet: &Overrides, overrides: &Overrides) -> PolicyTable {
+        PolicyTable::rebuild(sites, fleet, overrides, None)
     }
 
-    /// Builds the table from the sites and the runtime overrides; a pattern that `previous`
-    /// has too keeps its counters (a configuration reload).
+    /// Builds the table from the sites, the fleet's values and the runtime overrides (which
+    /// win, in that order of increasing precedence); a pattern that `previous` has too keeps
+    /// its counters (a configuration reload).
     pub fn rebuild(
         sites: &[Arc<Site>],
+        fleet: &Overrides,
         overrides: &Overrides,
         previous: Option<&PolicyTable>,
     ) -> PolicyTable {
@@ -135,25 +143,31 @@ impl PolicyTable {
             for d in &site.domains {
                 let key = d.to_string();
                 let ov = overrides.get(&key).copied();
+                let fl = fleet.get(&key).copied();
                 let entry = Arc::new(HostEntry {
                     pattern: key.into(),
                     site: Some(site.clone()),
                     source: Source::Config,
-                    enforced: ov.unwrap_or(site.force_https),
+                    enforced: ov.or(fl).unwrap_or(site.force_https),
                     overridden: ov.is_some(),
+                    fleet: fl,
                     stats: stats(d),
                 });
                 table.insert(d, entry);
             }
         }
-        for (key, enforced) in overrides {
+        for key in overrides.keys().chain(fleet.keys()) {
             let Ok(pattern) = parse_domain_pattern(key) else {
                 continue;
             };
             if table.get_pattern(&pattern).is_some() {
                 continue;
             }
-            let entry = table.runtime_entry(&pattern, key, *enforced, stats(&pattern));
+            let ov = overrides.get(key).copied();
+            let fl = fleet.get(key).copied();
+            let Some(enforced) = ov.or(fl) else { continue };
+            let entry =
+                table.runtime_entry(&pattern, key, enforced, ov.is_some(), fl, stats(&pattern));
             table.insert(&pattern, entry);
         }
         table
@@ -165,6 +179,7 @@ impl PolicyTable {
         let same = |a: &HostEntry, b: &HostEntry| {
             a.enforced == b.enforced
                 && a.overridden == b.overridden
+                && a.fleet == b.fleet
                 && a.source == b.source
                 && match (&a.site, &b.site) {
                     (None, None) => true,
@@ -194,14 +209,24 @@ impl PolicyTable {
             .collect()
     }
 
-    /// An entry added by `enable` alone. A runtime name under a site's wildcard belongs to
-    /// that site (only config wildcards carry a site, and the config does not change at
-    /// runtime, so this never depends on other runtime entries).
+    /// The fleet's values the table holds (pattern → enforced), as the fleet last said.
+    pub fn fleet(&self) -> Overrides {
+        self.iter()
+            .filter_map(|e| e.fleet.map(|f| (e.pattern.to_string(), f)))
+            .collect()
+    }
+
+    /// An entry that is in no site's domains: added by `enable` (`overridden`) or by the
+    /// fleet (`fleet`). A runtime name under a site's wildcard belongs to that site (only
+    /// config wildcards carry a site, and the config does not change at runtime, so this
+    /// never depends on other runtime entries).
     pub(super) fn runtime_entry(
         &self,
         pattern: &DomainPattern,
         key: &str,
         enforced: bool,
+        overridden: bool,
+        fleet: Option<bool>,
         stats: Arc<HostStats>,
     ) -> Arc<HostEntry> {
         let site = match pattern {
@@ -213,9 +238,14 @@ impl PolicyTable {
         Arc::new(HostEntry {
             pattern: key.into(),
             site,
-            source: Source::Runtime,
+            source: if overridden || fleet.is_none() {
+                Source::Runtime
+            } else {
+                Source::Fleet
+            },
             enforced,
-            overridden: true,
+            overridden,
+            fleet,
             stats,
         })
     }

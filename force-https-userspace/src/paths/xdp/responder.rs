@@ -279,7 +279,7 @@ backend = "http://127.0.0.1:1"
         );
         let cfg = Config::from_toml(Path::new("t.toml"), &text).unwrap();
         let sites: Vec<_> = cfg.sites.iter().cloned().map(Arc::new).collect();
-        PolicyTable::build(&sites, &Default::default())
+        PolicyTable::build(&sites, &Default::default(), &Default::default())
     }
 
     #[test]
