@@ -60,6 +60,7 @@ counters! {
     redirect_loops_stopped => "Backend redirects to the URL just requested over http:// answered 508 instead (loop_guard).",
     csp_upgrade_added => "HTTPS responses that got upgrade-insecure-requests in their Content-Security-Policy (csp_upgrade_insecure_requests).",
     https_rewrites_responses => "HTML responses whose body went through Automatic HTTPS Rewrites (https_rewrites).",
+    https_rewrites_cache_hits => "Rewritten documents served from the cache of rewritten documents (the same page again, the same policy table).",
     https_rewrites_links => "http:// URLs upgraded to https:// by Automatic HTTPS Rewrites.",
     https_rewrites_passed_memory => "HTML documents that needed more than the rewriter's memory bound: the rest passed through unmodified.",
     https_rewrites_passed_charset => "HTML responses passed through unmodified: a charset the rewriter cannot read (UTF-16, unknown label).",

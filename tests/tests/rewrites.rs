@@ -161,6 +161,8 @@ fn links_to_https_hosts_are_upgraded_over_h1_and_h2_and_others_left_alone() {
     // Counted: two responses, seven links each.
     assert_eq!(e.d.counter("https_rewrites_responses"), 2);
     assert_eq!(e.d.counter("https_rewrites_links"), 2 * PAGE_LINKS);
+    // The second was the same page under the same policy: served from the cache.
+    assert_eq!(e.d.counter("https_rewrites_cache_hits"), 1);
     // A host whose enforcement is released stops being upgraded, at once.
     let out = e.d.cli(&["disable", "img.example.com"]);
     assert!(out.status.success(), "{}", out.err());
@@ -174,6 +176,8 @@ fn links_to_https_hosts_are_upgraded_over_h1_and_h2_and_others_left_alone() {
         body.contains("url(\"https://cdn.partner.example/bg.png\")"),
         "{body}"
     );
+    // The table changed: that response did not come from the cache.
+    assert_eq!(e.d.counter("https_rewrites_cache_hits"), 1);
 }
 
 #[test]

@@ -53,6 +53,11 @@ pub fn encoding_for_label(label: &str) -> Option<AsciiCompatibleEncoding> {
     encoding_rs::Encoding::for_label(label.trim().as_bytes()).and_then(AsciiCompatibleEncoding::new)
 }
 
+/// The WHATWG name of an encoding (`UTF-8`, `windows-1252`, …).
+pub fn encoding_name(encoding: AsciiCompatibleEncoding) -> &'static str {
+    <&'static encoding_rs::Encoding>::from(encoding).name()
+}
+
 /// Why a document passed through (the rest of it, from where the rewriter stopped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PassReason {

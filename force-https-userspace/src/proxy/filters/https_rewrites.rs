@@ -18,7 +18,9 @@ use force_https_proto::{
     host::DomainPattern,
     rewrite::{
         coding::{Coding, Decoder, Encoder},
-        html::{AsciiCompatibleEncoding, HtmlUpgrader, PassReason, encoding_for_label},
+        html::{
+            AsciiCompatibleEncoding, HtmlUpgrader, PassReason, encoding_for_label, encoding_name,
+        },
         urls::KnownHost,
     },
 };
@@ -28,7 +30,10 @@ use hyper::{
     http::response::Parts,
 };
 
-use super::{BodyFilter, FilterCtx, Origin, ResponseFilter, Verdict};
+use super::{
+    BodyFilter, FilterCtx, Origin, ResponseFilter, Verdict,
+    rewrite_cache::{self, Cached, MAX_DOCUMENT_BYTES, RewriteCache},
+};
 use crate::{
     metrics::Metrics,
     policy::{HostEntry, PolicyTable, Scheme},
@@ -38,8 +43,11 @@ use crate::{
 /// `<style>` element larger than this makes the rest of the document pass through.
 pub const MAX_MEMORY_BYTES: usize = 256 * 1024;
 
-/// The Automatic HTTPS Rewrites filter.
-pub struct HttpsRewrites;
+/// The Automatic HTTPS Rewrites filter, with its cache of rewritten documents.
+#[derive(Default)]
+pub struct HttpsRewrites {
+    cache: Arc<RewriteCache>,
+}
 
 /// Whether requests of this exchange are rewritten: over TLS, for an enforced host whose
 /// site has `https_rewrites`.
@@ -109,6 +117,8 @@ struct Plan {
     /// No charset in `Content-Type`: `<meta charset>` may switch it, and a UTF-16 byte-order
     /// mark makes the document pass.
     sniff: bool,
+    /// Small enough to rewrite whole and cache (not known to be larger).
+    cacheable: bool,
 }
 
 impl HttpsRewrites {
@@ -163,7 +173,14 @@ impl HttpsRewrites {
             Metrics::inc(&m.https_rewrites_passed_charset);
             return None;
         };
+        let declared = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
         Some(Plan {
+            cacheable: !(decode == Coding::Identity
+                && declared.is_some_and(|n| n > MAX_DOCUMENT_BYTES)),
             decode,
             encode: Coding::for_client(decode, request.accept_encoding),
             encoding,
@@ -204,14 +221,25 @@ impl ResponseFilter for HttpsRewrites {
         let plan = head.extensions.get::<Plan>()?.clone();
         let site = ctx.entry?.site.clone()?;
         let table = ctx.table?.clone();
-        let known: Arc<dyn KnownHost + Send + Sync> = Arc::new(Known { table, site });
+        let known: Arc<dyn KnownHost + Send + Sync> = Arc::new(Known {
+            table: table.clone(),
+            site: site.clone(),
+        });
         Metrics::inc(&ctx.metrics.https_rewrites_responses);
         Some(Box::new(RewriteBody {
             decoder: Some(Decoder::new(plan.decode)),
-            html: HtmlUpgrader::new(known, plan.encoding, plan.sniff, MAX_MEMORY_BYTES),
+            html: None,
+            known,
+            encoding: plan.encoding,
+            meta_charset: plan.sniff,
             encoder: Some(Encoder::new(plan.encode)),
             sniffing: plan.sniff,
             raw: false,
+            held: plan.cacheable.then(Vec::new),
+            cache: self.cache.clone(),
+            table,
+            site,
+            cached_links: 0,
             metrics: ctx.metrics.clone(),
         }))
     }
@@ -238,18 +266,39 @@ impl KnownHost for Known {
 struct RewriteBody {
     /// `None` once the input turned out not to be valid in its coding.
     decoder: Option<Decoder>,
-    html: HtmlUpgrader,
+    /// Made when first needed (a cache hit needs none).
+    html: Option<HtmlUpgrader>,
+    /// What the rewriter is made of.
+    known: Arc<dyn KnownHost + Send + Sync>,
+    encoding: AsciiCompatibleEncoding,
+    /// No charset in the header: `<meta charset>` may switch it.
+    meta_charset: bool,
     /// `None` once finished.
     encoder: Option<Encoder>,
     /// The first bytes are still to be checked for a UTF-16 byte-order mark.
     sniffing: bool,
     /// The document passes as it is (UTF-16).
     raw: bool,
+    /// The decoded document so far, while it may still be small enough to rewrite whole and
+    /// cache; `None` once it streams.
+    held: Option<Vec<u8>>,
+    cache: Arc<RewriteCache>,
+    table: Arc<PolicyTable>,
+    site: Arc<crate::config::Site>,
+    /// URLs upgraded in a document served from the cache.
+    cached_links: u64,
     metrics: Arc<Metrics>,
 }
 
 impl RewriteBody {
-    /// Decoded bytes through the rewriter.
+    fn html(&mut self) -> &mut HtmlUpgrader {
+        let (known, encoding, meta) = (&self.known, self.encoding, self.meta_charset);
+        self.html.get_or_insert_with(|| {
+            HtmlUpgrader::new(known.clone(), encoding, meta, MAX_MEMORY_BYTES)
+        })
+    }
+
+    /// Decoded bytes through the rewriter (or into the held document).
     fn rewrite(&mut self, decoded: &[u8]) -> Vec<u8> {
         if self.sniffing && !decoded.is_empty() {
             self.sniffing = false;
@@ -260,10 +309,57 @@ impl RewriteBody {
             }
         }
         if self.raw {
-            decoded.to_vec()
-        } else {
-            self.html.write(decoded)
+            let mut out = self.held.take().unwrap_or_default();
+            out.extend_from_slice(decoded);
+            return out;
         }
+        match self.held.as_mut() {
+            Some(held) if held.len() + decoded.len() <= MAX_DOCUMENT_BYTES => {
+                held.extend_from_slice(decoded);
+                Vec::new()
+            }
+            Some(_) => {
+                // Too large to cache: stream from here.
+                let held = self.held.take().unwrap_or_default();
+                let mut out = self.html().write(&held);
+                out.extend(self.html().write(decoded));
+                out
+            }
+            None => self.html().write(decoded),
+        }
+    }
+
+    /// The end of a held document: from the cache, or rewritten whole and cached.
+    fn finish_held(&mut self, held: Vec<u8>) -> Vec<u8> {
+        let key = rewrite_cache::key(
+            &self.site.name,
+            encoding_name(self.encoding),
+            self.meta_charset,
+            &held,
+        );
+        if let Some(hit) = self.cache.get(&self.table, key, &held) {
+            Metrics::inc(&self.metrics.https_rewrites_cache_hits);
+            self.cached_links = hit.links;
+            return hit.output.to_vec();
+        }
+        let mut out = self.html().write(&held);
+        out.extend(self.html().end());
+        let html = self.html();
+        if html.passed().is_none() {
+            let links = html.links();
+            let output = Bytes::from(out);
+            self.cache.put(
+                &self.table,
+                key,
+                Cached {
+                    input: Bytes::from(held),
+                    output: output.clone(),
+                    links,
+                },
+            );
+            return output.to_vec();
+        }
+        out
     }
 
     fn encode(&mut self, bytes: &[u8]) -> Vec<u8> {
@@ -295,6 +391,9 @@ impl BodyFilter for RewriteBody {
             }
         };
         let html = self.rewrite(&decoded);
+        if html.is_empty() {
+            return Bytes::new();
+        }
         self.encode(&html).into()
     }
 
@@ -306,8 +405,12 @@ impl BodyFilter for RewriteBody {
                 Err(e) => self.decode_failed(&e),
             }
         }
-        if !self.raw {
-            html.extend(self.html.end());
+        if self.raw {
+            // Passed as it came.
+        } else if let Some(held) = self.held.take() {
+            html.extend(self.finish_held(held));
+        } else {
+            html.extend(self.html().end());
         }
         let mut out = self.encode(&html);
         if let Some(e) = self.encoder.take() {
@@ -320,9 +423,10 @@ impl BodyFilter for RewriteBody {
 impl Drop for RewriteBody {
     fn drop(&mut self) {
         let m = &self.metrics;
+        let links = self.cached_links + self.html.as_ref().map_or(0, |h| h.links());
         m.https_rewrites_links
-            .fetch_add(self.html.links(), std::sync::atomic::Ordering::Relaxed);
-        if self.html.passed() == Some(PassReason::Memory) {
+            .fetch_add(links, std::sync::atomic::Ordering::Relaxed);
+        if self.html.as_ref().and_then(|h| h.passed()) == Some(PassReason::Memory) {
             Metrics::inc(&m.https_rewrites_passed_memory);
         }
     }

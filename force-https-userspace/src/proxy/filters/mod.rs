@@ -12,6 +12,7 @@ pub mod csp;
 pub mod hsts;
 pub mod https_rewrites;
 pub mod loop_guard;
+pub mod rewrite_cache;
 
 use std::{
     pin::Pin,
@@ -116,7 +117,7 @@ impl Chain {
                 Box::new(hsts::Hsts),
                 Box::new(loop_guard::LoopGuard::default()),
                 Box::new(csp::CspUpgrade),
-                Box::new(https_rewrites::HttpsRewrites),
+                Box::new(https_rewrites::HttpsRewrites::default()),
             ],
         }
     }
