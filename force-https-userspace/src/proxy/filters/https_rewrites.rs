@@ -119,6 +119,8 @@ struct Plan {
     sniff: bool,
     /// Small enough to rewrite whole and cache (not known to be larger).
     cacheable: bool,
+    /// The declared length of an identity body (what the held document will need), else 0.
+    size_hint: usize,
 }
 
 impl HttpsRewrites {
@@ -181,6 +183,10 @@ impl HttpsRewrites {
         Some(Plan {
             cacheable: !(decode == Coding::Identity
                 && declared.is_some_and(|n| n > MAX_DOCUMENT_BYTES)),
+            size_hint: declared
+                .filter(|_| decode == Coding::Identity)
+                .unwrap_or(0)
+                .min(MAX_DOCUMENT_BYTES),
             decode,
             encode: Coding::for_client(decode, request.accept_encoding),
             encoding,
@@ -235,7 +241,7 @@ impl ResponseFilter for HttpsRewrites {
             encoder: Some(Encoder::new(plan.encode)),
             sniffing: plan.sniff,
             raw: false,
-            held: plan.cacheable.then(Vec::new),
+            held: plan.cacheable.then(|| Vec::with_capacity(plan.size_hint)),
             cache: self.cache.clone(),
             table,
             site,
@@ -330,7 +336,7 @@ impl RewriteBody {
     }
 
     /// The end of a held document: from the cache, or rewritten whole and cached.
-    fn finish_held(&mut self, held: Vec<u8>) -> Vec<u8> {
+    fn finish_held(&mut self, held: Vec<u8>) -> Bytes {
         let key = rewrite_cache::key(
             &self.site.name,
             encoding_name(self.encoding),
@@ -340,7 +346,7 @@ impl RewriteBody {
         if let Some(hit) = self.cache.get(&self.table, key, &held) {
             Metrics::inc(&self.metrics.https_rewrites_cache_hits);
             self.cached_links = hit.links;
-            return hit.output.to_vec();
+            return hit.output.clone();
         }
         let mut out = self.html().write(&held);
         out.extend(self.html().end());
@@ -357,15 +363,17 @@ impl RewriteBody {
                     links,
                 },
             );
-            return output.to_vec();
+            return output;
         }
-        out
+        out.into()
     }
 
-    fn encode(&mut self, bytes: &[u8]) -> Vec<u8> {
+    /// Encodes for the client; identity passes the bytes on without a copy.
+    fn encode(&mut self, bytes: Bytes) -> Bytes {
         match self.encoder.as_mut() {
-            Some(e) => e.write(bytes),
-            None => Vec::new(),
+            Some(Encoder::Identity) => bytes,
+            Some(e) => e.write(&bytes).into(),
+            None => Bytes::new(),
         }
     }
 
@@ -380,21 +388,23 @@ impl RewriteBody {
 
 impl BodyFilter for RewriteBody {
     fn chunk(&mut self, chunk: Bytes) -> Bytes {
-        let Some(d) = self.decoder.as_mut() else {
-            return Bytes::new();
-        };
-        let decoded = match d.write(&chunk) {
-            Ok(v) => v,
-            Err(e) => {
-                self.decode_failed(&e);
-                return Bytes::new();
-            }
+        let decoded: std::borrow::Cow<'_, [u8]> = match self.decoder.as_mut() {
+            None => return Bytes::new(),
+            // Identity: no copy.
+            Some(Decoder::Identity) => std::borrow::Cow::Borrowed(&chunk[..]),
+            Some(d) => match d.write(&chunk) {
+                Ok(v) => std::borrow::Cow::Owned(v),
+                Err(e) => {
+                    self.decode_failed(&e);
+                    return Bytes::new();
+                }
+            },
         };
         let html = self.rewrite(&decoded);
         if html.is_empty() {
             return Bytes::new();
         }
-        self.encode(&html).into()
+        self.encode(html.into())
     }
 
     fn end(&mut self) -> Bytes {
@@ -405,18 +415,28 @@ impl BodyFilter for RewriteBody {
                 Err(e) => self.decode_failed(&e),
             }
         }
-        if self.raw {
+        let html: Bytes = if self.raw {
             // Passed as it came.
+            html.into()
         } else if let Some(held) = self.held.take() {
-            html.extend(self.finish_held(held));
+            // `html` is empty: a held document's bytes are all in `held`.
+            self.finish_held(held)
         } else {
             html.extend(self.html().end());
+            html.into()
+        };
+        let out = self.encode(html);
+        match self.encoder.take() {
+            Some(e) => {
+                let tail = e.finish();
+                if tail.is_empty() {
+                    out
+                } else {
+                    [&out[..], &tail[..]].concat().into()
+                }
+            }
+            None => out,
         }
-        let mut out = self.encode(&html);
-        if let Some(e) = self.encoder.take() {
-            out.extend(e.finish());
-        }
-        out.into()
     }
 }
 
