@@ -18,6 +18,9 @@
 //! output), on Ctrl-C/SIGTERM (the handler only sets a flag that every step checks), and on a
 //! panic (`Drop`). It stops only the processes the demo started, deletes both namespaces and
 //! removes the temp dir.
+//!
+//! `cargo xtask demo --fleet` runs `fleet::steps` instead (one etcd, two nodes with `[fleet]`)
+//! with the same process, namespace and cleanup machinery.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -42,7 +45,10 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 use crate::interrupt::{check as check_interrupted, install as install_signal_handlers};
 
-pub fn run() -> Result<()> {
+mod fleet;
+
+/// `cargo xtask demo`, or with `fleet` the fleet demo (`demo/fleet.rs`).
+pub fn run(fleet: bool) -> Result<()> {
     if !cmd::is_root() {
         bail!(
             "`cargo xtask demo` must run as root: it creates network namespaces and binds port 80 \
@@ -58,7 +64,11 @@ pub fn run() -> Result<()> {
     let bins = Bins::locate()?;
 
     let mut demo = Demo::new()?;
-    let result = demo.steps(&bins);
+    let result = if fleet {
+        fleet::steps(&mut demo, &bins)
+    } else {
+        demo.steps(&bins)
+    };
     if let Err(e) = &result {
         eprintln!("xtask: demo failed: {e:#}");
         demo.dump_logs();

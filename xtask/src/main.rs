@@ -4,6 +4,7 @@
 //!   bpf-linker, runtime tools);
 //! - `test` runs setup, fmt, clippy, the build and the whole test suite;
 //! - `demo` runs the daemon in two network namespaces and shows redirects and runtime toggles;
+//!   `demo --fleet` shows two edge nodes following one etcd;
 //! - `fuzz` runs every cargo-fuzz target of `fuzz/` for a bounded time, seeded from the
 //!   committed corpus, and fails on any crash;
 //! - `dist` builds the Debian package (cargo-deb) into `target/dist/`;
@@ -47,7 +48,11 @@ enum Command {
         cargo_test_args: Vec<String>,
     },
     /// Setup, build, then run the daemon in network namespaces and show what it does (root).
-    Demo,
+    Demo {
+        /// Instead: one etcd and two edge nodes following it (`[fleet]`), shown with curl.
+        #[arg(long)]
+        fleet: bool,
+    },
     /// Runs every fuzz target for a bounded time each, seeded from fuzz/corpus (nightly).
     Fuzz(fuzz::FuzzArgs),
     /// Builds the Debian package (release binary, cargo-deb) into target/dist/.
@@ -64,7 +69,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup => setup::run(),
         Command::Test { cargo_test_args } => test::run(&cargo_test_args),
-        Command::Demo => demo::run(),
+        Command::Demo { fleet } => demo::run(fleet),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Dist(args) => dist::run(&args).map(|_| ()),

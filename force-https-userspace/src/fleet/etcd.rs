@@ -20,8 +20,8 @@ use force_https_proto::host::DomainPattern;
 use tokio::sync::watch;
 
 use super::{
-    APPLY_WAIT, FleetError, FleetStats, PAGE, REQUEST_TIMEOUT, TXN_OPS, apply, bad_entry, keys,
-    patterns,
+    APPLY_WAIT, FleetError, FleetStats, PAGE, PAGE_MAX_BYTES, REQUEST_TIMEOUT, TXN_OPS, apply,
+    bad_entry, keys, patterns,
 };
 use crate::{config::FleetConfig, edge::Edge, metrics::CounterSource};
 
@@ -182,16 +182,16 @@ impl Fleet {
         let mut all: HashMap<String, (DomainPattern, bool)> = HashMap::new();
         let mut revision = 0;
         let mut from = start;
+        let mut kv = client.kv_client().max_decoding_message_size(PAGE_MAX_BYTES);
         loop {
             let opts = GetOptions::new()
                 .with_range(end.clone())
                 .with_limit(PAGE)
                 .with_revision(revision);
-            let resp =
-                tokio::time::timeout(REQUEST_TIMEOUT * 4, client.get(from.clone(), Some(opts)))
-                    .await
-                    .context("reading the fleet prefix timed out")?
-                    .context("cannot read the fleet prefix")?;
+            let resp = tokio::time::timeout(REQUEST_TIMEOUT * 4, kv.get(from.clone(), Some(opts)))
+                .await
+                .context("reading the fleet prefix timed out")?
+                .context("cannot read the fleet prefix")?;
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }

@@ -46,8 +46,14 @@ use std::sync::Arc;
 
 /// Puts per etcd transaction (etcd's default `--max-txn-ops`).
 pub const TXN_OPS: usize = 128;
-/// Keys per page of the full read.
-pub const PAGE: i64 = 10_000;
+/// Keys per page of the full read. Large because etcd 3.4 walks the whole rest of the range
+/// for every limited request: 100 pages of 10,000 cost ~12 s for 1M keys, 10 of 100,000 about a
+/// tenth of that (BENCHMARKS.md, "Fleet").
+pub const PAGE: i64 = 100_000;
+/// The largest response of the full read we accept, bytes: a page of [`PAGE`] keys is about
+/// 7 MB with short host names and at most ~30 MB with the longest, more than the gRPC client's
+/// 4 MB default.
+pub const PAGE_MAX_BYTES: usize = 64 << 20;
 /// How long a write waits for the watch to bring its revision back to this node.
 pub const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Log lines about bad keys or values per minute, at most (all are counted).
