@@ -179,7 +179,7 @@ impl Chain {
 
 /// The most input bytes body filters get at once: a larger frame is cut, so what a filter
 /// produces per poll (and holds while the client reads it) stays small.
-const FILTER_SLICE: usize = 64 * 1024;
+const FILTER_SLICE: usize = 16 * 1024;
 
 /// A body passed through body filters.
 struct Filtered {
