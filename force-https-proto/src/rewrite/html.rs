@@ -5,17 +5,19 @@
 //! than the bound (a start tag or a `<style>` element larger than it), the rest of the
 //! document passes through byte for byte, never truncated.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU64, Ordering::Relaxed},
+use std::{
+    borrow::Cow,
+    sync::{
+        Arc, LazyLock, Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
 };
 
 pub use lol_html::AsciiCompatibleEncoding;
 use lol_html::{
-    MemorySettings, element,
+    MemorySettings, Selector,
     html_content::{ContentType, Element, TextChunk},
-    send::{HtmlRewriter, Settings},
-    text,
+    send::{ElementContentHandlers, HtmlRewriter, Settings},
 };
 
 use super::urls::{self, KnownHost};
@@ -39,6 +41,11 @@ pub const SRCSET_ATTRIBUTES: [&str; 2] = ["srcset", "imagesrcset"];
 /// The elements the rewriter looks at (a lol_html selector list).
 const SELECTOR: &str = "[src],[href],[action],[formaction],[poster],[data],[cite],[background],\
                         [srcset],[imagesrcset],[style],meta[http-equiv]";
+
+/// [`SELECTOR`] and `style`, parsed once (`None` cannot happen: both are constant, valid
+/// selectors; a rewriter without them would pass documents through unchanged).
+static SELECTORS: LazyLock<Option<(Selector, Selector)>> =
+    LazyLock::new(|| Some((SELECTOR.parse().ok()?, "style".parse().ok()?)));
 
 /// The most bytes handed to lol_html at once.
 const WRITE_SLICE: usize = 16 * 1024;
@@ -114,19 +121,28 @@ impl HtmlUpgrader {
         let (k1, c1) = (known.clone(), counts.clone());
         let (k2, c2) = (known, counts.clone());
         let mut style = StyleText::default();
-        let settings = Settings::new_send()
-            .append_element_content_handler(element!(SELECTOR, move |el: &mut Element<
-                '_,
-                '_,
-                lol_html::send::SendHandlerTypes,
-            >| {
-                upgrade_element(el, &*k1, &c1);
-                Ok(())
-            }))
-            .append_element_content_handler(text!("style", move |t: &mut TextChunk<'_>| {
-                style.chunk(t, &*k2, &c2);
-                Ok(())
-            }))
+        let mut settings = Settings::new_send();
+        // The selectors are parsed once per process, not per document.
+        if let Some((elements, styles)) = SELECTORS.as_ref() {
+            settings = settings
+                .append_element_content_handler((
+                    Cow::Borrowed(elements),
+                    ElementContentHandlers::default().element(
+                        move |el: &mut Element<'_, '_, lol_html::send::SendHandlerTypes>| {
+                            upgrade_element(el, &*k1, &c1);
+                            Ok(())
+                        },
+                    ),
+                ))
+                .append_element_content_handler((
+                    Cow::Borrowed(styles),
+                    ElementContentHandlers::default().text(move |t: &mut TextChunk<'_>| {
+                        style.chunk(t, &*k2, &c2);
+                        Ok(())
+                    }),
+                ));
+        }
+        let settings = settings
             .with_encoding(encoding)
             .with_adjust_charset_on_meta_tag(meta_charset)
             // A misparse guess beats an unrecoverable error on ambiguous markup.
