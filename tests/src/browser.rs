@@ -469,6 +469,23 @@ pub fn spki_hash(pki: &Pki, cert_name: &str) -> String {
 /// Loads `url` in headless Chromium in the client namespace, every host name mapped to
 /// `edge_ip`, trusting the keys `spki` (base64 SHA-256), with a 10 s virtual-time budget.
 pub fn load(ns: &Netns, bin: &Path, url: &str, edge_ip: &str, spki: &[String]) -> PageLoad {
+    // A browser that exits without a DOM (it happens on a loaded machine) did not load the
+    // page at all: try again, three times at most, each with a fresh profile.
+    let mut last = load_once(ns, bin, url, edge_ip, spki);
+    for _ in 0..2 {
+        if last.dom.contains("<html") {
+            break;
+        }
+        eprintln!(
+            "chromium gave no DOM for {url}; trying again. Its log:\n{}",
+            last.log
+        );
+        last = load_once(ns, bin, url, edge_ip, spki);
+    }
+    last
+}
+
+fn load_once(ns: &Netns, bin: &Path, url: &str, edge_ip: &str, spki: &[String]) -> PageLoad {
     let profile = tempfile::Builder::new()
         .prefix("fht-chromium-")
         .tempdir()
