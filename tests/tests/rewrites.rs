@@ -421,14 +421,11 @@ fn peak_rss_with_200_concurrent_1mb_rewrites() {
     let resolve = format!("shop.example.com:443:{EDGE_V4}");
     // 200 transfers at once from one curl (--parallel), each read slowly enough that all are
     // in flight together (--limit-rate), bounded in time.
-    let mut args: Vec<String> = [
+    // Options every transfer repeats after `--next`.
+    let per_transfer: Vec<String> = [
         "--max-time",
         "60",
         "-s",
-        "--parallel",
-        "--parallel-max",
-        "200",
-        "--parallel-immediate",
         "--cacert",
         &ca,
         "--resolve",
@@ -443,45 +440,33 @@ fn peak_rss_with_200_concurrent_1mb_rewrites() {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    let encoding = std::env::var("FHT_REWRITE_ENCODING").unwrap_or_else(|_| "identity".into());
+    let media_type = std::env::var("FHT_REWRITE_TYPE").unwrap_or_else(|_| "text/html".into());
+    let mut args: Vec<String> = [
+        "--parallel",
+        "--parallel-max",
+        "200",
+        "--parallel-immediate",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     for i in 0..200 {
+        if i > 0 {
+            args.push("--next".into());
+        }
+        args.extend(per_transfer.iter().cloned());
         args.extend([
             "--data-binary".to_string(),
             at.clone(),
             "-H".into(),
-            std::env::var("FHT_REWRITE_ENCODING")
-                .map(|e| format!("x-want-encoding: {e}"))
-                .unwrap_or_else(|_| "x-want-encoding: identity".into()),
+            format!("x-want-encoding: {encoding}"),
             "-H".into(),
-            format!(
-                "x-want-content-type: {}",
-                std::env::var("FHT_REWRITE_TYPE").unwrap_or_else(|_| "text/html".into())
-            ),
+            format!("x-want-content-type: {media_type}"),
             "-o".into(),
             "/dev/null".into(),
             "https://shop.example.com/echo".into(),
         ]);
-        if i < 199 {
-            args.push("--next".into());
-            args.extend(
-                [
-                    "--max-time",
-                    "60",
-                    "-s",
-                    "--cacert",
-                    &ca,
-                    "--resolve",
-                    &resolve,
-                    "--limit-rate",
-                    "400k",
-                    "-H",
-                    "Expect:",
-                    "-w",
-                    "%{http_code} %{size_download}\\n",
-                ]
-                .iter()
-                .map(|s| s.to_string()),
-            );
-        }
     }
     let before = peak_rss_kib(e.d.pid());
     let out = output_timeout(e.ns.cli_cmd(&["curl"]).args(&args), Duration::from_secs(90));
