@@ -6,7 +6,6 @@
 //! as a TLD: `good.test` is a registrable domain. `--connect` sends the requests to the edge.
 
 use std::{
-    path::PathBuf,
     process::{Command, Output},
     time::Duration,
 };
@@ -18,113 +17,30 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 const PRELOADABLE: &str = "max-age=31536000; includeSubDomains; preload";
 
-fn openssl(args: &[&str]) {
-    let out = output_timeout(Command::new("openssl").args(args), CMD_TIMEOUT);
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A throw-away CA and one ECDSA certificate (leaf + CA chain) for `sans`.
+/// The shared test CA and one ECDSA certificate (leaf + CA chain) for `sans`.
 struct Pki {
-    dir: tempfile::TempDir,
+    ca: fh_tests::pki::Pki,
+    cert: String,
+    key: String,
 }
 
 impl Pki {
     fn new(sans: &[&str]) -> Pki {
-        let dir = tempfile::Builder::new()
-            .prefix("fht-pki-")
-            .tempdir()
-            .expect("tempdir");
-        let pki = Pki { dir };
-        let p = |f: &str| pki.path(f).display().to_string();
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &p("ca.key"),
-            "-out",
-            &p("ca.pem"),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=force-https preload test CA",
-        ]);
-        openssl(&[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &p("edge.key"),
-        ]);
-        openssl(&[
-            "req",
-            "-new",
-            "-key",
-            &p("edge.key"),
-            "-out",
-            &p("edge.csr"),
-            "-subj",
-            &format!("/CN={}", sans[0]),
-        ]);
-        let san: Vec<String> = sans.iter().map(|s| format!("DNS:{s}")).collect();
-        std::fs::write(
-            pki.path("edge.ext"),
-            format!(
-                "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-                san.join(",")
-            ),
-        )
-        .expect("ext file");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &p("edge.csr"),
-            "-CA",
-            &p("ca.pem"),
-            "-CAkey",
-            &p("ca.key"),
-            "-CAcreateserial",
-            "-out",
-            &p("edge.leaf"),
-            "-days",
-            "2",
-            "-extfile",
-            &p("edge.ext"),
-        ]);
-        let chain = format!(
-            "{}{}",
-            std::fs::read_to_string(pki.path("edge.leaf")).expect("leaf"),
-            std::fs::read_to_string(pki.path("ca.pem")).expect("ca")
-        );
-        std::fs::write(pki.path("edge.pem"), chain).expect("chain");
-        pki
-    }
-
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
+        let ca = fh_tests::pki::Pki::new();
+        let (cert, key) = ca.issue("edge", sans[0], sans, false);
+        Pki { ca, cert, key }
     }
 
     fn ca(&self) -> String {
-        self.path("ca.pem").display().to_string()
+        self.ca.ca()
     }
 
     /// `tls = { cert = .., key = .. }` for a site.
     fn tls_line(&self) -> String {
         format!(
             "tls = {{ cert = {}, key = {} }}",
-            toml_str(&self.path("edge.pem").display().to_string()),
-            toml_str(&self.path("edge.key").display().to_string())
+            toml_str(&self.cert),
+            toml_str(&self.key)
         )
     }
 }
