@@ -46,6 +46,15 @@ pub struct Fleet {
     bad_log: Mutex<(u64, u64)>,
 }
 
+/// A task that is aborted when its handle is dropped (a page read that is no longer wanted).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How a watch session ended.
 enum End {
     /// The watched revision was compacted: read everything again.
@@ -176,25 +185,45 @@ impl Fleet {
     }
 
     /// Reads every host key at one revision and applies the difference; returns the revision.
+    ///
+    /// Pages of [`PAGE`] keys; the next page is requested as soon as a page arrives, so
+    /// etcd serves it while this node parses the last one. The difference is applied on a
+    /// blocking thread (a 1M-key read is seconds of CPU), as one change.
     async fn read_all(&self, client: &mut Client) -> anyhow::Result<i64> {
         let t0 = std::time::Instant::now();
         let (start, end) = keys::hosts_range(&self.prefix);
         let mut all: HashMap<String, (DomainPattern, bool)> = HashMap::new();
         let mut revision = 0;
-        let mut from = start;
-        let mut kv = client.kv_client().max_decoding_message_size(PAGE_MAX_BYTES);
-        loop {
+        let kv = client.kv_client().max_decoding_message_size(PAGE_MAX_BYTES);
+        let fetch = |from: Vec<u8>, revision: i64| {
+            let mut kv = kv.clone();
             let opts = GetOptions::new()
                 .with_range(end.clone())
                 .with_limit(PAGE)
                 .with_revision(revision);
-            let resp = tokio::time::timeout(REQUEST_TIMEOUT * 4, kv.get(from.clone(), Some(opts)))
+            AbortOnDrop(tokio::spawn(async move {
+                tokio::time::timeout(REQUEST_TIMEOUT * 4, kv.get(from, Some(opts)))
+                    .await
+                    .context("reading the fleet prefix timed out")?
+                    .context("cannot read the fleet prefix")
+            }))
+        };
+        let mut next = Some(fetch(start, 0));
+        while let Some(mut page) = next.take() {
+            let resp = (&mut page.0)
                 .await
-                .context("reading the fleet prefix timed out")?
-                .context("cannot read the fleet prefix")?;
+                .context("reading the fleet prefix failed")??;
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }
+            if let Some(kv) = resp.kvs().last()
+                && resp.more()
+            {
+                let mut from = kv.key().to_vec();
+                from.push(0);
+                next = Some(fetch(from, revision));
+            }
+            all.reserve(resp.kvs().len());
             for kv in resp.kvs() {
                 match keys::parse_key(&self.prefix, kv.key())
                     .and_then(|(p, k)| keys::parse_value(kv.value()).map(|v| (p, k, v)))
@@ -205,17 +234,13 @@ impl Fleet {
                     Err(why) => bad_entry(&self.stats, &self.bad_log, kv.key(), &why),
                 }
             }
-            match resp.kvs().last() {
-                Some(kv) if resp.more() => {
-                    from = kv.key().to_vec();
-                    from.push(0);
-                }
-                _ => break,
-            }
         }
+        let read_ms = t0.elapsed().as_millis() as u64;
         let n = all.len();
-        let policy = &self.edge.policy;
-        let (changed, err) = policy.replace_fleet(&all);
+        let edge = self.edge.clone();
+        let (changed, err) = tokio::task::spawn_blocking(move || edge.policy.replace_fleet(all))
+            .await
+            .context("applying the fleet table failed")?;
         if let Some(e) = err {
             self.stats.persist_failures.fetch_add(1, Relaxed);
             tracing::error!("fleet: cannot persist the fleet table (applied anyway): {e:#}");
@@ -226,6 +251,7 @@ impl Fleet {
             revision,
             hosts = n,
             changed = changed.len(),
+            read_ms,
             ms = t0.elapsed().as_millis() as u64,
             "fleet: read the whole prefix"
         );

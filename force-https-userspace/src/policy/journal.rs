@@ -57,6 +57,13 @@ struct StateFile {
     hosts: Overrides,
 }
 
+/// [`StateFile`] as written: the overrides borrowed, not copied (1M hosts at fleet scale).
+#[derive(Serialize)]
+struct StateFileRef<'a> {
+    version: u32,
+    hosts: &'a Overrides,
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JournalLine {
@@ -206,9 +213,9 @@ impl StateStore {
     pub fn save(&mut self, hosts: &Overrides) -> anyhow::Result<()> {
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create state directory {}", self.dir.display()))?;
-        let body = serde_json::to_vec_pretty(&StateFile {
+        let body = serde_json::to_vec_pretty(&StateFileRef {
             version: VERSION,
-            hosts: hosts.clone(),
+            hosts,
         })
         .context("cannot encode the state snapshot")?;
         let tmp = self.dir.join(format!(

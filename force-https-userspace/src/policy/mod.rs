@@ -358,7 +358,7 @@ impl Policy {
     #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
     pub fn replace_fleet(
         &self,
-        all: &std::collections::HashMap<String, (DomainPattern, bool)>,
+        all: std::collections::HashMap<String, (DomainPattern, bool)>,
     ) -> (Vec<String>, Option<anyhow::Error>) {
         let mut inner = self.lock();
         let current = self.table.load_full();
@@ -372,69 +372,48 @@ impl Policy {
             }
         }
         for (key, (p, v)) in all {
-            if current.get(key).and_then(|e| e.fleet) != Some(*v) {
-                updates.push((p.clone(), key.clone(), Some(*v)));
+            if current.get(&key).and_then(|e| e.fleet) != Some(v) {
+                updates.push((p, key, Some(v)));
             }
         }
         self.apply_fleet(&mut inner, &updates)
     }
 
     /// The body of [`Policy::set_fleet`], under the change lock.
+    ///
+    /// O(k) hash operations for k updates (no sort of the updates: a full read of a
+    /// 1M-key prefix is one call). The fleet table is persisted from the next table, before
+    /// that table is published.
     fn apply_fleet(
         &self,
         inner: &mut Inner,
         updates: &[(DomainPattern, String, Option<bool>)],
     ) -> (Vec<String>, Option<anyhow::Error>) {
         let current = self.table.load_full();
-        let mut delta: BTreeMap<String, Option<bool>> = BTreeMap::new();
-        let mut todo: Vec<&(DomainPattern, String, Option<bool>)> = Vec::new();
-        for u in updates {
-            let (pattern, key, value) = u;
-            if current.get_pattern(pattern).and_then(|e| e.fleet) == *value {
-                delta.remove(key);
-                continue;
-            }
-            delta.insert(key.clone(), *value);
-            todo.push(u);
+        // The last update of a pattern wins: keep only that one.
+        let mut last: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(updates.len());
+        for (i, (_, key, _)) in updates.iter().enumerate() {
+            last.insert(key.as_str(), i);
         }
-        if delta.is_empty() {
+        let todo: Vec<&(DomainPattern, String, Option<bool>)> = updates
+            .iter()
+            .enumerate()
+            .filter(|(i, (pattern, key, value))| {
+                last.get(key.as_str()) == Some(i)
+                    && current.get_pattern(pattern).and_then(|e| e.fleet) != *value
+            })
+            .map(|(_, u)| u)
+            .collect();
+        drop(last);
+        if todo.is_empty() {
             return (Vec::new(), None);
         }
-        let delta: Delta = delta.into_iter().collect();
-        let persisted = match &mut inner.fleet_store {
-            None => None,
-            Some(store) => {
-                let after = || {
-                    let mut o = current.fleet();
-                    for (k, v) in &delta {
-                        match v {
-                            Some(v) => o.insert(k.clone(), *v),
-                            None => o.remove(k),
-                        };
-                    }
-                    o
-                };
-                // A large change (a full read) is cheaper as a new snapshot than as a line.
-                let r = if delta.len() > FLEET_SNAPSHOT_MIN {
-                    store.save(&after())
-                } else {
-                    store.apply(&delta, after)
-                };
-                r.err()
-            }
-        };
         let mut table = (*current).clone();
-        let mut patterns = Vec::with_capacity(delta.len());
-        for (pattern, key, _) in todo {
-            // The last update of a pattern wins (the delta holds it).
-            let Ok(i) = delta.binary_search_by(|(k, _)| k.as_str().cmp(key)) else {
-                continue;
-            };
-            let fleet = delta[i].1;
+        let mut patterns = Vec::with_capacity(todo.len());
+        for (pattern, key, fleet) in todo.iter().copied() {
+            let fleet = *fleet;
             let old = table.get_pattern(pattern).cloned();
-            if old.as_ref().map(|e| e.fleet) == Some(fleet) {
-                continue;
-            }
             patterns.push(key.clone());
             match old {
                 Some(e) if e.source == Source::Config => {
@@ -478,8 +457,18 @@ impl Policy {
                 },
             }
         }
-        patterns.sort_unstable();
-        patterns.dedup();
+        let persisted = match &mut inner.fleet_store {
+            None => None,
+            // A large change (a full read) is cheaper as a new snapshot than as a line.
+            Some(store) if todo.len() > FLEET_SNAPSHOT_MIN => store.save(&table.fleet()).err(),
+            Some(store) => {
+                let delta: Delta = todo
+                    .iter()
+                    .map(|(_, key, value)| (key.clone(), *value))
+                    .collect();
+                store.apply(&delta, || table.fleet()).err()
+            }
+        };
         let changed = patterns.clone();
         Self::publish(&self.table, inner, table, patterns);
         (changed, persisted)
@@ -741,14 +730,19 @@ force_https = true
         let cfg = fleet_config(d.path());
         let p = Policy::load(&cfg).unwrap();
         // The fleet enforces blog (config: not enforced) and adds a host of its own.
-        let changed = fleet_set(
+        let mut changed = fleet_set(
             &p,
             &[
                 ("blog.example.com", Some(true)),
                 ("f.example.org", Some(true)),
+                // Only the last update of a pattern counts.
+                ("g.example.org", Some(true)),
+                ("g.example.org", None),
             ],
         );
+        changed.sort();
         assert_eq!(changed, ["blog.example.com", "f.example.org"]);
+        assert!(p.table().lookup("g.example.org").is_none());
         let t = p.table();
         let blog = t.lookup("blog.example.com").unwrap();
         assert!(blog.enforced && blog.fleet == Some(true) && !blog.overridden);
@@ -806,13 +800,16 @@ force_https = true
         .into_iter()
         .map(|(h, v)| (h.to_string(), (parse_domain_pattern(h).unwrap(), v)))
         .collect();
-        let (changed, err) = p.replace_fleet(&all);
+        let (mut changed, err) = p.replace_fleet(all);
         assert!(err.is_none());
+        changed.sort();
         assert_eq!(changed, ["b.example.org", "c.example.org"]);
-        assert_eq!(
-            rx.try_recv().unwrap(),
-            Change::Patterns(vec!["b.example.org".into(), "c.example.org".into()].into())
-        );
+        let Change::Patterns(sent) = rx.try_recv().unwrap() else {
+            panic!("not a pattern change");
+        };
+        let mut sent = sent.to_vec();
+        sent.sort();
+        assert_eq!(sent, ["b.example.org", "c.example.org"]);
         let t = p.table();
         assert!(t.lookup("b.example.org").is_none());
         assert!(!t.lookup("c.example.org").unwrap().enforced);

@@ -235,12 +235,17 @@ impl<M: HostStore> HostMap<M> {
 
     /// Brings the entries of `patterns` in line with `table`, touching nothing else. Returns
     /// the number of map entries written or removed.
+    ///
+    /// The projection is updated first; then each touched key gets one map operation: new or
+    /// changed values in batches (a fleet's full read changes 1M patterns at once), removals
+    /// one by one.
     pub(super) fn update(
         &mut self,
         table: &PolicyTable,
         patterns: &[String],
     ) -> anyhow::Result<usize> {
-        let mut written = 0;
+        // Key → the value the map holds for it before this update.
+        let mut touched: StdHashMap<u64, Option<HostValue>> = StdHashMap::new();
         for p in patterns {
             let s = p.as_bytes();
             let k = host_key(s);
@@ -249,8 +254,9 @@ impl<M: HostStore> HostMap<M> {
                 len: s.len() as u16,
                 flags: 0,
             };
-            let before = self.current.get(&k).cloned();
-            let rest = before.clone().and_then(|slot| slot.without(&id));
+            let before = self.current.remove(&k);
+            let held = before.as_ref().map(Slot::value);
+            let rest = before.and_then(|slot| slot.without(&id));
             let after = match table.get(p) {
                 Some(e) => Some(match rest {
                     Some(slot) => slot.with(entry_value(e)),
@@ -258,24 +264,30 @@ impl<M: HostStore> HostMap<M> {
                 }),
                 None => rest,
             };
-            if before == after {
+            touched.entry(k).or_insert(held);
+            if let Some(slot) = after {
+                self.current.insert(k, slot);
+            }
+        }
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        let mut written = 0;
+        for (k, held) in touched {
+            let now = self.current.get(&k).map(Slot::value);
+            if now == held {
                 continue;
             }
             written += 1;
-            match after {
-                Some(slot) => self.write(k, slot)?,
-                None => self.remove(k)?,
+            match now {
+                Some(v) => {
+                    keys.push(k);
+                    values.push(v);
+                }
+                None => self.map.delete(k)?,
             }
         }
+        self.map.put_many(&keys, &values)?;
         Ok(written)
-    }
-
-    fn write(&mut self, k: u64, slot: Slot) -> anyhow::Result<()> {
-        if self.current.get(&k).map(Slot::value) != Some(slot.value()) {
-            self.map.put(k, slot.value())?;
-        }
-        self.current.insert(k, slot);
-        Ok(())
     }
 
     fn remove(&mut self, k: u64) -> anyhow::Result<()> {
