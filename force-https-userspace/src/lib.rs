@@ -5,7 +5,7 @@
 //!   [`paths::http80`] (port-80 sockets) and [`paths::tls`] (the TLS terminator);
 //! - [`policy`]: the one host-policy table that feeds them, and the one decision they take;
 //! - [`proxy`]: the reverse proxy as phases with a response-filter chain;
-//! - [`edge`]: what every path reads per request; [`metrics`] and [`net`]: leaves;
+//! - [`edge`]: what every path reads per request; [`metrics`], [`net`] and [`secret`]: leaves;
 //!   [`access_log`]: the access log's writer;
 //! - [`reload`]: the live configuration reload;
 //! - [`admin`]: the admin service and its transports (control socket, `/metrics`);
@@ -38,3 +38,4 @@ pub(crate) mod paths;
 pub(crate) mod policy;
 pub(crate) mod proxy;
 pub(crate) mod reload;
+pub(crate) mod secret;

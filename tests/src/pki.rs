@@ -58,6 +58,25 @@ impl Pki {
     /// Issues `NAME.pem` (leaf + CA chain) and `NAME.key` for `sans`. `rsa` picks an RSA PKCS#8
     /// key, otherwise an ECDSA P-256 key in SEC1 form.
     pub fn issue(&self, name: &str, cn: &str, sans: &[&str], rsa: bool) -> (String, String) {
+        let san: Vec<String> = sans.iter().map(|s| format!("DNS:{s}")).collect();
+        self.issue_ext(name, cn, &san.join(","), "serverAuth", rsa)
+    }
+
+    /// Issues an ECDSA leaf for a server or client of another service (etcd): `san` in
+    /// openssl's form (`"IP:198.51.100.100,DNS:localhost"`, may be empty) and `usage` the
+    /// extended key usage (`serverAuth`, `clientAuth`, or both comma-separated).
+    pub fn issue_for(&self, name: &str, cn: &str, san: &str, usage: &str) -> (String, String) {
+        self.issue_ext(name, cn, san, usage, false)
+    }
+
+    fn issue_ext(
+        &self,
+        name: &str,
+        cn: &str,
+        san: &str,
+        usage: &str,
+        rsa: bool,
+    ) -> (String, String) {
         let p = |f: String| self.path(&f).display().to_string();
         let key = p(format!("{name}.key"));
         if rsa {
@@ -93,12 +112,15 @@ impl Pki {
             &format!("/CN={cn}"),
         ]);
         let ext = p(format!("{name}.ext"));
-        let san: Vec<String> = sans.iter().map(|s| format!("DNS:{s}")).collect();
+        let san = if san.is_empty() {
+            String::new()
+        } else {
+            format!("subjectAltName={san}\n")
+        };
         std::fs::write(
             &ext,
             format!(
-                "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-                san.join(",")
+                "{san}basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\n"
             ),
         )
         .expect("ext file");

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fh_tests::*;
+use fh_tests::{pki::Pki, *};
 
 const ETCD_IP: &str = "198.51.100.100";
 const PREFIX: &str = "/force-https/";
@@ -139,6 +139,20 @@ struct Etcd {
     port: u16,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
+    /// A secured etcd: TLS with client certificates required.
+    tls: Option<EtcdTls>,
+    /// `etcdctl --user` once authentication is enabled.
+    user: Option<String>,
+}
+
+/// The files of a secured etcd: its certificate and key, the CA of both sides, and the
+/// client certificate `etcdctl` presents.
+struct EtcdTls {
+    ca: String,
+    cert: String,
+    key: String,
+    ctl_cert: String,
+    ctl_key: String,
 }
 
 impl Etcd {
@@ -153,13 +167,35 @@ impl Etcd {
             port: 2379,
             child: None,
             _tmp: Some(tmp),
+            tls: None,
+            user: None,
+        };
+        e.launch(2379);
+        e
+    }
+
+    /// An etcd that serves TLS only and requires a client certificate signed by `tls.ca`.
+    fn start_tls(hub: &Hub, tls: EtcdTls) -> Etcd {
+        let tmp = tempfile::Builder::new()
+            .prefix("fht-etcd-")
+            .tempdir()
+            .unwrap();
+        let mut e = Etcd {
+            hub: hub.name.clone(),
+            dir: tmp.path().join("data"),
+            port: 2379,
+            child: None,
+            _tmp: Some(tmp),
+            tls: Some(tls),
+            user: None,
         };
         e.launch(2379);
         e
     }
 
     fn url(&self) -> String {
-        format!("http://{ETCD_IP}:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{ETCD_IP}:{}", self.port)
     }
 
     /// Starts etcd on client port `port` (same data dir) and waits until it answers.
@@ -185,6 +221,17 @@ impl Etcd {
             .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
             .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
             .args(["--initial-cluster", "fht=http://127.0.0.1:2380"])
+            .args(self.tls.iter().flat_map(|t| {
+                [
+                    "--cert-file",
+                    &t.cert,
+                    "--key-file",
+                    &t.key,
+                    "--trusted-ca-file",
+                    &t.ca,
+                    "--client-cert-auth",
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -220,6 +267,17 @@ impl Etcd {
             &self.url(),
         ])
         .args(["--command-timeout", "3s"])
+        .args(self.tls.iter().flat_map(|t| {
+            [
+                "--cacert",
+                &t.ca,
+                "--cert",
+                &t.ctl_cert,
+                "--key",
+                &t.ctl_key,
+            ]
+        }))
+        .args(self.user.iter().flat_map(|u| ["--user", u.as_str()]))
         .args(args)
         .env("ETCDCTL_API", "3");
         output_timeout(&mut c, CMD_TIMEOUT)
@@ -600,4 +658,159 @@ fn fleet_scale() {
          a new node from start to all loaded {loaded:?}; its log: {read_line}"
     );
     drop(etcd);
+}
+
+/// A secured etcd (issue 14's `tls = { ca, cert, key }` and `username`/`password_file`): TLS
+/// with a private CA, client certificates required (`--client-cert-auth`), and
+/// authentication with a user whose role covers only the prefix. A node with the right files
+/// follows it and writes through it; a wrong password, a missing client certificate and a
+/// password file others can read are each refused with a clear reason.
+#[test]
+fn fleet_secured_etcd_tls_and_user() {
+    if !require_root() || !have_etcd() {
+        return;
+    }
+    let mut hub = Hub::new();
+    let pki = Pki::new();
+    let (cert, key) = pki.issue_for("etcd", "etcd", &format!("IP:{ETCD_IP}"), "serverAuth");
+    let (ctl_cert, ctl_key) = pki.issue_for("etcdctl", "root", "", "clientAuth");
+    let (node_cert, node_key) = pki.issue_for("node", "edge-node", "", "clientAuth");
+    let mut etcd = Etcd::start_tls(
+        &hub,
+        EtcdTls {
+            ca: pki.ca(),
+            cert,
+            key,
+            ctl_cert,
+            ctl_key,
+        },
+    );
+    // root for etcdctl; `edge` may read and write the prefix only.
+    etcd.ctl(&["user", "add", "root:root-pw"]);
+    let _ = etcd.ctl_output(&["user", "grant-role", "root", "root"]);
+    etcd.ctl(&["role", "add", "edge"]);
+    etcd.ctl(&[
+        "role",
+        "grant-permission",
+        "edge",
+        "--prefix=true",
+        "readwrite",
+        PREFIX,
+    ]);
+    etcd.ctl(&["user", "add", "edge:edge-pw"]);
+    etcd.ctl(&["user", "grant-role", "edge", "edge"]);
+    etcd.ctl(&["auth", "enable"]);
+    etcd.user = Some("root:root-pw".into());
+    assert!(
+        !Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &etcd.hub,
+                "etcdctl",
+                "--endpoints",
+                &etcd.url()
+            ])
+            .args(["--cacert", &pki.ca(), "get", "x"])
+            .output()
+            .unwrap()
+            .status
+            .success(),
+        "etcd must refuse a client without a certificate"
+    );
+    let password = |name: &str, pw: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = pki.path(name);
+        std::fs::write(&p, format!("{pw}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p.display().to_string()
+    };
+    let config = |client: Option<(&str, &str)>, pw_file: &str| {
+        let client = client
+            .map(|(c, k)| format!(", cert = \"{c}\", key = \"{k}\""))
+            .unwrap_or_default();
+        Config::new()
+            .site(Site::new("shop", &["shop.example.com"]).enforced())
+            .extra(&format!(
+                "[fleet]\netcd_endpoints = [\"https://{ETCD_IP}:2379\"]\n\
+                 tls = {{ ca = \"{}\"{client} }}\nusername = \"edge\"\npassword_file = \"{pw_file}\"\n",
+                pki.ca()
+            ))
+    };
+    let good_pw = password("edge.pw", "edge-pw", 0o600);
+    let client = Some((node_cert.as_str(), node_key.as_str()));
+
+    // The node follows the secured etcd...
+    let ns = Netns::new();
+    hub.attach(&ns);
+    let a = Node {
+        d: Daemon::start(&ns, &config(client, &good_pw)),
+        ns,
+    };
+    a.wait_connected();
+    etcd.put_host("f.example.org", true);
+    assert!(a.wait_redirect("f.example.org", true, Duration::from_secs(5)));
+    assert_eq!(a.source("f.example.org"), "fleet");
+    // ...and the CLI writes through it, as `edge`.
+    let o = a.d.cli(&["enable", "w.example.org"]);
+    assert!(o.status.success(), "{}", o.describe());
+    assert!(a.redirects("w.example.org"));
+    assert!(
+        etcd.ctl(&[
+            "get",
+            &format!("{PREFIX}hosts/w.example.org"),
+            "--print-value-only"
+        ])
+        .contains("true")
+    );
+
+    // A wrong password: the node serves its config, reports the outage and says why.
+    let bad_pw = password("bad.pw", "not-the-password", 0o600);
+    let ns = Netns::new();
+    hub.attach(&ns);
+    let b = Node {
+        d: Daemon::start(&ns, &config(client, &bad_pw)),
+        ns,
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            b.d.log().to_lowercase().contains("authentication failed")
+        }),
+        "no authentication error in the log:\n{}",
+        b.d.log()
+    );
+    assert_eq!(b.d.counter("fleet_connected"), 0);
+    assert!(b.redirects("shop.example.com"));
+    assert!(!b.redirects("f.example.org"));
+    let o = b.d.cli(&["enable", "x.example.org"]);
+    assert_eq!(o.code(), 6, "{}", o.describe());
+
+    // No client certificate: etcd's TLS refuses the node.
+    let ns = Netns::new();
+    hub.attach(&ns);
+    let c = Node {
+        d: Daemon::start(&ns, &config(None, &good_pw)),
+        ns,
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.d.counter("fleet_connected"), 0, "{}", c.d.log());
+    assert!(c.d.counter("fleet_reconnects") >= 1, "{}", c.d.log());
+    drop(c);
+
+    // A password file that others can read: the daemon refuses to start, and says how to fix it.
+    let open_pw = password("open.pw", "edge-pw", 0o644);
+    let ns = Netns::new();
+    let mut d = Daemon::spawn(&ns, &config(client, &open_pw));
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            !d.running()
+        }),
+        "a daemon with a password file of mode 0644 must not start"
+    );
+    let log = d.log();
+    assert!(
+        log.contains("password_file") && log.contains("mode 0644") && log.contains("chmod 600"),
+        "{log}"
+    );
+    drop((a, b, etcd));
 }

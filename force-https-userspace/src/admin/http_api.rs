@@ -149,28 +149,14 @@ struct Api {
 /// the message says how to fix it.
 pub fn load_token(path: &Path) -> anyhow::Result<Vec<u8>> {
     let shown = path.display();
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read the admin token file {shown}"))?;
-    if !meta.is_file() {
-        anyhow::bail!("the admin token file {shown} is not a regular file");
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode != 0o600 && mode != 0o400 {
-        anyhow::bail!(
-            "the admin token file {shown} has mode {mode:04o}: it must be readable by its owner \
-             only (0600 or 0400); run `chmod 600 {shown}`"
-        );
-    }
-    let text =
-        std::fs::read(path).with_context(|| format!("cannot read the admin token file {shown}"))?;
-    let token = text.trim_ascii();
+    let token = crate::secret::read_secret_file(path, "the admin token file")?;
     if token.len() < MIN_TOKEN_LEN || !token.iter().all(|b| b.is_ascii_graphic()) {
         anyhow::bail!(
             "the admin token file {shown} must hold one token of at least {MIN_TOKEN_LEN} visible \
              ASCII characters (e.g. `head -c 32 /dev/urandom | base64 > {shown}`)"
         );
     }
-    Ok(token.to_vec())
+    Ok(token)
 }
 
 /// Loads the token (if any) and binds the admin listener.

@@ -66,7 +66,8 @@ impl Fleet {
     /// node serves its last known table meanwhile. Must be called on the daemon's runtime.
     ///
     /// # Errors
-    /// The TLS files or the password file cannot be read.
+    /// The TLS files cannot be read, or the password file cannot be read or is readable by
+    /// others than its owner (mode 0600 or 0400 required).
     pub fn start(config: &FleetConfig, edge: Arc<Edge>) -> anyhow::Result<Arc<Fleet>> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
@@ -89,11 +90,12 @@ impl Fleet {
             options = options.with_tls(t);
         }
         if let (Some(user), Some(file)) = (&config.username, &config.password_file) {
-            let pw = std::fs::read_to_string(file).with_context(|| {
-                format!("[fleet] password_file: cannot read {}", file.display())
+            let pw = crate::secret::read_secret_file(file, "[fleet] password_file")?;
+            let pw = String::from_utf8(pw).map_err(|_| {
+                anyhow::anyhow!("[fleet] password_file {} is not UTF-8", file.display())
             })?;
             options = options
-                .with_user(user.clone(), pw.trim().to_string())
+                .with_user(user.clone(), pw)
                 .with_auto_token_refresh(true);
         }
         let fleet = Arc::new(Fleet {
