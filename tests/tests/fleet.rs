@@ -814,3 +814,113 @@ fn fleet_secured_etcd_tls_and_user() {
     );
     drop((a, b, etcd));
 }
+
+/// The dashboard with `[fleet]` (headless Chromium): the header says etcd is connected, hosts
+/// the fleet decides are marked "all nodes" and a local override "this node only"; a click
+/// writes the host's key to etcd; with etcd stopped the header says so and every switch is
+/// disabled (writes would be refused). Screenshot: target/dashboard-fleet.png.
+#[test]
+fn fleet_dashboard_marks_the_fleet() {
+    use fh_tests::admin::{ADMIN_LISTEN, TokenFile, admin_section};
+    use fh_tests::browser::{Browser, require_chromium};
+    if !require_root() || !have_etcd() {
+        return;
+    }
+    let Some(chromium) = require_chromium() else {
+        return;
+    };
+    let mut hub = Hub::new();
+    let mut etcd = Etcd::start(&hub);
+    let token = TokenFile::new(0o600);
+    let ns = Netns::new();
+    hub.attach(&ns);
+    let a = Node {
+        d: Daemon::start(&ns, &node_config().extra(&admin_section(Some(&token)))),
+        ns,
+    };
+    a.wait_connected();
+    etcd.put_host("f.example.org", true);
+    assert!(a.wait_redirect("f.example.org", true, Duration::from_secs(5)));
+    let o = a.d.cli(&["enable", "--local", "l.example.org"]);
+    assert!(o.status.success(), "{}", o.describe());
+
+    let mut b = Browser::launch(
+        &a.ns.edge,
+        &chromium,
+        &format!("http://{ADMIN_LISTEN}/"),
+        1280,
+        1000,
+    );
+    let row =
+        |h: &str| format!("document.querySelector('button[data-host=\"{h}\"]').closest('tr')");
+    let f = row("f.example.org");
+    assert!(
+        b.wait_for(
+            &format!(
+                "document.body.dataset.ready === 'true' && !!{f} && \
+                 document.querySelector('#fleet').textContent === 'fleet: etcd connected'"
+            ),
+            Duration::from_secs(15)
+        ),
+        "no fleet state on the dashboard; chromium stderr:\n{}",
+        b.stderr.lock().unwrap()
+    );
+    assert_eq!(
+        b.eval(&format!("{f}.children[2].textContent")),
+        "fleetall nodes"
+    );
+    assert_eq!(
+        b.eval(&format!("{}.children[2].textContent", row("l.example.org"))),
+        "localthis node only"
+    );
+    let note = b.eval("document.querySelector('#fleet-note').textContent");
+    assert!(
+        note.as_str()
+            .unwrap_or_default()
+            .contains("apply to every node"),
+        "{note}"
+    );
+    b.screenshot(&bin_dir().parent().unwrap().join("dashboard-fleet.png"));
+
+    // A click writes the key to etcd (for every node), and comes back through the watch.
+    b.eval(&format!(
+        "(() => {{ sessionStorage.setItem('force-https-admin-token', '{}'); \
+         document.querySelector('button[data-host=\"f.example.org\"]').click(); }})()",
+        token.token
+    ));
+    let key = format!("{PREFIX}hosts/f.example.org");
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            etcd.ctl(&["get", &key, "--print-value-only"])
+                .contains("false")
+        }),
+        "the click did not reach etcd; status: {}",
+        b.eval("document.querySelector('#status').textContent")
+    );
+    assert!(a.wait_redirect("f.example.org", false, Duration::from_secs(5)));
+
+    // etcd down: the header says so and the switches are disabled.
+    etcd.stop();
+    assert!(
+        b.wait_for(
+            "document.querySelector('#fleet').textContent === 'fleet: etcd unreachable' && \
+             Array.from(document.querySelectorAll('#hosts button.switch')).every(s => s.disabled)",
+            Duration::from_secs(15)
+        ),
+        "the dashboard does not show the outage: {}",
+        b.eval("document.querySelector('#fleet').textContent")
+    );
+    let note = b.eval("document.querySelector('#fleet-note').textContent");
+    assert!(
+        note.as_str()
+            .unwrap_or_default()
+            .contains("changes are refused"),
+        "{note}"
+    );
+    b.screenshot(
+        &bin_dir()
+            .parent()
+            .unwrap()
+            .join("dashboard-fleet-outage.png"),
+    );
+}

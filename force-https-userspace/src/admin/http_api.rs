@@ -75,7 +75,8 @@ pub enum Route {
     StyleCss,
     /// `GET /metrics`: Prometheus text.
     Metrics,
-    /// `GET /api/v1/info`: version and whether mutations need a token.
+    /// `GET /api/v1/info`: version, whether mutations need a token, and `[fleet]`'s prefix and
+    /// endpoints (or `null`).
     Info,
     /// `GET /api/v1/hosts`.
     Hosts,
@@ -640,6 +641,7 @@ fn read(admin: &Admin, api: &Api, route: Route, param: &str, query: Option<&str>
                     Auth::Disabled => "disabled",
                     Auth::Token(_) => "token",
                 },
+                "fleet": admin.fleet_info(),
             }),
         ),
         Route::Hosts => hosts(admin, query),

@@ -217,6 +217,14 @@ impl Admin {
             .collect())
     }
 
+    /// With `[fleet]`: where changes go (`GET /api/v1/info`'s `fleet`); `None` without.
+    pub fn fleet_info(&self) -> Option<protocol::FleetInfo> {
+        self.fleet.as_ref().map(|f| protocol::FleetInfo {
+            prefix: f.prefix().to_string(),
+            endpoints: f.endpoints().to_vec(),
+        })
+    }
+
     /// Every host of the table, sorted by pattern.
     pub fn list(&self) -> Vec<HostInfo> {
         let table = self.edge.policy.table();

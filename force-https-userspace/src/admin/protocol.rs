@@ -58,6 +58,15 @@ pub enum Request {
     Reload,
 }
 
+/// Where a node's changes go with `[fleet]` (`GET /api/v1/info`'s `fleet`, docs/openapi.json).
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct FleetInfo {
+    /// The key prefix, e.g. `/force-https/`.
+    pub prefix: String,
+    /// etcd's client URLs.
+    pub endpoints: Vec<String>,
+}
+
 /// One host as `list` reports it.
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
 pub struct HostInfo {

@@ -113,6 +113,16 @@ impl Fleet {
         Ok(fleet)
     }
 
+    /// The key prefix, as configured (`/force-https/`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// etcd's client URLs, as configured.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
     /// The fleet's counters and gauges.
     pub fn counters(&self) -> Arc<dyn CounterSource> {
         self.stats.clone()

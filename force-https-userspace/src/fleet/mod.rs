@@ -233,4 +233,14 @@ impl Fleet {
             "built without fleet support".into(),
         ))
     }
+
+    /// The key prefix (none: never started).
+    pub fn prefix(&self) -> &str {
+        ""
+    }
+
+    /// etcd's client URLs (none: never started).
+    pub fn endpoints(&self) -> &[String] {
+        &[]
+    }
 }

@@ -2,6 +2,8 @@
 // every second (rates, fast-path share, a 5-minute chart), /api/v1/sites and /api/v1/hosts
 // every 5 s, and toggles Force HTTPS with PUT /api/v1/hosts/{host} or /api/v1/sites/{name}.
 // The bearer token, when changes need one, is kept in sessionStorage (this tab only).
+// With [fleet], changes go to etcd (every node): the header shows etcd's state, hosts the
+// fleet decides are marked, and switches are disabled while etcd is unreachable.
 "use strict";
 
 (() => {
@@ -11,6 +13,8 @@
   const HOST_LIMIT = 500; // rows rendered at most; the filter narrows the rest
   const state = {
     mutations: "disabled",
+    fleet: null, // {prefix, endpoints} with [fleet]
+    fleetConnected: true,
     paused: false,
     last: null, // {t, counters}
     history: [], // [{redirects, proxied}]
@@ -71,6 +75,7 @@
       setConn(false);
       return;
     }
+    if (state.fleet) setFleet(c.fleet_connected === 1);
     const now = performance.now();
     const prev = state.last;
     state.last = { t: now, c };
@@ -117,6 +122,37 @@
     return 10 * p;
   }
 
+  // The fleet's state: the header pill, the notes, and the switches (refused while etcd is
+  // unreachable, as the API would).
+  function setFleet(connected) {
+    const changed = state.fleetConnected !== connected;
+    state.fleetConnected = connected;
+    const f = $("#fleet");
+    f.hidden = false;
+    f.textContent = connected ? "fleet: etcd connected" : "fleet: etcd unreachable";
+    f.classList.toggle("ok", connected);
+    f.classList.toggle("bad", !connected);
+    f.title = "etcd " + state.fleet.endpoints.join(", ") + ", prefix " + state.fleet.prefix;
+    const note = $("#fleet-note");
+    note.hidden = false;
+    note.classList.toggle("error", !connected);
+    note.textContent = connected
+      ? "Fleet mode: changes are written to etcd (" + state.fleet.prefix +
+        ") and apply to every node. Hosts marked \u201call nodes\u201d are decided by etcd; " +
+        "\u201cthis node only\u201d is a local override (force-https enable --local)."
+      : "etcd is unreachable: this node serves its last known table, and changes are refused " +
+        "until etcd is back (nothing is queued).";
+    if (changed) {
+      for (const b of document.querySelectorAll("button.switch")) {
+        setSwitch(b, b.getAttribute("aria-checked") === "true", b.classList.contains("mixed"));
+      }
+    }
+  }
+
+  function canChange() {
+    return state.mutations === "token" && (!state.fleet || state.fleetConnected);
+  }
+
   function setConn(ok) {
     const c = $("#conn");
     c.textContent = ok ? "live" : "disconnected";
@@ -146,12 +182,13 @@
     b.setAttribute("aria-checked", on ? "true" : "false");
     b.classList.toggle("mixed", !!mixed);
     b.querySelector(".label").textContent = mixed ? "Mixed" : on ? "On" : "Off";
-    b.disabled = state.mutations !== "token";
-    b.title = state.mutations === "token" ? "" : "Read-only: no [admin] token_file";
+    b.disabled = !canChange();
+    b.title = state.mutations !== "token" ? "Read-only: no [admin] token_file"
+      : !canChange() ? "etcd is unreachable: changes are refused" : "";
   }
 
   async function change(kind, name, enforce, button) {
-    if (state.mutations !== "token") return;
+    if (!canChange()) return;
     if (!token()) {
       say("Enter the admin token first.", true);
       $("#token").focus();
@@ -169,7 +206,7 @@
       say(name + ": " + e.message, true);
       if (e.status === 401) $("#token").focus();
     } finally {
-      button.disabled = state.mutations !== "token";
+      button.disabled = !canChange();
     }
   }
 
@@ -256,11 +293,22 @@
       const v = Array.from(tr.children, (td) => td.firstChild);
       v[1].textContent = h.site || "–";
       v[2].textContent = h.source;
-      if (h.overridden && h.source === "config") {
+      tr.dataset.source = h.source;
+      const mark = (cls, text) => {
         const o = document.createElement("span");
-        o.className = "override";
-        o.textContent = "changed at run time";
+        o.className = cls;
+        o.textContent = text;
         v[2].append(o);
+      };
+      if (h.source === "fleet") {
+        mark("src-fleet", "all nodes");
+      } else if (h.source === "local") {
+        mark("override", "this node only" +
+          (h.fleet === undefined ? "" : "; fleet: " + (h.fleet ? "on" : "off")));
+      } else if (h.overridden && h.source === "config") {
+        mark("override", "changed at run time");
+      } else if (h.source === "config" && h.fleet !== undefined) {
+        mark("src-fleet", "fleet: " + (h.fleet ? "on" : "off"));
       }
       setSwitch(v[3].querySelector("button"), h.enforced, false);
       v[4].textContent = fmtInt(h.redirects);
@@ -291,6 +339,7 @@
     try {
       const info = (await api("GET", "/api/v1/info")).data;
       state.mutations = info.mutations;
+      state.fleet = info.fleet || null;
       $("#version").textContent = "v" + info.version;
     } catch (e) {
       say("Cannot reach the admin API: " + e.message, true);
