@@ -20,12 +20,8 @@
 //!   request heads within [`HEAD_TIMEOUT`] (also the keep-alive idle limit), at most
 //!   [`MAX_CONNECTIONS`] connections at once.
 
-use std::{
-    convert::Infallible, net::SocketAddr, os::unix::fs::PermissionsExt, path::Path, sync::Arc,
-    time::Duration,
-};
+use std::{convert::Infallible, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
-use anyhow::Context;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{
     HeaderMap, Method, Request, Response, StatusCode,
@@ -768,6 +764,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn openapi_copy_is_identical_and_lists_every_route() {
