@@ -118,14 +118,31 @@ pub struct HostStats {
     pub proxied: AtomicU64,
 }
 
-/// Renders counters in the Prometheus text exposition format.
+/// The values that go up and down (Prometheus gauges, exported without `_total`); every
+/// other value is a counter.
+pub const GAUGES: &[&str] = &[
+    "active_connections",
+    "hosts",
+    "fleet_connected",
+    "fleet_revision",
+    "xdp_host_map_entries",
+    "xdp_host_map_lag_max_us",
+];
+
+/// Renders counters and gauges ([`GAUGES`]) in the Prometheus text exposition format:
+/// `force_https_NAME_total` for a counter, `force_https_NAME` for a gauge.
 pub fn prometheus_text(values: &[Counter]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     for (name, help, value) in values {
+        let (metric, kind) = if GAUGES.contains(name) {
+            (format!("force_https_{name}"), "gauge")
+        } else {
+            (format!("force_https_{name}_total"), "counter")
+        };
         let _ = write!(
             out,
-            "# HELP force_https_{name}_total {help}\n# TYPE force_https_{name}_total counter\nforce_https_{name}_total {value}\n"
+            "# HELP {metric} {help}\n# TYPE {metric} {kind}\n{metric} {value}\n"
         );
     }
     out
@@ -145,5 +162,10 @@ mod tests {
         assert!(s.iter().any(|(n, _, v)| *n == "responses_404" && *v == 1));
         let text = prometheus_text(&s);
         assert!(text.contains("force_https_redirects_301_total 1\n"));
+        let g = prometheus_text(&[("hosts", "Entries.", 3)]);
+        assert_eq!(
+            g,
+            "# HELP force_https_hosts Entries.\n# TYPE force_https_hosts gauge\nforce_https_hosts 3\n"
+        );
     }
 }

@@ -285,7 +285,7 @@ mod tests {
         assert!(!t.get("new.example").unwrap().enforced);
         assert_eq!(edge.settings().default_hsts, "max-age=600");
         // Every pattern whose entry changed went to the subscriber.
-        let Ok(Change::Patterns(p)) = changes.try_recv() else {
+        let Ok(Change::Patterns(p)) = changes.try_recv().map(|n| n.change) else {
             panic!("no change sent");
         };
         assert_eq!(&*p, ["blog.example", "new.example", "shop.example"]);

@@ -347,7 +347,10 @@ fn metrics_section_is_an_alias() {
     let d = Daemon::start(&ns, &cfg);
     let r = admin_call(&ns, "GET", "/metrics", &[], b"");
     assert_eq!(r.status, 200);
-    assert!(r.body_text().contains("force_https_hosts_total 1"));
+    assert!(
+        r.body_text()
+            .contains("\n# TYPE force_https_hosts gauge\nforce_https_hosts 1\n")
+    );
     admin_get_json(&ns, "/api/v1/hosts/blog.example.com", 200);
     // Both sections with different addresses: a config error that says what to write.
     let bad = d.dir().join("bad.toml");

@@ -924,3 +924,97 @@ fn fleet_dashboard_marks_the_fleet() {
             .join("dashboard-fleet-outage.png"),
     );
 }
+
+/// A burst of 10,000 changes through etcd reaches a node's XDP host map, and the fast path
+/// answers for the last host written. Prints the figures BENCHMARKS.md records ("Fleet"):
+/// the write time, how long after the last write the map held every host, and the map's
+/// largest lag behind the policy table (`xdp_host_map_lag_max_us`). `FH_FLEET_BURST` changes
+/// the count.
+#[test]
+fn fleet_burst_reaches_the_xdp_map() {
+    if !require_root() || !have_etcd() {
+        return;
+    }
+    let n: usize = std::env::var("FH_FLEET_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut hub = Hub::new();
+    let etcd = Etcd::start(&hub);
+    let ns = Netns::new();
+    hub.attach(&ns);
+    let xdp = format!(
+        "[xdp]\ninterface = {}\nmode = \"generic\"\n",
+        toml_str(&ns.veth_edge)
+    );
+    let a = Node {
+        d: Daemon::start(&ns, &node_config().extra(&xdp)),
+        ns,
+    };
+    a.wait_connected();
+    let base = a.d.counter("xdp_host_map_entries");
+    assert!(base >= 1, "no XDP host map gauge:\n{}", a.d.log());
+    // Written by a second client (etcdctl, transactions of 128 puts), as another node's CLI
+    // or an operator's script would.
+    let t0 = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(128) {
+        let mut txn = String::from("\n");
+        for i in chunk {
+            txn.push_str(&format!(
+                "put {PREFIX}hosts/b{i}.burst.example.net \"{{\\\"force_https\\\": true}}\"\n"
+            ));
+        }
+        txn.push_str("\n\n");
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &etcd.hub,
+            "etcdctl",
+            "--endpoints",
+            &etcd.url(),
+        ])
+        .args(["--command-timeout", "10s", "txn"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(txn.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "etcdctl txn: {}", o.describe());
+    }
+    let written = t0.elapsed();
+    let t1 = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(5), || {
+            a.d.counter("xdp_host_map_entries") >= base + n as u64
+        }),
+        "the XDP map has {} of {} entries",
+        a.d.counter("xdp_host_map_entries"),
+        base + n as u64
+    );
+    let behind = t1.elapsed();
+    let lag_us = a.d.counter("xdp_host_map_lag_max_us");
+    // The fast path answers for the last host written.
+    let fast = a.d.counter("afxdp_redirects_301");
+    assert!(a.redirects(&format!("b{}.burst.example.net", n - 1)));
+    assert_eq!(
+        a.d.counter("afxdp_redirects_301"),
+        fast + 1,
+        "not answered by the fast path"
+    );
+    println!(
+        "fleet burst, {n} changes: written in {written:?} ({} transactions); the XDP map held \
+         them all {behind:?} after the last write returned; largest map lag behind the table \
+         {:.1} ms",
+        n.div_ceil(128),
+        lag_us as f64 / 1000.0
+    );
+    drop(etcd);
+}

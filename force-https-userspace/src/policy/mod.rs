@@ -32,7 +32,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 pub use decide::{Decision, LocalAnswer, RequestFacts, Scheme, Via, decide};
 use journal::{Delta, StateStore};
-pub use table::{Change, HostEntry, PolicyTable, Source};
+pub use table::{Change, HostEntry, Notice, PolicyTable, Source};
 
 use crate::config::{Config, Site};
 
@@ -103,7 +103,7 @@ struct Inner {
     store: StateStore,
     /// The last known fleet table, with `[fleet]`.
     fleet_store: Option<StateStore>,
-    subscribers: Vec<UnboundedSender<Change>>,
+    subscribers: Vec<UnboundedSender<Notice>>,
     before_swap: Option<Arc<dyn BeforeSwap>>,
 }
 
@@ -148,7 +148,7 @@ impl Policy {
 
     /// A receiver of every change from now on, with the patterns it touched. Read the table
     /// after subscribing: every change published after that read is in the channel.
-    pub fn subscribe_changes(&self) -> UnboundedReceiver<Change> {
+    pub fn subscribe_changes(&self) -> UnboundedReceiver<Notice> {
         let (tx, rx) = unbounded_channel();
         self.lock().subscribers.push(tx);
         rx
@@ -326,10 +326,13 @@ impl Policy {
             hook.before_swap(&table, &patterns);
         }
         live.store(Arc::new(table));
-        let change = Change::Patterns(patterns.into());
+        let notice = Notice {
+            change: Change::Patterns(patterns.into()),
+            at: std::time::Instant::now(),
+        };
         inner
             .subscribers
-            .retain(|tx| tx.send(change.clone()).is_ok());
+            .retain(|tx| tx.send(notice.clone()).is_ok());
     }
 
     /// Applies changes of the fleet table (etcd's watch): each pattern gets the fleet's value
@@ -497,10 +500,13 @@ impl Policy {
         }
         self.table.store(Arc::new(next));
         if !patterns.is_empty() {
-            let change = Change::Patterns(patterns.clone().into());
+            let notice = Notice {
+                change: Change::Patterns(patterns.clone().into()),
+                at: std::time::Instant::now(),
+            };
             inner
                 .subscribers
-                .retain(|tx| tx.send(change.clone()).is_ok());
+                .retain(|tx| tx.send(notice.clone()).is_ok());
         }
         patterns
     }
@@ -804,7 +810,7 @@ force_https = true
         assert!(err.is_none());
         changed.sort();
         assert_eq!(changed, ["b.example.org", "c.example.org"]);
-        let Change::Patterns(sent) = rx.try_recv().unwrap() else {
+        let Change::Patterns(sent) = rx.try_recv().unwrap().change else {
             panic!("not a pattern change");
         };
         let mut sent = sent.to_vec();

@@ -108,6 +108,16 @@ pub struct PolicyTable {
     wildcard: imbl::HashMap<Arc<str>, Arc<HostEntry>>,
 }
 
+/// A change as a subscriber receives it: what it touched, and when it was published (the
+/// XDP host map reports how far behind the table it runs from it).
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// What the change touched.
+    pub change: Change,
+    /// When the table holding it was published.
+    pub at: std::time::Instant,
+}
+
 /// What a policy change touched, as sent to [`Policy::subscribe_changes`] subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {

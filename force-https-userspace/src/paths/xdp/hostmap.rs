@@ -9,7 +9,10 @@
 use std::{
     collections::HashMap as StdHashMap,
     os::fd::{AsFd, AsRawFd, BorrowedFd},
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     thread::JoinHandle,
     time::Instant,
 };
@@ -22,7 +25,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::{
     config::ACME_PREFIX,
     edge::Edge,
-    policy::{BeforeSwap, Change, HostEntry, PolicyTable},
+    metrics::{Counter, CounterSource},
+    policy::{BeforeSwap, Change, HostEntry, Notice, PolicyTable},
 };
 
 /// Where [`HostMap`] writes: the BPF map, or a plain map in unit tests.
@@ -338,10 +342,35 @@ fn project(table: &PolicyTable) -> StdHashMap<u64, Slot> {
     out
 }
 
+/// How the host map keeps up with the policy table (gauges, see [`crate::metrics::GAUGES`]).
+#[derive(Debug, Default)]
+pub(super) struct HostMapStats {
+    /// Entries in the map now.
+    entries: AtomicU64,
+    /// The longest time, µs, from a policy change's publication to the map holding it.
+    lag_max_us: AtomicU64,
+}
+
+impl CounterSource for HostMapStats {
+    fn counters(&self, out: &mut Vec<Counter>) {
+        out.push((
+            "xdp_host_map_entries",
+            "Entries in the XDP host map (one per pattern of the policy table, colliding patterns share one).",
+            self.entries.load(Relaxed),
+        ));
+        out.push((
+            "xdp_host_map_lag_max_us",
+            "Longest time in microseconds from a policy change's publication to the XDP host map holding it, since start.",
+            self.lag_max_us.load(Relaxed),
+        ));
+    }
+}
+
 /// The thread that keeps the host map in step with the policy; stopped and joined on drop.
 pub(super) struct HostMapSync {
     stop: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<JoinHandle<()>>,
+    stats: Arc<HostMapStats>,
 }
 
 impl HostMapSync {
@@ -352,10 +381,13 @@ impl HostMapSync {
     /// The thread cannot be spawned.
     pub(super) fn start(
         hosts: HostMap,
-        mut changes: UnboundedReceiver<Change>,
+        mut changes: UnboundedReceiver<Notice>,
         edge: Arc<Edge>,
         rt: tokio::runtime::Handle,
     ) -> anyhow::Result<HostMapSync> {
+        let stats = Arc::new(HostMapStats::default());
+        stats.entries.store(hosts.len() as u64, Relaxed);
+        let thread_stats = stats.clone();
         let hosts = Arc::new(Mutex::new(hosts));
         // Withdrawals reach the map before the table (see `Withdraw`); the thread then
         // applies every change (the withdrawals again, as no-ops).
@@ -371,9 +403,10 @@ impl HostMapSync {
                             c = changes.recv() => match c { Some(c) => c, None => break },
                             _ = stop_rx.changed() => break,
                         };
-                        let mut batch = vec![first];
-                        while let Ok(c) = changes.try_recv() {
-                            batch.push(c);
+                        let oldest = first.at;
+                        let mut batch = vec![first.change];
+                        while let Ok(n) = changes.try_recv() {
+                            batch.push(n.change);
                         }
                         let t0 = Instant::now();
                         let table = edge.policy.table();
@@ -386,11 +419,15 @@ impl HostMapSync {
                                 Change::Full => Ok(n),
                             })
                         };
+                        let lag = oldest.elapsed().as_micros() as u64;
+                        thread_stats.lag_max_us.fetch_max(lag, Relaxed);
+                        thread_stats.entries.store(hosts.len() as u64, Relaxed);
                         match res {
                             Ok(n) => tracing::debug!(
                                 written = n,
                                 entries = hosts.len(),
                                 us = t0.elapsed().as_micros() as u64,
+                                lag_us = lag,
                                 "XDP host map updated"
                             ),
                             Err(e) => tracing::error!("cannot update the XDP host map: {e:#}"),
@@ -402,7 +439,13 @@ impl HostMapSync {
         Ok(HostMapSync {
             stop: Some(stop_tx),
             thread: Some(thread),
+            stats,
         })
+    }
+
+    /// The map's gauges (entries, lag behind the table).
+    pub(super) fn stats(&self) -> Arc<HostMapStats> {
+        self.stats.clone()
     }
 }
 
@@ -507,7 +550,7 @@ mod tests {
             }
             p.set(&batch, (x >> 20) & 1 == 1).unwrap();
             while let Ok(c) = changes.try_recv() {
-                let Change::Patterns(pats) = c else {
+                let Change::Patterns(pats) = c.change else {
                     panic!("full change from set");
                 };
                 m.update(&p.table(), &pats).unwrap();
@@ -538,7 +581,7 @@ mod tests {
             changed.contains(&"*.shop.example".to_string()),
             "{changed:?}"
         );
-        let Ok(Change::Patterns(pats)) = changes.try_recv() else {
+        let Ok(Change::Patterns(pats)) = changes.try_recv().map(|n| n.change) else {
             panic!("no change sent");
         };
         m.update(&p.table(), &pats).unwrap();

@@ -98,6 +98,7 @@ impl FastPath {
             counters: Arc::new(XdpCounters {
                 stats: a.stats,
                 responders: responders.stats(),
+                host_map: sync.stats(),
             }),
             _sync: sync,
             _responders: responders,
@@ -114,10 +115,11 @@ impl FastPath {
     }
 }
 
-/// The XDP program's counters (`FH_STATS`, per CPU) and the responders'.
+/// The XDP program's counters (`FH_STATS`, per CPU), the responders' and the host map's.
 struct XdpCounters {
     stats: PerCpuArray<MapData, u64>,
     responders: Arc<ResponderStats>,
+    host_map: Arc<hostmap::HostMapStats>,
 }
 
 impl CounterSource for XdpCounters {
@@ -136,5 +138,6 @@ impl CounterSource for XdpCounters {
             }
         }
         self.responders.counters(out);
+        self.host_map.counters(out);
     }
 }
