@@ -19,9 +19,14 @@ struct Edge {
 
 impl Edge {
     fn start() -> Edge {
+        Edge::start_with(&[])
+    }
+
+    /// The edge, its backend started with `backend_args` (e.g. `--docroot DIR`).
+    fn start_with(backend_args: &[&str]) -> Edge {
         let ns = Netns::new();
         let pki = Pki::new();
-        let backend = Backend::start(&ns, "pages", 0);
+        let backend = Backend::start_with(&ns, "pages", 0, backend_args);
         let (shop_cert, shop_key) =
             pki.issue("shop", "shop.example.com", &["shop.example.com"], false);
         let (blog_cert, blog_key) =
@@ -398,9 +403,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 /// A measurement, not a CI test (memory targets are proven by benchmarks): the daemon's peak
-/// RSS while 200 clients each send a 1 MB page to the echo backend and read it back
-/// rewritten at 400 kB/s, so all are in flight at once. `FHT_REWRITE_TYPE=text/plain` gives
-/// the same transfers without rewriting; `FHT_REWRITE_ENCODING=gzip` a compressed backend.
+/// RSS while 200 clients each download a 1 MB page rewritten, at 400 kB/s, so all are in
+/// flight at once. `FHT_REWRITE_TYPE=text/plain` gives
+/// the same transfers without rewriting; `FHT_REWRITE_ENCODING=gzip` a compressed backend;
+/// `FHT_REWRITE_HTTP=1.1` HTTP/1.1 (default: HTTP/2, one connection per transfer).
 /// Figures: BENCHMARKS.md, "Automatic HTTPS Rewrites".
 #[test]
 #[ignore = "measurement: cargo test -p force-https-tests --test rewrites -- --ignored --nocapture"]
@@ -408,14 +414,19 @@ fn peak_rss_with_200_concurrent_1mb_rewrites() {
     if !require_root() {
         return;
     }
-    let e = Edge::start();
     // A 1 MiB page of links to upgrade (uncompressed; FHT_REWRITE_ENCODING=gzip measures a
-    // compressed backend: each gzip stream adds a decoder and an encoder).
+    // compressed backend: each gzip stream adds a decoder and an encoder), served by the
+    // backend from a docroot (FHT_REWRITE_UPLOAD=1: each client uploads it to /echo instead,
+    // which adds the request path's buffers).
     let page: String = (0..20_000)
         .map(|i| format!("<p><a href=\"http://img.example.com/{i}\">link {i}</a>...</p>\n"))
         .collect();
-    let file = e.d.dir().join("big.html");
+    let docroot = tempfile::tempdir().expect("docroot");
+    let file = docroot.path().join("big.html");
     std::fs::write(&file, &page).expect("page");
+    let root = docroot.path().display().to_string();
+    let e = Edge::start_with(&["--docroot", &root]);
+    let upload = std::env::var("FHT_REWRITE_UPLOAD").is_ok_and(|v| v == "1");
     let at = format!("@{}", file.display());
     let ca = e.pki.ca();
     let resolve = format!("shop.example.com:443:{EDGE_V4}");
@@ -440,6 +451,11 @@ fn peak_rss_with_200_concurrent_1mb_rewrites() {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    let mut per_transfer = per_transfer;
+    // FHT_REWRITE_HTTP=1.1: HTTP/1.1 connections instead of HTTP/2 (one stream each).
+    if std::env::var("FHT_REWRITE_HTTP").is_ok_and(|v| v == "1.1") {
+        per_transfer.push("--http1.1".into());
+    }
     let encoding = std::env::var("FHT_REWRITE_ENCODING").unwrap_or_else(|_| "identity".into());
     let media_type = std::env::var("FHT_REWRITE_TYPE").unwrap_or_else(|_| "text/html".into());
     let mut args: Vec<String> = [
@@ -456,16 +472,21 @@ fn peak_rss_with_200_concurrent_1mb_rewrites() {
             args.push("--next".into());
         }
         args.extend(per_transfer.iter().cloned());
+        if upload {
+            args.extend(["--data-binary".to_string(), at.clone()]);
+        }
         args.extend([
-            "--data-binary".to_string(),
-            at.clone(),
             "-H".into(),
             format!("x-want-encoding: {encoding}"),
             "-H".into(),
             format!("x-want-content-type: {media_type}"),
             "-o".into(),
             "/dev/null".into(),
-            "https://shop.example.com/echo".into(),
+            if upload {
+                "https://shop.example.com/echo".into()
+            } else {
+                "https://shop.example.com/static/big.html".into()
+            },
         ]);
     }
     let before = peak_rss_kib(e.d.pid());

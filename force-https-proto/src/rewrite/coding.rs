@@ -113,20 +113,121 @@ const BR_LGWIN: u32 = 18;
 /// gzip/deflate level for re-encoding (zlib's default).
 const ZLIB_LEVEL: u32 = 6;
 
-/// A streaming decoder.
+/// What a pull decoder reads: the bytes pushed and not yet decoded. Reading past them is
+/// `WouldBlock` until the end of the input is marked, then the end of the stream.
+#[derive(Default)]
+pub struct Input {
+    buf: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+impl Input {
+    fn push(&mut self, bytes: &[u8]) {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn rest(&self) -> &[u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+}
+
+impl io::Read for Input {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = io::BufRead::fill_buf(self)?.len().min(out.len());
+        out[..n].copy_from_slice(&self.rest()[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl io::BufRead for Input {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos >= self.buf.len() && !self.ended {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(self.rest())
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+    }
+}
+
+/// zlib or raw deflate through flate2's low-level inflater (its status tells a complete
+/// stream from a truncated one).
+pub struct Inflate {
+    state: flate2::Decompress,
+    input: Input,
+    done: bool,
+}
+
+impl Inflate {
+    fn new(zlib: bool, input: Input) -> Inflate {
+        Inflate {
+            state: flate2::Decompress::new(zlib),
+            input,
+            done: false,
+        }
+    }
+
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        while n < out.len() && !self.done {
+            let (in0, out0) = (self.state.total_in(), self.state.total_out());
+            // `None` even at the end: `Finish` wants room for all the rest at once.
+            let status = self
+                .state
+                .decompress(
+                    self.input.rest(),
+                    &mut out[n..],
+                    flate2::FlushDecompress::None,
+                )
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let used = (self.state.total_in() - in0) as usize;
+            let made = (self.state.total_out() - out0) as usize;
+            self.input.pos += used;
+            n += made;
+            if status == flate2::Status::StreamEnd {
+                self.done = true;
+            } else if used == 0 && made == 0 {
+                if self.input.ended {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "truncated deflate stream",
+                    ));
+                }
+                if n == 0 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                break;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A streaming decoder that produces its output in bounded steps ([`Decoder::pull`]): a
+/// small compressed chunk may expand a thousandfold (deflate) or more (br), so what one step
+/// holds must not depend on the input's ratio.
 pub enum Decoder {
     /// Bytes pass as they are.
     Identity,
-    /// gzip.
-    Gzip(Box<flate2::write::MultiGzDecoder<Vec<u8>>>),
+    /// gzip (every member of a multi-member stream).
+    Gzip(Box<flate2::bufread::MultiGzDecoder<Input>>),
     /// Until the first two bytes tell zlib from raw deflate.
-    DeflateSniff(Vec<u8>),
-    /// zlib.
-    Zlib(Box<flate2::write::ZlibDecoder<Vec<u8>>>),
-    /// Raw deflate.
-    RawDeflate(Box<flate2::write::DeflateDecoder<Vec<u8>>>),
+    DeflateSniff(Input),
+    /// zlib or raw deflate.
+    Inflate(Box<Inflate>),
     /// brotli.
-    Br(Box<brotli::DecompressorWriter<Vec<u8>>>),
+    Br(Box<brotli::Decompressor<Input>>),
 }
 
 impl Decoder {
@@ -134,74 +235,114 @@ impl Decoder {
     pub fn new(coding: Coding) -> Decoder {
         match coding {
             Coding::Identity => Decoder::Identity,
-            Coding::Gzip => Decoder::Gzip(Box::new(flate2::write::MultiGzDecoder::new(Vec::new()))),
-            Coding::Deflate => Decoder::DeflateSniff(Vec::new()),
-            Coding::Br => Decoder::Br(Box::new(brotli::DecompressorWriter::new(Vec::new(), 4096))),
+            Coding::Gzip => Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(
+                Input::default(),
+            ))),
+            Coding::Deflate => Decoder::DeflateSniff(Input::default()),
+            Coding::Br => Decoder::Br(Box::new(brotli::Decompressor::new(Input::default(), 4096))),
         }
     }
 
-    /// Decodes one chunk; returns the bytes decoded so far and not yet returned.
+    fn input(&mut self) -> Option<&mut Input> {
+        match self {
+            Decoder::Identity => None,
+            Decoder::Gzip(d) => Some(d.get_mut()),
+            Decoder::DeflateSniff(i) => Some(i),
+            Decoder::Inflate(d) => Some(&mut d.input),
+            Decoder::Br(d) => Some(d.get_mut()),
+        }
+    }
+
+    /// Queues `chunk` for decoding ([`Decoder::pull`] decodes it). Identity keeps nothing:
+    /// its bytes need no decoding.
+    pub fn push(&mut self, chunk: &[u8]) {
+        if let Some(i) = self.input() {
+            i.push(chunk);
+        }
+    }
+
+    /// Marks the end of the input: [`Decoder::pull`] then decodes the rest, and fails when
+    /// the stream is truncated.
+    pub fn end_input(&mut self) {
+        if let Some(i) = self.input() {
+            i.ended = true;
+        }
+    }
+
+    /// Decodes at most `max` bytes of what was pushed; empty once everything pushed so far is
+    /// decoded (more input is needed, or the stream ended).
+    ///
+    /// # Errors
+    /// The input is not valid in this coding, or (after [`Decoder::end_input`]) ends before
+    /// its coding's end.
+    pub fn pull(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        if let Decoder::DeflateSniff(held) = self {
+            let rest = held.rest();
+            if rest.len() < 2 && !held.ended {
+                return Ok(Vec::new());
+            }
+            // RFC 1950: CM = 8, CINFO ≤ 7, and the first two bytes a multiple of 31. An input
+            // of fewer than two bytes in all is taken as zlib (and found truncated).
+            let zlib = match rest {
+                [a, b, ..] => {
+                    a & 0x0f == 8 && a >> 4 <= 7 && (u16::from(*a) << 8 | u16::from(*b)) % 31 == 0
+                }
+                _ => true,
+            };
+            let input = std::mem::take(held);
+            *self = Decoder::Inflate(Box::new(Inflate::new(zlib, input)));
+        }
+        let mut out = vec![0; max];
+        let mut n = 0;
+        while n < max {
+            let r = match self {
+                Decoder::Identity | Decoder::DeflateSniff(_) => Ok(0),
+                Decoder::Gzip(d) => io::Read::read(d.as_mut(), &mut out[n..]),
+                Decoder::Inflate(d) => d.read(&mut out[n..]),
+                Decoder::Br(d) => io::Read::read(d.as_mut(), &mut out[n..]),
+            };
+            match r {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Decodes one chunk whole; returns the bytes decoded so far and not yet returned
+    /// (unbounded: for tests and benchmarks; the proxy pulls in steps).
     ///
     /// # Errors
     /// The input is not valid in this coding.
     pub fn write(&mut self, chunk: &[u8]) -> io::Result<Vec<u8>> {
-        match self {
-            Decoder::Identity => Ok(chunk.to_vec()),
-            Decoder::Gzip(d) => {
-                d.write_all(chunk)?;
-                Ok(std::mem::take(d.get_mut()))
-            }
-            Decoder::DeflateSniff(held) => {
-                held.extend_from_slice(chunk);
-                if held.len() < 2 {
-                    return Ok(Vec::new());
-                }
-                let held = std::mem::take(held);
-                // RFC 1950: CM = 8, CINFO ≤ 7, and the first two bytes a multiple of 31.
-                let zlib = held[0] & 0x0f == 8
-                    && held[0] >> 4 <= 7
-                    && (u16::from(held[0]) << 8 | u16::from(held[1])) % 31 == 0;
-                *self = if zlib {
-                    Decoder::Zlib(Box::new(flate2::write::ZlibDecoder::new(Vec::new())))
-                } else {
-                    Decoder::RawDeflate(Box::new(flate2::write::DeflateDecoder::new(Vec::new())))
-                };
-                self.write(&held)
-            }
-            Decoder::Zlib(d) => {
-                d.write_all(chunk)?;
-                Ok(std::mem::take(d.get_mut()))
-            }
-            Decoder::RawDeflate(d) => {
-                d.write_all(chunk)?;
-                Ok(std::mem::take(d.get_mut()))
-            }
-            Decoder::Br(d) => {
-                d.write_all(chunk)?;
-                Ok(std::mem::take(d.get_mut()))
-            }
+        if matches!(self, Decoder::Identity) {
+            return Ok(chunk.to_vec());
         }
+        self.push(chunk);
+        self.drain()
     }
 
     /// The end of the input: the last decoded bytes.
     ///
     /// # Errors
     /// The input ended before its coding's end.
-    pub fn finish(self) -> io::Result<Vec<u8>> {
-        match self {
-            Decoder::Identity => Ok(Vec::new()),
-            Decoder::Gzip(d) => d.finish(),
-            Decoder::DeflateSniff(held) if held.is_empty() => Ok(Vec::new()),
-            Decoder::DeflateSniff(held) => {
-                let mut d = flate2::write::ZlibDecoder::new(Vec::new());
-                d.write_all(&held)?;
-                d.finish()
+    pub fn finish(mut self) -> io::Result<Vec<u8>> {
+        self.end_input();
+        self.drain()
+    }
+
+    fn drain(&mut self) -> io::Result<Vec<u8>> {
+        let mut all = Vec::new();
+        loop {
+            let step = self.pull(64 * 1024)?;
+            if step.is_empty() {
+                return Ok(all);
             }
-            Decoder::Zlib(d) => d.finish(),
-            Decoder::RawDeflate(d) => d.finish(),
-            Decoder::Br(d) => d.into_inner().map_err(|_| {
-                io::Error::new(io::ErrorKind::UnexpectedEof, "truncated brotli stream")
-            }),
+            all.extend(step);
         }
     }
 }
@@ -327,6 +468,70 @@ mod tests {
         let mut d = Decoder::new(Coding::Br);
         let _ = d.write(&enc[..enc.len() / 2]);
         assert!(d.finish().is_err());
+    }
+
+    fn encode(c: Coding, data: &[u8]) -> Vec<u8> {
+        let mut e = Encoder::new(c);
+        let mut enc = e.write(data);
+        enc.extend(e.finish());
+        enc
+    }
+
+    #[test]
+    fn truncation_is_an_error_in_every_coding() {
+        let text: Vec<u8> = (0..5_000u32)
+            .flat_map(|i| format!("<a href=\"http://h{i}.example/\">x</a>\n").into_bytes())
+            .collect();
+        let mut raw =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        raw.write_all(&text).unwrap();
+        let raw = raw.finish().unwrap();
+        for (c, enc) in [
+            (Coding::Gzip, encode(Coding::Gzip, &text)),
+            (Coding::Deflate, encode(Coding::Deflate, &text)),
+            (Coding::Deflate, raw),
+            (Coding::Br, encode(Coding::Br, &text)),
+        ] {
+            let mut d = Decoder::new(c);
+            let whole = d.write(&enc).unwrap();
+            assert_eq!(whole.len() + d.finish().unwrap().len(), text.len(), "{c:?}");
+            let mut d = Decoder::new(c);
+            let _ = d.write(&enc[..enc.len() - 3]);
+            assert!(
+                d.finish().is_err(),
+                "{c:?}: a truncated stream must be an error"
+            );
+        }
+        let mut d = Decoder::new(Coding::Deflate);
+        assert!(
+            d.write(b"\xff\xff not deflate")
+                .and_then(|_| d.finish())
+                .is_err()
+        );
+    }
+
+    /// A decompression bomb (10 MB of zeros in a few kB) comes out in steps of at most what
+    /// was asked, whatever the ratio, in every coding.
+    #[test]
+    fn pull_bounds_each_step() {
+        let zeros = vec![0u8; 10 << 20];
+        for c in [Coding::Gzip, Coding::Deflate, Coding::Br] {
+            let enc = encode(c, &zeros);
+            assert!(enc.len() < 64 << 10, "{c:?}: {}", enc.len());
+            let mut d = Decoder::new(c);
+            d.push(&enc);
+            d.end_input();
+            let mut total = 0;
+            loop {
+                let step = d.pull(16 << 10).unwrap();
+                assert!(step.len() <= 16 << 10);
+                if step.is_empty() {
+                    break;
+                }
+                total += step.len();
+            }
+            assert_eq!(total, zeros.len(), "{c:?}");
+        }
     }
 
     #[test]

@@ -46,8 +46,10 @@ use crate::{
     metrics::Metrics,
 };
 
-/// The most a backend connection buffers ahead of the client, bytes.
-const UPSTREAM_READ_BUF: usize = 64 * 1024;
+/// The most a backend connection buffers ahead of the client, bytes; also the largest
+/// response head a backend may send (larger: 502). nginx's default is 4-8 KiB, HAProxy's about
+/// 15 KiB. 64 KiB held 23 MB of the 53 MB heap with 200 slow 1 MB transfers (BENCHMARKS.md).
+const UPSTREAM_READ_BUF: usize = 32 * 1024;
 
 /// A request body to a backend: the client's, or nothing (a retried bodyless request).
 type UpstreamBody = Either<Sent, Empty<Bytes>>;
@@ -164,6 +166,7 @@ impl Upstream {
             .pool_timer(hyper_util::rt::TokioTimer::new())
             // A backend connection reads ahead at most this much (hyper's default grows to
             // ~400 KiB): with many slow clients, read-ahead is most of the proxy's memory.
+            // hyper may reserve up to twice it while a body chunk is still held downstream.
             .http1_max_buf_size(UPSTREAM_READ_BUF)
             .timer(hyper_util::rt::TokioTimer::new())
             .set_host(false)

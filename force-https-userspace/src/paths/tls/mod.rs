@@ -51,6 +51,10 @@ impl Authority for Presented {
     }
 }
 
+/// The most response data an HTTP/2 stream buffers ahead of the socket, bytes (hyper's
+/// default: 400 KiB). The kernel's socket buffer holds what is in flight beyond it.
+const H2_SEND_BUF: usize = 64 * 1024;
+
 /// A fatal `unrecognized_name` alert record (TLS 1.2 record layer, as before ServerHello).
 const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
 
@@ -162,6 +166,9 @@ async fn connection(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(tls_cfg.max_concurrent_streams)
+        // Response data an HTTP/2 stream holds ahead of the socket (hyper's default 400 KiB
+        // per stream was most of the memory of 200 slow downloads on one connection).
+        .max_send_buf_size(H2_SEND_BUF)
         .max_header_list_size(u32::try_from(tls_cfg.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);

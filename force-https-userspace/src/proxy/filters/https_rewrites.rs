@@ -43,6 +43,10 @@ use crate::{
 /// `<style>` element larger than this makes the rest of the document pass through.
 pub const MAX_MEMORY_BYTES: usize = 256 * 1024;
 
+/// Decoded bytes per step of a compressed body ([`BodyFilter::more`]): what a response holds
+/// does not depend on its compression ratio (a few kB of gzip can decode to megabytes).
+const DECODE_STEP: usize = 16 * 1024;
+
 /// The Automatic HTTPS Rewrites filter, with its cache of rewritten documents.
 #[derive(Default)]
 pub struct HttpsRewrites {
@@ -388,31 +392,61 @@ impl RewriteBody {
 
 impl BodyFilter for RewriteBody {
     fn chunk(&mut self, chunk: Bytes) -> Bytes {
-        let decoded: std::borrow::Cow<'_, [u8]> = match self.decoder.as_mut() {
-            None => return Bytes::new(),
+        match self.decoder.as_mut() {
+            None => Bytes::new(),
             // Identity: no copy.
-            Some(Decoder::Identity) => std::borrow::Cow::Borrowed(&chunk[..]),
-            Some(d) => match d.write(&chunk) {
-                Ok(v) => std::borrow::Cow::Owned(v),
+            Some(Decoder::Identity) => {
+                let html = self.rewrite(&chunk);
+                if html.is_empty() {
+                    return Bytes::new();
+                }
+                self.encode(html.into())
+            }
+            // Decoded in steps of DECODE_STEP ([`BodyFilter::more`]).
+            Some(d) => {
+                d.push(&chunk);
+                self.more()
+            }
+        }
+    }
+
+    fn more(&mut self) -> Bytes {
+        loop {
+            let step = match self.decoder.as_mut() {
+                None | Some(Decoder::Identity) => return Bytes::new(),
+                Some(d) => d.pull(DECODE_STEP),
+            };
+            match step {
+                Ok(decoded) if decoded.is_empty() => return Bytes::new(),
+                Ok(decoded) => {
+                    let html = self.rewrite(&decoded);
+                    if !html.is_empty() {
+                        return self.encode(html.into());
+                    }
+                    // Held for the cache: decode on.
+                }
                 Err(e) => {
                     self.decode_failed(&e);
                     return Bytes::new();
                 }
-            },
-        };
-        let html = self.rewrite(&decoded);
-        if html.is_empty() {
-            return Bytes::new();
+            }
         }
-        self.encode(html.into())
     }
 
     fn end(&mut self) -> Bytes {
         let mut html = Vec::new();
-        if let Some(d) = self.decoder.take() {
-            match d.finish() {
-                Ok(rest) => html = self.rewrite(&rest),
-                Err(e) => self.decode_failed(&e),
+        if let Some(mut d) = self.decoder.take() {
+            // Everything pushed was pulled (`more` ran dry): the rest is the stream's end.
+            d.end_input();
+            loop {
+                match d.pull(DECODE_STEP) {
+                    Ok(rest) if rest.is_empty() => break,
+                    Ok(rest) => html.extend(self.rewrite(&rest)),
+                    Err(e) => {
+                        self.decode_failed(&e);
+                        break;
+                    }
+                }
             }
         }
         let html: Bytes = if self.raw {

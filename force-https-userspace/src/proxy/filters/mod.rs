@@ -98,6 +98,12 @@ pub trait ResponseFilter: Send + Sync {
 pub trait BodyFilter: Send {
     /// Transforms one data chunk; may return fewer bytes (holding some back) or none.
     fn chunk(&mut self, chunk: Bytes) -> Bytes;
+    /// Output still due from the last chunk: a filter whose output per chunk is not bounded
+    /// by the chunk (a decoder: compressed input may expand a thousandfold) returns it in
+    /// steps here. Called until it returns nothing, before the next chunk and the end.
+    fn more(&mut self) -> Bytes {
+        Bytes::new()
+    }
     /// The end of the stream: whatever is still held back.
     fn end(&mut self) -> Bytes;
 }
@@ -170,6 +176,7 @@ impl Chain {
             inner: body,
             pending: Bytes::new(),
             filters: body_filters,
+            draining: false,
             trailers: None,
             done: false,
         };
@@ -187,17 +194,38 @@ struct Filtered {
     /// The rest of an input frame larger than [`FILTER_SLICE`].
     pending: Bytes,
     filters: Vec<Box<dyn BodyFilter>>,
+    /// A filter may still have output due ([`BodyFilter::more`]).
+    draining: bool,
     /// Trailers held until the filters' last bytes are out.
     trailers: Option<Frame<Bytes>>,
     done: bool,
 }
 
 impl Filtered {
-    fn through(&mut self, mut data: Bytes) -> Bytes {
-        for f in &mut self.filters {
+    fn through(&mut self, data: Bytes) -> Bytes {
+        self.draining = true;
+        self.through_from(0, data)
+    }
+
+    /// `data` through the filters from the `first` on.
+    fn through_from(&mut self, first: usize, mut data: Bytes) -> Bytes {
+        for f in self.filters.iter_mut().skip(first) {
             data = f.chunk(data);
         }
         data
+    }
+
+    /// The next output a filter still owes, through the filters after it: the last filter's
+    /// first (it is earlier in the stream). `None` when none owes anything.
+    fn drain(&mut self) -> Option<Bytes> {
+        for i in (0..self.filters.len()).rev() {
+            let more = self.filters[i].more();
+            if !more.is_empty() {
+                return Some(self.through_from(i + 1, more));
+            }
+        }
+        self.draining = false;
+        None
     }
 
     /// The end of the stream: each filter gets what the filters before it still emitted,
@@ -208,7 +236,15 @@ impl Filtered {
             let passed = if carry.is_empty() {
                 Bytes::new()
             } else {
-                f.chunk(carry)
+                let mut passed = f.chunk(carry).to_vec();
+                loop {
+                    let more = f.more();
+                    if more.is_empty() {
+                        break;
+                    }
+                    passed.extend_from_slice(&more);
+                }
+                Bytes::from(passed)
             };
             let end = f.end();
             carry = if end.is_empty() {
@@ -237,6 +273,14 @@ impl HttpBody for Filtered {
             }
             if self.done {
                 return Poll::Ready(None);
+            }
+            if self.draining {
+                if let Some(out) = self.drain()
+                    && !out.is_empty()
+                {
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                continue;
             }
             if !self.pending.is_empty() {
                 let n = self.pending.len().min(FILTER_SLICE);
@@ -377,6 +421,78 @@ mod tests {
         assert_eq!(collected.trailers().unwrap()["x-sum"], "7");
         assert_eq!(&collected.to_bytes()[..], b"ABC");
         assert_eq!(*seen.lock().unwrap(), ["ab", "c", "<end>"]);
+    }
+
+    /// Gives each chunk back three times: once from `chunk`, twice from `more` (the way a
+    /// decoder hands out a large expansion in steps).
+    struct Thrice {
+        due: Vec<Bytes>,
+    }
+
+    impl BodyFilter for Thrice {
+        fn chunk(&mut self, chunk: Bytes) -> Bytes {
+            self.due = vec![chunk.clone(), chunk.clone()];
+            chunk
+        }
+        fn more(&mut self) -> Bytes {
+            self.due.pop().unwrap_or_default()
+        }
+        fn end(&mut self) -> Bytes {
+            Bytes::new()
+        }
+    }
+
+    struct ThriceFilter;
+
+    impl ResponseFilter for ThriceFilter {
+        fn response_head(&self, _: &FilterCtx<'_>, _: &mut Parts) -> Verdict {
+            Verdict::Continue
+        }
+        fn body(&self, _: &FilterCtx<'_>, _: &Parts) -> Option<Box<dyn BodyFilter>> {
+            Some(Box::new(Thrice { due: Vec::new() }))
+        }
+    }
+
+    #[tokio::test]
+    async fn output_due_in_steps_reaches_the_next_filters_in_order() {
+        let cfg = Config::from_toml(std::path::Path::new("t.toml"), "").unwrap();
+        let settings = Settings::from_config(&cfg);
+        let metrics = Arc::new(Metrics::default());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let chain = Chain::new(vec![
+            Box::new(ThriceFilter),
+            Box::new(ShoutFilter(seen.clone())),
+        ]);
+        let body: Body = Frames(
+            [
+                Frame::data(Bytes::from_static(b"ab")),
+                Frame::data(Bytes::from_static(b"c")),
+            ]
+            .into(),
+        )
+        .boxed_unsync();
+        let ctx = FilterCtx {
+            conn: super::super::ConnInfo::http("198.51.100.2:1".parse().unwrap(), 80),
+            entry: None,
+            settings: &settings,
+            metrics: &metrics,
+            origin: Origin::Upstream,
+            request: None,
+            table: None,
+        };
+        let resp = chain.apply(&ctx, hyper::Response::new(body));
+        let mut body = resp.into_body();
+        let mut frames = Vec::new();
+        while let Some(f) = body.frame().await {
+            frames.push(f.unwrap().into_data().unwrap());
+        }
+        assert_eq!(frames.concat(), b"ABABABCCC");
+        // One frame per step, never one for the whole expansion.
+        assert!(frames.iter().all(|f| f.len() <= 2), "{frames:?}");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["ab", "ab", "ab", "c", "c", "c", "<end>"]
+        );
     }
 
     /// A body of ready frames.
