@@ -7,7 +7,12 @@
 //!   per core);
 //! - `rewrite/untouched/PAGE`: the page as published (nothing to upgrade), the cost of
 //!   passing a page through the rewriter;
-//! - `rewrite/gzip/PAGE`: decode gzip, rewrite, encode gzip (what a compressed backend costs).
+//! - `rewrite/gzip/PAGE`: decode gzip, rewrite, encode gzip (what a compressed backend costs);
+//! - `rewrite/lol_html-no-handler/PAGE`, `…-any-element/PAGE`, `…-our-selectors/PAGE`: the
+//!   mixed page through lol_html alone with no handler (its floor), with a no-op element
+//!   handler on `*`, and with one on the rewriter's selector list: what lol_html's selector
+//!   matching costs before any of the rewriter's own work;
+//! - `rewrite/one-tag-document`: making a rewriter for a document, rewriting `<p>`.
 //!
 //! Run with `cargo bench -p force-https-proto --bench rewrite` (add `-- --warm-up-time 1
 //! --measurement-time 3` for a short run).
@@ -18,7 +23,7 @@ use std::{hint::black_box, io::Write, path::Path, sync::Arc};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use force_https_proto::rewrite::{
     coding::{Coding, Decoder, Encoder},
-    html::{AsciiCompatibleEncoding, HtmlUpgrader},
+    html::{AsciiCompatibleEncoding, HtmlUpgrader, SELECTOR},
     urls::KnownHost,
 };
 
@@ -104,6 +109,30 @@ fn rewrite(html: &[u8]) -> (usize, u64) {
     (n, r.links())
 }
 
+/// lol_html alone on the same page, as [`rewrite`] feeds it but with a no-op element handler
+/// on `selector` instead of the rewriter's (`None`: no handler at all, lol_html's floor),
+/// output counted and dropped.
+fn lol_html_only(html: &[u8], selector: Option<&lol_html::Selector>) -> usize {
+    use lol_html::{ElementContentHandlers, HtmlRewriter, Settings, html_content::Element};
+    let mut settings = Settings::new().with_strict(false);
+    if let Some(selector) = selector {
+        settings = settings.append_element_content_handler((
+            std::borrow::Cow::Borrowed(selector),
+            ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+                black_box(el);
+                Ok(())
+            }),
+        ));
+    }
+    let mut n = 0;
+    let mut r = HtmlRewriter::new(settings, |c: &[u8]| n += c.len());
+    for c in html.chunks(READ) {
+        r.write(c).unwrap();
+    }
+    r.end().unwrap();
+    n
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
@@ -128,6 +157,7 @@ fn rewrite_gzip(gz: &[u8]) -> usize {
 
 fn bench_rewrite(c: &mut Criterion) {
     let mut g = c.benchmark_group("rewrite");
+    g.bench_function("one-tag-document", |b| b.iter(|| rewrite(b"<p>")));
     for name in PAGES {
         let original = page(name);
         let (html, share) = mixed(&original);
@@ -146,6 +176,17 @@ fn bench_rewrite(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("untouched", name), &original, |b, h| {
             b.iter(|| rewrite(h))
         });
+        g.throughput(Throughput::Bytes(html.len() as u64));
+        for (what, selector) in [
+            ("lol_html-no-handler", None),
+            ("lol_html-any-element", Some("*")),
+            ("lol_html-our-selectors", Some(SELECTOR)),
+        ] {
+            let selector: Option<lol_html::Selector> = selector.map(|s| s.parse().unwrap());
+            g.bench_with_input(BenchmarkId::new(what, name), &html, |b, h| {
+                b.iter(|| lol_html_only(h, selector.as_ref()))
+            });
+        }
         let gz = gzip(&html);
         g.throughput(Throughput::Bytes(html.len() as u64));
         g.bench_with_input(BenchmarkId::new("gzip", name), &gz, |b, gz| {
