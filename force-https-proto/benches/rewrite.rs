@@ -15,123 +15,20 @@
 //! - `rewrite/one-tag-document`: making a rewriter for a document, rewriting `<p>`.
 //!
 //! Run with `cargo bench -p force-https-proto --bench rewrite` (add `-- --warm-up-time 1
-//! --measurement-time 3` for a short run).
+//! --measurement-time 3` for a short run). On a machine shared with other work, the
+//! instruction counts of `examples/rewrite_cost.rs` compare builds more steadily.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{hint::black_box, io::Write, path::Path, sync::Arc};
+mod common;
 
+use std::io::Write;
+
+use common::{PAGES, READ, known, lol_html_only, mixed, page, rewrite};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use force_https_proto::rewrite::{
     coding::{Coding, Decoder, Encoder},
     html::{AsciiCompatibleEncoding, HtmlUpgrader, SELECTOR},
-    urls::KnownHost,
 };
-
-/// The corpus, smallest first.
-const PAGES: &[&str] = &[
-    "book-toc-12k.html",
-    "book-streams-30k.html",
-    "reference-generics-70k.html",
-    "std-intoiter-190k.html",
-    "core-slice-840k.html",
-];
-
-/// The share of a page's bytes made URLs to upgrade.
-const URL_SHARE: f64 = 0.01;
-
-/// What the proxy reads from a backend at once.
-const READ: usize = 16 * 1024;
-
-fn page(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("benches/corpus")
-            .join(name),
-    )
-    .unwrap()
-}
-
-/// The page with relative `href="`/`src="` links turned into `http://docs.example/` ones
-/// until the URLs to upgrade make up [`URL_SHARE`] of its bytes; returns it and that share.
-fn mixed(html: &[u8]) -> (Vec<u8>, f64) {
-    let text = String::from_utf8_lossy(html);
-    let target = (text.len() as f64 * URL_SHARE) as usize;
-    let mut out = String::with_capacity(text.len() + target);
-    let mut url_bytes = 0;
-    let mut rest: &str = &text;
-    while url_bytes < target {
-        let Some(i) = rest.find(['h', 's']) else {
-            break;
-        };
-        let (before, at) = rest.split_at(i);
-        out.push_str(before);
-        let attr = if at.starts_with("href=\"") {
-            "href=\""
-        } else if at.starts_with("src=\"") {
-            "src=\""
-        } else {
-            out.push_str(&at[..1]);
-            rest = &at[1..];
-            continue;
-        };
-        let value_start = &at[attr.len()..];
-        let end = value_start.find('"').unwrap_or(0);
-        let value = &value_start[..end];
-        out.push_str(attr);
-        if !value.is_empty() && !value.contains(':') && !value.starts_with('#') {
-            let url = format!(
-                "http://docs.example/{}",
-                value.trim_start_matches("../").trim_start_matches('/')
-            );
-            url_bytes += url.len();
-            out.push_str(&url);
-        } else {
-            out.push_str(value);
-        }
-        rest = &value_start[end..];
-    }
-    out.push_str(rest);
-    let share = url_bytes as f64 / out.len() as f64;
-    (out.into_bytes(), share)
-}
-
-fn known() -> Arc<dyn KnownHost + Send + Sync> {
-    Arc::new(|h: &str| h == "docs.example")
-}
-
-fn rewrite(html: &[u8]) -> (usize, u64) {
-    let mut r = HtmlUpgrader::new(known(), AsciiCompatibleEncoding::utf_8(), true, 256 * 1024);
-    let mut n = 0;
-    for c in html.chunks(READ) {
-        n += black_box(r.write(c)).len();
-    }
-    n += r.end().len();
-    (n, r.links())
-}
-
-/// lol_html alone on the same page, as [`rewrite`] feeds it but with a no-op element handler
-/// on `selector` instead of the rewriter's (`None`: no handler at all, lol_html's floor),
-/// output counted and dropped.
-fn lol_html_only(html: &[u8], selector: Option<&lol_html::Selector>) -> usize {
-    use lol_html::{ElementContentHandlers, HtmlRewriter, Settings, html_content::Element};
-    let mut settings = Settings::new().with_strict(false);
-    if let Some(selector) = selector {
-        settings = settings.append_element_content_handler((
-            std::borrow::Cow::Borrowed(selector),
-            ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
-                black_box(el);
-                Ok(())
-            }),
-        ));
-    }
-    let mut n = 0;
-    let mut r = HtmlRewriter::new(settings, |c: &[u8]| n += c.len());
-    for c in html.chunks(READ) {
-        r.write(c).unwrap();
-    }
-    r.end().unwrap();
-    n
-}
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
