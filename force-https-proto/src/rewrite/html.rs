@@ -38,18 +38,18 @@ pub const URL_ATTRIBUTES: [&str; 8] = [
 /// Attributes whose value is a list of image candidates.
 pub const SRCSET_ATTRIBUTES: [&str; 2] = ["srcset", "imagesrcset"];
 
-/// The elements the rewriter looks at (a lol_html selector list): those with an attribute
-/// that holds `http://` in any case. [`upgrade_element`] changes nothing without one (every
+/// The elements the rewriter looks at (a lol_html selector list): those with a rewritten
+/// attribute that holds `http://` in any case. The handler changes nothing without one (every
 /// upgrade starts at an `http://`), so this only spares it the elements it would leave alone
-/// (most links are relative or `https://`). lol_html matches on the attribute's raw bytes, as
+/// (most links are relative or `https://`). lol_html matches the attribute's raw bytes, as
 /// written (character references not decoded, like the value the handler reads), in the
 /// document's encoding, where an ASCII-compatible encoding writes `http://` as these ASCII
-/// bytes and decodes those bytes only to it.
+/// bytes and decodes those bytes only to it. The one exception, a value lol_html decodes as
+/// UTF-16 by its byte order mark, is described at [`HtmlUpgrader::without_prefilter`].
 pub const SELECTOR: &str = "[src*=\"http://\" i],[href*=\"http://\" i],[action*=\"http://\" i],\
-                        [formaction*=\"http://\" i],[poster*=\"http://\" i],[data*=\"http://\" i],\
-                        [cite*=\"http://\" i],[background*=\"http://\" i],\
-                        [srcset*=\"http://\" i],[imagesrcset*=\"http://\" i],[style*=\"http://\" i],\
-                        meta[http-equiv][content*=\"http://\" i]";
+    [formaction*=\"http://\" i],[poster*=\"http://\" i],[data*=\"http://\" i],\
+    [cite*=\"http://\" i],[background*=\"http://\" i],[srcset*=\"http://\" i],\
+    [imagesrcset*=\"http://\" i],[style*=\"http://\" i],meta[http-equiv][content*=\"http://\" i]";
 
 /// [`SELECTOR`] and `style`, parsed once (`None` cannot happen: both are constant, valid
 /// selectors; a rewriter without them would pass documents through unchanged).
