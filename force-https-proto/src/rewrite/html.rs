@@ -38,14 +38,32 @@ pub const URL_ATTRIBUTES: [&str; 8] = [
 /// Attributes whose value is a list of image candidates.
 pub const SRCSET_ATTRIBUTES: [&str; 2] = ["srcset", "imagesrcset"];
 
-/// The elements the rewriter looks at (a lol_html selector list).
-const SELECTOR: &str = "[src],[href],[action],[formaction],[poster],[data],[cite],[background],\
-                        [srcset],[imagesrcset],[style],meta[http-equiv]";
+/// The elements the rewriter looks at (a lol_html selector list): those with a rewritten
+/// attribute that holds `http://` in any case. The handler changes nothing without one (every
+/// upgrade starts at an `http://`), so this only spares it the elements it would leave alone
+/// (most links are relative or `https://`). lol_html matches the attribute's raw bytes, as
+/// written (character references not decoded, like the value the handler reads), in the
+/// document's encoding, where an ASCII-compatible encoding writes `http://` as these ASCII
+/// bytes and decodes those bytes only to it. The one exception, a value lol_html decodes as
+/// UTF-16 by its byte order mark, is described at [`HtmlUpgrader::without_prefilter`].
+pub const SELECTOR: &str = "[src*=\"http://\" i],[href*=\"http://\" i],[action*=\"http://\" i],\
+    [formaction*=\"http://\" i],[poster*=\"http://\" i],[data*=\"http://\" i],\
+    [cite*=\"http://\" i],[background*=\"http://\" i],[srcset*=\"http://\" i],\
+    [imagesrcset*=\"http://\" i],[style*=\"http://\" i],meta[http-equiv][content*=\"http://\" i]";
 
 /// [`SELECTOR`] and `style`, parsed once (`None` cannot happen: both are constant, valid
 /// selectors; a rewriter without them would pass documents through unchanged).
 static SELECTORS: LazyLock<Option<(Selector, Selector)>> =
     LazyLock::new(|| Some((SELECTOR.parse().ok()?, "style".parse().ok()?)));
+
+/// The selector list before the `http://` pre-filter of [`SELECTOR`]: every element with one
+/// of the rewritten attributes, whatever its value (see [`HtmlUpgrader::without_prefilter`]).
+const EVERY_CANDIDATE: &str = "[src],[href],[action],[formaction],[poster],[data],[cite],\
+                               [background],[srcset],[imagesrcset],[style],meta[http-equiv]";
+
+/// [`EVERY_CANDIDATE`] and `style`, parsed once.
+static EVERY_CANDIDATE_SELECTORS: LazyLock<Option<(Selector, Selector)>> =
+    LazyLock::new(|| Some((EVERY_CANDIDATE.parse().ok()?, "style".parse().ok()?)));
 
 /// The most bytes handed to lol_html at once.
 const WRITE_SLICE: usize = 16 * 1024;
@@ -115,6 +133,45 @@ impl HtmlUpgrader {
         meta_charset: bool,
         max_memory: usize,
     ) -> HtmlUpgrader {
+        HtmlUpgrader::with_selectors(
+            SELECTORS.as_ref(),
+            known,
+            encoding,
+            meta_charset,
+            max_memory,
+        )
+    }
+
+    /// [`HtmlUpgrader::new`] without the `http://` pre-filter: every element with one of the
+    /// rewritten attributes goes to the handler, as before [`SELECTOR`] had the filter.
+    /// Slower; for differential tests and the fuzz target, which check that both give the
+    /// same bytes. They differ on one kind of input only: an attribute value whose raw bytes
+    /// start with a UTF-16 byte order mark (FF FE or FE FF) and then spell `http://…` in
+    /// UTF-16, which lol_html's decoding hands to this handler as a URL (and it upgrades);
+    /// the pre-filter sees no `http://` in the bytes and leaves them as they are.
+    pub fn without_prefilter(
+        known: Arc<dyn KnownHost + Send + Sync>,
+        encoding: AsciiCompatibleEncoding,
+        meta_charset: bool,
+        max_memory: usize,
+    ) -> HtmlUpgrader {
+        HtmlUpgrader::with_selectors(
+            EVERY_CANDIDATE_SELECTORS.as_ref(),
+            known,
+            encoding,
+            meta_charset,
+            max_memory,
+        )
+    }
+
+    /// [`HtmlUpgrader::new`] with the element and `<style>` selectors given.
+    fn with_selectors(
+        selectors: Option<&(Selector, Selector)>,
+        known: Arc<dyn KnownHost + Send + Sync>,
+        encoding: AsciiCompatibleEncoding,
+        meta_charset: bool,
+        max_memory: usize,
+    ) -> HtmlUpgrader {
         let out: Sink = Arc::new(Mutex::new(Vec::new()));
         let counts = Arc::new(Counts::default());
         let sink = SharedSink(out.clone());
@@ -123,7 +180,7 @@ impl HtmlUpgrader {
         let mut style = StyleText::default();
         let mut settings = Settings::new_send();
         // The selectors are parsed once per process, not per document.
-        if let Some((elements, styles)) = SELECTORS.as_ref() {
+        if let Some((elements, styles)) = selectors {
             settings = settings
                 .append_element_content_handler((
                     Cow::Borrowed(elements),
@@ -469,6 +526,274 @@ mod tests {
             assert_eq!(String::from_utf8_lossy(&out), want, "split {split}");
             assert_eq!(links, 1, "split {split}");
         }
+    }
+
+    /// `input` through [`HtmlUpgrader::new`] and [`HtmlUpgrader::without_prefilter`], split
+    /// every `split` bytes, under `max` bytes of memory: both outcomes.
+    fn both(input: &[u8], split: usize, max: usize) -> [(Vec<u8>, u64, Option<PassReason>); 2] {
+        [HtmlUpgrader::new, HtmlUpgrader::without_prefilter].map(|make| {
+            let enc = AsciiCompatibleEncoding::utf_8();
+            let mut r = make(known(), enc, true, max);
+            let mut out = Vec::new();
+            for c in input.chunks(split.max(1)) {
+                out.extend(r.write(c));
+            }
+            out.extend(r.end());
+            (out, r.links(), r.passed())
+        })
+    }
+
+    #[track_caller]
+    fn assert_prefilter_changes_nothing(input: &[u8], splits: &[usize], maxes: &[usize]) {
+        for &split in splits {
+            for &max in maxes {
+                let [filtered, every] = both(input, split, max);
+                assert_eq!(
+                    String::from_utf8_lossy(&filtered.0),
+                    String::from_utf8_lossy(&every.0),
+                    "split {split}, max {max}, input {:?}",
+                    String::from_utf8_lossy(input)
+                );
+                assert_eq!(filtered, every, "split {split}, max {max}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_prefilter_keeps_every_upgrade_the_handler_makes() {
+        // Each is upgraded (the first element) or left alone (the second) the same way
+        // with and without the pre-filter; the upgraded ones say the test is not vacuous.
+        let cases: &[(&str, bool)] = &[
+            ("<a href=\"HTTP://A.EXAMPLE/\">", true),
+            ("<a HREF='hTtP://a.example/x'>", true),
+            ("<a href=\" \t\nhttp://a.example/\">", true),
+            ("<a href=\"\x0chttp://a.example/\">", true),
+            ("<a href=http://a.example/x>", true),
+            ("<IMG SRC=\"Http://a.example:80/i.png\">", true),
+            (
+                "<img srcset=\"/a.png 1x,HTTP://x.cdn.example/b.png 2x\">",
+                true,
+            ),
+            (
+                "<img srcset=\"/a.png&#32;1x, http://a.example/b.png 2x\">",
+                true,
+            ),
+            ("<link imagesrcset=\"http://a.example/p.png 2x\">", true),
+            (
+                "<p style=\"background:URL(&quot;HTTP://a.example/b.png&quot;)\">",
+                true,
+            ),
+            ("<p style='background:url(http://a.example/b.png)'>", true),
+            (
+                "<meta content=\"0;URL=HTTP://A.EXAMPLE/\" http-equiv=\"REFRESH\">",
+                true,
+            ),
+            (
+                "<META HTTP-EQUIV=\" refresh \" CONTENT='5, http://a.example/'>",
+                true,
+            ),
+            ("<svg><image href=\"http://a.example/s.svg\"/></svg>", true),
+            (
+                "<x-custom data=\"http://a.example/d\" cite=\"http://a.example/c\">",
+                true,
+            ),
+            ("<a href=\"/x\" href=\"http://a.example/\">", false),
+            ("<a href=\"http://a.example/\" href=\"/x\">", true),
+            ("<a href=\"http&#58;//a.example/\">", false),
+            ("<a href=\"http&#x3a;//a.example/\">", false),
+            ("<a href=\"&#104;ttp://a.example/\">", false),
+            ("<a href=\"http:&#47;&#47;a.example/\">", false),
+            ("<img srcset=\"http&#58;//a.example/1.png 1x\">", false),
+            (
+                "<p style=\"background:url(http&#58;//a.example/b.png)\">",
+                false,
+            ),
+            (
+                "<meta http-equiv=refresh content=\"0;url=http&#58;//a.example/\">",
+                false,
+            ),
+            ("<meta http-equiv=refresh>", false),
+            ("<meta name=x content=\"http://a.example/\">", false),
+            ("<a title=\"http://a.example/\" href=\"/\">", false),
+            ("<a xlink:href=\"http://a.example/\">", false),
+            ("<a href=\"http://other.example/\">", false),
+            ("<a href=\"https://a.example/\">", false),
+            ("<a \"x=1 href=\"http://a.example/\">", false),
+            (
+                "<script>document.write('<a href=\"http://a.example/\">')</script>",
+                false,
+            ),
+            ("<!-- <a href=\"http://a.example/\"> -->", false),
+            ("<textarea><a href=\"http://a.example/\"></textarea>", false),
+            // lol_html decodes a value with BOM sniffing: a leading U+FEFF goes, with or
+            // without the pre-filter (the raw bytes still hold `http://`).
+            ("<a href=\"\u{feff}http://a.example/\">", true),
+        ];
+        for (doc, upgraded) in cases {
+            let [filtered, _] = both(doc.as_bytes(), usize::MAX, 1 << 20);
+            assert_eq!(filtered.1 > 0, *upgraded, "{doc}");
+            assert_prefilter_changes_nothing(doc.as_bytes(), &[1, 3, usize::MAX], &[1 << 20]);
+        }
+        let all: String = cases.iter().map(|(d, _)| *d).collect();
+        assert_prefilter_changes_nothing(all.as_bytes(), &[1, 7, 64, usize::MAX], &[1 << 20, 1024]);
+        assert_prefilter_changes_nothing(PAGE.as_bytes(), &[1, 5, usize::MAX], &[1 << 20, 1024]);
+    }
+
+    #[test]
+    fn the_prefilter_agrees_on_generated_markup() {
+        // Markup-shaped noise in a reproducible order (xorshift): start tags with attributes
+        // the rewriter reads or not, in any case, quoted or not, values made of URL-ish
+        // pieces, between raw fragments (text, comments, raw text elements, stray bytes).
+        const TAGS: &[&[u8]] = &[
+            b"<a",
+            b"<IMG",
+            b"<meta",
+            b"<META",
+            b"<div",
+            b"<svg><image",
+            b"<td",
+            b"<x-y",
+        ];
+        const NAMES: &[&[u8]] = &[
+            b"href",
+            b"HREF",
+            b"src",
+            b"SrcSet",
+            b"imagesrcset",
+            b"style",
+            b"action",
+            b"formaction",
+            b"poster",
+            b"data",
+            b"cite",
+            b"background",
+            b"content",
+            b"http-equiv",
+            b"xlink:href",
+            b"title",
+            b"\"q",
+            b"x=y",
+        ];
+        const QUOTES: &[&[u8]] = &[b"\"", b"'", b""];
+        const VALUES: &[&[u8]] = &[
+            b"http://a.example/x",
+            b"HTTP://A.EXAMPLE:80/",
+            b" \thttp://a.example",
+            b"http&#58;//a.example/",
+            b"&#104;ttp://a.example/",
+            b"hTTp://x.cdn.example/ 1x,",
+            b"http://a.example/2 2x",
+            b"url(&quot;http://a.example/i&quot;)",
+            b"url(http://a.example/i)",
+            b"@import 'HTTP://a.example/s.css';",
+            b"0; url=",
+            b"refresh",
+            b"Refresh",
+            b"https://a.example/",
+            b"/rel",
+            b"http://other.example/",
+            b"http:/",
+            b"//",
+            b"&amp;",
+            b"&quot;",
+            b"\xc3\xa9",
+            b"\xff",
+            b"\xef\xbb\xbf",
+            b" ",
+            b">",
+            b"\"",
+            b"'",
+        ];
+        const RAW: &[&[u8]] = &[
+            b"</a>",
+            b"<style>",
+            b"</style>",
+            b"<script>",
+            b"</script>",
+            b"<!--",
+            b"-->",
+            b"<textarea>",
+            b"</textarea>",
+            b"<![CDATA[",
+            b"]]>",
+            b">",
+            b"/>",
+            b"text ",
+            b"http://a.example/",
+            b"\n",
+            b"\xff",
+            b"<",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let mut upgraded = 0;
+        for _ in 0..1500 {
+            let mut doc = Vec::new();
+            for _ in 0..1 + next(12) {
+                if next(5) == 0 {
+                    doc.extend_from_slice(RAW[next(RAW.len())]);
+                    continue;
+                }
+                doc.extend_from_slice(TAGS[next(TAGS.len())]);
+                for _ in 0..next(4) {
+                    doc.extend_from_slice([&b" "[..], b"\n", b"/"][next(3)]);
+                    doc.extend_from_slice(NAMES[next(NAMES.len())]);
+                    if next(6) == 0 {
+                        continue;
+                    }
+                    let quote = QUOTES[next(QUOTES.len())];
+                    doc.push(b'=');
+                    doc.extend_from_slice(quote);
+                    for _ in 0..1 + next(3) {
+                        doc.extend_from_slice(VALUES[next(VALUES.len())]);
+                    }
+                    doc.extend_from_slice(quote);
+                }
+                doc.extend_from_slice([&b">"[..], b" />", b""][next(3)]);
+            }
+            let split = 1 + next(40);
+            assert_prefilter_changes_nothing(&doc, &[split, usize::MAX], &[1 << 20]);
+            upgraded += usize::from(both(&doc, usize::MAX, 1 << 20)[0].1 > 0);
+        }
+        // Not vacuous: a good share of the documents had URLs upgraded.
+        assert!(upgraded > 300, "{upgraded} of 1500");
+    }
+
+    #[test]
+    fn the_prefilter_agrees_on_the_bench_corpus() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/corpus");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "html") {
+                continue;
+            }
+            let page = std::fs::read(&path).unwrap();
+            // As published, and with every link absolute on a host that serves HTTPS.
+            let mixed = String::from_utf8_lossy(&page)
+                .replace("href=\"", "href=\"HTTP://a.example/")
+                .replace("src=\"", "src=\" http://x.cdn.example/");
+            for doc in [&page[..], mixed.as_bytes()] {
+                assert_prefilter_changes_nothing(doc, &[16 * 1024], &[256 * 1024]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_that_only_decodes_to_a_url_by_its_utf16_bom_is_left_alone() {
+        // lol_html decodes an attribute value with BOM sniffing: bytes FF FE then
+        // `h\0t\0t\0p\0…` read as `http://…` to a handler. A browser reads no URL there;
+        // the pre-filter (raw bytes, no `http://` in them) leaves it as it is. The one input
+        // on which it differs from handling every candidate, which upgraded it.
+        let doc = b"<img src=\"\xff\xfeh\0t\0t\0p\0:\0/\0/\0a\0.\0e\0x\0a\0m\0p\0l\0e\0/\0\">";
+        let [filtered, every] = both(doc, usize::MAX, 1 << 20);
+        assert_eq!(filtered.0, doc.to_vec());
+        assert_eq!(filtered.1, 0);
+        assert_eq!(every.0, b"<img src=\"https://a.example/\">".to_vec());
     }
 
     #[test]
