@@ -338,9 +338,10 @@ impl Policy {
     /// Applies changes of the fleet table (etcd's watch): each pattern gets the fleet's value
     /// `Some(enforced)`, or `None` when its key was deleted (the host returns to its config,
     /// or leaves the table when it has none). A local override keeps winning. The fleet table
-    /// is persisted (`fleet.journal`, or a new `fleet.json` for large changes) before the
-    /// change is published; a failure to persist is returned, but the change is applied
-    /// anyway (etcd is the source of truth; the file only serves restarts during an outage).
+    /// is persisted (a `fleet.journal` line before the change is published, or, for a change
+    /// of more than 10,000 patterns, a new `fleet.json` right after); a failure to persist is
+    /// returned, but the change is applied anyway (etcd is the source of truth; the file only
+    /// serves restarts during an outage).
     /// Returns the patterns whose entry changed.
     ///
     /// The cost is O(k · log n) for k patterns in a table of n.
@@ -349,7 +350,7 @@ impl Policy {
         updates: &[(DomainPattern, String, Option<bool>)],
     ) -> (Vec<String>, Option<anyhow::Error>) {
         let mut inner = self.lock();
-        self.apply_fleet(&mut inner, updates)
+        self.apply_fleet(&mut inner, updates, false)
     }
 
     /// Replaces the whole fleet table by `all` (pattern → value), as after a full read of the
@@ -365,7 +366,7 @@ impl Policy {
     ) -> (Vec<String>, Option<anyhow::Error>) {
         let mut inner = self.lock();
         let current = self.table.load_full();
-        let mut updates = Vec::new();
+        let mut updates = Vec::with_capacity(all.len());
         for e in current.iter() {
             if e.fleet.is_some()
                 && !all.contains_key(&*e.pattern)
@@ -379,7 +380,8 @@ impl Policy {
                 updates.push((p, key, Some(v)));
             }
         }
-        self.apply_fleet(&mut inner, &updates)
+        // A full read names each pattern once.
+        self.apply_fleet(&mut inner, &updates, true)
     }
 
     /// The body of [`Policy::set_fleet`], under the change lock.
@@ -391,19 +393,23 @@ impl Policy {
         &self,
         inner: &mut Inner,
         updates: &[(DomainPattern, String, Option<bool>)],
+        unique: bool,
     ) -> (Vec<String>, Option<anyhow::Error>) {
         let current = self.table.load_full();
-        // The last update of a pattern wins: keep only that one.
-        let mut last: std::collections::HashMap<&str, usize> =
-            std::collections::HashMap::with_capacity(updates.len());
-        for (i, (_, key, _)) in updates.iter().enumerate() {
-            last.insert(key.as_str(), i);
-        }
+        // The last update of a pattern wins: keep only that one (`unique`: each pattern is
+        // named once already).
+        let last: Option<std::collections::HashMap<&str, usize>> = (!unique).then(|| {
+            updates
+                .iter()
+                .enumerate()
+                .map(|(i, (_, key, _))| (key.as_str(), i))
+                .collect()
+        });
         let todo: Vec<&(DomainPattern, String, Option<bool>)> = updates
             .iter()
             .enumerate()
             .filter(|(i, (pattern, key, value))| {
-                last.get(key.as_str()) == Some(i)
+                last.as_ref().is_none_or(|l| l.get(key.as_str()) == Some(i))
                     && current.get_pattern(pattern).and_then(|e| e.fleet) != *value
             })
             .map(|(_, u)| u)
@@ -460,20 +466,27 @@ impl Policy {
                 },
             }
         }
-        let persisted = match &mut inner.fleet_store {
-            None => None,
-            // A large change (a full read) is cheaper as a new snapshot than as a line.
-            Some(store) if todo.len() > FLEET_SNAPSHOT_MIN => store.save(&table.fleet()).err(),
-            Some(store) => {
+        // A large change (a full read) is cheaper as a new snapshot than as a line, and is
+        // written once published (a 1M-host snapshot takes a second): etcd is the source of
+        // truth, and a crash in between leaves the previous snapshot, as a crash before the
+        // change would have.
+        let large = todo.len() > FLEET_SNAPSHOT_MIN;
+        let mut persisted = match &mut inner.fleet_store {
+            Some(store) if !large => {
                 let delta: Delta = todo
                     .iter()
                     .map(|(_, key, value)| (key.clone(), *value))
                     .collect();
                 store.apply(&delta, || table.fleet()).err()
             }
+            _ => None,
         };
+        let snapshot = (large && inner.fleet_store.is_some()).then(|| table.clone());
         let changed = patterns.clone();
         Self::publish(&self.table, inner, table, patterns);
+        if let (Some(next), Some(store)) = (snapshot, &mut inner.fleet_store) {
+            persisted = store.save(&next.fleet()).err();
+        }
         (changed, persisted)
     }
 
