@@ -127,6 +127,14 @@ impl Drop for Hub {
     }
 }
 
+/// A count from the environment variable `name`, else `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn sh(args: &[&str]) {
     let o = output_timeout(Command::new(args[0]).args(&args[1..]), CMD_TIMEOUT);
     assert!(o.status.success(), "{args:?}: {}", o.describe());
@@ -601,10 +609,7 @@ fn fleet_scale() {
     if !require_root() || !have_etcd() {
         return;
     }
-    let n: usize = std::env::var("FH_FLEET_KEYS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let n = env_count("FH_FLEET_KEYS", 100_000);
     let mut hub = Hub::new();
     let etcd = Etcd::start(&hub);
     let a = node(&mut hub);
@@ -935,10 +940,7 @@ fn fleet_burst_reaches_the_xdp_map() {
     if !require_root() || !have_etcd() {
         return;
     }
-    let n: usize = std::env::var("FH_FLEET_BURST")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let n = env_count("FH_FLEET_BURST", 10_000);
     let mut hub = Hub::new();
     let etcd = Etcd::start(&hub);
     let ns = Netns::new();

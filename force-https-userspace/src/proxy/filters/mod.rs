@@ -400,15 +400,7 @@ mod tests {
             .into(),
         )
         .boxed_unsync();
-        let ctx = FilterCtx {
-            conn: super::super::ConnInfo::http("198.51.100.2:1".parse().unwrap(), 80),
-            entry: None,
-            settings: &settings,
-            metrics: &metrics,
-            origin: Origin::Upstream,
-            request: None,
-            table: None,
-        };
+        let ctx = upstream_ctx(&settings, &metrics);
         assert_eq!(ctx.conn.scheme, Scheme::Http);
         let mut resp = hyper::Response::new(body);
         resp.headers_mut()
@@ -471,15 +463,7 @@ mod tests {
             .into(),
         )
         .boxed_unsync();
-        let ctx = FilterCtx {
-            conn: super::super::ConnInfo::http("198.51.100.2:1".parse().unwrap(), 80),
-            entry: None,
-            settings: &settings,
-            metrics: &metrics,
-            origin: Origin::Upstream,
-            request: None,
-            table: None,
-        };
+        let ctx = upstream_ctx(&settings, &metrics);
         let resp = chain.apply(&ctx, hyper::Response::new(body));
         let mut body = resp.into_body();
         let mut frames = Vec::new();
@@ -493,6 +477,19 @@ mod tests {
             *seen.lock().unwrap(),
             ["ab", "ab", "ab", "c", "c", "c", "<end>"]
         );
+    }
+
+    /// The context of a response from a backend to a plain-HTTP request.
+    fn upstream_ctx<'a>(settings: &'a Settings, metrics: &'a Arc<Metrics>) -> FilterCtx<'a> {
+        FilterCtx {
+            conn: super::super::ConnInfo::http("198.51.100.2:1".parse().unwrap(), 80),
+            entry: None,
+            settings,
+            metrics,
+            origin: Origin::Upstream,
+            request: None,
+            table: None,
+        }
     }
 
     /// A body of ready frames.
