@@ -88,7 +88,11 @@ pub struct ProxyConfig {
     pub connect_timeout_ms: u64,
     /// Time for the backend to send response headers (504 after).
     pub response_timeout_ms: u64,
-    /// Idle pooled connections kept per backend.
+    /// Idle pooled connections kept per backend (default 1024). Keep it at least the number
+    /// of requests a backend has in flight at peaks: the pool opens a connection for a
+    /// request that finds none idle, and closes the ones over this number once they are
+    /// idle again, so a smaller pool opens and closes a backend connection per request at
+    /// that load (BENCHMARKS.md: with 512 requests in flight, 64 cost 20-30% of the rate).
     pub pool_max_idle_per_host: usize,
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout_ms: u64,
@@ -99,7 +103,7 @@ impl Default for ProxyConfig {
         Self {
             connect_timeout_ms: 3_000,
             response_timeout_ms: 30_000,
-            pool_max_idle_per_host: 64,
+            pool_max_idle_per_host: 1024,
             pool_idle_timeout_ms: 90_000,
         }
     }

@@ -24,12 +24,23 @@ use crate::{cmd, netns};
 
 /// The host every peer serves and the certificate names.
 pub const HOST: &str = "bench.example";
-/// Requests in flight in every phase: wrk connections, and h2load connections × streams.
-/// Equal to the backend pool size, so no peer needs more backend connections than it keeps.
+/// Requests in flight in every phase by default (`--in-flight`): wrk connections, and h2load
+/// connections × streams. Equal to the backend pool size, so no peer needs more backend
+/// connections than it keeps.
 pub const IN_FLIGHT: u32 = 64;
-/// h2load: connections and concurrent streams per connection (16 × 4 = 64 in flight).
-pub const H2_CONNECTIONS: u32 = 16;
+/// h2load: concurrent streams per connection up to [`IN_FLIGHT`] (16 connections × 4 = 64).
 pub const H2_STREAMS: u32 = 4;
+
+/// h2load's connections and streams per connection for `in_flight` requests: 4 streams each up
+/// to 64 in flight, 8 above (`-c64 -m8` for 512, the case of issue 15's cliff).
+pub fn h2_split(in_flight: u32) -> (u32, u32) {
+    let streams = if in_flight <= IN_FLIGHT {
+        H2_STREAMS
+    } else {
+        8
+    };
+    ((in_flight / streams).max(1), streams)
+}
 /// Extra time a load generator gets past its duration before it is killed.
 const DEADLINE_SLACK: Duration = Duration::from_secs(20);
 
@@ -87,12 +98,13 @@ impl Phase {
 
     /// The load generator's command line (without the namespace and CPU pinning).
     /// `log` is h2load's per-request log file.
-    pub fn command_line(self, duration_s: u64, log: &Path) -> Vec<String> {
+    pub fn command_line(self, duration_s: u64, log: &Path, in_flight: u32) -> Vec<String> {
+        let (h2_connections, h2_streams) = h2_split(in_flight);
         let wrk = |https: bool, close: bool| {
             let mut v: Vec<String> = [
                 "wrk",
                 "-t1",
-                &format!("-c{IN_FLIGHT}"),
+                &format!("-c{in_flight}"),
                 &format!("-d{duration_s}s"),
                 "--latency",
                 "--timeout",
@@ -117,8 +129,8 @@ impl Phase {
             Phase::HttpsH2 => vec![
                 "h2load".into(),
                 "-t1".into(),
-                format!("-c{H2_CONNECTIONS}"),
-                format!("-m{H2_STREAMS}"),
+                format!("-c{h2_connections}"),
+                format!("-m{h2_streams}"),
                 "-D".into(),
                 duration_s.to_string(),
                 format!("--log-file={}", log.display()),
@@ -375,6 +387,8 @@ pub struct LoadGen<'a> {
     pub scratch: &'a Path,
     /// The no-resumption shim for the new-TLS-connection phase (`None`: wrk resumes).
     pub no_resume: Option<&'a Path>,
+    /// Requests in flight (`--in-flight`).
+    pub in_flight: u32,
 }
 
 impl LoadGen<'_> {
@@ -384,7 +398,7 @@ impl LoadGen<'_> {
         let scratch = self.scratch;
         let log = scratch.join("h2load-requests.log");
         let _ = std::fs::remove_file(&log);
-        let line = phase.command_line(duration_s, &log);
+        let line = phase.command_line(duration_s, &log, self.in_flight);
         let mut c = netns::exec(self.client_ns, "taskset");
         c.args(["-c", &CLIENT_CPU.to_string()]).args(&line);
         if phase == Phase::HttpsNewConn
@@ -450,7 +464,7 @@ impl LoadGen<'_> {
 
     /// The exact shell line of a phase, as shown in the report.
     pub fn shown_command(&self, phase: Phase, duration_s: u64) -> String {
-        let line = phase.command_line(duration_s, Path::new("REQUESTS.log"));
+        let line = phase.command_line(duration_s, Path::new("REQUESTS.log"), self.in_flight);
         let mut c = Command::new("taskset");
         c.args(["-c", &CLIENT_CPU.to_string()]).args(&line);
         if phase == Phase::HttpsNewConn && self.no_resume.is_some() {
@@ -551,6 +565,7 @@ time for request:      123us     12.34ms      1.23ms       456us    78.90%
             client_ns: "x",
             scratch: &dir,
             no_resume: Some(Path::new("/x/wrk-no-resume.so")),
+            in_flight: IN_FLIGHT,
         };
         assert!(
             g.shown_command(Phase::HttpsNewConn, 10)
@@ -577,18 +592,25 @@ time for request:      123us     12.34ms      1.23ms       456us    78.90%
     fn phase_commands() {
         let p = Path::new("/t/l.log");
         assert_eq!(
-            Phase::RedirectNewConn.command_line(5, p).join(" "),
+            Phase::RedirectNewConn
+                .command_line(5, p, IN_FLIGHT)
+                .join(" "),
             "wrk -t1 -c64 -d5s --latency --timeout 5s -H Connection: close http://bench.example/"
         );
         assert_eq!(
-            Phase::HttpsH1.command_line(5, p).join(" "),
+            Phase::HttpsH1.command_line(5, p, IN_FLIGHT).join(" "),
             "wrk -t1 -c64 -d5s --latency --timeout 5s https://bench.example/"
         );
         assert_eq!(
-            Phase::HttpsH2.command_line(5, p).join(" "),
+            Phase::HttpsH2.command_line(5, p, IN_FLIGHT).join(" "),
             "h2load -t1 -c16 -m4 -D 5 --log-file=/t/l.log https://bench.example/"
         );
-        assert_eq!(H2_CONNECTIONS * H2_STREAMS, IN_FLIGHT);
+        assert_eq!(h2_split(IN_FLIGHT), (16, H2_STREAMS));
+        assert_eq!(h2_split(512), (64, 8));
+        assert_eq!(
+            Phase::HttpsH2.command_line(5, p, 512).join(" "),
+            "h2load -t1 -c64 -m8 -D 5 --log-file=/t/l.log https://bench.example/"
+        );
         assert!(Phase::RedirectKeepalive.is_redirect() && !Phase::HttpsNewConn.is_redirect());
     }
 }

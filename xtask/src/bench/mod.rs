@@ -114,6 +114,12 @@ pub struct BenchArgs {
     /// `https_rewrite_hosts = ["www.w3.org"]`), to compare with a run without, with `--page`.
     #[arg(long)]
     pub https_rewrites: bool,
+    /// Requests in flight in every phase (wrk connections; h2load connections × streams: 4
+    /// streams each up to 64, 8 above). Above 64, more than every peer's backend pool of 64
+    /// idle connections: how each peer copes with more concurrent requests than it keeps
+    /// backend connections.
+    #[arg(long, default_value_t = IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub in_flight: u32,
 }
 
 impl BenchArgs {
@@ -268,8 +274,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             warmup_s: args.warmup,
             edge_cpu: EDGE_CPU,
             client_cpu: CLIENT_CPU,
-            in_flight: IN_FLIGHT,
-            method: method_notes(nofile, max_connections),
+            in_flight: args.in_flight,
+            method: method_notes(nofile, max_connections, args.in_flight),
             ..Meta::default()
         },
         ..Results::default()
@@ -467,7 +473,7 @@ fn versions(peers: &[PeerKind], bins: &ReleaseBins) -> Vec<(String, String)> {
 }
 
 /// How everything is measured, for the report.
-fn method_notes(nofile: u64, max_connections: u64) -> Vec<String> {
+fn method_notes(nofile: u64, max_connections: u64, in_flight: u32) -> Vec<String> {
     vec![
         format!(
             "Topology: namespaces fhb-<pid>-edge and fhb-<pid>-cli joined by a veth pair (198.51.100.1 / .2), created fresh for every peer and deleted after it; the fixed-response fh-backend ({} bytes of body) on {} in the edge namespace.",
@@ -494,10 +500,10 @@ fn method_notes(nofile: u64, max_connections: u64) -> Vec<String> {
             FOREIGN_LIMIT * 100.0
         ),
         format!(
-            "Load: {IN_FLIGHT} requests in flight in every phase (wrk -c{IN_FLIGHT}; h2load -c{} -m{}), equal to every peer's backend pool of {} idle keep-alive connections, so no peer churns backend connections.",
-            load::H2_CONNECTIONS,
-            load::H2_STREAMS,
-            peers::BACKEND_POOL
+            "Load: {in_flight} requests in flight in every phase (wrk -c{in_flight}; h2load -c{} -m{}), and every peer's backend pool keeps {} idle keep-alive connections, so no peer churns backend connections.",
+            load::h2_split(in_flight).0,
+            load::h2_split(in_flight).1,
+            peers::backend_pool(in_flight),
         ),
         format!(
             "Open files: RLIMIT_NOFILE {nofile} for every process (the hard limit here, when {NOFILE} could not be set); client connection limit {max_connections} for every peer (force-https max_connections, nginx worker_connections, HAProxy maxconn; Caddy has none)."
@@ -617,6 +623,7 @@ fn run_peer(
             nofile: *nofile,
             access_log: args.access_log,
             https_rewrites: args.https_rewrites,
+            backend_pool: peers::backend_pool(args.in_flight),
         };
         peers::prepare_dirs(kind, &dir)?;
         let (name, text) = peers::config(kind, &ctx);
@@ -680,6 +687,7 @@ fn run_peer(
                 client_ns: &topo.client,
                 scratch: &dir,
                 no_resume: no_resume.as_deref(),
+                in_flight: args.in_flight,
             },
             out_dir,
         };

@@ -20,8 +20,9 @@
 //! - Caddy: `transport http { keepalive 90s; keepalive_idle_conns 64;
 //!   keepalive_idle_conns_per_host 64 }`.
 //!
-//! The load keeps at most 64 requests in flight (`load::IN_FLIGHT`), so no peer needs more than
-//! 64 backend connections and none has to open or close backend connections in steady state.
+//! The load keeps 64 requests in flight by default (`load::IN_FLIGHT`), so no peer needs more
+//! than 64 backend connections and none has to open or close backend connections in steady
+//! state; with `--in-flight N` above 64, every peer's pool is N ([`backend_pool`]).
 //!
 //! Single worker: nginx `worker_processes 1`; HAProxy `nbthread 1`; Caddy `GOMAXPROCS=1`;
 //! force-https has no worker setting (config.rs has none): its tokio runtime sizes itself from
@@ -40,8 +41,15 @@ use crate::{cmd, netns};
 
 /// The backend every peer proxies to (in the edge namespace).
 pub const BACKEND: &str = "127.0.0.1:8080";
-/// Idle keep-alive connections every peer keeps to the backend.
+/// Idle keep-alive connections every peer keeps to the backend, at least (`--in-flight`
+/// above it raises every peer's pool to the requests in flight: [`backend_pool`]).
 pub const BACKEND_POOL: usize = 64;
+
+/// Every peer's backend pool for `in_flight` requests: no peer needs more backend
+/// connections than it keeps.
+pub fn backend_pool(in_flight: u32) -> usize {
+    BACKEND_POOL.max(in_flight as usize)
+}
 /// The size of the backend's fixed response body.
 pub const FIXED_BODY_BYTES: usize = 128;
 /// HSTS value every peer adds on 443.
@@ -160,6 +168,8 @@ pub struct PeerCtx<'a> {
     pub access_log: bool,
     /// force-https: `https_rewrites = true` on the site (`--https-rewrites`).
     pub https_rewrites: bool,
+    /// Idle keep-alive connections kept to the backend ([`backend_pool`]).
+    pub backend_pool: usize,
 }
 
 impl PeerCtx<'_> {
@@ -172,6 +182,7 @@ impl PeerCtx<'_> {
 pub fn config(kind: PeerKind, ctx: &PeerCtx) -> (String, String) {
     let cert = ctx.files.cert.display();
     let key = ctx.files.key.display();
+    let pool = ctx.backend_pool;
     match kind {
         PeerKind::ForceHttpsXdp | PeerKind::ForceHttps => {
             let xdp = if kind == PeerKind::ForceHttpsXdp {
@@ -206,7 +217,7 @@ max_connections = {maxconn}
 drain_timeout_ms = 1000
 
 [proxy]
-pool_max_idle_per_host = {BACKEND_POOL}
+pool_max_idle_per_host = {pool}
 pool_idle_timeout_ms = 90000
 
 [hsts]
@@ -261,7 +272,7 @@ http {{
 
     upstream bench_backend {{
         server {BACKEND};
-        keepalive {BACKEND_POOL};
+        keepalive {pool};
         keepalive_requests 1000000;
         keepalive_timeout 90s;
     }}
@@ -301,7 +312,7 @@ http {{
                 errlog = ctx.p("nginx-error.log"),
                 tmp = ctx.p("nginx-tmp"),
                 nofile = ctx.nofile,
-                worker_connections = ctx.max_connections + BACKEND_POOL as u64,
+                worker_connections = ctx.max_connections + pool as u64,
             );
             ("nginx.conf".into(), text)
         }
@@ -339,7 +350,7 @@ frontend https443
 
 backend bench_backend
     http-reuse always
-    server app {BACKEND} pool-max-conn {BACKEND_POOL} pool-purge-delay 90s
+    server app {BACKEND} pool-max-conn {pool} pool-purge-delay 90s
 "#,
                 combined = ctx.files.combined.display(),
                 maxconn = ctx.max_connections,
@@ -369,8 +380,8 @@ https://{HOST} {{
         header_up Forwarded "for={{remote_host}};proto=https;host={{host}}"
         transport http {{
             keepalive 90s
-            keepalive_idle_conns {BACKEND_POOL}
-            keepalive_idle_conns_per_host {BACKEND_POOL}
+            keepalive_idle_conns {pool}
+            keepalive_idle_conns_per_host {pool}
         }}
     }}
 }}
@@ -681,6 +692,7 @@ mod tests {
             nofile: 20000,
             access_log: false,
             https_rewrites: false,
+            backend_pool: BACKEND_POOL,
         };
         for kind in PeerKind::ALL {
             let (_, text) = config(kind, &ctx);
