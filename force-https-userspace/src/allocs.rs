@@ -17,6 +17,7 @@ pub struct Counting;
 
 thread_local! {
     static COUNTED: Cell<bool> = const { Cell::new(false) };
+    static THIS_THREAD: Cell<u64> = const { Cell::new(0) };
 }
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
@@ -31,6 +32,12 @@ pub fn allocations() -> u64 {
     ALLOCATIONS.load(Relaxed)
 }
 
+/// Allocations (and reallocations) the calling thread made while counted: a measurement that
+/// other counted threads (tests running in parallel) do not disturb.
+pub fn this_thread_allocations() -> u64 {
+    THIS_THREAD.try_with(Cell::get).unwrap_or(0)
+}
+
 /// Whether the binary was built with the counting allocator.
 pub const INSTALLED: bool = cfg!(feature = "count-allocs");
 
@@ -38,6 +45,7 @@ fn note() {
     // `try_with`: the thread-local may already be gone while a thread exits.
     if COUNTED.try_with(Cell::get).unwrap_or(false) {
         ALLOCATIONS.fetch_add(1, Relaxed);
+        let _ = THIS_THREAD.try_with(|n| n.set(n.get() + 1));
     }
 }
 

@@ -10,6 +10,8 @@
 //! 4. **response filters** ([`filters`]): every response, local ones included, passes the
 //!    chain; HSTS is the first filter.
 
+#[cfg(test)]
+mod alloc_budget;
 pub mod filters;
 pub mod local;
 pub mod request;
