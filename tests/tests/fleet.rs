@@ -165,25 +165,15 @@ struct EtcdTls {
 
 impl Etcd {
     fn start(hub: &Hub) -> Etcd {
-        let tmp = tempfile::Builder::new()
-            .prefix("fht-etcd-")
-            .tempdir()
-            .unwrap();
-        let mut e = Etcd {
-            hub: hub.name.clone(),
-            dir: tmp.path().join("data"),
-            port: 2379,
-            child: None,
-            _tmp: Some(tmp),
-            tls: None,
-            user: None,
-        };
-        e.launch(2379);
-        e
+        Etcd::start_with(hub, None)
     }
 
     /// An etcd that serves TLS only and requires a client certificate signed by `tls.ca`.
     fn start_tls(hub: &Hub, tls: EtcdTls) -> Etcd {
+        Etcd::start_with(hub, Some(tls))
+    }
+
+    fn start_with(hub: &Hub, tls: Option<EtcdTls>) -> Etcd {
         let tmp = tempfile::Builder::new()
             .prefix("fht-etcd-")
             .tempdir()
@@ -194,7 +184,7 @@ impl Etcd {
             port: 2379,
             child: None,
             _tmp: Some(tmp),
-            tls: Some(tls),
+            tls,
             user: None,
         };
         e.launch(2379);

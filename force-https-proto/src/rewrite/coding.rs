@@ -120,10 +120,13 @@ pub struct Input {
     buf: Vec<u8>,
     pos: usize,
     ended: bool,
+    /// Some input came: an empty body is empty in every coding, not a truncated stream.
+    pushed: bool,
 }
 
 impl Input {
     fn push(&mut self, bytes: &[u8]) {
+        self.pushed |= !bytes.is_empty();
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
@@ -276,6 +279,9 @@ impl Decoder {
     /// The input is not valid in this coding, or (after [`Decoder::end_input`]) ends before
     /// its coding's end.
     pub fn pull(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        if self.input().is_some_and(|i| i.ended && !i.pushed) {
+            return Ok(Vec::new());
+        }
         if let Decoder::DeflateSniff(held) = self {
             let rest = held.rest();
             if rest.len() < 2 && !held.ended {
@@ -508,6 +514,17 @@ mod tests {
                 .and_then(|_| d.finish())
                 .is_err()
         );
+    }
+
+    /// An empty body (a `200` with `Content-Length: 0` and a `Content-Encoding`) decodes to
+    /// nothing, without an error, in every coding.
+    #[test]
+    fn an_empty_body_is_empty() {
+        for c in [Coding::Identity, Coding::Gzip, Coding::Deflate, Coding::Br] {
+            let mut d = Decoder::new(c);
+            assert!(d.write(b"").unwrap().is_empty(), "{c:?}");
+            assert!(d.finish().unwrap().is_empty(), "{c:?}");
+        }
     }
 
     /// A decompression bomb (10 MB of zeros in a few kB) comes out in steps of at most what
