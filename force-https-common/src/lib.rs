@@ -118,7 +118,26 @@ pub struct Settings {
     /// the AF_XDP responder. 0 on a veth in driver mode, where `XDP_TX` frames only reach a
     /// peer that has an XDP program of its own.
     pub fin_tx: u32,
+    /// How a SYN to a watched port with a listener is answered: [`SYNACK_KERNEL`],
+    /// [`SYNACK_TX`] or [`SYNACK_XSK`].
+    pub synack: u32,
+    /// MSS advertised in SYN-ACKs made by XDP over IPv4 (the interface MTU - 40).
+    pub mss_v4: u32,
+    /// MSS advertised in SYN-ACKs made by XDP over IPv6 (the interface MTU - 60).
+    pub mss_v6: u32,
 }
+
+/// [`Settings::synack`]: SYNs are passed; the kernel answers them (with a syncookie, since
+/// `tcp_syncookies = 2`).
+pub const SYNACK_KERNEL: u32 = 0;
+/// [`Settings::synack`]: XDP answers a SYN itself with a syncookie SYN-ACK (`XDP_TX`).
+pub const SYNACK_TX: u32 = 1;
+/// [`Settings::synack`]: XDP builds the SYN-ACK in the frame and hands it to the AF_XDP
+/// responder, which transmits it unchanged (where `XDP_TX` frames would not reach the peer:
+/// a veth in driver mode whose peer has no XDP program).
+pub const SYNACK_XSK: u32 = 2;
+/// Length of the TCP header of a SYN-ACK made by XDP: 20 bytes and the MSS option.
+pub const SYNACK_TCP_HLEN: usize = 24;
 
 /// TTL / hop limit of fast-path answers (AF_XDP and `XDP_TX`).
 pub const ANSWER_TTL: u8 = 64;
@@ -186,7 +205,8 @@ pub const WILD_CHECK_INIT: u32 = host_check(b"*.");
 pub const STAT_PACKETS: u32 = 0;
 /// TCP packets (IPv4 or IPv6) to a watched port.
 pub const STAT_TCP_WATCHED: u32 = 1;
-/// SYNs to a watched port, passed (the kernel answers with a cookie).
+/// SYNs to a watched port passed to the kernel (it answers with a cookie): answering in XDP
+/// is off, or the SYN carries data or flags XDP leaves alone, or its frame has no room.
 pub const STAT_SYN: u32 = 2;
 /// TCP segments carrying payload to a watched port.
 pub const STAT_DATA: u32 = 3;
@@ -229,8 +249,15 @@ pub const STAT_FIN_ACK_TX: u32 = 20;
 /// Passed: the request-target has a byte the redirect would percent-encode
 /// ([`uri::is_uri_path_byte`]) or a `%` without two hex digits.
 pub const STAT_PASS_TARGET_ESCAPE: u32 = 21;
+/// SYNs answered by XDP with a syncookie SYN-ACK sent back with `XDP_TX`.
+pub const STAT_SYNACK_TX: u32 = 22;
+/// SYNs answered by XDP with a syncookie SYN-ACK transmitted by the AF_XDP responder.
+pub const STAT_SYNACK_XSK: u32 = 23;
+/// SYNs passed because `bpf_tcp_gen_syncookie` refused them (the listener's accept queue is
+/// full, `tcp_syncookies` is not 2, or a listener of the other address family).
+pub const STAT_SYN_COOKIE_REFUSED: u32 = 24;
 /// Number of counters in [`MAP_STATS`].
-pub const STAT_COUNT: u32 = 22;
+pub const STAT_COUNT: u32 = 25;
 
 /// Human-readable names of the counters, indexed like the `STAT_*` constants.
 pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
@@ -256,6 +283,9 @@ pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
     "xdp_pass_no_xsk",
     "xdp_fin_ack_tx",
     "xdp_pass_target_escape",
+    "xdp_synack_tx",
+    "xdp_synack_xsk",
+    "xdp_syn_cookie_refused",
 ];
 
 /// One-line descriptions of the counters (for `force-https stats` and Prometheus `# HELP`),
@@ -263,7 +293,7 @@ pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
 pub const STAT_HELP: [&str; STAT_COUNT as usize] = [
     "Every packet the program saw.",
     "TCP packets (IPv4 or IPv6) to a watched port.",
-    "SYNs to a watched port, passed (the kernel answers with a cookie).",
+    "SYNs to a watched port passed to the kernel (it answers with a cookie): answering in XDP is off, or the SYN carries data or flags XDP leaves alone, or its frame has no room.",
     "TCP segments carrying payload to a watched port.",
     "Segments of a connection the kernel has a socket for (established, time-wait), passed.",
     "Segments of flows in the flow LRU, passed.",
@@ -283,6 +313,9 @@ pub const STAT_HELP: [&str; STAT_COUNT as usize] = [
     "Passed: the redirect found no AF_XDP socket on the RX queue (the responder is not running).",
     "FINs with no socket answered with an ACK by XDP itself (XDP_TX).",
     "Passed: the request-target has a byte the redirect would percent-encode, or a % without two hex digits.",
+    "SYNs answered by XDP with a syncookie SYN-ACK sent back with XDP_TX.",
+    "SYNs answered by XDP with a syncookie SYN-ACK transmitted by the AF_XDP responder.",
+    "SYNs passed because bpf_tcp_gen_syncookie refused them (accept queue full, tcp_syncookies not 2, or a listener of the other address family).",
 ];
 
 #[cfg(test)]

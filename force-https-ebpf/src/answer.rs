@@ -30,23 +30,30 @@ pub fn no_payload(ctx: &XdpContext, seg: &Segment) -> Verdict {
 /// socket there, passes it and counts `STAT_PASS_NO_XSK`.
 #[inline(always)]
 pub fn to_xsk(ctx: &XdpContext, stat: u32) -> u32 {
+    to_xsk_or(ctx, stat, xdp_action::XDP_PASS)
+}
+
+/// As [`to_xsk`], but without a socket the frame gets `fallback` (`XDP_DROP` for a frame
+/// already rewritten into an answer, which the kernel must not receive).
+#[inline(always)]
+pub fn to_xsk_or(ctx: &XdpContext, stat: u32, fallback: u32) -> u32 {
     // SAFETY: `ctx.ctx` is the kernel's `xdp_md` of this run.
     let queue = unsafe { (*ctx.ctx).rx_queue_index };
-    match FH_XSKS.redirect(queue, xdp_action::XDP_PASS as u64) {
+    match FH_XSKS.redirect(queue, u64::from(fallback)) {
         Ok(action) => {
             bump(stat);
             action
         }
         Err(_) => {
             bump(STAT_PASS_NO_XSK);
-            xdp_action::XDP_PASS
+            fallback
         }
     }
 }
 
 /// Adds the big-endian 16-bit words of `b` to a one's complement accumulator.
 #[inline(always)]
-fn sum16<const N: usize>(mut acc: u32, b: &[u8; N]) -> u32 {
+pub fn sum16<const N: usize>(mut acc: u32, b: &[u8; N]) -> u32 {
     let mut i = 0;
     while i + 1 < N {
         acc += u32::from(u16::from_be_bytes([b[i], b[i + 1]]));
@@ -57,7 +64,7 @@ fn sum16<const N: usize>(mut acc: u32, b: &[u8; N]) -> u32 {
 
 /// The checksum field for a one's complement sum (at most a few hundred words).
 #[inline(always)]
-fn fold(mut acc: u32) -> [u8; 2] {
+pub fn fold(mut acc: u32) -> [u8; 2] {
     acc = (acc & 0xffff) + (acc >> 16);
     acc = (acc & 0xffff) + (acc >> 16);
     (!(acc as u16)).to_be_bytes()

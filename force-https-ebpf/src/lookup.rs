@@ -20,16 +20,17 @@ use crate::maps::{FH_FLOWS, FH_HOSTS};
 use crate::scratch::{NONE, Sp, lower, run_loop, scratch};
 
 /// `TCP_LISTEN` of `bpf_sock::state`.
-const TCP_LISTEN: u32 = 10;
+pub const TCP_LISTEN: u32 = 10;
 const BPF_F_CURRENT_NETNS: u64 = u64::MAX;
 
-/// `Ok` when only the listener matches the segment; `Err` holds the pass counter when there is
-/// no socket at all or a connection's own socket.
+/// The kernel socket of the segment's 4-tuple (`bpf_skc_lookup_tcp`: a connection's own
+/// socket, time-wait included, else the listener), or null. A non-null result holds a
+/// reference the caller must give back with `bpf_sk_release` on every path.
 #[inline(always)]
-pub fn listener_only(ctx: &XdpContext, key: &FlowKey, v6: bool) -> Result<(), u32> {
+pub fn socket(ctx: &XdpContext, key: &FlowKey, v6: bool) -> *mut bpf_sock {
     // SAFETY: `bpf_sock_tuple` is plain integers (all-zero is valid); the union member written
     // is the one whose size is passed to the helper, together with the program's own context.
-    let sk = unsafe {
+    unsafe {
         let mut tuple: bpf_sock_tuple = core::mem::zeroed();
         let size = if v6 {
             let t6 = &mut tuple.__bindgen_anon_1.ipv6;
@@ -53,13 +54,20 @@ pub fn listener_only(ctx: &XdpContext, key: &FlowKey, v6: bool) -> Result<(), u3
             BPF_F_CURRENT_NETNS,
             0,
         )
-    };
+    }
+}
+
+/// `Ok` when only the listener matches the segment; `Err` holds the pass counter when there is
+/// no socket at all or a connection's own socket.
+#[inline(always)]
+pub fn listener_only(ctx: &XdpContext, key: &FlowKey, v6: bool) -> Result<(), u32> {
+    let sk = socket(ctx, key, v6);
     if sk.is_null() {
         return Err(STAT_PASS_NO_LISTENER);
     }
     // SAFETY: a non-null socket pointer from the helper (the verifier tracks it and allows
     // reading `state`), released exactly once, right after the read.
-    let state = unsafe { (*(sk as *const bpf_sock)).state };
+    let state = unsafe { (*sk).state };
     // SAFETY: as above.
     unsafe { bpf_sk_release(sk as *mut c_void) };
     if state != TCP_LISTEN {

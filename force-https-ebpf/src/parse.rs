@@ -7,14 +7,15 @@ use force_https_common::{
     FlowKey, STAT_PASS_IP, STAT_PASS_NO_LISTENER, STAT_SYN, STAT_TCP_WATCHED,
     net::{
         ETH_HLEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, TCP_HLEN,
-        TH_ACK, TH_RST, TH_SYN, TH_URG, VLAN_HLEN,
+        TH_ACK, TH_FIN, TH_RST, TH_SYN, TH_URG, VLAN_HLEN,
     },
 };
 
 use crate::maps::{FH_PORTS, bump};
 use crate::prog::{Decision, Verdict};
 
-/// A TCP segment to a watched port, with an ACK and without SYN, RST or URG.
+/// A TCP segment to a watched port: a plain SYN, or a segment with an ACK and without SYN, RST
+/// or URG.
 pub struct Segment {
     /// Addresses and ports, client to server.
     pub key: FlowKey,
@@ -125,9 +126,12 @@ pub fn dissect(ctx: &XdpContext) -> Result<Segment, Decision> {
     key.dport = [t[2], t[3]];
     let flags = t[13];
     if flags & TH_SYN != 0 {
-        return Err(Some((Verdict::Pass(STAT_SYN), key)));
-    }
-    if flags & (TH_RST | TH_URG) != 0 || flags & TH_ACK == 0 {
+        // A plain SYN (ECE and CWR allowed) goes on to `syn`; anything else with SYN set is
+        // the kernel's.
+        if flags & (TH_ACK | TH_FIN | TH_RST | TH_URG) != 0 {
+            return Err(Some((Verdict::Pass(STAT_SYN), key)));
+        }
+    } else if flags & (TH_RST | TH_URG) != 0 || flags & TH_ACK == 0 {
         return Err(Some((Verdict::Pass(STAT_PASS_NO_LISTENER), key)));
     }
     let doff = ((t[12] >> 4) as usize) * 4;

@@ -2,16 +2,19 @@
 //!
 //! For TCP to a watched port (see `force-https-common` for the maps):
 //!
-//! 1. [`parse`]: SYN → PASS (the kernel answers with a syncookie: `tcp_syncookies=2`);
-//!    RST / URG → PASS; IP options, fragments, bad lengths → PASS.
-//! 2. [`lookup`]: a socket other than the listener exists (`bpf_skc_lookup_tcp`) → PASS; no
+//! 1. [`parse`]: RST / URG → PASS; IP options, fragments, bad lengths → PASS.
+//! 2. [`syn`], a SYN: with a listener (`bpf_skc_lookup_tcp`), answered right here with a
+//!    syncookie SYN-ACK (`bpf_tcp_gen_syncookie`) sent back with `XDP_TX` or through the
+//!    AF_XDP responder (`Settings::synack`); else PASS (the kernel answers with its own
+//!    syncookie: `tcp_syncookies=2`).
+//! 3. [`lookup`]: a socket other than the listener exists (`bpf_skc_lookup_tcp`) → PASS; no
 //!    listener at all → PASS. The flow is in `FH_FLOWS` (its first data segment went to the
 //!    kernel) → PASS.
-//! 3. [`answer`], no payload: FIN → answered with an ACK right here (`XDP_TX`) when userspace
+//! 4. [`answer`], no payload: FIN → answered with an ACK right here (`XDP_TX`) when userspace
 //!    allows it (`Settings::fin_tx`) and the options are the usual none or NOP,NOP,timestamp;
 //!    otherwise the AF_XDP responder ACKs it (PASS when none is bound). Bare ACK → DROP
 //!    (passed, it would make the kernel build a socket from the cookie).
-//! 4. [`eligibility`], payload: the cookie must check out
+//! 5. [`eligibility`], payload: the cookie must check out
 //!    (`bpf_tcp_raw_check_syncookie_*`), else DROP. Then the head is checked completely
 //!    ([`head`], [`lookup`]): one segment ending with the head, a method, an origin-form
 //!    target with no byte to percent-encode (`force_https_common::uri`), HTTP/1.0 or 1.1,
@@ -29,11 +32,11 @@
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use force_https_common::{
     FlowKey, STAT_COOKIE_BAD_DROP, STAT_COOKIE_OK, STAT_DATA, STAT_FAST_REDIRECT, STAT_FLOW_PASS,
-    STAT_PACKETS,
+    STAT_PACKETS, net::TH_SYN,
 };
 
 use crate::maps::{FH_FLOWS, bump};
-use crate::{answer, eligibility, lookup, parse};
+use crate::{answer, eligibility, lookup, parse, syn};
 
 /// What to do with a packet, and which counter says why.
 #[derive(Clone, Copy)]
@@ -44,6 +47,9 @@ pub enum Verdict {
     Drop(u32),
     /// Hand to the AF_XDP socket of the RX queue.
     Xsk(u32),
+    /// Hand to the AF_XDP socket of the RX queue; drop without one (an answer already built
+    /// in the frame).
+    XskOrDrop(u32),
     /// Send back out of the interface (the frame was rewritten into the answer).
     Tx(u32),
 }
@@ -74,6 +80,7 @@ pub fn force_https(ctx: XdpContext) -> u32 {
             xdp_action::XDP_TX
         }
         Some((Verdict::Xsk(stat), _)) => answer::to_xsk(&ctx, stat),
+        Some((Verdict::XskOrDrop(stat), _)) => answer::to_xsk_or(&ctx, stat, xdp_action::XDP_DROP),
     }
 }
 
@@ -84,6 +91,9 @@ fn classify(ctx: &XdpContext) -> Decision {
         Err(decided) => return decided,
     };
     let key = seg.key;
+    if seg.flags & TH_SYN != 0 {
+        return Some((syn::answer(ctx, &seg), key));
+    }
     if let Err(stat) = lookup::listener_only(ctx, &key, seg.v6) {
         return Some((Verdict::Pass(stat), key));
     }

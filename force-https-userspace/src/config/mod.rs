@@ -196,6 +196,11 @@ pub struct XdpConfig {
     /// Capacity of the LRU of flows handed to the kernel (`max_flows`, default 65536): split
     /// heads and requests XDP does not answer.
     pub max_flows: u32,
+    /// `answer_syn` (default true): XDP answers port-80 SYNs itself with a syncookie SYN-ACK
+    /// (MSS option only: no window scaling, SACK or timestamps on port-80 connections). false:
+    /// the kernel answers them (with its own syncookie, window scaling and SACK encoded in the
+    /// timestamp), at the cost of the TCP stack's work per connection.
+    pub answer_syn: bool,
 }
 
 /// The `[admin]` section: the admin HTTP listener (JSON API under `/api/v1`, the dashboard at
@@ -646,7 +651,19 @@ tls = { cert = "/etc/force-https/shop.pem", key = "/etc/force-https/shop.key" }
                 mode: XdpMode::Auto,
                 max_hosts: 1 << 20,
                 max_flows: 1 << 16,
+                answer_syn: true,
             }
+        );
+        let x = parse("[xdp]\ninterface = \"eth0\"\nanswer_syn = false\n")
+            .unwrap()
+            .xdp
+            .unwrap();
+        assert!(!x.answer_syn);
+        assert_eq!(
+            parse("[xdp]\ninterface = \"eth0\"\nanswer_syn = \"yes\"\n")
+                .unwrap_err()
+                .line,
+            Some(3)
         );
         let x = parse(
             "[xdp]\ninterface = \"eth1\"\nmode = \"native\"\nmax_hosts = 10\nmax_flows = 20\n",

@@ -145,6 +145,8 @@ pub(super) struct RawXdp {
     pub(super) max_hosts: Option<Spanned<u32>>,
     #[serde(default)]
     pub(super) max_flows: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub(super) answer_syn: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -455,6 +455,7 @@ fn xdp(at: &At<'_>, x: &RawXdp) -> Result<XdpConfig, ConfigError> {
         mode: x.mode,
         max_hosts: size(&x.max_hosts, 1 << 20, "max_hosts")?,
         max_flows: size(&x.max_flows, 1 << 16, "max_flows")?,
+        answer_syn: x.answer_syn.unwrap_or(true),
     })
 }
 

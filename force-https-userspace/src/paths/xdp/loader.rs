@@ -12,7 +12,7 @@ use aya::{
 };
 use force_https_common::{
     FlowKey, HostValue, MAP_FLOWS, MAP_HOSTS, MAP_PORTS, MAP_SETTINGS, MAP_STATS, MAP_XSKS,
-    PROG_NAME, Settings,
+    PROG_NAME, SYNACK_KERNEL, SYNACK_TX, SYNACK_XSK, Settings,
 };
 use force_https_proto::response::{RedirectPrefix, RedirectStatus};
 
@@ -115,14 +115,13 @@ pub(super) fn attach(cfg: &XdpConfig, ports: &[u16], https_port: u16) -> anyhow:
         )
         .context(MAP_SETTINGS)?;
         // `ready` stays 0 until the host map is filled: until then every data segment is
-        // passed to the kernel.
+        // passed to the kernel, and so is every SYN until the responders run.
         settings
             .set(
                 0,
                 Settings {
                     fixed_len: fixed_response_len(https_port),
-                    ready: 0,
-                    fin_tx: 0,
+                    ..Settings::default()
                 },
                 0,
             )
@@ -179,23 +178,52 @@ pub(super) fn fin_tx_works(interface: &str, mode: &str) -> bool {
         || std::path::Path::new(&format!("/sys/class/net/{interface}/device")).exists()
 }
 
-pub(super) fn set_ready(ebpf: &mut Ebpf, https_port: u16, fin_tx: bool) -> anyhow::Result<()> {
-    let mut settings: Array<_, Settings> = Array::try_from(
+/// How SYNs are answered: by the kernel when `answer_syn` is off; else by XDP, with `XDP_TX`
+/// where its frames reach the wire ([`fin_tx_works`]), else through the AF_XDP responder.
+pub(super) fn synack_mode(answer_syn: bool, tx_works: bool) -> u32 {
+    match (answer_syn, tx_works) {
+        (false, _) => SYNACK_KERNEL,
+        (true, true) => SYNACK_TX,
+        (true, false) => SYNACK_XSK,
+    }
+}
+
+/// The name of a [`Settings::synack`] value, for logs.
+pub(super) fn synack_name(mode: u32) -> &'static str {
+    match mode {
+        SYNACK_TX => "xdp_tx",
+        SYNACK_XSK => "afxdp",
+        _ => "kernel",
+    }
+}
+
+/// The MSS a SYN-ACK made by XDP advertises on IPv4 and IPv6: the interface's MTU less the IP
+/// and TCP headers (RFC 9293 3.7.1), as the kernel's own SYN-ACK would; 1500 when the MTU
+/// cannot be read. Kept between the protocol minimums (536, 1220) and 65535.
+pub(super) fn advertised_mss(interface: &str) -> (u32, u32) {
+    let mtu = std::fs::read_to_string(format!("/sys/class/net/{interface}/mtu"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(1500);
+    mss_for_mtu(mtu)
+}
+
+fn mss_for_mtu(mtu: u32) -> (u32, u32) {
+    (
+        mtu.saturating_sub(40).clamp(536, 65535),
+        mtu.saturating_sub(60).clamp(1220, 65535),
+    )
+}
+
+/// Writes the settings the program reads (`FH_SETTINGS[0]`).
+pub(super) fn write_settings(ebpf: &mut Ebpf, settings: Settings) -> anyhow::Result<()> {
+    let mut map: Array<_, Settings> = Array::try_from(
         ebpf.map_mut(MAP_SETTINGS)
             .ok_or_else(|| anyhow!("map {MAP_SETTINGS} missing from the XDP object"))?,
     )
     .context(MAP_SETTINGS)?;
-    settings
-        .set(
-            0,
-            Settings {
-                fixed_len: fixed_response_len(https_port),
-                ready: 1,
-                fin_tx: u32::from(fin_tx),
-            },
-            0,
-        )
-        .context("cannot mark the XDP program ready")
+    map.set(0, settings, 0)
+        .context("cannot write the XDP settings")
 }
 
 /// Older kernels charge BPF maps to RLIMIT_MEMLOCK; lift it (best effort).
@@ -206,4 +234,27 @@ fn raise_memlock() {
     };
     // SAFETY: plain syscall with a valid pointer.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mss_follows_the_mtu() {
+        assert_eq!(mss_for_mtu(1500), (1460, 1440));
+        assert_eq!(mss_for_mtu(9000), (8960, 8940));
+        // Below the protocol minimums, the minimums; absurd MTUs stay in 16 bits.
+        assert_eq!(mss_for_mtu(576), (536, 1220));
+        assert_eq!(mss_for_mtu(0), (536, 1220));
+        assert_eq!(mss_for_mtu(u32::MAX), (65535, 65535));
+    }
+
+    #[test]
+    fn synack_modes() {
+        assert_eq!(synack_mode(false, true), SYNACK_KERNEL);
+        assert_eq!(synack_mode(true, true), SYNACK_TX);
+        assert_eq!(synack_mode(true, false), SYNACK_XSK);
+        assert_eq!(synack_name(SYNACK_XSK), "afxdp");
+    }
 }

@@ -30,7 +30,9 @@ use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray},
 };
-use force_https_common::{STAT_COUNT, STAT_HELP, STAT_NAMES};
+use force_https_common::{
+    STAT_COUNT, STAT_HELP, STAT_NAMES, SYNACK_KERNEL, SYNACK_TX, SYNACK_XSK, Settings,
+};
 
 use crate::{
     config::XdpConfig,
@@ -41,18 +43,35 @@ use hostmap::{HostMap, HostMapSync};
 use rings::{ResponderStats, Responders};
 use syncookies::RestoreSyncookies;
 
-/// The running fast path. Fields drop in order: the host-map sync and the responders stop
-/// first, then the program is detached, then `tcp_syncookies` is restored.
+/// The running fast path. On drop, SYNs go back to the kernel first (so no SYN-ACK frame waits
+/// for a responder that is stopping); then fields drop in order: the host-map sync and the
+/// responders stop, then the program is detached, then `tcp_syncookies` is restored.
 pub struct FastPath {
+    /// What the program was last told (SYNs go back to the kernel first when stopping).
+    settings: Settings,
     _sync: HostMapSync,
     _responders: Responders,
     counters: Arc<XdpCounters>,
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     _syncookies: RestoreSyncookies,
     /// The interface it is attached to.
     pub interface: String,
     /// `"native"` or `"generic"`.
     pub mode: &'static str,
+}
+
+impl Drop for FastPath {
+    fn drop(&mut self) {
+        if self.settings.synack != SYNACK_KERNEL {
+            let settings = Settings {
+                synack: SYNACK_KERNEL,
+                ..self.settings
+            };
+            if let Err(e) = loader::write_settings(&mut self.ebpf, settings) {
+                tracing::warn!("cannot give SYNs back to the kernel before stopping: {e:#}");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for FastPath {
@@ -84,7 +103,16 @@ impl FastPath {
             "XDP host map filled"
         );
         let fin_tx = loader::fin_tx_works(&cfg.interface, a.mode);
-        loader::set_ready(&mut a.ebpf, https_port, fin_tx)?;
+        let (mss_v4, mss_v6) = loader::advertised_mss(&cfg.interface);
+        let mut settings = Settings {
+            fixed_len: loader::fixed_response_len(https_port),
+            ready: 1,
+            fin_tx: u32::from(fin_tx),
+            synack: SYNACK_KERNEL,
+            mss_v4,
+            mss_v6,
+        };
+        loader::write_settings(&mut a.ebpf, settings)?;
         tracing::debug!(
             fin_tx,
             "client FINs answered by XDP_TX (else by the AF_XDP responder)"
@@ -94,15 +122,31 @@ impl FastPath {
         let sync = HostMapSync::start(hosts, changes, edge.clone(), rt)?;
         let flows = Arc::new(Mutex::new(a.flows));
         let responders = rings::start(&mut a.ebpf, &cfg.interface, a.queues, flows, edge)?;
+        // SYNs are answered only once the responders run: in the AF_XDP mode a SYN-ACK frame
+        // without a socket to take it would be dropped.
+        settings.synack = loader::synack_mode(cfg.answer_syn, fin_tx);
+        loader::write_settings(&mut a.ebpf, settings)?;
+        tracing::info!(
+            synack = loader::synack_name(settings.synack),
+            mss_v4,
+            mss_v6,
+            "port-80 SYNs answered by {}",
+            match settings.synack {
+                SYNACK_TX => "XDP (syncookie SYN-ACK, XDP_TX)",
+                SYNACK_XSK => "XDP (syncookie SYN-ACK sent by the AF_XDP responder)",
+                _ => "the kernel (answer_syn = false)",
+            }
+        );
         Ok(FastPath {
             counters: Arc::new(XdpCounters {
                 stats: a.stats,
                 responders: responders.stats(),
                 host_map: sync.stats(),
             }),
+            settings,
             _sync: sync,
             _responders: responders,
-            _ebpf: a.ebpf,
+            ebpf: a.ebpf,
             _syncookies: a.syncookies,
             interface: cfg.interface.clone(),
             mode: a.mode,

@@ -9,7 +9,8 @@
 //! is not a redirect (the policy changed since XDP looked, or a head XDP accepted but the
 //! parser does not), the outcome is a fallback: the frame is dropped and its flow handed to
 //! the kernel, whose socket path answers the client's retransmission with the same bytes. A
-//! bare FIN (the client closing after the answer) is answered with an ACK.
+//! bare FIN (the client closing after the answer) is answered with an ACK, and a SYN-ACK that
+//! XDP built (where its own `XDP_TX` would not reach the peer) is sent as it is.
 //!
 //! The payload is copied into a scratch buffer owned by the responder, the host is
 //! normalized into a stack buffer, and the answer is written into the frame (see the
@@ -17,7 +18,7 @@
 
 use force_https_common::{FlowKey, MAX_HEAD};
 use force_https_proto::{
-    frame::{self, TcpFrame},
+    frame::{self, TH_ACK, TH_SYN, TcpFrame},
     head::{HeadStatus, parse_head, redirect_inputs},
     host::{MAX_HOST_LEN, normalize_into},
     response::{RedirectPrefix, RedirectStatus},
@@ -37,6 +38,11 @@ pub enum Outcome<'t> {
     },
     /// The frame now holds the ACK of a bare FIN: transmit it.
     FinAck {
+        /// Frame length.
+        len: usize,
+    },
+    /// The frame is a SYN-ACK XDP made (`Settings::synack` = AF_XDP): transmit it unchanged.
+    SynAck {
         /// Frame length.
         len: usize,
     },
@@ -126,6 +132,11 @@ impl Responder {
         let Ok(req) = frame::parse(frame_bytes) else {
             return Outcome::Drop;
         };
+        if req.flags & (TH_SYN | TH_ACK) == TH_SYN | TH_ACK {
+            // Only XDP puts frames in the RX ring, and the only SYN it hands over is the
+            // SYN-ACK it built (checksums complete).
+            return Outcome::SynAck { len };
+        }
         let flow = flow_key(frame_bytes, &req);
         if req.data_len == 0 {
             if !req.fin() {
@@ -390,6 +401,16 @@ backend = "http://127.0.0.1:1"
         ));
         let (mut buf, len) = frame(false, b"", 0x10);
         assert!(matches!(r.handle(&t, &mut buf, len), Outcome::Drop));
+        // A SYN-ACK (built by XDP) is sent back untouched.
+        for v6 in [false, true] {
+            let (mut buf, len) = frame(v6, b"", 0x12);
+            let before = buf.clone();
+            assert!(matches!(
+                r.handle(&t, &mut buf, len),
+                Outcome::SynAck { len: l } if l == len
+            ));
+            assert_eq!(buf, before);
+        }
         // Garbage is dropped.
         let mut junk = vec![0u8; 100];
         assert!(matches!(r.handle(&t, &mut junk, 100), Outcome::Drop));
@@ -411,6 +432,7 @@ backend = "http://127.0.0.1:1"
             frames.push(frame(i % 2 == 0, reqs[i % reqs.len()], 0x18));
         }
         frames.push(frame(false, b"", 0x11));
+        frames.push(frame(true, b"", 0x12));
         let mut work: Vec<Vec<u8>> = frames.iter().map(|(f, _)| f.clone()).collect();
         // Warm up once (thread-locals of the allocator-free paths).
         let _ = r.handle(&t, &mut work[0].clone(), frames[0].1);
@@ -424,7 +446,9 @@ backend = "http://127.0.0.1:1"
                 let buf = &mut work[i];
                 buf.copy_from_slice(orig);
                 match r.handle(&t, buf, *len) {
-                    Outcome::Redirect { .. } | Outcome::FinAck { .. } => answered += 1,
+                    Outcome::Redirect { .. } | Outcome::FinAck { .. } | Outcome::SynAck { .. } => {
+                        answered += 1
+                    }
                     Outcome::Fallback(_) | Outcome::Drop => {}
                 }
             }
@@ -437,6 +461,6 @@ backend = "http://127.0.0.1:1"
         count_this_thread(false);
         drop(v);
         assert_eq!(allocations() - start, 1);
-        assert_eq!(answered, 4 * (192 + 1));
+        assert_eq!(answered, 4 * (192 + 2));
     }
 }

@@ -43,6 +43,7 @@ const POLL_MS: i32 = 100;
 #[derive(Debug, Default)]
 pub struct ResponderStats {
     fin_acks: AtomicU64,
+    synacks: AtomicU64,
     fallbacks: AtomicU64,
     dropped: AtomicU64,
     tx_full: AtomicU64,
@@ -63,6 +64,12 @@ impl CounterSource for ResponderStats {
                 "afxdp_fin_acks",
                 "Client FINs after a fast-path answer, ACKed by the responders.",
                 s.fin_acks.load(Relaxed),
+            ),
+            (
+                "afxdp_synacks",
+                "SYN-ACKs built by XDP and transmitted by the responders (where XDP_TX frames \
+                 would not reach the peer).",
+                s.synacks.load(Relaxed),
             ),
             (
                 "afxdp_fallbacks",
@@ -413,6 +420,14 @@ fn run(
                     }
                     Outcome::FinAck { len } => {
                         Metrics::inc(&stats.fin_acks);
+                        to_send.push(XdpDesc {
+                            addr: d.addr,
+                            len: len as u32,
+                            options: 0,
+                        });
+                    }
+                    Outcome::SynAck { len } => {
+                        Metrics::inc(&stats.synacks);
                         to_send.push(XdpDesc {
                             addr: d.addr,
                             len: len as u32,
