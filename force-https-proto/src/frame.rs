@@ -422,6 +422,72 @@ pub fn finish_answer(frame: &mut [u8], req: &TcpFrame, n: usize) -> Result<usize
     Ok(len)
 }
 
+/// Length of the TCP header of a SYN-ACK made by the fast path: 20 bytes and the MSS option
+/// ([`force_https_common::SYNACK_TCP_HLEN`]).
+pub const SYNACK_TCP_HLEN: usize = force_https_common::SYNACK_TCP_HLEN;
+
+/// Turns the SYN frame `frame` (parsed as `syn`) into the SYN-ACK the XDP program answers it
+/// with, in place, and returns its frame length (`syn.l4 + 24`, not padded: drivers pad short
+/// frames). The reference for the program's own builder (`force-https-ebpf/src/syn.rs`),
+/// which must produce the same bytes:
+///
+/// - Ethernet source and destination swapped (an 802.1Q tag is kept);
+/// - IPv4: no options, DSCP/ECN 0, total length 44, identification 0, DF, TTL 64, checksum;
+///   IPv6: traffic class and flow label 0, payload length 24, hop limit 64; addresses swapped;
+/// - TCP: ports swapped, `seq` = `cookie`, `ack` = the SYN's `seq` + 1, data offset 6 (24
+///   bytes), SYN|ACK, window [`ANSWER_WINDOW`], urgent pointer 0, the one option MSS = `mss`
+///   (RFC 9293 3.2: kind 2, length 4), checksum over the pseudo-header.
+///
+/// No window scale, SACK or timestamp option is offered: with a syncookie they would have to
+/// be encoded in the timestamp, after a per-connection offset only the kernel knows.
+///
+/// # Errors
+/// [`FrameError::Truncated`] when `frame` is shorter than `syn.l4 + 24` bytes; the frame is
+/// then untouched.
+pub fn syn_ack_in_place(
+    frame: &mut [u8],
+    syn: &TcpFrame,
+    cookie: u32,
+    mss: u16,
+) -> Result<usize, FrameError> {
+    let end = syn.l4 + SYNACK_TCP_HLEN;
+    if frame.len() < end {
+        return Err(FrameError::Truncated);
+    }
+    swap(frame, 0, 6, 6)?;
+    let l3 = syn.l3;
+    if syn.ipv6 {
+        wr32(frame, l3, 0x6000_0000)?;
+        wr16(frame, l3 + 4, SYNACK_TCP_HLEN as u16)?;
+        wr8(frame, l3 + 7, ANSWER_TTL)?;
+        swap(frame, l3 + 8, l3 + 24, 16)?;
+    } else {
+        wr8(frame, l3, 0x45)?;
+        wr8(frame, l3 + 1, 0)?;
+        wr16(frame, l3 + 2, (IPV4_HLEN + SYNACK_TCP_HLEN) as u16)?;
+        wr16(frame, l3 + 4, 0)?;
+        wr16(frame, l3 + 6, 0x4000)?;
+        wr8(frame, l3 + 8, ANSWER_TTL)?;
+        swap(frame, l3 + 12, l3 + 16, 4)?;
+        let c = ipv4_checksum(frame, l3)?;
+        wr16(frame, l3 + 10, c)?;
+    }
+    let l4 = syn.l4;
+    swap(frame, l4, l4 + 2, 2)?;
+    wr32(frame, l4 + 4, cookie)?;
+    wr32(frame, l4 + 8, syn.seq.wrapping_add(1))?;
+    wr8(frame, l4 + 12, ((SYNACK_TCP_HLEN / 4) as u8) << 4)?;
+    wr8(frame, l4 + 13, TH_SYN | TH_ACK)?;
+    wr16(frame, l4 + 14, ANSWER_WINDOW)?;
+    wr16(frame, l4 + 18, 0)?;
+    wr8(frame, l4 + 20, 2)?;
+    wr8(frame, l4 + 21, 4)?;
+    wr16(frame, l4 + 22, mss)?;
+    let c = tcp_checksum(frame, l3, l4, SYNACK_TCP_HLEN, syn.ipv6)?;
+    wr16(frame, l4 + 16, c)?;
+    Ok(end)
+}
+
 /// Whether the IPv4 header checksum (if IPv4) and the TCP checksum of a frame are right.
 /// For tests and fuzzers.
 pub fn checksums_ok(frame: &[u8]) -> bool {
@@ -535,6 +601,59 @@ mod tests {
             assert_eq!((p.sport, p.dport, p.seq, p.ack), (40000, 80, 1000, 5000));
             assert_eq!(timestamps(&f, &p), Some((7, 0xaabb_ccdd)));
         }
+    }
+
+    #[test]
+    fn syn_ack_from_a_syn() {
+        for (v6, vlan, ts) in [
+            (false, false, true),
+            (true, false, true),
+            (false, true, false),
+            (true, true, false),
+        ] {
+            let syn = request(v6, vlan, b"", TH_SYN, ts);
+            let p = parse(&syn).unwrap();
+            let mut f = with_room(syn.clone());
+            let n = syn_ack_in_place(&mut f, &p, 0x0102_0304, 1460).unwrap();
+            assert_eq!(n, p.l4 + 24);
+            let f = &f[..n];
+            let a = parse(f).unwrap();
+            assert_eq!((a.sport, a.dport), (80, 40000));
+            assert_eq!((a.seq, a.ack), (0x0102_0304, 1001));
+            assert_eq!(a.flags, TH_SYN | TH_ACK);
+            assert_eq!((a.tcp_hlen, a.data_len), (24, 0));
+            assert_eq!(&f[a.l4 + 20..a.l4 + 24], &[2, 4, 0x05, 0xb4]);
+            assert_eq!(&f[a.l4 + 14..a.l4 + 16], &ANSWER_WINDOW.to_be_bytes());
+            assert!(checksums_ok(f));
+            assert_eq!(&f[..6], &CMAC);
+            assert_eq!(&f[6..12], &SMAC);
+            if v6 {
+                assert_eq!(&f[a.l3..a.l3 + 8], &[0x60, 0, 0, 0, 0, 24, 6, ANSWER_TTL]);
+                assert_eq!(f[a.l3 + 23], 1);
+                assert_eq!(f[a.l3 + 39], 2);
+            } else {
+                assert_eq!(
+                    &f[a.l3..a.l3 + 10],
+                    &[0x45, 0, 0, 44, 0, 0, 0x40, 0, ANSWER_TTL, 6]
+                );
+                assert_eq!(
+                    &f[a.l3 + 12..a.l3 + 20],
+                    &[198, 51, 100, 1, 198, 51, 100, 2]
+                );
+            }
+        }
+        // A SYN without options grows by the 4 option bytes, if the buffer has them.
+        let syn = request(false, false, b"", TH_SYN, false);
+        let p = parse(&syn).unwrap();
+        let mut short = syn.clone();
+        assert_eq!(
+            syn_ack_in_place(&mut short, &p, 1, 536),
+            Err(FrameError::Truncated)
+        );
+        assert_eq!(short, syn, "untouched on error");
+        let mut roomy = with_room(syn);
+        assert_eq!(syn_ack_in_place(&mut roomy, &p, 1, 536), Ok(p.l4 + 24));
+        assert!(checksums_ok(&roomy[..p.l4 + 24]));
     }
 
     #[test]

@@ -62,23 +62,22 @@ pub fn fixed_response_len(https_port: u16) -> u32 {
         .unwrap_or(0) as u32
 }
 
-/// Loads the program, fills the port map and the settings, and attaches it to the configured
-/// interface. The host map is filled and the responders started by [`super::FastPath::start`].
+/// Loads the object with its map sizes, fills the port map, writes the initial settings
+/// (nothing answered until userspace says so) and loads the program into the kernel (the
+/// verifier runs here). Nothing is attached.
 ///
 /// # Errors
-/// The program cannot be loaded (no CAP_BPF, a verifier rejection) or attached in any of the
-/// allowed modes, a map is missing, or `tcp_syncookies` cannot be set.
-pub(super) fn attach(cfg: &XdpConfig, ports: &[u16], https_port: u16) -> anyhow::Result<Attached> {
-    if OBJECT.is_empty() {
-        bail!("built without the XDP program (fuzzing build)");
-    }
-    raise_memlock();
-    // Put back if anything below fails.
-    let syncookies = syncookies::enable()?;
-    let queues = rx_queues(&cfg.interface);
+/// No CAP_BPF, a verifier rejection, a map missing from the object.
+pub(super) fn load(
+    max_hosts: u32,
+    max_flows: u32,
+    queues: u32,
+    ports: &[u16],
+    https_port: u16,
+) -> anyhow::Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
-        .map_max_entries(MAP_HOSTS, cfg.max_hosts)
-        .map_max_entries(MAP_FLOWS, cfg.max_flows)
+        .map_max_entries(MAP_HOSTS, max_hosts)
+        .map_max_entries(MAP_FLOWS, max_flows)
         .map_max_entries(MAP_XSKS, queues)
         .load(OBJECT)
         .context("cannot load the XDP object (is this root with CAP_BPF?)")?;
@@ -93,6 +92,46 @@ pub(super) fn attach(cfg: &XdpConfig, ports: &[u16], https_port: u16) -> anyhow:
                 .with_context(|| format!("cannot add port {p} to {MAP_PORTS}"))?;
         }
     }
+    // `ready` stays 0 until the host map is filled: until then every data segment is passed
+    // to the kernel, and so is every SYN until the responders run.
+    write_settings(
+        &mut ebpf,
+        Settings {
+            fixed_len: fixed_response_len(https_port),
+            ..Settings::default()
+        },
+    )?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROG_NAME)
+        .ok_or_else(|| anyhow!("program {PROG_NAME} missing from the XDP object"))?
+        .try_into()
+        .context(PROG_NAME)?;
+    prog.load().context("the kernel rejected the XDP program")?;
+    if let Some(n) = prog
+        .info()
+        .ok()
+        .and_then(|i| i.verified_instruction_count())
+    {
+        tracing::debug!(verified_instructions = n, "XDP program verified");
+    }
+    Ok(ebpf)
+}
+
+/// Loads the program, fills the port map and the settings, and attaches it to the configured
+/// interface. The host map is filled and the responders started by [`super::FastPath::start`].
+///
+/// # Errors
+/// The program cannot be loaded (no CAP_BPF, a verifier rejection) or attached in any of the
+/// allowed modes, a map is missing, or `tcp_syncookies` cannot be set.
+pub(super) fn attach(cfg: &XdpConfig, ports: &[u16], https_port: u16) -> anyhow::Result<Attached> {
+    if OBJECT.is_empty() {
+        bail!("built without the XDP program (fuzzing build)");
+    }
+    raise_memlock();
+    // Put back if anything below fails.
+    let syncookies = syncookies::enable()?;
+    let queues = rx_queues(&cfg.interface);
+    let mut ebpf = load(cfg.max_hosts, cfg.max_flows, queues, ports, https_port)?;
     let stats = PerCpuArray::try_from(
         ebpf.take_map(MAP_STATS)
             .ok_or_else(|| anyhow!("map {MAP_STATS} missing from the XDP object"))?,
@@ -108,38 +147,11 @@ pub(super) fn attach(cfg: &XdpConfig, ports: &[u16], https_port: u16) -> anyhow:
             .ok_or_else(|| anyhow!("map {MAP_FLOWS} missing from the XDP object"))?,
     )
     .context(MAP_FLOWS)?;
-    {
-        let mut settings: Array<_, Settings> = Array::try_from(
-            ebpf.map_mut(MAP_SETTINGS)
-                .ok_or_else(|| anyhow!("map {MAP_SETTINGS} missing from the XDP object"))?,
-        )
-        .context(MAP_SETTINGS)?;
-        // `ready` stays 0 until the host map is filled: until then every data segment is
-        // passed to the kernel, and so is every SYN until the responders run.
-        settings
-            .set(
-                0,
-                Settings {
-                    fixed_len: fixed_response_len(https_port),
-                    ..Settings::default()
-                },
-                0,
-            )
-            .context("cannot write the XDP settings")?;
-    }
     let prog: &mut Xdp = ebpf
         .program_mut(PROG_NAME)
         .ok_or_else(|| anyhow!("program {PROG_NAME} missing from the XDP object"))?
         .try_into()
         .context(PROG_NAME)?;
-    prog.load().context("the kernel rejected the XDP program")?;
-    if let Some(n) = prog
-        .info()
-        .ok()
-        .and_then(|i| i.verified_instruction_count())
-    {
-        tracing::debug!(verified_instructions = n, "XDP program verified");
-    }
     let attempts: &[(XdpMode, &'static str)] = match cfg.mode {
         ConfigMode::Native => &[(XdpMode::Driver, "native")],
         ConfigMode::Generic => &[(XdpMode::Skb, "generic")],

@@ -19,6 +19,8 @@ mod loader;
 pub mod responder;
 mod rings;
 mod syncookies;
+#[cfg(test)]
+mod test_run;
 
 use std::{
     sync::{Arc, Mutex},
