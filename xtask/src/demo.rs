@@ -4,11 +4,11 @@
 //!   and `force-https run` with a generated config (port 80 and 443 on IPv4 and IPv6, a
 //!   throw-away openssl certificate, state and control socket in a temp dir);
 //! - `fhd-<pid>-cli` runs curl against 198.51.100.1 / 2001:db8:100::1 over a veth pair;
-//! - the XDP fast path is on (`[xdp]` on the edge end of the veth, generic mode: the FIN ACKs
-//!   the program sends with `XDP_TX` then reach the peer, which has no XDP program of its own).
-//!   The demo shows, from the daemon's counters and the kernel's `nstat`, that shop's redirect
-//!   was answered without a kernel socket, and that blog's request was served by the kernel's
-//!   socket path. Where XDP cannot attach, it says so in one line and goes on with sockets;
+//! - the XDP fast path is on (`[xdp]` on the edge end of the veth, generic mode: the SYN-ACKs
+//!   and FIN ACKs the program sends with `XDP_TX` then reach the peer, which has no XDP program
+//!   of its own). The demo shows, from the daemon's counters and the kernel's `nstat`, that
+//!   shop's redirect was answered without the kernel (no SYN-ACK of its own, no socket), and
+//!   that blog's request was served by the kernel's socket path. Where XDP cannot attach, it says so in one line and goes on with sockets;
 //! - every shown command is printed before its output, and every response is checked: shop is
 //!   redirected, blog is served until `force-https enable blog.example.com`, and again after
 //!   `disable`; blog is served over HTTPS without HSTS, and `curl -L http://shop…` ends on
@@ -390,7 +390,7 @@ impl Demo {
             println!("xtask:   (sockets only: the kernel opened a socket for both)");
             return Ok(());
         }
-        if s[0] != 0 || s[2] != 0 || s[3] != 1 {
+        if s[0] != 0 || s[1] != 0 || s[2] != 0 || s[3] != 1 {
             bail!(
                 "shop's redirect was not answered by the fast path alone: {s:?} (passive opens, cookies sent, cookies received, fast-path redirects)"
             );
@@ -399,14 +399,14 @@ impl Demo {
             bail!("blog was not served by the kernel's socket path: {b:?}");
         }
         println!(
-            "xtask:   shop: the kernel answered the SYN with a syncookie and kept no state; XDP checked the cookie on the request and the AF_XDP responder sent the 301: no kernel socket (TcpPassiveOpens +0)"
+            "xtask:   shop: XDP answered the SYN itself with a syncookie SYN-ACK (XDP_TX; TcpExtSyncookiesSent +0), checked the cookie on the request, and the AF_XDP responder sent the 301: the kernel never saw the connection (TcpPassiveOpens +0)"
         );
         println!(
-            "xtask:   blog: not enforced, so XDP passed it; the kernel made a socket for it and force-https proxied it (TcpPassiveOpens +{}: the client's connection, and force-https's own to the backend, which runs in the same namespace)",
-            b[0]
+            "xtask:   blog: XDP answered its SYN too, then passed the request (not enforced); the kernel accepted XDP's cookie, made a socket for it and force-https proxied it (TcpPassiveOpens +{}, TcpExtSyncookiesRecv +{}: the client's connection, and force-https's own to the backend, which runs in the same namespace and got the kernel's own cookie, TcpExtSyncookiesSent +{})",
+            b[0], b[2], b[1]
         );
         self.checks.push(
-            "shop's redirect answered by the XDP fast path: TcpPassiveOpens +0, TcpExtSyncookiesRecv +0, afxdp_redirects_301 +1"
+            "shop's redirect answered by the XDP fast path, SYN-ACK included: TcpPassiveOpens +0, TcpExtSyncookiesSent +0, TcpExtSyncookiesRecv +0, afxdp_redirects_301 +1"
                 .to_string(),
         );
         self.checks.push(format!(
