@@ -21,6 +21,9 @@
 //! fail.
 
 pub mod pki;
+/// The XDP pass program for a veth's client end (shared with `cargo xtask bench`).
+#[path = "../../xtask/src/xdp_pass.rs"]
+pub mod xdp_pass;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;

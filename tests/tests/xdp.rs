@@ -12,7 +12,8 @@
 //!   attaches again.
 //!
 //! Native mode on veth needs nothing on the peer: the responder transmits through the AF_XDP
-//! socket (copy mode), never with XDP_TX or a device redirect.
+//! socket (copy mode), SYN-ACKs included. With a pass program on the peer (`xdp_pass`) and
+//! `xdp_tx = true`, SYN-ACKs and FIN ACKs leave with XDP_TX as on a real NIC.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -107,14 +108,25 @@ fn get_req(host: &str, path: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn fast_path_answers(mode: &str) {
+/// `peer_pass`: the client end of the veth runs a pass program, so that in driver mode the
+/// frames XDP sends with XDP_TX are delivered, and the daemon is told so (`xdp_tx = true`).
+fn fast_path_answers(mode: &str, peer_pass: bool) {
     if !require_root() {
         return;
     }
     let ns = Netns::new();
+    let _pass = peer_pass.then(|| {
+        xdp_pass::attach(&ns.client, &ns.veth_client).expect("pass program on the client end")
+    });
+    let mut xdp = xdp_section(&ns, mode);
+    if peer_pass {
+        xdp.push_str("\nxdp_tx = true");
+    }
     let cfg = Config::new()
         .site(Site::new("shop", &[SHOP, "*.shop.example.test"]).enforced())
-        .extra(&xdp_section(&ns, mode));
+        .extra(&xdp);
+    // Where the SYN-ACKs and FIN ACKs XDP makes leave: XDP_TX, or the AF_XDP responder.
+    let xdp_tx = mode == "generic" || peer_pass;
     let syncookies = || {
         output_timeout(
             &mut ns.edge_cmd(&["cat", "/proc/sys/net/ipv4/tcp_syncookies"]),
@@ -184,8 +196,9 @@ fn fast_path_answers(mode: &str) {
         "the kernel made sockets for fast-path requests ({PASSIVE:?})"
     );
 
-    // Every client FIN was ACKed: by XDP_TX in generic mode, by the AF_XDP responder on a
-    // veth in driver mode (XDP_TX frames would not reach a peer without an XDP program). The
+    // Every client FIN was ACKed: by XDP_TX in generic mode or when the peer runs XDP, by the
+    // AF_XDP responder on a veth in driver mode otherwise (XDP_TX frames would not reach a
+    // peer without an XDP program). The
     // ACKs are accepted: no client socket is left waiting in LAST-ACK and no FIN was
     // retransmitted.
     std::thread::sleep(Duration::from_millis(300));
@@ -208,18 +221,18 @@ fn fast_path_answers(mode: &str) {
     );
     let s = stats(&d);
     let (tx_acks, xsk_acks) = (stat(&s, "xdp_fin_ack_tx"), stat(&s, "afxdp_fin_acks"));
-    if mode == "generic" {
+    if xdp_tx {
         assert_eq!((tx_acks, xsk_acks), (6, 0), "{s}");
     } else {
         assert_eq!((tx_acks, xsk_acks), (0, 6), "{s}");
     }
     assert_eq!(fast_answers(&s), 6, "{s}");
     assert_eq!(stat(&s, "xdp_fast_redirect"), 6, "{s}");
-    // Every SYN answered by XDP: sent back with XDP_TX in generic mode, through the
-    // responder on a veth in driver mode.
+    // Every SYN answered by XDP: sent back with XDP_TX in generic mode (or in driver mode when
+    // the peer runs XDP), through the responder on a veth in driver mode otherwise.
     assert_eq!(stat(&s, "xdp_syn_pass"), 0, "{s}");
     assert_eq!(stat(&s, "xdp_syn_cookie_refused"), 0, "{s}");
-    if mode == "generic" {
+    if xdp_tx {
         assert_eq!(stat(&s, "xdp_synack_tx"), 6, "{s}");
         assert_eq!(stat(&s, "afxdp_synacks"), 0, "{s}");
     } else {
@@ -253,12 +266,19 @@ fn fast_path_answers(mode: &str) {
 
 #[test]
 fn fast_path_answers_in_generic_mode() {
-    fast_path_answers("generic");
+    fast_path_answers("generic", false);
+}
+
+/// Driver mode on a veth whose client end runs a pass program: SYN-ACKs and FIN ACKs leave
+/// with XDP_TX, as on a real NIC.
+#[test]
+fn fast_path_answers_in_native_mode_with_xdp_tx() {
+    fast_path_answers("native", true);
 }
 
 #[test]
 fn fast_path_answers_in_native_mode() {
-    fast_path_answers("native");
+    fast_path_answers("native", false);
 }
 
 /// (request bytes, over IPv6, answered by the fast path)

@@ -21,6 +21,7 @@ mod layout;
 mod netns;
 mod setup;
 mod test;
+mod xdp_pass;
 
 use std::process::ExitCode;
 

@@ -201,6 +201,12 @@ pub struct XdpConfig {
     /// the kernel answers them (with its own syncookie, window scaling and SACK encoded in the
     /// timestamp), at the cost of the TCP stack's work per connection.
     pub answer_syn: bool,
+    /// `xdp_tx`: whether frames the program sends back with `XDP_TX` (SYN-ACKs, FIN ACKs)
+    /// reach the wire on this interface. Unset: detected (yes in generic mode and on a real
+    /// device; no on a virtual device in driver mode, e.g. a veth, whose peer would need an
+    /// XDP program of its own). `true` for a veth whose peer runs one; `false` to send every
+    /// fast-path answer through the AF_XDP responder.
+    pub xdp_tx: Option<bool>,
 }
 
 /// The `[admin]` section: the admin HTTP listener (JSON API under `/api/v1`, the dashboard at
@@ -652,8 +658,14 @@ tls = { cert = "/etc/force-https/shop.pem", key = "/etc/force-https/shop.key" }
                 max_hosts: 1 << 20,
                 max_flows: 1 << 16,
                 answer_syn: true,
+                xdp_tx: None,
             }
         );
+        let x = parse("[xdp]\ninterface = \"eth0\"\nxdp_tx = true\n")
+            .unwrap()
+            .xdp
+            .unwrap();
+        assert_eq!(x.xdp_tx, Some(true));
         let x = parse("[xdp]\ninterface = \"eth0\"\nanswer_syn = false\n")
             .unwrap()
             .xdp

@@ -147,6 +147,8 @@ pub(super) struct RawXdp {
     pub(super) max_flows: Option<Spanned<u32>>,
     #[serde(default)]
     pub(super) answer_syn: Option<bool>,
+    #[serde(default)]
+    pub(super) xdp_tx: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -456,6 +456,7 @@ fn xdp(at: &At<'_>, x: &RawXdp) -> Result<XdpConfig, ConfigError> {
         max_hosts: size(&x.max_hosts, 1 << 20, "max_hosts")?,
         max_flows: size(&x.max_flows, 1 << 16, "max_flows")?,
         answer_syn: x.answer_syn.unwrap_or(true),
+        xdp_tx: x.xdp_tx,
     })
 }
 

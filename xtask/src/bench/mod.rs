@@ -120,6 +120,20 @@ pub struct BenchArgs {
     /// backend connections.
     #[arg(long, default_value_t = IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub in_flight: u32,
+    /// Who answers port-80 SYNs for the fast-path peer: `xdp` (the default, `[xdp]
+    /// answer_syn = true`: a syncookie SYN-ACK sent with XDP_TX) or `kernel` (`answer_syn =
+    /// false`), to measure what answering the SYN in XDP saves.
+    #[arg(long, value_enum, default_value_t = SynAnswer::Xdp)]
+    pub synack: SynAnswer,
+}
+
+/// `--synack`: who answers port-80 SYNs for the fast-path peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SynAnswer {
+    /// XDP, with a syncookie SYN-ACK (`answer_syn = true`).
+    Xdp,
+    /// The kernel (`answer_syn = false`).
+    Kernel,
 }
 
 impl BenchArgs {
@@ -624,6 +638,7 @@ fn run_peer(
             access_log: args.access_log,
             https_rewrites: args.https_rewrites,
             backend_pool: peers::backend_pool(args.in_flight),
+            answer_syn: args.synack == SynAnswer::Xdp,
         };
         peers::prepare_dirs(kind, &dir)?;
         let (name, text) = peers::config(kind, &ctx);

@@ -170,6 +170,8 @@ pub struct PeerCtx<'a> {
     pub https_rewrites: bool,
     /// Idle keep-alive connections kept to the backend ([`backend_pool`]).
     pub backend_pool: usize,
+    /// force-https with XDP: `[xdp] answer_syn` (`--synack`).
+    pub answer_syn: bool,
 }
 
 impl PeerCtx<'_> {
@@ -186,9 +188,11 @@ pub fn config(kind: PeerKind, ctx: &PeerCtx) -> (String, String) {
     match kind {
         PeerKind::ForceHttpsXdp | PeerKind::ForceHttps => {
             let xdp = if kind == PeerKind::ForceHttpsXdp {
+                // The client end of the veth runs a pass program (`Topology::create`), so frames
+                // sent with XDP_TX in driver mode reach it: `xdp_tx = true`.
                 format!(
-                    "\n[xdp]\ninterface = \"{}\"\nmode = \"{}\"\n",
-                    ctx.edge_if, ctx.xdp_mode
+                    "\n[xdp]\ninterface = \"{}\"\nmode = \"{}\"\nanswer_syn = {}\nxdp_tx = true\n",
+                    ctx.edge_if, ctx.xdp_mode, ctx.answer_syn
                 )
             } else {
                 String::new()
@@ -693,6 +697,7 @@ mod tests {
             access_log: false,
             https_rewrites: false,
             backend_pool: BACKEND_POOL,
+            answer_syn: true,
         };
         for kind in PeerKind::ALL {
             let (_, text) = config(kind, &ctx);

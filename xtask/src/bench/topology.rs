@@ -24,6 +24,11 @@
 //! records the NET_RX softirqs per request on both CPUs, and the report shows where the edge
 //! CPU's time went (user / system / softirq).
 //!
+//! The client end runs an XDP program that passes every frame (`crate::xdp_pass`), for every
+//! peer alike: a veth end delivers the frames its peer's driver-mode XDP program sends with
+//! `XDP_TX` (force-https's SYN-ACKs) only when it runs one itself. It also gives the client end
+//! NAPI whatever the sender's TSO.
+//!
 //! The client namespace gets `ip_local_port_range = 1024 65535` and `tcp_tw_reuse = 1` for the
 //! new-connection phases, and a hosts file (`/etc/netns/fhb-<pid>-cli/hosts`, which
 //! `ip netns exec` bind-mounts over /etc/hosts) that resolves bench.example to the edge, so wrk
@@ -60,6 +65,8 @@ pub struct Topology {
     created: Vec<String>,
     /// `/etc/netns/<client>` when we created it, and `/etc/netns` when we created that too.
     etc_dirs: Vec<PathBuf>,
+    /// The pass program on the client end (detached before the namespaces go).
+    pass: Option<crate::xdp_pass::PassProgram>,
 }
 
 impl Drop for Topology {
@@ -80,6 +87,7 @@ impl Topology {
             client_if: format!("fb{pid}c"),
             created: Vec::new(),
             etc_dirs: Vec::new(),
+            pass: None,
         };
         for ns in [t.edge.clone(), t.client.clone()] {
             netns::add(&ns)?;
@@ -126,6 +134,9 @@ impl Topology {
                 ],
             )?;
         }
+        // An XDP program on the client end, for every peer alike: without one, frames the
+        // edge's driver-mode XDP program sends with XDP_TX are not delivered (veth).
+        t.pass = Some(crate::xdp_pass::attach(&t.client, &t.client_if)?);
         t.write_hosts(host)?;
         Ok(t)
     }
@@ -182,6 +193,7 @@ impl Topology {
 
     /// Deletes both namespaces (the veth pair goes with them) and the hosts file. Idempotent.
     pub fn cleanup(&mut self) {
+        self.pass = None;
         for ns in self.created.drain(..).rev() {
             let left = netns::pids(&ns);
             if !left.is_empty() {

@@ -104,7 +104,9 @@ impl FastPath {
             ms = t0.elapsed().as_millis() as u64,
             "XDP host map filled"
         );
-        let fin_tx = loader::fin_tx_works(&cfg.interface, a.mode);
+        let fin_tx = cfg
+            .xdp_tx
+            .unwrap_or_else(|| loader::fin_tx_works(&cfg.interface, a.mode));
         let (mss_v4, mss_v6) = loader::advertised_mss(&cfg.interface);
         let mut settings = Settings {
             fixed_len: loader::fixed_response_len(https_port),
@@ -117,7 +119,7 @@ impl FastPath {
         loader::write_settings(&mut a.ebpf, settings)?;
         tracing::debug!(
             fin_tx,
-            "client FINs answered by XDP_TX (else by the AF_XDP responder)"
+            "client FINs answered by XDP_TX (else by the AF_XDP responder); [xdp] xdp_tx overrides"
         );
         let rt = tokio::runtime::Handle::try_current()
             .context("the XDP fast path must start inside the runtime")?;
