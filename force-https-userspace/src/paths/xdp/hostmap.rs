@@ -60,6 +60,9 @@ const BATCH: usize = 1 << 16;
 /// small enough that the writer starts early and waits little for the last one.
 const CHUNK: usize = 1 << 14;
 
+/// Table entries read ahead of hashing them (see [`project_chunks`]).
+const GROUP: usize = 16;
+
 /// Chunks projected ahead of the writers at most.
 const PIPELINE: usize = 4;
 
@@ -477,7 +480,53 @@ fn project_chunks(
 ) {
     let mut keys = Vec::with_capacity(CHUNK.min(table.len()));
     let mut values = Vec::with_capacity(keys.capacity());
-    for e in table.iter() {
+    let mut entries = table.iter();
+    let mut group: Vec<&HostEntry> = Vec::with_capacity(GROUP);
+    loop {
+        group.clear();
+        group.extend(entries.by_ref().take(GROUP).map(|e| &**e));
+        if group.is_empty() {
+            break;
+        }
+        // Read every entry of the group and the first byte of its pattern before hashing:
+        // the entries and strings lie all over the heap, and their cache misses then overlap
+        // instead of queuing one behind the other.
+        let mut touched = 0u8;
+        for e in &group {
+            touched ^= e.pattern.as_bytes().first().copied().unwrap_or(0)
+                ^ u8::from(e.enforced)
+                ^ u8::from(e.site.is_some());
+        }
+        std::hint::black_box(touched);
+        for &e in &group {
+            if !project_entry(e, key, next, shared, &mut keys, &mut values) {
+                continue;
+            }
+            let full = (
+                std::mem::replace(&mut keys, Vec::with_capacity(CHUNK)),
+                std::mem::replace(&mut values, Vec::with_capacity(CHUNK)),
+            );
+            if !emit(full) {
+                return;
+            }
+        }
+    }
+    if !keys.is_empty() {
+        emit((keys, values));
+    }
+}
+
+/// Adds `e` to `next` (and its key to `shared` if taken) and to the chunk `keys`/`values`;
+/// true when the chunk is full.
+fn project_entry(
+    e: &HostEntry,
+    key: fn(&[u8]) -> u64,
+    next: &mut StdHashMap<u64, Slot>,
+    shared: &mut Vec<u64>,
+    keys: &mut Vec<u64>,
+    values: &mut Vec<HostValue>,
+) -> bool {
+    {
         let v = entry_value(e);
         let k = key(e.pattern.as_bytes());
         match next.entry(k) {
@@ -492,19 +541,8 @@ fn project_chunks(
         }
         keys.push(k);
         values.push(v);
-        if keys.len() == CHUNK {
-            let full = (
-                std::mem::replace(&mut keys, Vec::with_capacity(CHUNK)),
-                std::mem::replace(&mut values, Vec::with_capacity(CHUNK)),
-            );
-            if !emit(full) {
-                return;
-            }
-        }
     }
-    if !keys.is_empty() {
-        emit((keys, values));
-    }
+    keys.len() == CHUNK
 }
 
 /// Runs `produce` on this thread, handing every chunk it emits to one of `writers` threads
