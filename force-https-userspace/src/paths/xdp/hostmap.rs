@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// Where [`HostMap`] writes: the BPF map, or a plain map in unit tests.
-pub(super) trait HostStore {
+pub(super) trait HostStore: Send {
     fn put(&mut self, k: u64, v: HostValue) -> anyhow::Result<()>;
     fn delete(&mut self, k: u64) -> anyhow::Result<()>;
     /// Writes many entries; by default one by one.
@@ -40,10 +40,39 @@ pub(super) trait HostStore {
         }
         Ok(())
     }
+    /// A writer that several threads can call at once with chunks of distinct keys (as
+    /// [`HostStore::put_many`]); by default they take turns.
+    fn shared_writer(&mut self) -> impl Fn(&[u64], &[HostValue]) -> anyhow::Result<()> + Sync {
+        let store = Mutex::new(self);
+        move |keys, values| {
+            store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .put_many(keys, values)
+        }
+    }
 }
 
 /// Entries per `BPF_MAP_UPDATE_BATCH` call.
 const BATCH: usize = 1 << 16;
+
+/// Entries per chunk handed from the projection to the writer at start ([`HostMap::fill`]):
+/// small enough that the writer starts early and waits little for the last one.
+const CHUNK: usize = 1 << 14;
+
+/// Table entries read ahead of hashing them (see [`project_chunks`]).
+const GROUP: usize = 16;
+
+/// Chunks projected ahead of the writers at most.
+const PIPELINE: usize = 4;
+
+/// Threads writing chunks at start: the kernel's hash map locks per bucket and allocates
+/// entries per CPU, so writes from two CPUs add up; and once the projection is done, its
+/// CPU writes too.
+const WRITERS: usize = 2;
+
+/// Keys and values of one chunk, in the same order.
+type Chunk = (Vec<u64>, Vec<HostValue>);
 
 /// `BPF_MAP_UPDATE_BATCH` (Linux 5.6): `keys.len()` entries of a hash map in one bpf(2) call.
 /// `EINVAL` from a kernel without the command.
@@ -89,32 +118,75 @@ fn update_batch(fd: BorrowedFd<'_>, keys: &[u64], values: &[HostValue]) -> std::
     Ok(())
 }
 
+/// `BPF_MAP_UPDATE_ELEM`: one entry (`BPF_ANY`).
+fn update_elem(fd: BorrowedFd<'_>, key: &u64, value: &HostValue) -> std::io::Result<()> {
+    /// The element member of `union bpf_attr` (include/uapi/linux/bpf.h).
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+    let mut attr = ElemAttr {
+        map_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
+        _pad: 0,
+        key: key as *const u64 as u64,
+        value: value as *const HostValue as u64,
+        flags: 0,
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` element member; `key` and `value` are the map's
+    // key and value types (#[repr(C)]), alive for the call, which only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_ELEM,
+            &mut attr as *mut ElemAttr,
+            std::mem::size_of::<ElemAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Writes `keys`/`values` into the hash map `fd`: one `BPF_MAP_UPDATE_BATCH` per [`BATCH`]
+/// entries; one by one where the kernel has no batch operations for hash maps (before 5.6).
+/// Needs only the descriptor, so several threads can write at once.
+fn put_batches(fd: BorrowedFd<'_>, keys: &[u64], values: &[HostValue]) -> anyhow::Result<()> {
+    const FULL: &str = "cannot add hosts to the XDP map (is [xdp] max_hosts large enough?)";
+    for (ks, vs) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
+        match update_batch(fd, ks, vs) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                for (k, v) in ks.iter().zip(vs) {
+                    update_elem(fd, k, v).map_err(|e| anyhow::Error::new(e).context(FULL))?;
+                }
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(FULL)),
+        }
+    }
+    Ok(())
+}
+
 impl HostStore for HashMap<MapData, u64, HostValue> {
     fn put(&mut self, k: u64, v: HostValue) -> anyhow::Result<()> {
         self.insert(k, v, 0)
             .context("cannot add a host to the XDP map (is [xdp] max_hosts large enough?)")
     }
 
-    /// One `BPF_MAP_UPDATE_BATCH` per [`BATCH`] entries; one by one where the kernel has no
-    /// batch operations for hash maps (before 5.6).
+    /// See [`put_batches`].
     fn put_many(&mut self, keys: &[u64], values: &[HostValue]) -> anyhow::Result<()> {
-        for (ks, vs) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
-            let fd = self.map().fd().as_fd();
-            match update_batch(fd, ks, vs) {
-                Ok(()) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
-                    for (k, v) in ks.iter().zip(vs) {
-                        self.put(*k, *v)?;
-                    }
-                }
-                Err(e) => {
-                    return Err(anyhow::Error::new(e).context(
-                        "cannot add hosts to the XDP map (is [xdp] max_hosts large enough?)",
-                    ));
-                }
-            }
-        }
-        Ok(())
+        put_batches(self.map().fd().as_fd(), keys, values)
+    }
+
+    /// [`put_batches`] on the map's descriptor, from any thread.
+    fn shared_writer(&mut self) -> impl Fn(&[u64], &[HostValue]) -> anyhow::Result<()> + Sync {
+        let fd = self.map().fd().as_fd();
+        move |keys, values| put_batches(fd, keys, values)
     }
 
     fn delete(&mut self, k: u64) -> anyhow::Result<()> {
@@ -128,7 +200,82 @@ impl HostStore for HashMap<MapData, u64, HostValue> {
 /// The host map and what userspace last wrote into it.
 pub(super) struct HostMap<M = HashMap<MapData, u64, HostValue>> {
     map: M,
-    current: StdHashMap<u64, Slot>,
+    current: Projection,
+}
+
+/// What the map holds, key by key, and for keys that several patterns share, the patterns.
+/// Apart so that the common entry takes 16 bytes in the table (24 MiB less at 1M hosts).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Projection {
+    /// Key → the value the map holds ([`Slot::value`]).
+    values: StdHashMap<u64, HostValue>,
+    /// Key → its patterns, for the keys of [`Slot::Many`].
+    shared: StdHashMap<u64, Vec<HostValue>>,
+}
+
+impl Projection {
+    fn with_capacity(n: usize) -> Projection {
+        Projection {
+            values: StdHashMap::with_capacity(n),
+            shared: StdHashMap::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    fn value(&self, k: u64) -> Option<HostValue> {
+        self.values.get(&k).copied()
+    }
+
+    /// Takes the slot of `k` out.
+    fn take(&mut self, k: u64) -> Option<Slot> {
+        let v = self.values.remove(&k)?;
+        Some(match self.shared.remove(&k) {
+            Some(all) => Slot::Many(all),
+            None => Slot::One(v),
+        })
+    }
+
+    /// Sets the slot of `k`.
+    fn put(&mut self, k: u64, slot: Slot) {
+        self.values.insert(k, slot.value());
+        match slot {
+            Slot::One(_) => {
+                self.shared.remove(&k);
+            }
+            Slot::Many(all) => {
+                self.shared.insert(k, all);
+            }
+        }
+    }
+
+    /// Adds pattern value `v` under `k`; true when another pattern has the key too.
+    fn add(&mut self, k: u64, v: HostValue) -> bool {
+        match self.values.entry(k) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(v);
+                false
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let old = match self.shared.remove(&k) {
+                    Some(all) => Slot::Many(all),
+                    None => Slot::One(*o.get()),
+                };
+                let slot = old.with(v);
+                o.insert(slot.value());
+                if let Slot::Many(all) = slot {
+                    self.shared.insert(k, all);
+                }
+                true
+            }
+        }
+    }
 }
 
 /// The patterns of the table that share one map key (almost always one). A pattern is
@@ -199,7 +346,7 @@ impl<M: HostStore> HostMap<M> {
     pub(super) fn new(map: M) -> HostMap<M> {
         HostMap {
             map,
-            current: StdHashMap::new(),
+            current: Projection::default(),
         }
     }
 
@@ -209,30 +356,77 @@ impl<M: HostStore> HostMap<M> {
     }
 
     /// Writes the difference between the projection of the whole `table` and the map's
-    /// content (at start). Returns the number of entries.
+    /// content (at start: all of it, see [`HostMap::fill`]). Returns the number of entries.
     pub(super) fn sync(&mut self, table: &PolicyTable) -> anyhow::Result<usize> {
+        if self.current.is_empty() {
+            return self.fill(table);
+        }
         let next = project(table);
         let stale: Vec<u64> = self
             .current
+            .values
             .keys()
-            .filter(|k| !next.contains_key(k))
+            .filter(|k| !next.values.contains_key(k))
             .copied()
             .collect();
         for k in stale {
             self.remove(k)?;
         }
-        // New or changed values in batches (one bpf(2) call per 65536 at start); then `next`
-        // is what the map holds.
-        let mut keys = Vec::with_capacity(next.len().saturating_sub(self.current.len()));
-        let mut values = Vec::with_capacity(keys.capacity());
-        for (k, slot) in &next {
-            let v = slot.value();
-            if self.current.get(k).map(Slot::value) != Some(v) {
+        // New or changed values in batches; then `next` is what the map holds.
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for (k, v) in &next.values {
+            let v = *v;
+            if self.current.value(*k) != Some(v) {
                 keys.push(*k);
                 values.push(v);
             }
         }
         self.map.put_many(&keys, &values)?;
+        self.current = next;
+        Ok(self.current.len())
+    }
+
+    /// Writes the projection of `table` into the empty map, projecting and writing at once:
+    /// this thread hashes the patterns in chunks of [`CHUNK`] entries and builds the
+    /// bookkeeping while [`WRITERS`] threads write the finished chunks (with 1M hosts the
+    /// two halves cost about the same: walking the table and hashing, and the kernel
+    /// allocating and linking each entry). A key that several patterns share is written
+    /// again at the end with its shared value ([`Slot::value`]); until then the map holds one
+    /// of the patterns' own entries, which nothing reads before the program is told the map
+    /// is ready. Without threads, the chunks are written in turn.
+    ///
+    /// On error the map may hold part of the projection and the bookkeeping stays empty.
+    fn fill(&mut self, table: &PolicyTable) -> anyhow::Result<usize> {
+        self.fill_by(table, host_key)
+    }
+
+    /// [`HostMap::fill`] with the keys of `key` (tests make keys collide with it).
+    fn fill_by(&mut self, table: &PolicyTable, key: fn(&[u8]) -> u64) -> anyhow::Result<usize> {
+        let t0 = Instant::now();
+        let mut next = Projection::with_capacity(table.len());
+        let mut shared: Vec<u64> = Vec::new();
+        let write = self.map.shared_writer();
+        let written = pipe_chunks(&write, WRITERS, |emit| {
+            next.values.clear();
+            next.shared.clear();
+            shared.clear();
+            project_chunks(table, key, &mut next, &mut shared, emit);
+        });
+        drop(write);
+        written?;
+        let t_written = t0.elapsed();
+        shared.sort_unstable();
+        shared.dedup();
+        let values: Vec<HostValue> = shared.iter().filter_map(|k| next.value(*k)).collect();
+        self.map.put_many(&shared, &values)?;
+        tracing::debug!(
+            entries = next.len(),
+            shared = shared.len(),
+            written_us = t_written.as_micros() as u64,
+            us = t0.elapsed().as_micros() as u64,
+            "XDP host map filled (projection and writes piped)"
+        );
         self.current = next;
         Ok(self.current.len())
     }
@@ -258,7 +452,7 @@ impl<M: HostStore> HostMap<M> {
                 len: s.len() as u16,
                 flags: 0,
             };
-            let before = self.current.remove(&k);
+            let before = self.current.take(k);
             let held = before.as_ref().map(Slot::value);
             let rest = before.and_then(|slot| slot.without(&id));
             let after = match table.get(p) {
@@ -270,14 +464,14 @@ impl<M: HostStore> HostMap<M> {
             };
             touched.entry(k).or_insert(held);
             if let Some(slot) = after {
-                self.current.insert(k, slot);
+                self.current.put(k, slot);
             }
         }
         let mut keys = Vec::new();
         let mut values = Vec::new();
         let mut written = 0;
         for (k, held) in touched {
-            let now = self.current.get(&k).map(Slot::value);
+            let now = self.current.value(k);
             if now == held {
                 continue;
             }
@@ -296,7 +490,7 @@ impl<M: HostStore> HostMap<M> {
 
     fn remove(&mut self, k: u64) -> anyhow::Result<()> {
         self.map.delete(k)?;
-        self.current.remove(&k);
+        self.current.take(k);
         Ok(())
     }
 }
@@ -324,22 +518,155 @@ fn entry_value(e: &HostEntry) -> HostValue {
 
 /// The host map as the policy table dictates it: one entry per pattern (see
 /// `force-https-common`); patterns whose keys collide are all left to the kernel.
-fn project(table: &PolicyTable) -> StdHashMap<u64, Slot> {
-    let mut out: StdHashMap<u64, Slot> = StdHashMap::with_capacity(table.len());
+fn project(table: &PolicyTable) -> Projection {
+    project_by(table, host_key)
+}
+
+/// [`project`] with the keys of `key`.
+fn project_by(table: &PolicyTable, key: fn(&[u8]) -> u64) -> Projection {
+    let mut out = Projection::with_capacity(table.len());
     for e in table.iter() {
         let v = entry_value(e);
-        let k = host_key(e.pattern.as_bytes());
-        match out.entry(k) {
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                let old = std::mem::replace(o.get_mut(), Slot::One(v));
-                *o.get_mut() = old.with(v);
+        out.add(key(e.pattern.as_bytes()), v);
+    }
+    out
+}
+
+/// The projection of `table` (as [`project`]) into `next`, handing each [`CHUNK`] of entries
+/// to `emit` in table order as it is hashed; `emit` returns false to stop. Keys that several
+/// patterns share go to `shared` (once per extra pattern): `emit` received one of the
+/// patterns' own values for them, `next` has the shared one.
+fn project_chunks(
+    table: &PolicyTable,
+    key: fn(&[u8]) -> u64,
+    next: &mut Projection,
+    shared: &mut Vec<u64>,
+    emit: &mut dyn FnMut(Chunk) -> bool,
+) {
+    let mut keys = Vec::with_capacity(CHUNK.min(table.len()));
+    let mut values = Vec::with_capacity(keys.capacity());
+    let mut entries = table.iter();
+    let mut group: Vec<&HostEntry> = Vec::with_capacity(GROUP);
+    loop {
+        group.clear();
+        group.extend(entries.by_ref().take(GROUP).map(|e| &**e));
+        if group.is_empty() {
+            break;
+        }
+        // Read every entry of the group and the first byte of its pattern before hashing:
+        // the entries and strings lie all over the heap, and their cache misses then overlap
+        // instead of queuing one behind the other.
+        let mut touched = 0u8;
+        for e in &group {
+            touched ^= e.pattern.as_bytes().first().copied().unwrap_or(0)
+                ^ u8::from(e.enforced)
+                ^ u8::from(e.site.is_some());
+        }
+        std::hint::black_box(touched);
+        for &e in &group {
+            if !project_entry(e, key, next, shared, &mut keys, &mut values) {
+                continue;
             }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(Slot::One(v));
+            let full = (
+                std::mem::replace(&mut keys, Vec::with_capacity(CHUNK)),
+                std::mem::replace(&mut values, Vec::with_capacity(CHUNK)),
+            );
+            if !emit(full) {
+                return;
             }
         }
     }
-    out
+    if !keys.is_empty() {
+        emit((keys, values));
+    }
+}
+
+/// Adds `e` to `next` (and its key to `shared` if taken) and to the chunk `keys`/`values`;
+/// true when the chunk is full.
+fn project_entry(
+    e: &HostEntry,
+    key: fn(&[u8]) -> u64,
+    next: &mut Projection,
+    shared: &mut Vec<u64>,
+    keys: &mut Vec<u64>,
+    values: &mut Vec<HostValue>,
+) -> bool {
+    let v = entry_value(e);
+    let k = key(e.pattern.as_bytes());
+    if next.add(k, v) {
+        shared.push(k);
+    }
+    keys.push(k);
+    values.push(v);
+    keys.len() == CHUNK
+}
+
+/// Runs `produce` on this thread, handing every chunk it emits to one of `writers` threads
+/// that call `write` on it ([`PIPELINE`] chunks queue at most), and returns the first error
+/// of a write. `emit` returns false once a write has failed (`produce` should then stop).
+/// Where no thread can be started, `produce` runs again from the start with `emit` writing
+/// on this thread.
+fn pipe_chunks<W, P>(write: &W, writers: usize, mut produce: P) -> anyhow::Result<()>
+where
+    W: Fn(&[u64], &[HostValue]) -> anyhow::Result<()> + Sync,
+    P: FnMut(&mut dyn FnMut(Chunk) -> bool),
+{
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(PIPELINE);
+    let rx = Mutex::new(rx);
+    let piped = std::thread::scope(|scope| -> std::io::Result<anyhow::Result<()>> {
+        let mut threads = Vec::with_capacity(writers);
+        for i in 0..writers.max(1) {
+            let (rx, failed) = (&rx, &failed);
+            let t = std::thread::Builder::new()
+                .name(format!("fh-xdp-fill{i}"))
+                .spawn_scoped(scope, move || -> anyhow::Result<()> {
+                    loop {
+                        let chunk = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((keys, values)) = chunk else {
+                            return Ok(());
+                        };
+                        if let Err(e) = write(&keys, &values) {
+                            failed.store(true, Relaxed);
+                            return Err(e);
+                        }
+                    }
+                });
+            match t {
+                Ok(t) => threads.push(t),
+                // Fewer writers; none at all: write on this thread.
+                Err(e) if threads.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        produce(&mut |chunk| !failed.load(Relaxed) && tx.send(chunk).is_ok());
+        drop(tx);
+        let mut res = Ok(());
+        for t in threads {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a host-map writer thread failed")));
+            if res.is_ok() {
+                res = r;
+            }
+        }
+        Ok(res)
+    });
+    match piped {
+        Ok(res) => res,
+        Err(e) => {
+            tracing::debug!("no thread to fill the XDP host map ({e}): filling in turn");
+            let mut res = Ok(());
+            produce(&mut |(keys, values)| match write(&keys, &values) {
+                Ok(()) => true,
+                Err(e) => {
+                    res = Err(e);
+                    false
+                }
+            });
+            res
+        }
+    }
 }
 
 /// How the host map keeps up with the policy table (gauges, see [`crate::metrics::GAUGES`]).
@@ -505,10 +832,7 @@ mod tests {
     }
 
     fn projection(table: &PolicyTable) -> StdHashMap<u64, HostValue> {
-        project(table)
-            .into_iter()
-            .map(|(k, s)| (k, s.value()))
-            .collect()
+        project(table).values
     }
 
     fn policy(dir: &Path) -> Policy {
@@ -656,6 +980,112 @@ mod tests {
             probe.seen.lock().unwrap().last(),
             Some(&(false, Some(false)))
         );
+    }
+
+    /// A policy of `n` runtime hosts (every third one not enforced) besides the sites.
+    fn big_policy(dir: &Path, n: usize) -> Policy {
+        let p = policy(dir);
+        let hosts: Vec<String> = (0..n).map(|i| format!("h{i}.bulk.example")).collect();
+        let off: Vec<String> = hosts.iter().step_by(3).cloned().collect();
+        p.set(&hosts, true).unwrap();
+        p.set(&off, false).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_piped_fill_writes_the_projection() {
+        // Several chunks, written by several threads, equal the one-thread projection; with
+        // keys made to collide (8 keys for all hosts), the shared keys end up passed.
+        let d = tempfile::tempdir().unwrap();
+        let p = big_policy(d.path(), 2 * CHUNK + 123);
+        let table = p.table();
+        let mut m = HostMap::new(StdHashMap::new());
+        assert_eq!(m.sync(&table).unwrap(), table.len());
+        assert_eq!(m.map, projection(&table));
+        assert_eq!(m.current, project(&table));
+
+        fn few(s: &[u8]) -> u64 {
+            host_key(s) % 8
+        }
+        let mut m = HostMap::new(StdHashMap::new());
+        assert_eq!(m.fill_by(&table, few).unwrap(), 8);
+        let want = project_by(&table, few);
+        assert_eq!(m.map, want.values);
+        assert_eq!(m.current, want);
+        assert_eq!(want.shared.len(), 8);
+        assert!(m.map.values().all(|v| v.flags & HOST_PASS != 0));
+    }
+
+    /// A store that fails once it holds `room` entries.
+    struct Full {
+        map: StdHashMap<u64, HostValue>,
+        room: usize,
+    }
+    impl HostStore for Full {
+        fn put(&mut self, k: u64, v: HostValue) -> anyhow::Result<()> {
+            anyhow::ensure!(self.map.len() < self.room, "map full");
+            self.map.insert(k, v);
+            Ok(())
+        }
+        fn delete(&mut self, k: u64) -> anyhow::Result<()> {
+            self.map.remove(&k);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_fill_reports_the_error_and_keeps_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = big_policy(d.path(), 3 * CHUNK);
+        let mut m = HostMap::new(Full {
+            map: StdHashMap::new(),
+            room: CHUNK + 5,
+        });
+        let e = m.sync(&p.table()).unwrap_err();
+        assert!(format!("{e:#}").contains("map full"), "{e:#}");
+        assert_eq!(m.len(), 0);
+        // The writers stopped at the first failure (each holds one more chunk at most).
+        assert!(m.map.map.len() <= CHUNK + 5);
+    }
+
+    #[test]
+    fn every_chunk_is_written_once_by_any_number_of_writers() {
+        for writers in [0, 1, 2, 5] {
+            let got = Mutex::new(Vec::new());
+            let write = |k: &[u64], _: &[HostValue]| {
+                got.lock().unwrap().extend_from_slice(k);
+                Ok(())
+            };
+            pipe_chunks(&write, writers, |emit| {
+                for c in 0..50u64 {
+                    let keys: Vec<u64> = (c * 10..c * 10 + 10).collect();
+                    assert!(emit((keys, vec![HostValue::default(); 10])));
+                }
+            })
+            .unwrap();
+            let mut got = got.into_inner().unwrap();
+            got.sort_unstable();
+            assert_eq!(got, (0..500).collect::<Vec<u64>>(), "{writers} writers");
+        }
+    }
+
+    #[test]
+    fn the_projection_keeps_shared_keys_apart() {
+        let a = HostValue {
+            check: 1,
+            len: 5,
+            flags: HOST_ENFORCED,
+        };
+        let b = HostValue { check: 2, ..a };
+        let mut p = Projection::default();
+        assert!(!p.add(7, a));
+        assert!(p.add(7, b));
+        assert_eq!(p.value(7), Some(Slot::One(a).with(b).value()));
+        assert_eq!(p.take(7), Some(Slot::Many(vec![a, b])));
+        assert!(p.is_empty() && p.shared.is_empty());
+        p.put(7, Slot::Many(vec![a, b]));
+        p.put(7, Slot::One(b));
+        assert_eq!((p.value(7), p.shared.len()), (Some(b), 0));
     }
 
     #[test]
