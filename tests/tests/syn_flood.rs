@@ -271,12 +271,12 @@ fn flood(mode: &str) {
         assert!(o.closed, "request {i} during the flood: no close after 5 s");
         assert_eq!(o.text(), want(i), "request {i} during the flood");
         redirects += 1;
-        if i % 10 == 0 {
+        if i % 5 == 0 {
             let s = syn_recv(&ns);
             assert_eq!(s, "", "SYN-RECV sockets on the edge during the flood");
             ss_checks += 1;
         }
-        if i % 25 == 0 {
+        if i % 20 == 0 {
             https_ok(&ns, &cert, i);
             tls += 1;
         }
