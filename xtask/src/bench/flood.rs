@@ -45,6 +45,8 @@ pub const FLOOD_INTERVAL_US: u64 = 50;
 const FLOOD_RATE: u64 = 1_000_000 / FLOOD_INTERVAL_US;
 /// The flooded rate must hold this share of the unflooded one.
 pub const TARGET_RATIO: f64 = 0.90;
+/// Disturbed rounds re-run at most; later ones are kept and flagged.
+const MAX_DISCARDED: usize = 3;
 /// How often the SYN-RECV sampler looks.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
@@ -68,6 +70,16 @@ pub struct FloodRound {
     pub bad_status_flood: u64,
     /// Either pass was disturbed by other processes.
     pub disturbed: bool,
+    /// Derived: the edge CPU the flood cost per SYN, µs: the flooded pass's edge busy time
+    /// less its requests at the unflooded pass's cost per request, divided by the SYNs sent.
+    pub edge_us_per_flood_syn: Option<f64>,
+}
+
+impl FloodRound {
+    /// The flooded pass was limited by the client CPU (wrk and hping3 share it), not the edge.
+    pub fn client_bound(&self) -> bool {
+        self.client_util_flood > 0.9 && self.edge_util_flood < 0.9
+    }
 }
 
 /// What a flooded pass saw besides wrk's figures.
@@ -107,6 +119,8 @@ pub struct FloodResult {
     pub met: bool,
     /// Some sample saw a SYN-RECV socket on the edge.
     pub syn_recv_seen: bool,
+    /// Rounds thrown away because other processes ran during them (re-run instead).
+    pub discarded: Vec<FloodRound>,
     pub error: Option<String>,
 }
 
@@ -347,8 +361,11 @@ fn rounds(run: &PeerRun, r: &mut FloodResult) -> Result<()> {
     if args.warmup > 0 {
         run.load_gen.warm_up(phase, args.warmup)?;
     }
-    for n in 1..=args.passes as usize {
+    let want = args.passes as usize;
+    let mut n = 0;
+    while r.rounds.len() < want {
         check_interrupted()?;
+        n += 1;
         run.topo.pin_napi()?;
         let (base, _) = one_pass(run, phase, 100 + 2 * n, false)?;
         run.topo.pin_napi()?;
@@ -378,6 +395,11 @@ fn rounds(run: &PeerRun, r: &mut FloodResult) -> Result<()> {
             errors_flood: flooded.pass.load.errors,
             bad_status_flood: flooded.pass.load.bad_status,
             disturbed: base.pass.disturbed || flooded.pass.disturbed,
+            edge_us_per_flood_syn: (during.syns_sent > 0).then(|| {
+                let flood_s = flooded.pass.edge.busy_s
+                    - flooded.pass.load.requests as f64 * base.pass.edge_us_per_req / 1e6;
+                flood_s.max(0.0) * 1e6 / during.syns_sent as f64
+            }),
             during,
         };
         println!(
@@ -392,7 +414,12 @@ fn rounds(run: &PeerRun, r: &mut FloodResult) -> Result<()> {
             round.during.syncookies_sent,
             round.during.passive_opens
         );
-        r.rounds.push(round);
+        if round.disturbed && r.discarded.len() < MAX_DISCARDED {
+            eprintln!("xtask: bench: syn-flood round {n} disturbed by other processes: re-run");
+            r.discarded.push(round);
+        } else {
+            r.rounds.push(round);
+        }
     }
     Ok(())
 }
@@ -408,7 +435,7 @@ pub fn markdown(r: &FloodResult, o: &mut String) {
     if let Some(e) = &r.error {
         let _ = writeln!(o, "- **FAILED**: {}\n", e.lines().next().unwrap_or(""));
     }
-    o.push_str("| round | req/s without | req/s with flood | ratio | SYNs sent (SYN/s) | XDP SYN-ACKs − requests | SYNs to the kernel | SYN-RECV max (samples) | kernel cookies sent | passive opens | edge µs/req without / with | edge / client CPU with |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    o.push_str("| round | req/s without | req/s with flood | ratio | SYNs sent (SYN/s) | XDP SYN-ACKs − requests | SYNs to the kernel | SYN-RECV max (samples) | kernel cookies sent | passive opens | edge µs/req without / with | edge µs per flood SYN (derived) | edge / client CPU with |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let opt = |v: Option<u64>| v.map_or("n/a".to_string(), |v| v.to_string());
     for (i, x) in r.rounds.iter().enumerate() {
         let d = &x.during;
@@ -419,11 +446,17 @@ pub fn markdown(r: &FloodResult, o: &mut String) {
         };
         let _ = writeln!(
             o,
-            "| {} | {:.0} | {:.0} | {:.1}% | {} ({:.0}) | {} | {} | {} ({}) | {} | {} | {:.1} / {:.1} | {:.0}% / {:.0}% |{}",
+            "| {}{} | {:.0} | {:.0} | {:.1}%{} | {} ({:.0}) | {} | {} | {} ({}) | {} | {} | {:.1} / {:.1} | {} | {:.0}% / {:.0}% |",
             i + 1,
+            if x.disturbed { " ⚠busy" } else { "" },
             x.rps_base,
             x.rps_flood,
             x.ratio * 100.0,
+            if x.client_bound() {
+                " ◦client-bound"
+            } else {
+                ""
+            },
             d.syns_sent,
             rate,
             d.xdp_synacks
@@ -435,9 +468,18 @@ pub fn markdown(r: &FloodResult, o: &mut String) {
             opt(d.passive_opens),
             x.edge_us_base,
             x.edge_us_flood,
+            x.edge_us_per_flood_syn
+                .map_or("n/a".into(), |v| format!("{v:.1}")),
             x.edge_util_flood * 100.0,
             x.client_util_flood * 100.0,
-            if x.disturbed { " ⚠busy" } else { "" }
+        );
+    }
+    o.push_str("\n◦client-bound: in the flooded pass the client CPU, which wrk shares with hping3 and the client's receive work for the SYN-ACKs, was over 90% busy and the edge CPU under 90%: the flood slowed the load generator, not the edge. `edge µs per flood SYN` is derived: the flooded pass's edge busy time less its requests at the unflooded pass's cost per request, divided by the SYNs sent.\n");
+    if !r.discarded.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n{} round(s) disturbed by other processes were thrown away and re-run (results.json `discarded`).",
+            r.discarded.len()
         );
     }
     let _ = writeln!(

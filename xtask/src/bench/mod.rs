@@ -129,6 +129,18 @@ pub struct BenchArgs {
     /// (issue 11; `flood.rs`).
     #[arg(long)]
     pub syn_flood: bool,
+    /// The force-https-xdp peer's XDP mode: `native` (the default; falls back to generic when
+    /// it does not attach) or `generic` only (SYN-ACKs and FIN ACKs sent with XDP_TX instead of
+    /// through the AF_XDP responder on a veth).
+    #[arg(long, value_enum, default_value_t = XdpMode::Native)]
+    pub xdp_mode: XdpMode,
+}
+
+/// `--xdp-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpMode {
+    Native,
+    Generic,
 }
 
 impl BenchArgs {
@@ -551,7 +563,10 @@ fn method_notes(nofile: u64, max_connections: u64, in_flight: u32) -> Vec<String
 /// peer falls back from native to generic mode when native does not start.
 fn bench_peer(kind: PeerKind, env: &Env) -> PeerResult {
     let modes: &[&str] = if kind == PeerKind::ForceHttpsXdp {
-        &["native", "generic"]
+        match env.args.xdp_mode {
+            XdpMode::Native => &["native", "generic"],
+            XdpMode::Generic => &["generic"],
+        }
     } else {
         &["-"]
     };
@@ -1241,6 +1256,14 @@ mod tests {
         assert_eq!(t.b.phases(), vec![Phase::RedirectNewConn, Phase::HttpsH2]);
         assert!(t.b.micro);
         assert!(!t.b.syn_flood);
+        assert_eq!(t.b.xdp_mode, XdpMode::Native);
+        assert_eq!(
+            T::try_parse_from(["x", "--xdp-mode", "generic"])
+                .unwrap()
+                .b
+                .xdp_mode,
+            XdpMode::Generic
+        );
         assert!(T::try_parse_from(["x", "--syn-flood"]).unwrap().b.syn_flood);
         assert!(T::try_parse_from(["x", "--peers", "apache"]).is_err());
         assert!(T::try_parse_from(["x", "--duration", "0"]).is_err());
