@@ -5,7 +5,8 @@
 //! - N = the LLVM major of `rustc +nightly -vV`;
 //! - Debian packages `llvm-N-dev libpolly-N-dev libzstd-dev` (to build bpf-linker) and the tools
 //!   the tests and the demo run: `iproute2 curl procps openssl`, etcd (`etcd-server`,
-//!   `etcd-client`) and protoc (`protobuf-compiler`, `libprotobuf-dev`, for the `etcd-client` crate);
+//!   `etcd-client`), protoc (`protobuf-compiler`, `libprotobuf-dev`, for the `etcd-client` crate)
+//!   and `hping3` (the SYN flood of tests/tests/syn_flood.rs and `cargo xtask bench --syn-flood`);
 //! - bpf-linker 0.13.0 built against LLVM N (`~/.cargo/bin/bpf-linker`);
 //! - cargo-fuzz (`cargo install cargo-fuzz --locked`), for `cargo xtask fuzz`.
 //!
@@ -28,7 +29,8 @@ pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// `etcd-server` and `etcd-client` (etcd and etcdctl) for the fleet tests and the demo
 /// (`[fleet]`, issue 14); `protobuf-compiler` and `libprotobuf-dev` (protoc and the well-known
 /// `.proto` includes), which the `etcd-client` crate's build script needs (cargo feature
-/// `fleet`, on by default).
+/// `fleet`, on by default); `hping3` for the bounded SYN floods of the SYN-flood test and bench
+/// (issue 11).
 const RUNTIME_PACKAGES: &[&str] = &[
     "iproute2",
     "curl",
@@ -40,6 +42,7 @@ const RUNTIME_PACKAGES: &[&str] = &[
     "etcd-client",
     "protobuf-compiler",
     "libprotobuf-dev",
+    "hping3",
 ];
 
 fn status(what: &str, state: &str) {

@@ -16,9 +16,12 @@
 //! between and during runs) and panic (`Drop`). Every load run is bounded in time.
 //!
 //! `--micro` also runs `cargo bench -p force-https-proto` at the end. The scale measurements
-//! have an extension point in [`scale`].
+//! have an extension point in [`scale`]. `--syn-flood` adds, for the force-https-xdp peer,
+//! rounds of redirect-new-conn without and with a bounded hping3 SYN flood ([`flood`]:
+//! the rate ratio, target ≥ 90%, and any SYN-RECV socket on the edge).
 
 mod cpu;
+mod flood;
 mod install;
 mod load;
 mod peers;
@@ -125,6 +128,17 @@ pub struct BenchArgs {
     /// false`), to measure what answering the SYN in XDP saves.
     #[arg(long, value_enum, default_value_t = SynAnswer::Xdp)]
     pub synack: SynAnswer,
+    /// After the phases, the force-https-xdp peer runs `--passes` rounds of redirect-new-conn
+    /// without and with a bounded hping3 SYN flood to port 80 from the client namespace, and
+    /// reports the ratio of the rates (target ≥ 90%) and any SYN-RECV socket on the edge
+    /// (issue 11; `flood.rs`).
+    #[arg(long)]
+    pub syn_flood: bool,
+    /// The force-https-xdp peer's XDP mode: `native` (the default; falls back to generic when
+    /// it does not attach) or `generic` only. Either way SYN-ACKs and FIN ACKs leave with
+    /// XDP_TX (the client end of the veth runs a pass program, `topology.rs`).
+    #[arg(long, value_enum, default_value_t = XdpMode::Native)]
+    pub xdp_mode: XdpMode,
 }
 
 /// `--synack`: who answers port-80 SYNs for the fast-path peer.
@@ -134,6 +148,13 @@ pub enum SynAnswer {
     Xdp,
     /// The kernel (`answer_syn = false`).
     Kernel,
+}
+
+/// `--xdp-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpMode {
+    Native,
+    Generic,
 }
 
 impl BenchArgs {
@@ -323,6 +344,27 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 .meta
                 .warnings
                 .push(format!("{} failed: {}", kind.name(), first_line(e)));
+        }
+        if let Some(f) = &r.syn_flood {
+            if let Some(e) = &f.error {
+                results.meta.warnings.push(format!(
+                    "{} / syn-flood failed: {}",
+                    kind.name(),
+                    first_line(e)
+                ));
+            } else if !f.met || f.syn_recv_seen {
+                results.meta.warnings.push(format!(
+                    "{} / syn-flood: the flooded redirect rate held {:.1}% of the unflooded one (target ≥ {:.0}%){}",
+                    kind.name(),
+                    f.median_ratio * 100.0,
+                    flood::TARGET_RATIO * 100.0,
+                    if f.syn_recv_seen {
+                        "; SYN-RECV sockets appeared on the edge"
+                    } else {
+                        ""
+                    }
+                ));
+            }
         }
         for ph in &r.phases {
             if let Some(s) = &ph.summary {
@@ -535,7 +577,10 @@ fn method_notes(nofile: u64, max_connections: u64, in_flight: u32) -> Vec<String
 /// peer falls back from native to generic mode when native does not start.
 fn bench_peer(kind: PeerKind, env: &Env) -> PeerResult {
     let modes: &[&str] = if kind == PeerKind::ForceHttpsXdp {
-        &["native", "generic"]
+        match env.args.xdp_mode {
+            XdpMode::Native => &["native", "generic"],
+            XdpMode::Generic => &["generic"],
+        }
     } else {
         &["-"]
     };
@@ -719,6 +764,15 @@ fn run_peer(
                 procs.check_alive()?;
                 check_interrupted()?;
             }
+        }
+        if args.syn_flood && kind == PeerKind::ForceHttpsXdp {
+            check_interrupted()?;
+            println!("xtask: bench: {} / syn-flood", kind.name());
+            let f = flood::measure(&run);
+            if let Some(e) = &f.error {
+                eprintln!("xtask: bench: {} / syn-flood: {e}", kind.name());
+            }
+            r.syn_flood = Some(f);
         }
         add_observations(kind, r);
         Ok(())
@@ -967,7 +1021,7 @@ fn run_phase(run: &PeerRun, procs: &mut Procs, phase: Phase) -> PhaseResult {
             // lose it).
             topo.pin_napi()?;
             let n = pr.passes.len() + pr.discarded.len() + 1;
-            let pass = one_pass(run, phase, n)?;
+            let pass = one_pass(run, phase, n, false)?.0.pass;
             println!(
                 "xtask: bench: {} / {} pass {n}: {:.0} req/s, edge {:.1} µs/req ({:.0}% busy), machine {:.1} µs/req, p50 {:?} µs, p99 {:?} µs, errors {} bad {}",
                 kind.name(),
@@ -1034,8 +1088,21 @@ fn wait_quiet() -> Result<Quiet> {
     }
 }
 
-/// One measured run with its CPU and counter deltas.
-fn one_pass(run: &PeerRun, phase: Phase, n: usize) -> Result<Pass> {
+/// A measured pass and force-https's counters around it.
+struct PassRun {
+    pass: Pass,
+    fh_before: Option<serde_json::Value>,
+    fh_after: Option<serde_json::Value>,
+}
+
+/// One measured run with its CPU and counter deltas; with `flood`, a bounded SYN flood runs
+/// during the load ([`flood::Flood`]), started after the quiet check.
+fn one_pass(
+    run: &PeerRun,
+    phase: Phase,
+    n: usize,
+    flood: bool,
+) -> Result<(PassRun, Option<flood::During>)> {
     let PeerRun {
         kind,
         args,
@@ -1048,6 +1115,15 @@ fn one_pass(run: &PeerRun, phase: Phase, n: usize) -> Result<Pass> {
     let (kind, fh_config) = (*kind, *fh_config);
     let quiet = wait_quiet()?;
     let before = read_counters(topo, force_https, fh_config);
+    let flood = if flood {
+        Some(flood::Flood::start(
+            &topo.client,
+            &topo.edge,
+            args.duration,
+        )?)
+    } else {
+        None
+    };
     let t0 = Instant::now();
     let procs_a = procs::all_stats();
     let rx_a = cpu::net_rx_softirqs();
@@ -1057,6 +1133,7 @@ fn one_pass(run: &PeerRun, phase: Phase, n: usize) -> Result<Pass> {
     let rx_b = cpu::net_rx_softirqs();
     let procs_b = procs::all_stats();
     let wall_s = t0.elapsed().as_secs_f64();
+    let during = flood.map(flood::Flood::finish).transpose()?;
     let after = read_counters(topo, force_https, fh_config);
     let _ = std::fs::write(
         out_dir
@@ -1100,7 +1177,7 @@ fn one_pass(run: &PeerRun, phase: Phase, n: usize) -> Result<Pass> {
         (None, None)
     };
 
-    Ok(Pass {
+    let pass = Pass {
         wall_s,
         edge_us_per_req: edge.busy_s * 1e6 / reqs,
         machine_us_per_req: machine.busy_s * 1e6 / reqs,
@@ -1123,7 +1200,15 @@ fn one_pass(run: &PeerRun, phase: Phase, n: usize) -> Result<Pass> {
         foreign_top,
         forks: d.forks,
         load: out,
-    })
+    };
+    Ok((
+        PassRun {
+            pass,
+            fh_before: before.fh,
+            fh_after: after.fh,
+        },
+        during,
+    ))
 }
 
 /// `cargo bench -p force-https-proto`, output in micro.txt; returns criterion's result lines.
@@ -1185,6 +1270,16 @@ mod tests {
         assert_eq!(t.b.peers(), vec![PeerKind::Nginx, PeerKind::ForceHttpsXdp]);
         assert_eq!(t.b.phases(), vec![Phase::RedirectNewConn, Phase::HttpsH2]);
         assert!(t.b.micro);
+        assert!(!t.b.syn_flood);
+        assert_eq!(t.b.xdp_mode, XdpMode::Native);
+        assert_eq!(
+            T::try_parse_from(["x", "--xdp-mode", "generic"])
+                .unwrap()
+                .b
+                .xdp_mode,
+            XdpMode::Generic
+        );
+        assert!(T::try_parse_from(["x", "--syn-flood"]).unwrap().b.syn_flood);
         assert!(T::try_parse_from(["x", "--peers", "apache"]).is_err());
         assert!(T::try_parse_from(["x", "--duration", "0"]).is_err());
     }

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::cpu::Usage;
+use super::flood::{self, FloodResult};
 use super::load::{LoadOutput, Phase};
 use super::peers::{Checked, PeerKind};
 use super::procs::TreeFacts;
@@ -59,6 +60,8 @@ pub struct PeerResult {
     pub process: Option<TreeFacts>,
     pub napi: Vec<NapiThread>,
     pub phases: Vec<PhaseResult>,
+    /// `--syn-flood`: the redirect rate with and without a SYN flood (force-https-xdp only).
+    pub syn_flood: Option<FloodResult>,
 }
 
 impl PeerResult {
@@ -74,6 +77,7 @@ impl PeerResult {
             process: None,
             napi: Vec::new(),
             phases: Vec::new(),
+            syn_flood: None,
         }
     }
 
@@ -421,6 +425,14 @@ pub fn markdown(r: &Results, phases: &[Phase]) -> String {
         }
         parts.join(", ")
     });
+
+    for p in &r.peers {
+        if let Some(f) = &p.syn_flood {
+            let _ = writeln!(o, "## SYN flood ({})\n", p.peer.name());
+            flood::markdown(f, &mut o);
+            o.push('\n');
+        }
+    }
 
     o.push_str("## Peers\n\n");
     for p in &r.peers {
