@@ -70,6 +70,76 @@ pub fn fold(mut acc: u32) -> [u8; 2] {
     (!(acc as u16)).to_be_bytes()
 }
 
+/// Turns the Ethernet and IP headers of a received frame around for an answer carrying
+/// `tcp_len` bytes of TCP (header and payload): MAC addresses and IP addresses swapped,
+/// lengths set, TTL / hop limit [`ANSWER_TTL`]; IPv4 (no options) with DSCP/ECN 0,
+/// identification 0, DF and its checksum; IPv6 with traffic class and flow label cleared when
+/// `clear_flow`. Returns the one's complement sum of the TCP pseudo-header (addresses,
+/// protocol, length), to which the caller adds the TCP bytes. The same headers as
+/// `force_https_proto::frame::finish_answer` and `syn_ack_in_place`.
+#[inline(always)]
+pub fn turn_around(
+    ctx: &XdpContext,
+    l3: usize,
+    v6: bool,
+    tcp_len: usize,
+    clear_flow: bool,
+) -> Option<u32> {
+    let eth: *mut [u8; 12] = ptr_at(ctx, 0)?;
+    // SAFETY: `ptr_at` checked the 12 bytes against `data_end`; the frame is ours to rewrite
+    // and no other reference into it is alive.
+    let eth = unsafe { &mut *eth };
+    for i in 0..6 {
+        eth.swap(i, i + 6);
+    }
+    let sum = u32::from(IPPROTO_TCP) + tcp_len as u32;
+    if v6 {
+        let ip: *mut [u8; 40] = ptr_at(ctx, l3)?;
+        // SAFETY: as for `eth` (the IP header does not overlap the 12 MAC bytes).
+        let ip = unsafe { &mut *ip };
+        if clear_flow {
+            ip[0] = 0x60;
+            ip[1] = 0;
+            ip[2] = 0;
+            ip[3] = 0;
+        }
+        let len = (tcp_len as u16).to_be_bytes();
+        ip[4] = len[0];
+        ip[5] = len[1];
+        ip[7] = ANSWER_TTL;
+        for i in 8..24 {
+            ip.swap(i, i + 16);
+        }
+        let addrs: *mut [u8; 32] = ptr_at(ctx, l3 + 8)?;
+        // SAFETY: checked by `ptr_at`; read only, and `ip` is not used after this.
+        Some(sum16(sum, unsafe { &*addrs }))
+    } else {
+        let ip: *mut [u8; 20] = ptr_at(ctx, l3)?;
+        // SAFETY: as for `eth` (the IP header does not overlap the 12 MAC bytes).
+        let ip = unsafe { &mut *ip };
+        for i in 12..16 {
+            ip.swap(i, i + 4);
+        }
+        let total = ((20 + tcp_len) as u16).to_be_bytes();
+        ip[1] = 0; // DSCP/ECN
+        ip[2] = total[0];
+        ip[3] = total[1];
+        ip[4] = 0; // identification
+        ip[5] = 0;
+        ip[6] = 0x40; // DF
+        ip[7] = 0;
+        ip[8] = ANSWER_TTL;
+        ip[10] = 0;
+        ip[11] = 0;
+        let c = fold(sum16(0, ip));
+        ip[10] = c[0];
+        ip[11] = c[1];
+        let addrs: *mut [u8; 8] = ptr_at(ctx, l3 + 12)?;
+        // SAFETY: checked by `ptr_at`; read only, and `ip` is not used after this.
+        Some(sum16(sum, unsafe { &*addrs }))
+    }
+}
+
 /// Rewrites a client's bare FIN (no kernel socket: the fast path answered and closed the
 /// connection) into our ACK of it, the same bytes the AF_XDP responder would send
 /// (`force_https_proto::frame::finish_answer` with no payload): addresses and ports swapped,
@@ -92,48 +162,7 @@ fn fin_ack_in_place(ctx: &XdpContext, l3: usize, l4: usize, doff: usize, v6: boo
         }
     }
     let th: *mut [u8; 20] = ptr_at(ctx, l4)?;
-    let eth: *mut [u8; 12] = ptr_at(ctx, 0)?;
-    // SAFETY: `ptr_at` checked the 12 bytes against `data_end`; the frame is ours to rewrite
-    // and no other reference into it is alive.
-    let eth = unsafe { &mut *eth };
-    for i in 0..6 {
-        eth.swap(i, i + 6);
-    }
-    // IP header; `sum` starts as the pseudo-header's.
-    let mut sum = u32::from(IPPROTO_TCP) + doff as u32;
-    if v6 {
-        let ip: *mut [u8; 40] = ptr_at(ctx, l3)?;
-        // SAFETY: as for `eth` (the IP header does not overlap the 12 MAC bytes).
-        let ip = unsafe { &mut *ip };
-        for i in 8..24 {
-            ip.swap(i, i + 16);
-        }
-        ip[7] = ANSWER_TTL;
-        let addrs: *mut [u8; 32] = ptr_at(ctx, l3 + 8)?;
-        // SAFETY: checked by `ptr_at`; read only, and `ip` is not used after this.
-        sum = sum16(sum, unsafe { &*addrs });
-    } else {
-        let ip: *mut [u8; 20] = ptr_at(ctx, l3)?;
-        // SAFETY: as for `eth` (the IP header does not overlap the 12 MAC bytes).
-        let ip = unsafe { &mut *ip };
-        for i in 12..16 {
-            ip.swap(i, i + 4);
-        }
-        ip[1] = 0; // DSCP/ECN
-        ip[4] = 0; // identification
-        ip[5] = 0;
-        ip[6] = 0x40; // DF
-        ip[7] = 0;
-        ip[8] = ANSWER_TTL;
-        ip[10] = 0;
-        ip[11] = 0;
-        let c = fold(sum16(0, ip));
-        ip[10] = c[0];
-        ip[11] = c[1];
-        let addrs: *mut [u8; 8] = ptr_at(ctx, l3 + 12)?;
-        // SAFETY: checked by `ptr_at`; read only, and `ip` is not used after this.
-        sum = sum16(sum, unsafe { &*addrs });
-    }
+    let mut sum = turn_around(ctx, l3, v6, doff, false)?;
     // TCP header.
     // SAFETY: checked by `ptr_at` above; after the IP header, no other live reference.
     let t = unsafe { &mut *th };

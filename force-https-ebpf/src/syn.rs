@@ -26,13 +26,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use force_https_common::{
-    ANSWER_TTL, ANSWER_WINDOW, STAT_PASS_NO_LISTENER, STAT_PASS_NO_XSK, STAT_SOCKET_PASS, STAT_SYN,
+    ANSWER_WINDOW, STAT_PASS_NO_LISTENER, STAT_PASS_NO_XSK, STAT_SOCKET_PASS, STAT_SYN,
     STAT_SYN_COOKIE_REFUSED, STAT_SYNACK_TX, STAT_SYNACK_XSK, SYNACK_TCP_HLEN, SYNACK_TX,
     SYNACK_XSK,
-    net::{IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, TH_ACK, TH_SYN},
+    net::{IPV4_HLEN, IPV6_HLEN, TH_ACK, TH_SYN},
 };
 
-use crate::answer::{fold, sum16};
+use crate::answer::{fold, sum16, turn_around};
 use crate::lookup::{self, TCP_LISTEN};
 use crate::maps::{FH_SETTINGS, FH_XSKS};
 use crate::parse::{Segment, ptr_at};
@@ -164,57 +164,7 @@ fn synack_in_place(
     cookie: u32,
     mss: u16,
 ) -> Option<()> {
-    let eth: *mut [u8; 12] = ptr_at(ctx, 0)?;
-    // SAFETY: `ptr_at` checked the 12 bytes against `data_end`; the frame is ours to rewrite
-    // and no other reference into it is alive.
-    let eth = unsafe { &mut *eth };
-    for i in 0..6 {
-        eth.swap(i, i + 6);
-    }
-    let mut sum = u32::from(IPPROTO_TCP) + SYNACK_TCP_HLEN as u32;
-    if v6 {
-        let ip: *mut [u8; IPV6_HLEN] = ptr_at(ctx, l3)?;
-        // SAFETY: as for `eth` (the IP header does not overlap the MAC addresses).
-        let ip = unsafe { &mut *ip };
-        ip[0] = 0x60;
-        ip[1] = 0;
-        ip[2] = 0;
-        ip[3] = 0;
-        ip[4] = 0;
-        ip[5] = SYNACK_TCP_HLEN as u8;
-        ip[7] = ANSWER_TTL;
-        for i in 8..24 {
-            ip.swap(i, i + 16);
-        }
-        let addrs: *mut [u8; 32] = ptr_at(ctx, l3 + 8)?;
-        // SAFETY: checked by `ptr_at`; read only, and `ip` is not used after this.
-        sum = sum16(sum, unsafe { &*addrs });
-    } else {
-        let ip: *mut [u8; IPV4_HLEN] = ptr_at(ctx, l3)?;
-        // SAFETY: as for `eth`.
-        let ip = unsafe { &mut *ip };
-        let total = ((IPV4_HLEN + SYNACK_TCP_HLEN) as u16).to_be_bytes();
-        ip[0] = 0x45;
-        ip[1] = 0;
-        ip[2] = total[0];
-        ip[3] = total[1];
-        ip[4] = 0;
-        ip[5] = 0;
-        ip[6] = 0x40;
-        ip[7] = 0;
-        ip[8] = ANSWER_TTL;
-        ip[10] = 0;
-        ip[11] = 0;
-        for i in 12..16 {
-            ip.swap(i, i + 4);
-        }
-        let c = fold(sum16(0, ip));
-        ip[10] = c[0];
-        ip[11] = c[1];
-        let addrs: *mut [u8; 8] = ptr_at(ctx, l3 + 12)?;
-        // SAFETY: checked by `ptr_at`; read only, and `ip` is not used after this.
-        sum = sum16(sum, unsafe { &*addrs });
-    }
+    let sum = turn_around(ctx, l3, v6, SYNACK_TCP_HLEN, true)?;
     let th: *mut [u8; SYNACK_TCP_HLEN] = ptr_at(ctx, l4)?;
     // SAFETY: checked by `ptr_at`; after the IP header, no other live reference.
     let t = unsafe { &mut *th };

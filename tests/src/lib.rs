@@ -369,6 +369,25 @@ impl Netns {
         ns
     }
 
+    /// Absolute values of the edge namespace's SNMP counters (`nstat -asz NAMES`, history
+    /// untouched), in the order of `names`; 0 for a counter nstat does not print.
+    pub fn edge_nstat(&self, names: &[&str]) -> Vec<u64> {
+        let mut args = vec!["nstat", "-asz"];
+        args.extend_from_slice(names);
+        let out = output_timeout(&mut self.edge_cmd(&args), CMD_TIMEOUT).out();
+        names
+            .iter()
+            .map(|n| {
+                out.lines()
+                    .find_map(|l| {
+                        let mut f = l.split_whitespace();
+                        (f.next() == Some(n)).then(|| f.next().and_then(|v| v.parse().ok()))?
+                    })
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
     /// `ip netns exec EDGE ARGS...`
     pub fn edge_cmd<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
         let mut c = Command::new("ip");
@@ -857,6 +876,13 @@ impl Daemon {
             "force-https not ready after {READY_TIMEOUT:?}; last probe: {last}\nlog:\n{}",
             self.log()
         );
+    }
+
+    /// `force-https stats --json`, parsed (panics when the command fails).
+    pub fn stats_json(&self) -> serde_json::Value {
+        let out = self.cli(&["stats", "--json"]);
+        assert!(out.status.success(), "stats: {}", out.err());
+        serde_json::from_slice(&out.stdout).expect("stats JSON")
     }
 
     /// One counter of `force-https stats --json` (0 when it is not reported).
@@ -1370,6 +1396,14 @@ pub fn redirect_bytes(code: u16, location: &str) -> String {
 }
 
 /// The status code of a raw response (first line), 0 when unparsable.
+/// Counter `name` of a `force-https stats --json` object ([`Daemon::stats_json`]); panics when
+/// it is missing (a renamed counter must fail the test, not read as 0).
+pub fn stat(s: &serde_json::Value, name: &str) -> u64 {
+    s.get(name)
+        .and_then(|v| v.as_u64())
+        .unwrap_or_else(|| panic!("no counter {name} in {s}"))
+}
+
 pub fn status_of(bytes: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(bytes);
     text.split(' ')

@@ -143,24 +143,6 @@ fn transmitted(text: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// Absolute values of edge-namespace SNMP counters (`nstat -asz`, history untouched).
-fn nstat(ns: &Netns, names: &[&str]) -> Vec<u64> {
-    let mut args = vec!["nstat", "-asz"];
-    args.extend_from_slice(names);
-    let out = output_timeout(&mut ns.edge_cmd(&args), CMD_TIMEOUT).out();
-    names
-        .iter()
-        .map(|n| {
-            out.lines()
-                .find_map(|l| {
-                    let mut f = l.split_whitespace();
-                    (f.next() == Some(n)).then(|| f.next().and_then(|v| v.parse().ok()))?
-                })
-                .unwrap_or(0)
-        })
-        .collect()
-}
-
 /// Kernel counters a flood answered by XDP leaves alone (up to what the TLS requests on 443,
 /// which the kernel answers with a cookie under `tcp_syncookies=2`, account for).
 const KERNEL: [&str; 4] = [
@@ -169,18 +151,6 @@ const KERNEL: [&str; 4] = [
     "TcpExtSyncookiesRecv",
     "TcpExtListenDrops",
 ];
-
-fn stats(d: &Daemon) -> serde_json::Value {
-    let o = d.cli(&["stats", "--json"]);
-    assert!(o.status.success(), "stats: {}", o.describe());
-    json(&o.out())
-}
-
-fn stat(s: &serde_json::Value, name: &str) -> u64 {
-    s.get(name)
-        .and_then(|v| v.as_u64())
-        .unwrap_or_else(|| panic!("no counter {name} in {s}"))
-}
 
 /// The edge's sockets in SYN-RECV (empty when the kernel keeps no half-open state).
 fn syn_recv(ns: &Netns) -> String {
@@ -254,8 +224,8 @@ fn flood(mode: &str) {
         want(0)
     );
     https_ok(&ns, &cert, 0);
-    let s0 = stats(&d);
-    let k0 = nstat(&ns, &KERNEL);
+    let s0 = d.stats_json();
+    let k0 = ns.edge_nstat(&KERNEL);
 
     let mut flood = Flood::start(&ns, &hping3);
     // Let it reach its rate before the first checks.
@@ -302,7 +272,7 @@ fn flood(mode: &str) {
 
     // The kernel built nothing for the flood: each TLS connection accounts for at most one
     // passive open and two cookies (a retransmitted SYN), the flood for none.
-    let k1 = nstat(&ns, &KERNEL);
+    let k1 = ns.edge_nstat(&KERNEL);
     let dk: Vec<u64> = k0.iter().zip(&k1).map(|(a, b)| b - a).collect();
     eprintln!("{mode}: kernel counter deltas {KERNEL:?} = {dk:?}");
     let tls = tls as u64;
@@ -316,7 +286,7 @@ fn flood(mode: &str) {
     assert_eq!(dk[3], 0, "TcpExtListenDrops grew");
 
     // XDP answered the flood: SYN-ACKs counted by the program, none passed to the kernel.
-    let s1 = stats(&d);
+    let s1 = d.stats_json();
     let ds = |n: &str| stat(&s1, n) - stat(&s0, n);
     let synacks = ds("xdp_synack_tx") + ds("xdp_synack_xsk");
     eprintln!(

@@ -45,24 +45,6 @@ fn xdp_attached(ns: &Netns) -> bool {
     link_line(ns).contains("prog/xdp")
 }
 
-/// Absolute values of edge-namespace SNMP counters (`nstat -asz`, history untouched).
-fn nstat(ns: &Netns, names: &[&str]) -> Vec<u64> {
-    let mut args = vec!["nstat", "-asz"];
-    args.extend_from_slice(names);
-    let out = output_timeout(&mut ns.edge_cmd(&args), CMD_TIMEOUT).out();
-    names
-        .iter()
-        .map(|n| {
-            out.lines()
-                .find_map(|l| {
-                    let mut f = l.split_whitespace();
-                    (f.next() == Some(n)).then(|| f.next().and_then(|v| v.parse().ok()))?
-                })
-                .unwrap_or(0)
-        })
-        .collect()
-}
-
 /// The kernel counters a handshake answered by XDP leaves alone: no socket built
 /// (`TcpPassiveOpens`), no SYN-ACK of the kernel's (`TcpExtSyncookiesSent`), no cookie checked
 /// by the kernel (`TcpExtSyncookiesRecv`).
@@ -71,18 +53,6 @@ const PASSIVE: [&str; 3] = [
     "TcpExtSyncookiesSent",
     "TcpExtSyncookiesRecv",
 ];
-
-fn stats(d: &Daemon) -> serde_json::Value {
-    let o = d.cli(&["stats", "--json"]);
-    assert!(o.status.success(), "stats: {}", o.describe());
-    json(&o.out())
-}
-
-fn stat(s: &serde_json::Value, name: &str) -> u64 {
-    s.get(name)
-        .and_then(|v| v.as_u64())
-        .unwrap_or_else(|| panic!("no counter {name} in {s}"))
-}
 
 fn fast_answers(s: &serde_json::Value) -> u64 {
     stat(s, "afxdp_redirects_301") + stat(s, "afxdp_redirects_308")
@@ -156,7 +126,7 @@ fn fast_path_answers(mode: &str, peer_pass: bool) {
         );
     }
 
-    let before = nstat(&ns, &PASSIVE);
+    let before = ns.edge_nstat(&PASSIVE);
     for i in 0..4 {
         let out = curl(
             &ns,
@@ -190,7 +160,7 @@ fn fast_path_answers(mode: &str, peer_pass: bool) {
         ],
     );
     assert_eq!(out, redirect_bytes(308, &format!("https://{SHOP}/form")));
-    let after = nstat(&ns, &PASSIVE);
+    let after = ns.edge_nstat(&PASSIVE);
     assert_eq!(
         before, after,
         "the kernel made sockets for fast-path requests ({PASSIVE:?})"
@@ -219,7 +189,7 @@ fn fast_path_answers(mode: &str, peer_pass: bool) {
             .any(|l| l.split_whitespace().nth(1) == Some("0")),
         "the client retransmitted: {client_retrans}"
     );
-    let s = stats(&d);
+    let s = d.stats_json();
     let (tx_acks, xsk_acks) = (stat(&s, "xdp_fin_ack_tx"), stat(&s, "afxdp_fin_acks"));
     if xdp_tx {
         assert_eq!((tx_acks, xsk_acks), (6, 0), "{s}");
@@ -245,7 +215,7 @@ fn fast_path_answers(mode: &str, peer_pass: bool) {
     // A host the fast path does not answer still works (through the kernel).
     let r = get(&ns, "nope.example.test", "/");
     assert_eq!(r.status, 404);
-    let s = stats(&d);
+    let s = d.stats_json();
     assert_eq!(stat(&s, "xdp_pass_unknown_host"), 1, "{s}");
 
     d.sigterm();
@@ -555,7 +525,7 @@ fn differential_corpus_is_byte_identical() {
         assert_ne!(status_of(e), 0, "{:?}", String::from_utf8_lossy(req));
     }
     let eligible = corpus.iter().filter(|c| c.2).count() as u64;
-    let s = stats(&d);
+    let s = d.stats_json();
     assert_eq!(fast_answers(&s), eligible, "{s}");
     assert_eq!(stat(&s, "xdp_fast_redirect"), eligible + 1, "{s}");
     assert_eq!(stat(&s, "afxdp_fallbacks"), 1, "{s}");
@@ -658,9 +628,9 @@ fn escaped_targets_and_body_headers_are_left_to_the_kernel() {
     ];
     for (req, counter, want) in &cases {
         let shown = String::from_utf8_lossy(req).into_owned();
-        let before = stats(&d);
+        let before = d.stats_json();
         let got = raw_request(&ns, edge80(), req);
-        let after = stats(&d);
+        let after = d.stats_json();
         assert_eq!(&String::from_utf8_lossy(&got), want, "{shown:?}");
         assert_eq!(
             stat(&after, "xdp_fast_redirect"),
@@ -680,7 +650,7 @@ fn escaped_targets_and_body_headers_are_left_to_the_kernel() {
     }
     // The control: a target with only allowed bytes and valid escapes is answered by the fast
     // path.
-    let before = stats(&d);
+    let before = d.stats_json();
     let got = raw_request(
         &ns,
         edge80(),
@@ -690,7 +660,7 @@ fn escaped_targets_and_body_headers_are_left_to_the_kernel() {
         String::from_utf8_lossy(&got),
         redirect_bytes(301, &format!("https://{SHOP}/a%7Eb/c;d=e?f=(g)&h=i*j"))
     );
-    let after = stats(&d);
+    let after = d.stats_json();
     assert_eq!(fast_answers(&after), fast_answers(&before) + 1, "{after}");
 }
 
@@ -707,7 +677,7 @@ fn split_head_and_request_with_fin() {
     let want = redirect_bytes(301, &format!("https://{SHOP}/split"));
 
     // A head in two segments goes to the kernel, which answers it.
-    let before = nstat(&ns, &PASSIVE);
+    let before = ns.edge_nstat(&PASSIVE);
     let out = ns.run_in_client(|| {
         let mut s = TcpStream::connect_timeout(&edge80(), Duration::from_secs(5)).expect("connect");
         s.set_nodelay(true).expect("nodelay");
@@ -719,19 +689,19 @@ fn split_head_and_request_with_fin() {
     });
     assert!(out.closed);
     assert_eq!(out.text(), want);
-    let after = nstat(&ns, &PASSIVE);
+    let after = ns.edge_nstat(&PASSIVE);
     assert_eq!(
         after[0],
         before[0] + 1,
         "the kernel answered the split head"
     );
-    let s = stats(&d);
+    let s = d.stats_json();
     assert_eq!(stat(&s, "xdp_pass_partial_head"), 1, "{s}");
     assert_eq!(fast_answers(&s), 0, "{s}");
 
     // The request and the client's FIN in one segment (TCP_CORK, then shutdown): answered by
     // the fast path, acknowledging the FIN too.
-    let before = nstat(&ns, &PASSIVE);
+    let before = ns.edge_nstat(&PASSIVE);
     let out = ns.run_in_client(|| {
         let mut s = TcpStream::connect_timeout(&edge80(), Duration::from_secs(5)).expect("connect");
         let one: libc::c_int = 1;
@@ -761,9 +731,9 @@ fn split_head_and_request_with_fin() {
         redirect_bytes(301, &format!("https://{SHOP}/fin"))
     );
     assert!(out.1 < Duration::from_secs(1), "slow answer: {:?}", out.1);
-    let after = nstat(&ns, &PASSIVE);
+    let after = ns.edge_nstat(&PASSIVE);
     assert_eq!(before, after);
-    let s = stats(&d);
+    let s = d.stats_json();
     assert_eq!(fast_answers(&s), 1, "{s}");
 }
 
@@ -852,27 +822,27 @@ fn enable_disable_under_load() {
         }
     }
     assert!(checked >= 10, "too few requests inside phases: {checked}");
-    let s = stats(&d);
+    let s = d.stats_json();
     assert!(fast_answers(&s) >= 1, "{s}");
 
     // The host map follows a change within 100 ms.
     let o = d.cli(&["enable", host]);
     assert!(o.status.success(), "{}", o.describe());
     std::thread::sleep(Duration::from_millis(100));
-    let before = stats(&d);
+    let before = d.stats_json();
     assert_eq!(
         raw_request(&ns, edge80(), &get_req(host, "/t")),
         redirect.as_bytes()
     );
-    let after = stats(&d);
+    let after = d.stats_json();
     assert_eq!(fast_answers(&after), fast_answers(&before) + 1, "{after}");
     let o = d.cli(&["disable", host]);
     assert!(o.status.success(), "{}", o.describe());
     std::thread::sleep(Duration::from_millis(100));
-    let before = stats(&d);
+    let before = d.stats_json();
     let r = http_request(&ns, edge80(), &get_req(host, "/t"));
     assert_eq!(r.status, 200);
-    let after = stats(&d);
+    let after = d.stats_json();
     assert_eq!(
         stat(&after, "xdp_pass_not_enforced"),
         stat(&before, "xdp_pass_not_enforced") + 1,
@@ -954,7 +924,7 @@ fn kill9_under_load_falls_back_to_the_kernel_and_restart_reattaches() {
             redirect.as_bytes()
         );
     }
-    let s = stats(&d);
+    let s = d.stats_json();
     assert_eq!(fast_answers(&s), 3, "{s}");
 }
 
@@ -985,16 +955,16 @@ fn enable_reaches_the_map_within_100ms_with_200k_hosts() {
     std::fs::write(d.state_file(), state).unwrap();
     d.launch();
     d.wait_ready();
-    let s = stats(&d);
+    let s = d.stats_json();
     assert_eq!(stat(&s, "hosts"), HOSTS as u64 + 1, "{s}");
     let redirect = redirect_bytes(301, &format!("https://{host}/t"));
     // A bulk host is answered by the fast path.
-    let before = fast_answers(&stats(&d));
+    let before = fast_answers(&d.stats_json());
     assert_eq!(
         raw_request(&ns, edge80(), &get_req("h123456.bulk.example.test", "/t")),
         redirect_bytes(301, "https://h123456.bulk.example.test/t").as_bytes()
     );
-    assert_eq!(fast_answers(&stats(&d)), before + 1);
+    assert_eq!(fast_answers(&d.stats_json()), before + 1);
 
     for round in 0..3 {
         let t0 = Instant::now();
@@ -1006,12 +976,12 @@ fn enable_reaches_the_map_within_100ms_with_200k_hosts() {
             "round {round}: enable took {took:?} with {HOSTS} hosts"
         );
         std::thread::sleep(Duration::from_millis(100));
-        let before = stats(&d);
+        let before = d.stats_json();
         assert_eq!(
             raw_request(&ns, edge80(), &get_req(host, "/t")),
             redirect.as_bytes()
         );
-        let after = stats(&d);
+        let after = d.stats_json();
         assert_eq!(
             fast_answers(&after),
             fast_answers(&before) + 1,
@@ -1027,10 +997,10 @@ fn enable_reaches_the_map_within_100ms_with_200k_hosts() {
             "round {round}: disable took {took:?} with {HOSTS} hosts"
         );
         std::thread::sleep(Duration::from_millis(100));
-        let before = stats(&d);
+        let before = d.stats_json();
         let r = http_request(&ns, edge80(), &get_req(host, "/t"));
         assert_eq!(r.status, 200);
-        let after = stats(&d);
+        let after = d.stats_json();
         assert_eq!(
             stat(&after, "xdp_pass_not_enforced"),
             stat(&before, "xdp_pass_not_enforced") + 1,
@@ -1173,7 +1143,7 @@ fn lost_first_segment_is_dropped_and_the_retransmission_answered() {
     let d = Daemon::start(&ns, &cfg);
     let first = b"GET /lost HTTP/1.1\r\nHo".to_vec();
     let second = format!("st: {SHOP}\r\n\r\n").into_bytes();
-    let before = stats(&d);
+    let before = d.stats_json();
     let (mut s, _) = ns.run_in_client(|| {
         let s = TcpStream::connect_timeout(&edge80(), Duration::from_secs(5)).expect("connect");
         s.set_nodelay(true).expect("nodelay");
@@ -1189,7 +1159,7 @@ fn lost_first_segment_is_dropped_and_the_retransmission_answered() {
         (s, ())
     });
     std::thread::sleep(Duration::from_millis(200));
-    let mid = stats(&d);
+    let mid = d.stats_json();
     assert_eq!(
         stat(&mid, "xdp_cookie_bad_drop"),
         stat(&before, "xdp_cookie_bad_drop") + 1,
@@ -1205,7 +1175,7 @@ fn lost_first_segment_is_dropped_and_the_retransmission_answered() {
         got.text(),
         redirect_bytes(301, &format!("https://{SHOP}/lost"))
     );
-    let after = stats(&d);
+    let after = d.stats_json();
     assert_eq!(
         stat(&after, "xdp_pass_partial_head"),
         stat(&mid, "xdp_pass_partial_head") + 1,
@@ -1259,14 +1229,14 @@ fn passed_flows_keep_working_after_the_cookie_window() {
             "{label}: redirect"
         );
     };
-    let before = nstat(&ns, &COUNTERS);
+    let before = ns.edge_nstat(&COUNTERS);
     served("at start");
     let window = Duration::from_secs(131);
     if let Some(rest) = window.checked_sub(started.elapsed()) {
         std::thread::sleep(rest);
     }
     served("after the cookie window");
-    let after = nstat(&ns, &COUNTERS);
+    let after = ns.edge_nstat(&COUNTERS);
     // The kernel built a socket from XDP's cookie for each passed port-80 connection (2 per
     // round). The daemon's connections to the backend, in the same namespace, are counted
     // too: they use the kernel's own cookies (tcp_syncookies=2), one SYN-ACK each.
@@ -1282,7 +1252,7 @@ fn passed_flows_keep_working_after_the_cookie_window() {
         opens - 4,
         "TcpExtSyncookiesSent {before:?} -> {after:?}"
     );
-    let s = stats(&d);
+    let s = d.stats_json();
     assert_eq!(stat(&s, "xdp_syn_pass"), 0, "{s}");
     assert_eq!(stat(&s, "xdp_synack_tx"), 6, "{s}");
     assert_eq!(fast_answers(&s), 2, "{s}");
