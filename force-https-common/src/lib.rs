@@ -343,6 +343,6 @@ mod tests {
     fn layouts() {
         assert_eq!(core::mem::size_of::<HostValue>(), 8);
         assert_eq!(core::mem::size_of::<FlowKey>(), 40);
-        assert_eq!(core::mem::size_of::<Settings>(), 12);
+        assert_eq!(core::mem::size_of::<Settings>(), 24);
     }
 }

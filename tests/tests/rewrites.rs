@@ -261,6 +261,64 @@ fn compressed_bodies_are_decoded_rewritten_and_reencoded() {
     assert!(r.contains("header:accept-encoding=br;q=0.9, gzip\n"), "{r}");
 }
 
+/// A document larger than the rewrite cache takes (128 KiB), from a gzip and an identity
+/// backend, over HTTP/1.1 and HTTP/2: the held start and the rest stream out in steps, in
+/// order, every link upgraded, nothing lost or repeated at the step boundaries.
+#[test]
+fn a_document_too_large_to_cache_streams_whole_and_in_order() {
+    if !require_root() {
+        return;
+    }
+    let e = Edge::start();
+    // ~450 KB, links cut across every possible step boundary (odd line lengths).
+    let mut page = String::from("<!doctype html><html><body>\n");
+    let mut want = page.clone();
+    for i in 0..6000 {
+        let pad = "x".repeat(i % 7);
+        page.push_str(&format!(
+            "<p>{pad}<a href=\"http://img.example.com/{i}\">{i}</a> <img src=\"http://nope.example.org/{i}.png\"></p>\n"
+        ));
+        want.push_str(&format!(
+            "<p>{pad}<a href=\"https://img.example.com/{i}\">{i}</a> <img src=\"http://nope.example.org/{i}.png\"></p>\n"
+        ));
+    }
+    page.push_str("</body></html>\n");
+    want.push_str("</body></html>\n");
+    assert!(page.len() > 3 * 128 * 1024);
+    for (enc, http) in [
+        ("gzip", "--http1.1"),
+        ("gzip", "--http2"),
+        ("identity", "--http1.1"),
+        ("identity", "--http2"),
+    ] {
+        let file = e.d.dir().join("big-out.bin");
+        let out = file.display().to_string();
+        let want_enc = format!("x-want-encoding: {enc}");
+        e.post(
+            "shop.example.com",
+            page.as_bytes(),
+            &[
+                http,
+                "-H",
+                &want_enc,
+                "-H",
+                "accept-encoding: identity",
+                "-o",
+                &out,
+            ],
+        );
+        let (r, body) = file_response(&file);
+        assert!(r.starts_with("HTTP/"), "{enc} {http}: {r}");
+        assert_eq!(header(&r, "content-encoding"), None, "{enc} {http}: {r}");
+        assert!(
+            body == want.as_bytes(),
+            "{enc} {http}: {} bytes, want {}",
+            body.len(),
+            want.len()
+        );
+    }
+}
+
 /// The head and body of a `curl -i -o FILE` output file.
 fn file_response(file: &std::path::Path) -> (String, Vec<u8>) {
     let all = std::fs::read(file).expect("output file");

@@ -246,6 +246,8 @@ impl ResponseFilter for HttpsRewrites {
             sniffing: plan.sniff,
             raw: false,
             held: plan.cacheable.then(|| Vec::with_capacity(plan.size_hint)),
+            pending: Vec::new(),
+            pending_at: 0,
             cache: self.cache.clone(),
             table,
             site,
@@ -292,6 +294,11 @@ struct RewriteBody {
     /// The decoded document so far, while it may still be small enough to rewrite whole and
     /// cache; `None` once it streams.
     held: Option<Vec<u8>>,
+    /// Decoded bytes not yet through the rewriter: what was held when the document turned out
+    /// too large to cache, fed to the rewriter `DECODE_STEP` bytes per [`BodyFilter::more`]
+    /// from `pending_at` on, so that one poll never carries the whole held document's output.
+    pending: Vec<u8>,
+    pending_at: usize,
     cache: Arc<RewriteCache>,
     table: Arc<PolicyTable>,
     site: Arc<crate::config::Site>,
@@ -323,20 +330,53 @@ impl RewriteBody {
             out.extend_from_slice(decoded);
             return out;
         }
+        if self.pending_at < self.pending.len() {
+            // Behind what is still pending: after it, in order.
+            self.pending.extend_from_slice(decoded);
+            return self.next_pending();
+        }
         match self.held.as_mut() {
             Some(held) if held.len() + decoded.len() <= MAX_DOCUMENT_BYTES => {
                 held.extend_from_slice(decoded);
                 Vec::new()
             }
             Some(_) => {
-                // Too large to cache: stream from here.
-                let held = self.held.take().unwrap_or_default();
-                let mut out = self.html().write(&held);
-                out.extend(self.html().write(decoded));
-                out
+                // Too large to cache: stream from here, a step at a time.
+                let mut held = self.held.take().unwrap_or_default();
+                held.extend_from_slice(decoded);
+                self.pending = held;
+                self.pending_at = 0;
+                self.next_pending()
             }
             None => self.html().write(decoded),
         }
+    }
+
+    /// The next `DECODE_STEP` pending bytes through the rewriter (its output may be empty: it
+    /// holds back an unfinished tag); the buffer is freed once all went through.
+    fn next_pending(&mut self) -> Vec<u8> {
+        let pending = std::mem::take(&mut self.pending);
+        let end = pending.len().min(self.pending_at + DECODE_STEP);
+        let out = match pending.get(self.pending_at..end) {
+            Some(step) => self.html().write(step),
+            None => Vec::new(),
+        };
+        self.pending_at = end;
+        if end < pending.len() {
+            self.pending = pending;
+        } else {
+            self.pending_at = 0;
+        }
+        out
+    }
+
+    /// Everything still pending through the rewriter (the end of the stream).
+    fn flush_pending(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        while self.pending_at < self.pending.len() {
+            out.extend(self.next_pending());
+        }
+        out
     }
 
     /// The end of a held document: from the cache, or rewritten whole and cached.
@@ -411,6 +451,12 @@ impl BodyFilter for RewriteBody {
     }
 
     fn more(&mut self) -> Bytes {
+        while self.pending_at < self.pending.len() {
+            let html = self.next_pending();
+            if !html.is_empty() {
+                return self.encode(html.into());
+            }
+        }
         loop {
             let step = match self.decoder.as_mut() {
                 None | Some(Decoder::Identity) => return Bytes::new(),
@@ -434,14 +480,18 @@ impl BodyFilter for RewriteBody {
     }
 
     fn end(&mut self) -> Bytes {
-        let mut html = Vec::new();
+        // `more` ran dry before the end, so nothing is pending; flushed anyway.
+        let mut html = self.flush_pending();
         if let Some(mut d) = self.decoder.take() {
             // Everything pushed was pulled (`more` ran dry): the rest is the stream's end.
             d.end_input();
             loop {
                 match d.pull(DECODE_STEP) {
                     Ok(rest) if rest.is_empty() => break,
-                    Ok(rest) => html.extend(self.rewrite(&rest)),
+                    Ok(rest) => {
+                        html.extend(self.rewrite(&rest));
+                        html.extend(self.flush_pending());
+                    }
                     Err(e) => {
                         self.decode_failed(&e);
                         break;
