@@ -15,6 +15,11 @@
 //! (`topology`), the temp dir removed, on success, failure, Ctrl-C/SIGTERM (a flag checked
 //! between and during runs) and panic (`Drop`). Every load run is bounded in time.
 //!
+//! Issue 15 added the phases `http-proxied-keepalive` (a host every peer serves without
+//! enforcing HTTPS, proxied on port 80), `https-h1-1mib` and `https-h2-1mib` (a 1 MiB body;
+//! MiB/s in the report), and `--sweep N,N,…`: every selected phase at each requests-in-flight
+//! value, the peers started afresh per value (one `PeerResult` per peer and value).
+//!
 //! `--micro` also runs `cargo bench -p force-https-proto` at the end. The scale measurements
 //! have an extension point in [`scale`]. `--syn-flood` adds, for the force-https-xdp peer,
 //! rounds of redirect-new-conn without and with a bounded hping3 SYN flood ([`flood`]:

@@ -10,6 +10,8 @@
 //!   the same forwarding headers (`proto=http`), no redirect and no HSTS;
 //! - the backend answers every path with its small fixed body, but `/big` with 1 MiB
 //!   (`fh-backend --big-path /big --big-bytes 1048576`: the `https-*-1mib` phases);
+//!   nginx gets `proxy_max_temp_file_size 0` so that, like the others, it streams a large
+//!   body through memory instead of spooling it to a temp file;
 //! - one worker, pinned with `taskset -c 0` (the edge CPU); no access logs.
 //!
 //! Backend connection pools, made equal. force-https (proxy.rs) uses one hyper-util legacy
@@ -284,6 +286,10 @@ http {{
     scgi_temp_path {tmp}/scgi;
     # hyper, HAProxy and Go never close a client connection after N requests.
     keepalive_requests 1000000;
+    # The other peers stream a large response through memory with backpressure; by default
+    # nginx spools what exceeds its proxy buffers to a temp file (the 1 MiB phases). No effect
+    # on small responses.
+    proxy_max_temp_file_size 0;
     keepalive_timeout 60s;
 
     upstream bench_backend {{
@@ -865,6 +871,7 @@ mod tests {
             "worker_processes 1;",
             "worker_connections 9064;",
             "listen 80;\n        server_name plain.bench.example;\n",
+            "proxy_max_temp_file_size 0;",
         ] {
             assert!(nginx.contains(s), "nginx lacks {s}");
         }
