@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! fh-backend --listen ADDR --name NAME [--delay-ms N] [--hsts VALUE] [--fixed-bytes N]
-//!            [--fault MODE] [--docroot DIR]
+//!            [--fixed-file PATH] [--big-path PATH --big-bytes N] [--fault MODE] [--docroot DIR]
 //! ```
 //!
 //! Every request gets `200`, `Content-Type: text/plain`, `X-Backend: NAME` and a body of lines:
@@ -23,6 +23,10 @@
 //! of N bytes, built once at start, so the backend's cost per request is small and constant.
 //! The request body is still read (and discarded) so keep-alive works. `--fixed-file PATH` is
 //! the same with the bytes of a file as `text/html` (the Automatic HTTPS Rewrites bench).
+//! With `--big-path PATH --big-bytes N` too, a request whose path (without the query) is
+//! exactly PATH gets a body of N bytes of the same kind (`ok`, dots, a newline; `text/plain`),
+//! also built once (the bench's 1 MiB phases); every other path keeps the fixed body. Both
+//! options go together and need `--fixed-bytes` or `--fixed-file`.
 //!
 //! Pages for the Automatic HTTPS Rewrites tests: `POST /echo` answers `200` with the request
 //! body as the response body (`Content-Length` set), `Content-Type: text/html` unless
@@ -85,6 +89,8 @@ struct Opts {
     fixed: Option<Bytes>,
     /// Its content type (`text/html; charset=utf-8` for `--fixed-file`).
     fixed_type: &'static str,
+    /// `--big-path PATH --big-bytes N` (fixed mode): the path and the body it gets instead.
+    big: Option<(String, Bytes)>,
     /// `--fault MODE`: the raw fault server.
     fault: Option<Fault>,
     /// `--docroot DIR`: the files of `GET /static/NAME`.
@@ -136,7 +142,7 @@ impl Fault {
 fn usage(msg: &str) -> ! {
     eprintln!("fh-backend: {msg}");
     eprintln!(
-        "usage: fh-backend --listen ADDR --name NAME [--delay-ms N] [--hsts VALUE] [--fixed-bytes N] [--fault reset-before-head|reset-mid-body|drip|drip-body|garbage-status|huge-headers|close-after-response|close-on-reuse|by-path]"
+        "usage: fh-backend --listen ADDR --name NAME [--delay-ms N] [--hsts VALUE] [--fixed-bytes N] [--fixed-file PATH] [--big-path PATH --big-bytes N] [--fault reset-before-head|reset-mid-body|drip|drip-body|garbage-status|huge-headers|close-after-response|close-on-reuse|by-path]"
     );
     std::process::exit(2);
 }
@@ -148,6 +154,8 @@ fn parse_args() -> Opts {
     let mut hsts = None;
     let mut fixed = None;
     let mut fixed_type = "text/plain";
+    let mut big_path: Option<String> = None;
+    let mut big_bytes: Option<usize> = None;
     let mut fault = None;
     let mut docroot = None;
     let mut args = std::env::args().skip(1);
@@ -187,6 +195,20 @@ fn parse_args() -> Opts {
                     .unwrap_or_else(|_| usage(&format!("bad size {v:?}")));
                 fixed = Some(fixed_body(n));
             }
+            "--big-path" => {
+                let v = value("--big-path");
+                if !v.starts_with('/') {
+                    usage(&format!("bad --big-path {v:?}: it must start with '/'"));
+                }
+                big_path = Some(v);
+            }
+            "--big-bytes" => {
+                let v = value("--big-bytes");
+                big_bytes = Some(
+                    v.parse()
+                        .unwrap_or_else(|_| usage(&format!("bad size {v:?}"))),
+                );
+            }
             "--fault" => {
                 let v = value("--fault");
                 fault =
@@ -197,6 +219,12 @@ fn parse_args() -> Opts {
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
+    let big = match (big_path, big_bytes) {
+        (None, None) => None,
+        (Some(path), Some(n)) if fixed.is_some() => Some((path, fixed_body(n))),
+        (Some(_), Some(_)) => usage("--big-path needs --fixed-bytes or --fixed-file"),
+        _ => usage("--big-path and --big-bytes go together"),
+    };
     Opts {
         listen: listen.unwrap_or_else(|| usage("--listen is required")),
         name: name.unwrap_or_else(|| usage("--name is required")),
@@ -204,6 +232,7 @@ fn parse_args() -> Opts {
         hsts,
         fixed,
         fixed_type,
+        big,
         fault,
         docroot,
     }
@@ -223,12 +252,17 @@ fn fixed_body(n: usize) -> Bytes {
     Bytes::from(body)
 }
 
-/// The benchmark answer: the request body is drained, the fixed body sent.
+/// The benchmark answer: the request body is drained, the fixed body sent (the big one, as
+/// `text/plain`, on `--big-path`).
 async fn fixed_response(
     opts: &Opts,
     body: Bytes,
     req: Request<Incoming>,
 ) -> Response<BoxBody<Bytes, Infallible>> {
+    let (body, content_type) = match &opts.big {
+        Some((path, big)) if req.uri().path() == path => (big.clone(), "text/plain"),
+        _ => (body, opts.fixed_type),
+    };
     let mut incoming = req.into_body();
     while let Some(frame) = incoming.frame().await {
         if frame.is_err() {
@@ -237,7 +271,7 @@ async fn fixed_response(
     }
     Response::builder()
         .status(StatusCode::OK)
-        .header(hyper::header::CONTENT_TYPE, opts.fixed_type)
+        .header(hyper::header::CONTENT_TYPE, content_type)
         .header("X-Backend", opts.name.as_str())
         .body(Full::new(body).boxed())
         .expect("fixed response")

@@ -24,6 +24,14 @@ use crate::{cmd, netns};
 
 /// The host every peer serves and the certificate names.
 pub const HOST: &str = "bench.example";
+/// A second host every peer serves on port 80 only, NOT enforced: proxied to the same backend
+/// over plain HTTP (the `http-proxied-keepalive` phase), with no redirect and no HSTS.
+pub const PLAIN_HOST: &str = "plain.bench.example";
+/// The path on which the backend answers a large body (`fh-backend --big-path`), for the
+/// `https-h1-1mib` / `https-h2-1mib` phases; every other path gets the small fixed body.
+pub const BIG_PATH: &str = "/big";
+/// The size of that body: 1 MiB.
+pub const BIG_BODY_BYTES: usize = 1 << 20;
 /// Requests in flight in every phase by default (`--in-flight`): wrk connections, and h2load
 /// connections × streams. Equal to the backend pool size, so no peer needs more backend
 /// connections than it keeps.
@@ -59,15 +67,29 @@ pub enum Phase {
     HttpsH2,
     /// HTTPS, a new TCP connection and a full TLS handshake per request.
     HttpsNewConn,
+    /// Port 80, keep-alive, for [`PLAIN_HOST`] (not enforced): proxied to the backend over
+    /// plain HTTP, expecting 200 (issue 15).
+    HttpProxiedKeepalive,
+    /// HTTPS, HTTP/1.1 keep-alive, a 1 MiB body ([`BIG_PATH`]) from the backend.
+    #[value(name = "https-h1-1mib")]
+    #[serde(rename = "https-h1-1mib")]
+    HttpsH1Big,
+    /// HTTPS, HTTP/2 (h2load), a 1 MiB body ([`BIG_PATH`]) from the backend.
+    #[value(name = "https-h2-1mib")]
+    #[serde(rename = "https-h2-1mib")]
+    HttpsH2Big,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [
+    pub const ALL: [Phase; 8] = [
         Phase::RedirectNewConn,
         Phase::RedirectKeepalive,
         Phase::HttpsH1,
         Phase::HttpsH2,
         Phase::HttpsNewConn,
+        Phase::HttpProxiedKeepalive,
+        Phase::HttpsH1Big,
+        Phase::HttpsH2Big,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +99,9 @@ impl Phase {
             Phase::HttpsH1 => "https-h1",
             Phase::HttpsH2 => "https-h2",
             Phase::HttpsNewConn => "https-new-conn",
+            Phase::HttpProxiedKeepalive => "http-proxied-keepalive",
+            Phase::HttpsH1Big => "https-h1-1mib",
+            Phase::HttpsH2Big => "https-h2-1mib",
         }
     }
 
@@ -88,7 +113,26 @@ impl Phase {
             Phase::HttpsH1 => "HTTPS h1 keep-alive",
             Phase::HttpsH2 => "HTTPS h2",
             Phase::HttpsNewConn => "HTTPS, new TLS conn",
+            Phase::HttpProxiedKeepalive => "HTTP proxied keep-alive",
+            Phase::HttpsH1Big => "HTTPS h1 1 MiB",
+            Phase::HttpsH2Big => "HTTPS h2 1 MiB",
         }
+    }
+
+    /// Whether the load generator is h2load (else wrk).
+    pub fn is_h2(self) -> bool {
+        matches!(self, Phase::HttpsH2 | Phase::HttpsH2Big)
+    }
+
+    /// Whether the phase fetches the 1 MiB body (throughput in MiB/s is reported for it).
+    pub fn is_big(self) -> bool {
+        matches!(self, Phase::HttpsH1Big | Phase::HttpsH2Big)
+    }
+
+    /// Whether the phase is plain HTTP proxied from port 80 (force-https counts it as
+    /// `proxied_http`, not `proxied_https`).
+    pub fn is_plain_proxied(self) -> bool {
+        self == Phase::HttpProxiedKeepalive
     }
 
     /// Whether the phase expects redirects (port 80) rather than proxied 200s.
@@ -100,7 +144,7 @@ impl Phase {
     /// `log` is h2load's per-request log file.
     pub fn command_line(self, duration_s: u64, log: &Path, in_flight: u32) -> Vec<String> {
         let (h2_connections, h2_streams) = h2_split(in_flight);
-        let wrk = |https: bool, close: bool| {
+        let wrk = |url: String, close: bool| {
             let mut v: Vec<String> = [
                 "wrk",
                 "-t1",
@@ -117,16 +161,11 @@ impl Phase {
                 v.push("-H".into());
                 v.push("Connection: close".into());
             }
-            let scheme = if https { "https" } else { "http" };
-            v.push(format!("{scheme}://{HOST}/"));
+            v.push(url);
             v
         };
-        match self {
-            Phase::RedirectNewConn => wrk(false, true),
-            Phase::RedirectKeepalive => wrk(false, false),
-            Phase::HttpsH1 => wrk(true, false),
-            Phase::HttpsNewConn => wrk(true, true),
-            Phase::HttpsH2 => vec![
+        let h2load = |url: String| {
+            vec![
                 "h2load".into(),
                 "-t1".into(),
                 format!("-c{h2_connections}"),
@@ -134,8 +173,21 @@ impl Phase {
                 "-D".into(),
                 duration_s.to_string(),
                 format!("--log-file={}", log.display()),
-                format!("https://{HOST}/"),
-            ],
+                url,
+            ]
+        };
+        let http = format!("http://{HOST}/");
+        let https = format!("https://{HOST}/");
+        let big = format!("https://{HOST}{BIG_PATH}");
+        match self {
+            Phase::RedirectNewConn => wrk(http, true),
+            Phase::RedirectKeepalive => wrk(http, false),
+            Phase::HttpsH1 => wrk(https, false),
+            Phase::HttpsNewConn => wrk(https, true),
+            Phase::HttpsH2 => h2load(https),
+            Phase::HttpProxiedKeepalive => wrk(format!("http://{PLAIN_HOST}/"), false),
+            Phase::HttpsH1Big => wrk(big.clone(), false),
+            Phase::HttpsH2Big => h2load(big),
         }
     }
 }
@@ -445,7 +497,7 @@ impl LoadGen<'_> {
         if !status.success() {
             bail!("`{}` failed ({status}):\n{}", line.join(" "), text.trim());
         }
-        let parsed = if phase == Phase::HttpsH2 {
+        let parsed = if phase.is_h2() {
             let mut r = parse_h2load(&text)?;
             let log_text = std::fs::read_to_string(&log).unwrap_or_default();
             (r.p50_us, r.p99_us) = h2load_log_percentiles(&log_text);
@@ -612,5 +664,47 @@ time for request:      123us     12.34ms      1.23ms       456us    78.90%
             "h2load -t1 -c64 -m8 -D 5 --log-file=/t/l.log https://bench.example/"
         );
         assert!(Phase::RedirectKeepalive.is_redirect() && !Phase::HttpsNewConn.is_redirect());
+    }
+
+    #[test]
+    fn issue_15_phase_commands() {
+        let p = Path::new("/t/l.log");
+        assert_eq!(
+            Phase::HttpProxiedKeepalive
+                .command_line(5, p, IN_FLIGHT)
+                .join(" "),
+            "wrk -t1 -c64 -d5s --latency --timeout 5s http://plain.bench.example/"
+        );
+        assert_eq!(
+            Phase::HttpsH1Big.command_line(5, p, IN_FLIGHT).join(" "),
+            "wrk -t1 -c64 -d5s --latency --timeout 5s https://bench.example/big"
+        );
+        assert_eq!(
+            Phase::HttpsH2Big.command_line(5, p, IN_FLIGHT).join(" "),
+            "h2load -t1 -c16 -m4 -D 5 --log-file=/t/l.log https://bench.example/big"
+        );
+        assert_eq!(
+            Phase::HttpsH2Big.command_line(5, p, 1024).join(" "),
+            "h2load -t1 -c128 -m8 -D 5 --log-file=/t/l.log https://bench.example/big"
+        );
+        for ph in Phase::ALL {
+            assert!(!ph.is_redirect() || !ph.is_plain_proxied(), "{ph:?}");
+            assert_eq!(
+                ph.is_h2(),
+                ph.command_line(5, p, IN_FLIGHT)[0] == "h2load",
+                "{ph:?}"
+            );
+            assert_eq!(ph.is_big(), ph.name().ends_with("-1mib"), "{ph:?}");
+            // The CLI names, report names and JSON names agree.
+            use clap::ValueEnum;
+            let v = ph.to_possible_value().unwrap();
+            assert_eq!(v.get_name(), ph.name());
+            assert_eq!(
+                serde_json::to_value(ph).unwrap(),
+                serde_json::json!(ph.name())
+            );
+        }
+        assert!(Phase::HttpsH1Big.is_big() && !Phase::HttpsH1.is_big());
+        assert!(Phase::HttpProxiedKeepalive.is_plain_proxied());
     }
 }

@@ -15,6 +15,11 @@
 //! (`topology`), the temp dir removed, on success, failure, Ctrl-C/SIGTERM (a flag checked
 //! between and during runs) and panic (`Drop`). Every load run is bounded in time.
 //!
+//! Issue 15 added the phases `http-proxied-keepalive` (a host every peer serves without
+//! enforcing HTTPS, proxied on port 80), `https-h1-1mib` and `https-h2-1mib` (a 1 MiB body;
+//! MiB/s in the report), and `--sweep N,N,…`: every selected phase at each requests-in-flight
+//! value, the peers started afresh per value (one `PeerResult` per peer and value).
+//!
 //! `--micro` also runs `cargo bench -p force-https-proto` at the end. The scale measurements
 //! have an extension point in [`scale`]. `--syn-flood` adds, for the force-https-xdp peer,
 //! rounds of redirect-new-conn without and with a bounded hping3 SYN flood ([`flood`]:
@@ -39,7 +44,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::{cmd, netns, setup};
-use load::{HOST, IN_FLIGHT, LoadGen, Phase};
+use load::{BIG_BODY_BYTES, BIG_PATH, HOST, IN_FLIGHT, LoadGen, PLAIN_HOST, Phase};
 use peers::{Files, PeerCtx, PeerKind};
 use procs::Procs;
 use report::{Meta, Pass, PeerResult, PhaseResult, Quiet, Results};
@@ -123,6 +128,13 @@ pub struct BenchArgs {
     /// backend connections.
     #[arg(long, default_value_t = IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub in_flight: u32,
+    /// A concurrency sweep (issue 15): runs the selected phases at each of these
+    /// requests-in-flight values (comma-separated, e.g. `64,256,512,1024`), in that order, each
+    /// peer started afresh for every value with its backend pool sized as `--in-flight` sizes
+    /// it. The report's tables get an `in flight` column. Instead of `--in-flight`.
+    #[arg(long, value_delimiter = ',', conflicts_with = "in_flight",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub sweep: Vec<u32>,
     /// Who answers port-80 SYNs for the fast-path peer: `xdp` (the default, `[xdp]
     /// answer_syn = true`: a syncookie SYN-ACK sent with XDP_TX) or `kernel` (`answer_syn =
     /// false`), to measure what answering the SYN in XDP saves.
@@ -163,6 +175,16 @@ impl BenchArgs {
             PeerKind::ALL.to_vec()
         } else {
             dedup(&self.peers)
+        }
+    }
+
+    /// The requests-in-flight values to run: the `--sweep` values (without repeats), else
+    /// `--in-flight`.
+    fn in_flights(&self) -> Vec<u32> {
+        if self.sweep.is_empty() {
+            vec![self.in_flight]
+        } else {
+            dedup(&self.sweep)
         }
     }
 
@@ -244,6 +266,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         args.peers()
     };
     let phases = args.phases();
+    let points = args.in_flights();
 
     setup::run()?;
     check_interrupted()?;
@@ -309,8 +332,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
             warmup_s: args.warmup,
             edge_cpu: EDGE_CPU,
             client_cpu: CLIENT_CPU,
-            in_flight: args.in_flight,
-            method: method_notes(nofile, max_connections, args.in_flight),
+            in_flight: points.first().copied().unwrap_or(args.in_flight),
+            sweep: if points.len() > 1 {
+                points.clone()
+            } else {
+                Vec::new()
+            },
+            method: method_notes(nofile, max_connections, &points),
             ..Meta::default()
         },
         ..Results::default()
@@ -332,63 +360,71 @@ pub fn run(args: BenchArgs) -> Result<()> {
         nofile,
         no_resume,
     };
-    for &kind in &peers {
-        if interrupted() {
-            break;
-        }
-        println!("xtask: bench: ==== {} ====", kind.name());
-        let r = bench_peer(kind, &env);
-        if let Some(e) = &r.error {
-            eprintln!("xtask: bench: {} failed: {e}", kind.name());
-            results
-                .meta
-                .warnings
-                .push(format!("{} failed: {}", kind.name(), first_line(e)));
-        }
-        if let Some(f) = &r.syn_flood {
-            if let Some(e) = &f.error {
-                results.meta.warnings.push(format!(
-                    "{} / syn-flood failed: {}",
-                    kind.name(),
-                    first_line(e)
-                ));
-            } else if !f.met || f.syn_recv_seen {
-                results.meta.warnings.push(format!(
-                    "{} / syn-flood: the flooded redirect rate held {:.1}% of the unflooded one (target ≥ {:.0}%){}",
-                    kind.name(),
-                    f.median_ratio * 100.0,
-                    flood::TARGET_RATIO * 100.0,
-                    if f.syn_recv_seen {
-                        "; SYN-RECV sockets appeared on the edge"
-                    } else {
-                        ""
+    for &in_flight in &points {
+        for &kind in &peers {
+            if interrupted() {
+                break;
+            }
+            // With --sweep, the peer's name in messages carries the requests in flight.
+            let name = if points.len() > 1 {
+                format!("{} @{in_flight}", kind.name())
+            } else {
+                kind.name().to_string()
+            };
+            println!("xtask: bench: ==== {name} ====");
+            let r = bench_peer(kind, &env, in_flight);
+            if let Some(e) = &r.error {
+                eprintln!("xtask: bench: {name} failed: {e}");
+                results
+                    .meta
+                    .warnings
+                    .push(format!("{} failed: {}", name, first_line(e)));
+            }
+            if let Some(f) = &r.syn_flood {
+                if let Some(e) = &f.error {
+                    results.meta.warnings.push(format!(
+                        "{} / syn-flood failed: {}",
+                        name,
+                        first_line(e)
+                    ));
+                } else if !f.met || f.syn_recv_seen {
+                    results.meta.warnings.push(format!(
+                        "{} / syn-flood: the flooded redirect rate held {:.1}% of the unflooded one (target ≥ {:.0}%){}",
+                        name,
+                        f.median_ratio * 100.0,
+                        flood::TARGET_RATIO * 100.0,
+                        if f.syn_recv_seen {
+                            "; SYN-RECV sockets appeared on the edge"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+            }
+            for ph in &r.phases {
+                if let Some(s) = &ph.summary {
+                    if s.not_quiet {
+                        results.meta.warnings.push(format!(
+                            "{} / {}: the machine was not quiet (< {:.0}% per CPU) before some pass",
+                            name,
+                            ph.phase.name(),
+                            QUIET_LIMIT * 100.0
+                        ));
                     }
-                ));
-            }
-        }
-        for ph in &r.phases {
-            if let Some(s) = &ph.summary {
-                if s.not_quiet {
-                    results.meta.warnings.push(format!(
-                        "{} / {}: the machine was not quiet (< {:.0}% per CPU) before some pass",
-                        kind.name(),
-                        ph.phase.name(),
-                        QUIET_LIMIT * 100.0
-                    ));
-                }
-                if s.noisy {
-                    results.meta.warnings.push(format!(
-                        "{} / {}: spread over {SPREAD_LIMIT_PCT:.0}% after {} passes",
-                        kind.name(),
-                        ph.phase.name(),
-                        s.passes
-                    ));
+                    if s.noisy {
+                        results.meta.warnings.push(format!(
+                            "{} / {}: spread over {SPREAD_LIMIT_PCT:.0}% after {} passes",
+                            name,
+                            ph.phase.name(),
+                            s.passes
+                        ));
+                    }
                 }
             }
+            results.peers.push(r);
+            results.meta.elapsed_s = start.elapsed().as_secs_f64();
+            write_results(&out_dir, &results, &phases)?;
         }
-        results.peers.push(r);
-        results.meta.elapsed_s = start.elapsed().as_secs_f64();
-        write_results(&out_dir, &results, &phases)?;
     }
     results.meta.interrupted = interrupted();
 
@@ -529,7 +565,32 @@ fn versions(peers: &[PeerKind], bins: &ReleaseBins) -> Vec<(String, String)> {
 }
 
 /// How everything is measured, for the report.
-fn method_notes(nofile: u64, max_connections: u64, in_flight: u32) -> Vec<String> {
+fn method_notes(nofile: u64, max_connections: u64, points: &[u32]) -> Vec<String> {
+    let mut notes = method_notes_at(
+        nofile,
+        max_connections,
+        points.first().copied().unwrap_or(IN_FLIGHT),
+    );
+    if points.len() > 1 {
+        let at: Vec<String> = points
+            .iter()
+            .map(|&n| {
+                let (c, m) = load::h2_split(n);
+                format!(
+                    "{n} (wrk -c{n}; h2load -c{c} -m{m}; backend pools of {})",
+                    peers::backend_pool(n)
+                )
+            })
+            .collect();
+        notes.push(format!(
+            "Concurrency sweep (`--sweep`): every phase at each of these requests in flight, every peer started afresh for each value: {}. The load line above is the first value's.",
+            at.join(", ")
+        ));
+    }
+    notes
+}
+
+fn method_notes_at(nofile: u64, max_connections: u64, in_flight: u32) -> Vec<String> {
     vec![
         format!(
             "Topology: namespaces fhb-<pid>-edge and fhb-<pid>-cli joined by a veth pair (198.51.100.1 / .2), created fresh for every peer and deleted after it; the fixed-response fh-backend ({} bytes of body) on {} in the edge namespace.",
@@ -569,13 +630,16 @@ fn method_notes(nofile: u64, max_connections: u64, in_flight: u32) -> Vec<String
         "Keep-alive redirects: force-https (socket and XDP path) sends `Connection: close` with every redirect, so its keep-alive phase opens a new connection per request too; `c/r` in \"What actually happened\" shows what each peer did.".into(),
         "New TLS connection per request, with full handshakes: wrk 4.1 reuses one SSL object per connection slot (SSL_shutdown + SSL_clear) and SSL_clear keeps the session, so by default every reconnect resumes (checked against nginx's $ssl_session_reused: 3439 of 3441 reconnects resumed over TLS 1.3). The bench compiles a 15-line LD_PRELOAD shim (`wrk-no-resume.so`, source in xtask/src/bench/load.rs) that drops the session after SSL_clear: with it none resumed. So every connection of that phase is a full TLS 1.3 handshake (ECDHE X25519 + ECDSA P-256 signature), the group and cipher listed per peer.".into(),
         "veth caveat for the XDP peer: with an XDP program attached, veth runs it on an xdp_buff made from each received skb, and copies the skb when it is cloned or lacks XDP headroom (veth_convert_skb_to_xdp_buff), which is the case for TCP segments from a local socket; it also turns TSO off on the other end. So on this machine every packet to the edge pays that, on port 443 too. A NIC's driver-mode XDP runs on the receive buffer itself.".into(),
+        format!(
+            "Issue 15's phases: `http-proxied-keepalive` is port 80 over keep-alive for {PLAIN_HOST}, a host every peer serves WITHOUT enforcing HTTPS, proxied over plain HTTP to the same backend pool (checked before the runs: 200 from the backend, no Location, no HSTS); force-https counts it as `proxied_http`. `https-h1-1mib` / `https-h2-1mib` fetch {BIG_PATH}, where the backend answers {BIG_BODY_BYTES} bytes (`fh-backend --big-path {BIG_PATH} --big-bytes {BIG_BODY_BYTES}`; every other path keeps the small body); the throughput table gives MiB/s = bytes the client read / the load generator's time."
+        ),
         "Latency: wrk --latency (p50/p99, request write to response end; handshakes excluded); h2 from h2load's --log-file per-request durations (h2load itself prints only min/max/mean/sd).".into(),
     ]
 }
 
 /// Runs one peer through all phases; never fails: errors are recorded in the result. The XDP
 /// peer falls back from native to generic mode when native does not start.
-fn bench_peer(kind: PeerKind, env: &Env) -> PeerResult {
+fn bench_peer(kind: PeerKind, env: &Env, in_flight: u32) -> PeerResult {
     let modes: &[&str] = if kind == PeerKind::ForceHttpsXdp {
         match env.args.xdp_mode {
             XdpMode::Native => &["native", "generic"],
@@ -586,11 +650,13 @@ fn bench_peer(kind: PeerKind, env: &Env) -> PeerResult {
     };
     let mut notes = Vec::new();
     let mut r = PeerResult::new(kind);
+    r.in_flight = in_flight;
     for (i, mode) in modes.iter().enumerate() {
         r = PeerResult::new(kind);
+        r.in_flight = in_flight;
         r.notes = notes.clone();
         let mut started = false;
-        let res = run_peer(kind, mode, env, &mut r, &mut started);
+        let res = run_peer(kind, mode, env, in_flight, &mut r, &mut started);
         match res {
             Ok(()) => {
                 r.ok = true;
@@ -619,12 +685,13 @@ fn bench_peer(kind: PeerKind, env: &Env) -> PeerResult {
     r
 }
 
-/// Topology, backend, peer, checks, then every phase. `started` turns true once the peer
-/// answered correctly.
+/// Topology, backend, peer, checks, then every phase, with `in_flight` requests in flight.
+/// `started` turns true once the peer answered correctly.
 fn run_peer(
     kind: PeerKind,
     xdp_mode: &str,
     env: &Env,
+    in_flight: u32,
     r: &mut PeerResult,
     started: &mut bool,
 ) -> Result<()> {
@@ -645,7 +712,7 @@ fn run_peer(
         std::fs::remove_dir_all(&dir)?;
     }
     std::fs::create_dir_all(&dir)?;
-    let topo = Topology::create(HOST)?;
+    let topo = Topology::create(&[HOST, PLAIN_HOST])?;
     // Declared after `topo`, so dropped (processes stopped) before the namespaces go.
     let mut procs = Procs::default();
     let result = (|| -> Result<()> {
@@ -653,7 +720,9 @@ fn run_peer(
         backend
             .args(["-c", &EDGE_CPU.to_string()])
             .arg(&bins.fh_backend)
-            .args(["--listen", peers::BACKEND, "--name", "bench"]);
+            .args(["--listen", peers::BACKEND, "--name", "bench"])
+            .args(["--big-path", BIG_PATH, "--big-bytes"])
+            .arg(BIG_BODY_BYTES.to_string());
         match &args.page {
             Some(page) => backend.arg("--fixed-file").arg(page),
             None => backend
@@ -682,7 +751,7 @@ fn run_peer(
             nofile: *nofile,
             access_log: args.access_log,
             https_rewrites: args.https_rewrites,
-            backend_pool: peers::backend_pool(args.in_flight),
+            backend_pool: peers::backend_pool(in_flight),
             answer_syn: args.synack == SynAnswer::Xdp,
         };
         peers::prepare_dirs(kind, &dir)?;
@@ -747,7 +816,7 @@ fn run_peer(
                 client_ns: &topo.client,
                 scratch: &dir,
                 no_resume: no_resume.as_deref(),
-                in_flight: args.in_flight,
+                in_flight,
             },
             out_dir,
         };
@@ -1170,6 +1239,8 @@ fn one_pass(
                 _ => None,
             };
             (total, share)
+        } else if phase.is_plain_proxied() {
+            (dc("proxied_http"), None)
         } else {
             (dc("proxied_https"), None)
         }
@@ -1282,6 +1353,47 @@ mod tests {
         assert!(T::try_parse_from(["x", "--syn-flood"]).unwrap().b.syn_flood);
         assert!(T::try_parse_from(["x", "--peers", "apache"]).is_err());
         assert!(T::try_parse_from(["x", "--duration", "0"]).is_err());
+    }
+
+    #[test]
+    fn sweep_and_new_phases() {
+        let t = T::try_parse_from(["x"]).unwrap();
+        assert_eq!(t.b.in_flights(), vec![IN_FLIGHT]);
+        let t = T::try_parse_from(["x", "--in-flight", "512"]).unwrap();
+        assert_eq!(t.b.in_flights(), vec![512]);
+        let t = T::try_parse_from(["x", "--sweep", "64,256,512,1024,256"]).unwrap();
+        assert_eq!(t.b.in_flights(), vec![64, 256, 512, 1024]);
+        assert!(T::try_parse_from(["x", "--sweep", "64,0"]).is_err());
+        assert!(T::try_parse_from(["x", "--sweep", "64,5000"]).is_err());
+        assert!(T::try_parse_from(["x", "--sweep", "64", "--in-flight", "8"]).is_err());
+        let t = T::try_parse_from([
+            "x",
+            "--phases",
+            "https-h2-1mib,http-proxied-keepalive,https-h1-1mib,https-h1",
+        ])
+        .unwrap();
+        assert_eq!(
+            t.b.phases(),
+            vec![
+                Phase::HttpsH1,
+                Phase::HttpProxiedKeepalive,
+                Phase::HttpsH1Big,
+                Phase::HttpsH2Big
+            ]
+        );
+        // The method notes: one load line for one value, and the sweep's values listed.
+        let one = method_notes(65536, 16384, &[64]);
+        assert!(
+            one.iter()
+                .any(|l| l.starts_with("Load: 64 requests in flight"))
+        );
+        assert!(!one.iter().any(|l| l.contains("Concurrency sweep")));
+        let sweep = method_notes(65536, 16384, &[64, 512]);
+        assert!(
+            sweep
+                .iter()
+                .any(|l| l.contains("512 (wrk -c512; h2load -c64 -m8; backend pools of 512)"))
+        );
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //!   over HTTP/1.1 keep-alive to the fixed-response `fh-backend` on 127.0.0.1:8080, with
 //!   `Strict-Transport-Security: max-age=31536000` added and X-Forwarded-For/-Proto/-Host and
 //!   Forwarded set (force-https sets those four itself);
+//! - port 80 for plain.bench.example (issue 15's `http-proxied-keepalive`): a host that is
+//!   NOT enforced, proxied over plain HTTP/1.1 keep-alive to the same backend (same pool), with
+//!   the same forwarding headers (`proto=http`), no redirect and no HSTS;
+//! - the backend answers every path with its small fixed body, but `/big` with 1 MiB
+//!   (`fh-backend --big-path /big --big-bytes 1048576`: the `https-*-1mib` phases);
+//!   nginx gets `proxy_max_temp_file_size 0` so that, like the others, it streams a large
+//!   body through memory instead of spooling it to a temp file;
 //! - one worker, pinned with `taskset -c 0` (the edge CPU); no access logs.
 //!
 //! Backend connection pools, made equal. force-https (proxy.rs) uses one hyper-util legacy
@@ -36,7 +43,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use super::EDGE_CPU;
-use super::load::HOST;
+use super::load::{BIG_BODY_BYTES, BIG_PATH, HOST, PLAIN_HOST};
 use crate::{cmd, netns};
 
 /// The backend every peer proxies to (in the edge namespace).
@@ -234,7 +241,14 @@ backend = "http://{BACKEND}"
 force_https = true
 redirect_code = 301
 tls = {{ cert = "{cert}", key = "{key}" }}
-{rewrites}"#,
+{rewrites}
+# Not enforced: port 80 proxies it to the backend (the http-proxied-keepalive phase).
+[[site]]
+name = "plain"
+domains = ["{PLAIN_HOST}"]
+backend = "http://{BACKEND}"
+force_https = false
+"#,
                 name = kind.name(),
                 state = ctx.p("state"),
                 sock = ctx.p("control.sock"),
@@ -272,6 +286,10 @@ http {{
     scgi_temp_path {tmp}/scgi;
     # hyper, HAProxy and Go never close a client connection after N requests.
     keepalive_requests 1000000;
+    # The other peers stream a large response through memory with backpressure; by default
+    # nginx spools what exceeds its proxy buffers to a temp file (the 1 MiB phases). No effect
+    # on small responses.
+    proxy_max_temp_file_size 0;
     keepalive_timeout 60s;
 
     upstream bench_backend {{
@@ -285,6 +303,23 @@ http {{
         listen 80 default_server;
         server_name {HOST};
         return 301 https://$host$request_uri;
+    }}
+
+    server {{
+        # Not enforced: proxied over plain HTTP (the http-proxied-keepalive phase).
+        listen 80;
+        server_name {PLAIN_HOST};
+
+        location / {{
+            proxy_pass http://bench_backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=$host";
+        }}
     }}
 
     server {{
@@ -341,7 +376,14 @@ defaults
 
 frontend http80
     bind 0.0.0.0:80
-    http-request redirect scheme https code 301
+    # {PLAIN_HOST} is not enforced: proxied over plain HTTP (http-proxied-keepalive).
+    acl plain_host hdr(host) -i {PLAIN_HOST} {PLAIN_HOST}:80
+    http-request redirect scheme https code 301 unless plain_host
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header Forwarded "for=%[src];proto=http;host=%[req.hdr(host)]"
+    use_backend bench_backend if plain_host
 
 frontend https443
     bind 0.0.0.0:443 ssl crt {combined} alpn h2,http/1.1
@@ -382,6 +424,18 @@ https://{HOST} {{
     header Strict-Transport-Security "{HSTS}"
     reverse_proxy {BACKEND} {{
         header_up Forwarded "for={{remote_host}};proto=https;host={{host}}"
+        transport http {{
+            keepalive 90s
+            keepalive_idle_conns {pool}
+            keepalive_idle_conns_per_host {pool}
+        }}
+    }}
+}}
+
+# Not enforced: proxied over plain HTTP (the http-proxied-keepalive phase).
+http://{PLAIN_HOST} {{
+    reverse_proxy {BACKEND} {{
+        header_up Forwarded "for={{remote_host}};proto=http;host={{host}}"
         transport http {{
             keepalive 90s
             keepalive_idle_conns {pool}
@@ -560,11 +614,75 @@ pub struct Checked {
     pub redirect: String,
     pub https_h1: String,
     pub https_h2: String,
+    /// The not-enforced host on port 80: 200 from the backend, no redirect, no HSTS.
+    pub plain_http: String,
+    /// The 1 MiB body over HTTP/1.1 and HTTP/2.
+    pub big_h1: String,
+    pub big_h2: String,
     pub tls: TlsFacts,
 }
 
-/// Verifies the semantics from the client namespace: the redirect on 80, and 200 + HSTS + the
-/// backend's body on 443 over HTTP/1.1 and HTTP/2.
+/// Whether a body is the backend's answer to `/`: its fixed body, or a `--page` (which
+/// Automatic HTTPS Rewrites may lengthen).
+fn body_ok(body: &str, body_len: usize) -> bool {
+    if body_len == FIXED_BODY_BYTES {
+        body.len() == FIXED_BODY_BYTES && body.starts_with("ok")
+    } else {
+        body.len() >= body_len && body.len() <= body_len + body_len / 10
+    }
+}
+
+/// Checks the not-enforced host on port 80 (`http-proxied-keepalive`): 200 with the backend's
+/// body (`X-Backend: bench`), no `Location`, no `Strict-Transport-Security` (RFC 6797 §7.2: not
+/// over plain HTTP).
+pub fn check_plain(r: &Seen, url: &str, body_len: usize) -> Result<String> {
+    if r.status != 200
+        || r.header("location").is_some()
+        || r.header("strict-transport-security").is_some()
+        || r.header("x-backend") != Some("bench")
+        || !body_ok(&r.body, body_len)
+    {
+        bail!(
+            "port 80, not-enforced host: expected 200 from the backend (X-Backend: bench, {body_len}-byte body) without Location or HSTS, got {} with Location {:?}, HSTS {:?}, X-Backend {:?} and a {}-byte body",
+            r.status,
+            r.header("location"),
+            r.header("strict-transport-security"),
+            r.header("x-backend"),
+            r.body.len()
+        );
+    }
+    Ok(format!(
+        "GET {url} ({}) → 200 from the backend, {}-byte body, no Location, no Strict-Transport-Security",
+        r.version,
+        r.body.len()
+    ))
+}
+
+/// Checks the 1 MiB answer on 443: `want_version` 200 with HSTS and exactly
+/// [`BIG_BODY_BYTES`] bytes.
+pub fn check_big(r: &Seen, url: &str, want_version: &str) -> Result<String> {
+    if r.version != want_version
+        || r.status != 200
+        || r.header("strict-transport-security") != Some(HSTS)
+        || r.body.len() != BIG_BODY_BYTES
+    {
+        bail!(
+            "HTTPS {url}: expected {want_version} 200 with HSTS {HSTS:?} and a {BIG_BODY_BYTES}-byte body, got {} {} with HSTS {:?} and a {}-byte body",
+            r.version,
+            r.status,
+            r.header("strict-transport-security"),
+            r.body.len()
+        );
+    }
+    Ok(format!(
+        "GET {url} ({want_version}) → 200, Strict-Transport-Security: {HSTS}, {}-byte body from the backend",
+        r.body.len()
+    ))
+}
+
+/// Verifies the semantics from the client namespace: the redirect on 80, 200 + HSTS + the
+/// backend's body on 443 over HTTP/1.1 and HTTP/2 (the small body and the 1 MiB one), and the
+/// not-enforced host proxied on 80.
 pub fn verify(client_ns: &str, cert: &Path, body_len: usize) -> Result<Checked> {
     let url80 = format!("http://{HOST}/check/path?q=1");
     let want = format!("https://{HOST}/check/path?q=1");
@@ -585,16 +703,10 @@ pub fn verify(client_ns: &str, cert: &Path, body_len: usize) -> Result<Checked> 
     let mut https = Vec::new();
     for (flag, want_version) in [("--http1.1", "HTTP/1.1"), ("--http2", "HTTP/2")] {
         let r = curl(client_ns, &[flag, "--cacert", &cacert, &url443])?;
-        // The fixed body, or a `--page` (which Automatic HTTPS Rewrites may lengthen).
-        let body_ok = if body_len == FIXED_BODY_BYTES {
-            r.body.len() == FIXED_BODY_BYTES && r.body.starts_with("ok")
-        } else {
-            r.body.len() >= body_len && r.body.len() <= body_len + body_len / 10
-        };
         if r.version != want_version
             || r.status != 200
             || r.header("strict-transport-security") != Some(HSTS)
-            || !body_ok
+            || !body_ok(&r.body, body_len)
         {
             bail!(
                 "HTTPS {flag}: expected {want_version} 200 with HSTS {HSTS:?} and the backend's {body_len}-byte body, got {} {} with HSTS {:?} and a {}-byte body",
@@ -609,11 +721,22 @@ pub fn verify(client_ns: &str, cert: &Path, body_len: usize) -> Result<Checked> 
             r.body.len()
         ));
     }
+    let url_big = format!("https://{HOST}{BIG_PATH}");
+    let mut big = Vec::new();
+    for (flag, want_version) in [("--http1.1", "HTTP/1.1"), ("--http2", "HTTP/2")] {
+        let r = curl(client_ns, &[flag, "--cacert", &cacert, &url_big])?;
+        big.push(check_big(&r, &url_big, want_version)?);
+    }
+    let url_plain = format!("http://{PLAIN_HOST}/check/path?q=1");
+    let plain_http = check_plain(&curl(client_ns, &[&url_plain])?, &url_plain, body_len)?;
     let tls = tls_facts(client_ns)?;
     Ok(Checked {
         redirect,
         https_h2: https.pop().unwrap_or_default(),
         https_h1: https.pop().unwrap_or_default(),
+        plain_http,
+        big_h2: big.pop().unwrap_or_default(),
+        big_h1: big.pop().unwrap_or_default(),
         tls,
     })
 }
@@ -711,6 +834,8 @@ mod tests {
                 assert!(text.contains("max-age=31536000"), "{kind:?}");
                 assert!(text.contains("301"), "{kind:?}");
             }
+            // Every peer serves the not-enforced host (http-proxied-keepalive).
+            assert!(text.contains("plain.bench.example"), "{kind:?}");
         }
         assert_eq!(max_connections(20000), 9872);
         assert_eq!(max_connections(65536), 16384);
@@ -719,6 +844,23 @@ mod tests {
         assert!(xdp.contains("[xdp]\ninterface = \"fb1e\"\nmode = \"native\""));
         let (_, plain) = config(PeerKind::ForceHttps, &ctx);
         assert!(!plain.contains("[xdp]"));
+        for s in [
+            "force_https = true",
+            "name = \"plain\"\ndomains = [\"plain.bench.example\"]\nbackend = \"http://127.0.0.1:8080\"\nforce_https = false\n",
+        ] {
+            assert!(plain.contains(s), "force-https lacks {s}");
+        }
+        // The plain site has no certificate, and the bench site's options stay on it.
+        let (_, rewrites) = config(
+            PeerKind::ForceHttps,
+            &PeerCtx {
+                https_rewrites: true,
+                ..ctx
+            },
+        );
+        let at = rewrites.find("https_rewrites = true").unwrap();
+        assert!(at < rewrites.find("name = \"plain\"").unwrap());
+        assert_eq!(rewrites.matches("tls = {").count(), 1);
         let (_, nginx) = config(PeerKind::Nginx, &ctx);
         for s in [
             "return 301 https://$host$request_uri;",
@@ -728,9 +870,23 @@ mod tests {
             "always;",
             "worker_processes 1;",
             "worker_connections 9064;",
+            "listen 80;\n        server_name plain.bench.example;\n",
+            "proxy_max_temp_file_size 0;",
         ] {
             assert!(nginx.contains(s), "nginx lacks {s}");
         }
+        // Both port-80 servers proxy with the same pool and headers as the 443 one.
+        assert_eq!(nginx.matches("proxy_pass http://bench_backend;").count(), 2);
+        assert_eq!(
+            nginx.matches("proxy_set_header Connection \"\";").count(),
+            2
+        );
+        assert_eq!(
+            nginx
+                .matches("add_header Strict-Transport-Security")
+                .count(),
+            1
+        );
         let (_, ha) = config(PeerKind::Haproxy, &ctx);
         for s in [
             "http-request redirect scheme https code 301",
@@ -738,18 +894,31 @@ mod tests {
             "nbthread 1",
             "http-reuse always",
             "maxconn 9000",
+            "acl plain_host hdr(host) -i plain.bench.example plain.bench.example:80",
+            "http-request redirect scheme https code 301 unless plain_host",
+            "use_backend bench_backend if plain_host",
+            "Forwarded \"for=%[src];proto=http;host=%[req.hdr(host)]\"",
         ] {
             assert!(ha.contains(s), "haproxy lacks {s}");
         }
+        // HSTS only in the 443 frontend.
+        let https = ha.find("frontend https443").unwrap();
+        assert!(ha.find("Strict-Transport-Security").unwrap() > https);
+        assert!(ha.find("use_backend bench_backend if plain_host").unwrap() < https);
         let (_, caddy) = config(PeerKind::Caddy, &ctx);
         for s in [
             "redir https://{host}{uri} 301",
             "tls /t/cert.pem /t/key.pem",
             "auto_https off",
             "admin off",
+            "http://plain.bench.example {\n    reverse_proxy 127.0.0.1:8080 {",
+            "proto=http;host={host}",
         ] {
             assert!(caddy.contains(s), "caddy lacks {s}");
         }
+        assert_eq!(caddy.matches("keepalive_idle_conns 64").count(), 2);
+        let plain_block = &caddy[caddy.find("http://plain.bench.example").unwrap()..];
+        assert!(!plain_block.contains("Strict-Transport-Security"));
     }
 
     #[test]
@@ -762,6 +931,52 @@ mod tests {
         assert_eq!(s.header("Strict-Transport-Security"), Some(HSTS));
         assert_eq!(s.body, "ok.\n");
         assert!(Seen::parse("").is_err());
+    }
+
+    #[test]
+    fn plain_and_big_checks() {
+        let ok128 = format!("ok{}\n", ".".repeat(125));
+        let seen = |head: &str, body: &str| Seen::parse(&format!("{head}\r\n\r\n{body}")).unwrap();
+        let url = "http://plain.bench.example/check/path?q=1";
+        let good = seen("HTTP/1.1 200 OK\r\nX-Backend: bench", &ok128);
+        assert!(
+            check_plain(&good, url, FIXED_BODY_BYTES)
+                .unwrap()
+                .contains("→ 200 from the backend, 128-byte body")
+        );
+        for bad in [
+            seen(
+                "HTTP/1.1 301 Moved\r\nLocation: https://plain.bench.example/",
+                "",
+            ),
+            seen(
+                "HTTP/1.1 200 OK\r\nX-Backend: bench\r\nStrict-Transport-Security: max-age=1",
+                &ok128,
+            ),
+            seen("HTTP/1.1 200 OK", &ok128),
+            seen("HTTP/1.1 200 OK\r\nX-Backend: bench", "ok\n"),
+        ] {
+            assert!(check_plain(&bad, url, FIXED_BODY_BYTES).is_err(), "{bad:?}");
+        }
+        let big = "x".repeat(BIG_BODY_BYTES);
+        let url = "https://bench.example/big";
+        let h2 = seen(
+            "HTTP/2 200\r\nstrict-transport-security: max-age=31536000",
+            &big,
+        );
+        assert!(
+            check_big(&h2, url, "HTTP/2")
+                .unwrap()
+                .contains("1048576-byte body")
+        );
+        assert!(check_big(&h2, url, "HTTP/1.1").is_err());
+        let short = seen(
+            "HTTP/2 200\r\nstrict-transport-security: max-age=31536000",
+            &ok128,
+        );
+        assert!(check_big(&short, url, "HTTP/2").is_err());
+        let no_hsts = seen("HTTP/2 200", &big);
+        assert!(check_big(&no_hsts, url, "HTTP/2").is_err());
     }
 
     #[test]

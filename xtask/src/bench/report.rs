@@ -40,7 +40,10 @@ pub struct Meta {
     pub warmup_s: u64,
     pub edge_cpu: usize,
     pub client_cpu: usize,
+    /// Requests in flight (the first value of a sweep).
     pub in_flight: u32,
+    /// `--sweep`: every requests-in-flight value run (empty without a sweep).
+    pub sweep: Vec<u32>,
     pub method: Vec<String>,
     pub warnings: Vec<String>,
     pub interrupted: bool,
@@ -50,6 +53,8 @@ pub struct Meta {
 #[derive(Clone, Debug, Serialize)]
 pub struct PeerResult {
     pub peer: PeerKind,
+    /// Requests in flight in this peer's phases (one `PeerResult` per value with `--sweep`).
+    pub in_flight: u32,
     pub ok: bool,
     pub error: Option<String>,
     pub notes: Vec<String>,
@@ -68,6 +73,7 @@ impl PeerResult {
     pub fn new(peer: PeerKind) -> PeerResult {
         PeerResult {
             peer,
+            in_flight: super::load::IN_FLIGHT,
             ok: false,
             error: None,
             notes: Vec::new(),
@@ -164,6 +170,9 @@ pub struct PhaseSummary {
     pub kernel_sockets_per_req: Option<f64>,
     pub fast_path_share: Option<f64>,
     pub bytes_per_response: Option<f64>,
+    /// Bytes the client read per second of the load generator's time, in MiB/s (1 MiB =
+    /// 2^20 bytes); `None` when the generator reported no byte count.
+    pub mib_per_s: Option<Spread>,
     /// Medians of the NET_RX softirqs per request on the edge and client CPU.
     pub net_rx_per_req: [f64; 2],
     pub errors: u64,
@@ -214,6 +223,7 @@ pub fn summarize(passes: &[Pass], spread_limit_pct: f64) -> Option<PhaseSummary>
         kernel_sockets_per_req: opt_median(passes.iter().map(|p| p.kernel_sockets_per_req)),
         fast_path_share: opt_median(passes.iter().map(|p| p.fast_path_share)),
         bytes_per_response: opt_median(passes.iter().map(|p| p.bytes_per_response)),
+        mib_per_s: lat(&|p| mib_per_s(&p.load)),
         net_rx_per_req: [
             median(&m(&|p| p.net_rx_per_req[0])).unwrap_or(0.0),
             median(&m(&|p| p.net_rx_per_req[1])).unwrap_or(0.0),
@@ -224,6 +234,13 @@ pub fn summarize(passes: &[Pass], spread_limit_pct: f64) -> Option<PhaseSummary>
         noisy: rps.spread_pct > spread_limit_pct || edge.spread_pct > spread_limit_pct,
         not_quiet: passes.iter().any(|p| !p.quiet.ok || p.disturbed),
     })
+}
+
+/// The client's read throughput of one run in MiB/s (2^20 bytes), from the bytes and the time
+/// the load generator reported.
+pub fn mib_per_s(load: &LoadOutput) -> Option<f64> {
+    let bytes = load.bytes?;
+    (load.seconds > 0.0).then(|| bytes as f64 / load.seconds / (1u64 << 20) as f64)
 }
 
 /// `12,345`-style grouping of a rounded number.
@@ -270,18 +287,29 @@ fn table(
     phases: &[Phase],
     cell: &dyn Fn(&PhaseSummary) -> String,
 ) {
+    // With a concurrency sweep, a column for the requests in flight (rows grouped by it).
+    let sweep = is_sweep(peers);
     let _ = write!(out, "| peer |");
+    if sweep {
+        out.push_str(" in flight |");
+    }
     for p in phases {
         let _ = write!(out, " {} |", p.title());
     }
     out.push('\n');
     out.push_str("|---|");
+    if sweep {
+        out.push_str("---:|");
+    }
     for _ in phases {
         out.push_str("---:|");
     }
     out.push('\n');
     for peer in peers {
         let _ = write!(out, "| {} |", peer.peer.name());
+        if sweep {
+            let _ = write!(out, " {} |", peer.in_flight);
+        }
         for p in phases {
             let c = match peer.phase(*p) {
                 Some(PhaseResult {
@@ -296,6 +324,11 @@ fn table(
         out.push('\n');
     }
     out.push('\n');
+}
+
+/// Whether the peers ran at more than one requests-in-flight value (`--sweep`).
+fn is_sweep(peers: &[PeerResult]) -> bool {
+    peers.windows(2).any(|w| w[0].in_flight != w[1].in_flight)
 }
 
 fn pct(v: f64) -> String {
@@ -317,7 +350,15 @@ pub fn markdown(r: &Results, phases: &[Phase]) -> String {
     let _ = writeln!(
         o,
         "- Runs: {} s per pass, {} passes (up to 2 more when requests/s or edge CPU per request spread over 10%), {} s unmeasured warm-up per phase, {} requests in flight",
-        m.duration_s, m.passes, m.warmup_s, m.in_flight
+        m.duration_s,
+        m.passes,
+        m.warmup_s,
+        if m.sweep.len() > 1 {
+            let v: Vec<String> = m.sweep.iter().map(|n| n.to_string()).collect();
+            format!("{} (sweep)", v.join(", "))
+        } else {
+            m.in_flight.to_string()
+        }
     );
     let _ = writeln!(
         o,
@@ -359,6 +400,14 @@ pub fn markdown(r: &Results, phases: &[Phase]) -> String {
             flags(s)
         )
     });
+    let big: Vec<Phase> = phases.iter().copied().filter(|p| p.is_big()).collect();
+    if !big.is_empty() {
+        o.push_str("## Throughput of the 1 MiB phases (MiB/s)\n\nBytes the client read (bodies and headers) per second of the load generator's time, 1 MiB = 2^20 bytes.\n\n");
+        table(&mut o, &r.peers, &big, &|s| match &s.mib_per_s {
+            Some(t) => format!("{:.0} ({:.0}%)", t.median, t.spread_pct),
+            None => "n/a".into(),
+        });
+    }
     o.push_str("## Edge CPU per request (µs)\n\nBusy time of the edge CPU (all of /proc/stat's cpu0 but idle and iowait: the peer, the backend, and the kernel's receive work for the edge, XDP included) over the run, divided by the requests served.\n\n");
     table(&mut o, &r.peers, phases, &|s| {
         format!(
@@ -435,8 +484,13 @@ pub fn markdown(r: &Results, phases: &[Phase]) -> String {
     }
 
     o.push_str("## Peers\n\n");
+    let sweep = is_sweep(&r.peers);
     for p in &r.peers {
-        let _ = writeln!(o, "### {}\n", p.peer.name());
+        if sweep {
+            let _ = writeln!(o, "### {} ({} in flight)\n", p.peer.name(), p.in_flight);
+        } else {
+            let _ = writeln!(o, "### {}\n", p.peer.name());
+        }
         if let Some(e) = &p.error {
             let _ = writeln!(o, "- **FAILED**: {}", e.lines().next().unwrap_or(""));
         }
@@ -450,6 +504,11 @@ pub fn markdown(r: &Results, phases: &[Phase]) -> String {
             let _ = writeln!(o, "- Checked: {}", c.redirect);
             let _ = writeln!(o, "- Checked: {}", c.https_h1);
             let _ = writeln!(o, "- Checked: {}", c.https_h2);
+            for line in [&c.plain_http, &c.big_h1, &c.big_h2] {
+                if !line.is_empty() {
+                    let _ = writeln!(o, "- Checked: {line}");
+                }
+            }
             let _ = writeln!(
                 o,
                 "- TLS with an OpenSSL client (as wrk and h2load): {}, {}, key exchange {}, ALPN {}",
@@ -493,9 +552,19 @@ pub fn markdown(r: &Results, phases: &[Phase]) -> String {
     let mut seen = Vec::new();
     for p in &r.peers {
         for ph in &p.phases {
-            if !seen.contains(&ph.phase) {
-                seen.push(ph.phase);
-                let _ = writeln!(o, "- {}: `{}`", ph.phase.name(), ph.command);
+            if !seen.contains(&(ph.phase, p.in_flight)) {
+                seen.push((ph.phase, p.in_flight));
+                if sweep {
+                    let _ = writeln!(
+                        o,
+                        "- {} at {} in flight: `{}`",
+                        ph.phase.name(),
+                        p.in_flight,
+                        ph.command
+                    );
+                } else {
+                    let _ = writeln!(o, "- {}: `{}`", ph.phase.name(), ph.command);
+                }
             }
         }
     }
@@ -724,5 +793,81 @@ mod tests {
         assert!(md.contains("| caddy | not run | not run |"), "{md}");
         assert!(md.contains("**FAILED**: caddy exited"));
         assert!(md.contains("extension point `scale::section`"));
+        assert!(!md.contains("in flight |"), "{md}");
+        assert!(!md.contains("MiB/s"), "{md}");
+    }
+
+    #[test]
+    fn throughput_and_sweep_tables() {
+        let big = |rps: f64| Pass {
+            load: LoadOutput {
+                requests: 1000,
+                seconds: 10.0,
+                rps,
+                bytes: Some((rps * 10.0) as u64 * (1 << 20)),
+                ..LoadOutput::default()
+            },
+            edge_us_per_req: 100.0,
+            quiet: Quiet {
+                ok: true,
+                ..Quiet::default()
+            },
+            ..Pass::default()
+        };
+        assert_eq!(mib_per_s(&big(250.0).load), Some(250.0));
+        assert_eq!(mib_per_s(&LoadOutput::default()), None);
+        let peer = |kind, in_flight, rps| {
+            let passes = vec![big(rps), big(rps)];
+            let mut p = PeerResult::new(kind);
+            p.ok = true;
+            p.in_flight = in_flight;
+            p.phases.push(PhaseResult {
+                phase: Phase::HttpsH1Big,
+                command: "wrk".into(),
+                summary: summarize(&passes, 10.0),
+                passes,
+                discarded: Vec::new(),
+                error: None,
+            });
+            p
+        };
+        let r = Results {
+            peers: vec![
+                peer(PeerKind::ForceHttps, 64, 300.0),
+                peer(PeerKind::Haproxy, 64, 250.0),
+            ],
+            ..Results::default()
+        };
+        let md = markdown(&r, &[Phase::HttpsH1, Phase::HttpsH1Big]);
+        assert!(
+            md.contains("## Throughput of the 1 MiB phases (MiB/s)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| peer | HTTPS h1 1 MiB |\n|---|---:|\n| force-https | 300 (0%) |"),
+            "{md}"
+        );
+        assert!(md.contains("| haproxy | – | 250 (0%) |"), "{md}");
+        assert!(!md.contains("in flight |"), "{md}");
+
+        let r = Results {
+            peers: vec![
+                peer(PeerKind::ForceHttps, 64, 300.0),
+                peer(PeerKind::Haproxy, 64, 250.0),
+                peer(PeerKind::ForceHttps, 512, 200.0),
+            ],
+            ..Results::default()
+        };
+        let md = markdown(&r, &[Phase::HttpsH1Big]);
+        assert!(
+            md.contains("| peer | in flight | HTTPS h1 1 MiB |\n|---|---:|---:|\n"),
+            "{md}"
+        );
+        assert!(md.contains("| force-https | 512 | 200 (0%) |"), "{md}");
+        assert!(md.contains("### force-https (512 in flight)"), "{md}");
+        assert!(
+            md.contains("- https-h1-1mib at 64 in flight: `wrk`"),
+            "{md}"
+        );
     }
 }

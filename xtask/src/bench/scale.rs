@@ -147,7 +147,7 @@ impl Edge {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("state"))?;
         Ok(Edge {
-            topo: Topology::create(SITE_HOST)?,
+            topo: Topology::create(&[SITE_HOST])?,
             config: dir.join("config.toml"),
             dir,
             daemon: None,

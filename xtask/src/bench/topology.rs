@@ -31,8 +31,9 @@
 //!
 //! The client namespace gets `ip_local_port_range = 1024 65535` and `tcp_tw_reuse = 1` for the
 //! new-connection phases, and a hosts file (`/etc/netns/fhb-<pid>-cli/hosts`, which
-//! `ip netns exec` bind-mounts over /etc/hosts) that resolves bench.example to the edge, so wrk
-//! and h2load send the right SNI and Host.
+//! `ip netns exec` bind-mounts over /etc/hosts) that resolves bench.example (and the bench's
+//! other names, such as the not-enforced plain.bench.example) to the edge, so wrk and h2load
+//! send the right SNI and Host.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -46,6 +47,11 @@ use crate::{cmd, netns};
 pub const EDGE_V4: &str = "198.51.100.1";
 const EDGE_ADDR: &str = "198.51.100.1/24";
 const CLIENT_ADDR: &str = "198.51.100.2/24";
+
+/// The client namespace's hosts file: localhost, and every name of `hosts` on the edge.
+pub fn hosts_file(hosts: &[&str]) -> String {
+    format!("127.0.0.1 localhost\n{EDGE_V4} {}\n", hosts.join(" "))
+}
 
 /// A NAPI kthread and the CPU it was pinned to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -77,8 +83,8 @@ impl Drop for Topology {
 
 impl Topology {
     /// Creates both namespaces, the veth pair, addresses, sysctls, GRO, threaded NAPI and the
-    /// client's hosts file.
-    pub fn create(host: &str) -> Result<Topology> {
+    /// client's hosts file, which resolves every name of `hosts` to the edge.
+    pub fn create(hosts: &[&str]) -> Result<Topology> {
         let pid = std::process::id();
         let mut t = Topology {
             edge: format!("fhb-{pid}-edge"),
@@ -137,11 +143,11 @@ impl Topology {
         // An XDP program on the client end, for every peer alike: without one, frames the
         // edge's driver-mode XDP program sends with XDP_TX are not delivered (veth).
         t.pass = Some(crate::xdp_pass::attach(&t.client, &t.client_if)?);
-        t.write_hosts(host)?;
+        t.write_hosts(hosts)?;
         Ok(t)
     }
 
-    fn write_hosts(&mut self, host: &str) -> Result<()> {
+    fn write_hosts(&mut self, hosts: &[&str]) -> Result<()> {
         let base = PathBuf::from("/etc/netns");
         if !base.exists() {
             std::fs::create_dir(&base).context("cannot create /etc/netns")?;
@@ -150,11 +156,8 @@ impl Topology {
         let dir = base.join(&self.client);
         std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         self.etc_dirs.push(dir.clone());
-        std::fs::write(
-            dir.join("hosts"),
-            format!("127.0.0.1 localhost\n{EDGE_V4} {host}\n"),
-        )
-        .context("cannot write the client namespace's hosts file")?;
+        std::fs::write(dir.join("hosts"), hosts_file(hosts))
+            .context("cannot write the client namespace's hosts file")?;
         Ok(())
     }
 
@@ -272,6 +275,18 @@ pub fn set_affinity(pid: u32, cpu: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_file_names_every_host() {
+        assert_eq!(
+            hosts_file(&["bench.example", "plain.bench.example"]),
+            "127.0.0.1 localhost\n198.51.100.1 bench.example plain.bench.example\n"
+        );
+        assert_eq!(
+            hosts_file(&["bench.example"]),
+            "127.0.0.1 localhost\n198.51.100.1 bench.example\n"
+        );
+    }
 
     #[test]
     fn napi_thread_names() {
