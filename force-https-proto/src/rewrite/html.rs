@@ -68,6 +68,10 @@ static EVERY_CANDIDATE_SELECTORS: LazyLock<Option<(Selector, Selector)>> =
 /// The most bytes handed to lol_html at once.
 const WRITE_SLICE: usize = 16 * 1024;
 
+/// Room beyond a chunk's length reserved for its output: what lol_html held back from the
+/// previous chunk (an unfinished tag) and the bytes upgrades add, in bytes.
+const OUTPUT_SLACK: usize = 1024;
+
 /// The largest `<style>` element text rewritten, bytes: a larger one passes through as it was.
 pub const MAX_STYLE_BYTES: usize = 256 * 1024;
 
@@ -222,6 +226,12 @@ impl HtmlUpgrader {
     /// Rewrites one chunk; returns what is ready (possibly nothing, possibly more than one
     /// chunk's worth).
     pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
+        // The output is about the input's size (an upgrade adds one byte): sized once, not
+        // grown by doubling through lol_html's many small pieces (a 16 KiB step used to end
+        // in a 32 KiB buffer, held until the client took it, after three reallocations).
+        if let Ok(mut o) = self.out.lock() {
+            o.reserve_exact(chunk.len() + OUTPUT_SLACK);
+        }
         // lol_html appends a whole chunk to the bytes it still holds before parsing: fed in
         // slices, its buffer needs one slice beside the longest token, not one network read.
         let mut rest = chunk;
