@@ -10,7 +10,7 @@
 //!
 //! `PAGE` is the start of a corpus file name (`core-slice`), `WHAT` one of `rewriter`,
 //! `lol_html-no-handler`, `lol_html-any-element`, `lol_html-our-selectors` (as in the
-//! bench), `N` the number of rewrites. It prints the mixed page's size; instructions per
+//! bench) or `lol_html-selector=SEL` (any selector list SEL), `N` the number of rewrites. It prints the mixed page's size; instructions per
 //! byte are (Ir with N − Ir with 1) / ((N − 1) × size), which leaves out reading and
 //! preparing the page.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -42,6 +42,10 @@ fn main() {
             "lol_html-no-handler" => lol_html_only(&html, None),
             "lol_html-any-element" => lol_html_only(&html, Some(&star)),
             "lol_html-our-selectors" => lol_html_only(&html, Some(&ours)),
+            w if w.starts_with("lol_html-selector=") => {
+                let sel: lol_html::Selector = w["lol_html-selector=".len()..].parse().unwrap();
+                lol_html_only(&html, Some(&sel))
+            }
             _ => panic!("WHAT is rewriter or lol_html-{{no-handler,any-element,our-selectors}}"),
         });
     }

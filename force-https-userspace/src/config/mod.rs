@@ -294,6 +294,8 @@ pub struct Backend {
     pub authority: String,
     /// The backend URL as written.
     pub url: String,
+    /// `authority` parsed once: every request forwarded to this backend shares its bytes.
+    pub uri_authority: hyper::http::uri::Authority,
 }
 
 /// One `[[site]]`.

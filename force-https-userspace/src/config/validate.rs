@@ -664,9 +664,11 @@ pub(super) fn parse_backend(s: &str) -> Result<Backend, String> {
     } else {
         format!("{}:80", authority.as_str())
     };
+    let uri_authority = authority.parse().map_err(|e| format!("{authority}: {e}"))?;
     Ok(Backend {
         url: format!("http://{authority}"),
         authority,
+        uri_authority,
     })
 }
 

@@ -29,6 +29,7 @@ use hyper::{
     HeaderMap, Method, Request, Response, StatusCode, Uri, Version,
     body::{Body as _, Frame, Incoming, SizeHint},
     header::{self, HeaderValue},
+    http::uri,
 };
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -39,7 +40,7 @@ use tokio::sync::oneshot;
 use super::{
     Body, ConnInfo,
     local::{self, full},
-    request::{self, path_and_query, set_forwarding, strip_hop_by_hop},
+    request::{self, set_forwarding, strip_hop_by_hop},
 };
 use crate::{
     config::{Backend, ProxyConfig},
@@ -192,7 +193,17 @@ impl Upstream {
     ) -> Response<Body> {
         let upgrade = request::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let uri: Uri = match format!("{}{}", backend.url, path_and_query(req.uri())).parse() {
+        // Built from parts: the backend's authority and the request's path share their bytes.
+        let mut target = uri::Parts::default();
+        target.scheme = Some(uri::Scheme::HTTP);
+        target.authority = Some(backend.uri_authority.clone());
+        target.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| uri::PathAndQuery::from_static("/")),
+        );
+        let uri = match Uri::from_parts(target) {
             Ok(u) => u,
             Err(_) => {
                 m.count_status(400);
@@ -235,12 +246,21 @@ impl Upstream {
                 parts.headers.clone(),
             )
         });
-        let (sent_tx, sent_rx) = oneshot::channel();
-        let timed_out = Arc::new(AtomicBool::new(false));
-        let breq = Request::from_parts(
-            parts,
-            Either::Left(Sent::new(body, sent_tx, self.body_idle, timed_out.clone())),
-        );
+        // A request without a body (most of them) is sent whole at once: no body to watch,
+        // and its response timeout starts now (one timer, no channel).
+        let (breq, sent_rx, timed_out) = if body.is_end_stream() {
+            (
+                Request::from_parts(parts, Either::Right(Empty::new())),
+                None,
+                None,
+            )
+        } else {
+            let (sent_tx, sent_rx) = oneshot::channel();
+            let timed_out = Arc::new(AtomicBool::new(false));
+            let sent = Sent::new(body, sent_tx, self.body_idle, timed_out.clone());
+            let breq = Request::from_parts(parts, Either::Left(sent));
+            (breq, Some(sent_rx), Some(timed_out))
+        };
 
         let send = async {
             let first = self.client.request(breq).await;
@@ -260,10 +280,12 @@ impl Upstream {
         // The response timeout starts once the request body has been sent (see the module doc).
         let result = async {
             tokio::pin!(send);
-            tokio::select! {
-                biased;
-                r = &mut send => return Ok(r),
-                _ = sent_rx => {}
+            if let Some(sent_rx) = sent_rx {
+                tokio::select! {
+                    biased;
+                    r = &mut send => return Ok(r),
+                    _ = sent_rx => {}
+                }
             }
             tokio::time::timeout(self.response_timeout, send).await
         }
@@ -274,7 +296,7 @@ impl Upstream {
                 tracing::warn!(backend = %backend.authority, host, "backend timed out");
                 return local::error(504);
             }
-            Ok(Err(e)) if timed_out.load(Relaxed) => {
+            Ok(Err(e)) if timed_out.is_some_and(|t| t.load(Relaxed)) => {
                 m.count_status(408);
                 tracing::debug!(host, "request body stalled: {}", chain(&e));
                 return local::error_closing(408);
