@@ -14,6 +14,7 @@
 mod alloc_budget;
 pub mod filters;
 pub mod local;
+pub mod pool;
 pub mod request;
 pub mod upstream;
 

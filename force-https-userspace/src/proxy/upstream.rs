@@ -31,15 +31,13 @@ use hyper::{
     header::{self, HeaderValue},
     http::uri,
 };
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo},
-};
+use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 use super::{
     Body, ConnInfo,
     local::{self, full},
+    pool::{Pool, PoolSettings},
     request::{self, set_forwarding, strip_hop_by_hop},
 };
 use crate::{
@@ -147,7 +145,7 @@ impl hyper::body::Body for Sent {
 
 /// The pooled HTTP/1.1 client to all backends.
 pub struct Upstream {
-    client: Client<HttpConnector, UpstreamBody>,
+    pool: Pool<UpstreamBody>,
     response_timeout: Duration,
     /// How long a client may pause while sending a request body (`[limits] idle_timeout_ms`).
     body_idle: Duration,
@@ -157,32 +155,25 @@ impl Upstream {
     /// A client with the `[proxy]` timeouts and pool size; `body_idle` is the longest pause
     /// allowed in a client's request body.
     pub fn new(cfg: &ProxyConfig, body_idle: Duration) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            .pool_idle_timeout(Duration::from_millis(cfg.pool_idle_timeout_ms))
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            // A backend connection reads ahead at most this much (hyper's default grows to
-            // ~400 KiB): with many slow clients, read-ahead is most of the proxy's memory.
-            // hyper may reserve up to twice it while a body chunk is still held downstream.
-            .http1_max_buf_size(UPSTREAM_READ_BUF)
-            .timer(hyper_util::rt::TokioTimer::new())
-            .set_host(false)
-            .build(connector);
+        // A backend connection reads ahead at most UPSTREAM_READ_BUF (hyper's default grows
+        // to ~400 KiB): with many slow clients, read-ahead is most of the proxy's memory.
+        let pool = Pool::new(PoolSettings {
+            max_idle_per_backend: cfg.pool_max_idle_per_host,
+            idle_timeout: Duration::from_millis(cfg.pool_idle_timeout_ms),
+            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+            max_buf_size: UPSTREAM_READ_BUF,
+        });
         Upstream {
-            client,
+            pool,
             response_timeout: Duration::from_millis(cfg.response_timeout_ms),
             body_idle,
         }
     }
 
     /// Sends `req` for `host` to `backend` and returns its response (hop-by-hop headers
-    /// removed), or force-https's own 400 (target not representable), 502 (unreachable) or
-    /// 504 (no response head within `[proxy] response_timeout_ms` of the request being sent),
-    /// counted.
+    /// removed), or force-https's own 502 (unreachable), 504 (no response head within
+    /// `[proxy] response_timeout_ms` of the request being sent) or 408 (the client's request
+    /// body stalled), counted.
     pub async fn forward(
         &self,
         m: &Metrics,
@@ -193,23 +184,13 @@ impl Upstream {
     ) -> Response<Body> {
         let upgrade = request::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        // Built from parts: the backend's authority and the request's path share their bytes.
-        let mut target = uri::Parts::default();
-        target.scheme = Some(uri::Scheme::HTTP);
-        target.authority = Some(backend.uri_authority.clone());
-        target.path_and_query = Some(
+        // Origin-form (RFC 9112 §3.2.1), sharing the request's bytes: `Host` names the site.
+        let uri = Uri::from(
             req.uri()
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| uri::PathAndQuery::from_static("/")),
         );
-        let uri = match Uri::from_parts(target) {
-            Ok(u) => u,
-            Err(_) => {
-                m.count_status(400);
-                return local::error(400);
-            }
-        };
         let (mut parts, body) = req.into_parts();
         let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
         let te_trailers = parts
@@ -263,16 +244,18 @@ impl Upstream {
         };
 
         let send = async {
-            let first = self.client.request(breq).await;
+            let first = self.pool.send(&backend.uri_authority, breq).await;
             match (first, again) {
-                (Err(e), Some((method, uri, headers))) if closed_before_response(&e) => {
+                (Err(e), Some((method, uri, headers))) if e.is_closed_before_response() => {
                     tracing::debug!(
                         backend = %backend.authority,
                         host,
                         "backend closed the connection before answering; sending once more: {}",
                         chain(&e)
                     );
-                    self.client.request(bodyless(method, uri, headers)).await
+                    self.pool
+                        .send(&backend.uri_authority, bodyless(method, uri, headers))
+                        .await
                 }
                 (r, _) => r,
             }
@@ -344,15 +327,6 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-/// True when the backend connection closed before any byte of the response (hyper's
-/// "connection closed before message completed"): a pooled connection the backend had closed.
-fn closed_before_response(e: &hyper_util::client::legacy::Error) -> bool {
-    !e.is_connect()
-        && std::error::Error::source(e)
-            .and_then(|s| s.downcast_ref::<hyper::Error>())
-            .is_some_and(hyper::Error::is_incomplete_message)
-}
-
 /// The same request without a body, to send again.
 fn bodyless(method: Method, uri: Uri, headers: HeaderMap) -> Request<UpstreamBody> {
     let mut req = Request::new(Either::Right(Empty::new()));
@@ -363,7 +337,7 @@ fn bodyless(method: Method, uri: Uri, headers: HeaderMap) -> Request<UpstreamBod
     req
 }
 
-/// An error and its causes, `: `-separated (hyper-util's own text names only the phase).
+/// An error and its causes, `: `-separated (the outer error names only the phase).
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
