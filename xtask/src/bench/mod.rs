@@ -146,6 +146,12 @@ pub struct BenchArgs {
     /// (issue 11; `flood.rs`).
     #[arg(long)]
     pub syn_flood: bool,
+    /// Interleaved rounds: every peer runs every phase once per round (one pass each, no
+    /// extra passes), round after round, so that a slow stretch of a shared machine falls on
+    /// all peers alike instead of on whichever peer ran then; the report's medians and
+    /// spreads are over the rounds. Instead of `--passes`.
+    #[arg(long, conflicts_with = "passes", value_parser = clap::value_parser!(u64).range(2..=20))]
+    pub rounds: Option<u64>,
     /// The force-https-xdp peer's XDP mode: `native` (the default; falls back to generic when
     /// it does not attach) or `generic` only. Either way SYN-ACKs and FIN ACKs leave with
     /// XDP_TX (the client end of the veth runs a pass program, `topology.rs`).
@@ -328,7 +334,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 .to_string(),
             versions: versions(&peers, &bins),
             duration_s: args.duration,
-            passes: args.passes as usize,
+            passes: args.rounds.unwrap_or(args.passes) as usize,
             warmup_s: args.warmup,
             edge_cpu: EDGE_CPU,
             client_cpu: CLIENT_CPU,
@@ -338,7 +344,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             } else {
                 Vec::new()
             },
-            method: method_notes(nofile, max_connections, &points),
+            method: {
+                let mut notes = method_notes(nofile, max_connections, &points);
+                if let Some(n) = args.rounds {
+                    notes.push(format!(
+                        "Rounds: {n} interleaved rounds; in each, every peer is started afresh and runs every phase once (one pass after its warm-up, no extra passes), peer after peer, so that a slow stretch of the machine falls on every peer alike. Medians and spreads are over the rounds."
+                    ));
+                }
+                notes
+            },
             ..Meta::default()
         },
         ..Results::default()
@@ -360,19 +374,97 @@ pub fn run(args: BenchArgs) -> Result<()> {
         nofile,
         no_resume,
     };
-    for &in_flight in &points {
-        for &kind in &peers {
+    let rounds = env.args.rounds.unwrap_or(1);
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("xtask: bench: ==== round {round} of {rounds} ====");
+        }
+        bench_round(
+            &env,
+            &peers,
+            &points,
+            &mut results,
+            &out_dir,
+            &phases,
+            start,
+        )?;
+        if interrupted() {
+            break;
+        }
+    }
+    if rounds > 1 {
+        // The spread warnings of the rounds' medians (each round's single pass has none).
+        for r in &results.peers {
+            let name = peer_name(r.peer, r.in_flight, points.len());
+            for ph in &r.phases {
+                if let Some(s) = ph.summary.as_ref().filter(|s| s.noisy) {
+                    results.meta.warnings.push(format!(
+                        "{} / {}: spread over {SPREAD_LIMIT_PCT:.0}% over {} rounds",
+                        name,
+                        ph.phase.name(),
+                        s.passes
+                    ));
+                }
+            }
+        }
+    }
+    results.meta.interrupted = interrupted();
+
+    if !interrupted() && args.scale_hosts > 0 {
+        let ctx = scale::ScaleCtx {
+            force_https: &env.bins.force_https,
+            scratch: &env.tmp,
+            duration_s: args.duration,
+            big: args.scale_hosts,
+        };
+        results.scale = scale::section(&ctx)?;
+    }
+    if args.micro && !interrupted() {
+        results.micro = Some(run_micro(&out_dir)?);
+    }
+    results.meta.elapsed_s = start.elapsed().as_secs_f64();
+    write_results(&out_dir, &results, &phases)?;
+    drop(tmp);
+
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap_or_default();
+    println!("\n{md}");
+    println!(
+        "xtask: bench: results in {} (results.json, report.md, configs/, raw/, logs/); {:.0} s",
+        out_dir.display(),
+        start.elapsed().as_secs_f64()
+    );
+    check_interrupted()
+}
+
+/// A peer's name in messages: with `--sweep`, it carries the requests in flight.
+fn peer_name(kind: PeerKind, in_flight: u32, points: usize) -> String {
+    if points > 1 {
+        format!("{} @{in_flight}", kind.name())
+    } else {
+        kind.name().to_string()
+    }
+}
+
+/// One round: every peer at every requests-in-flight value, its results merged into
+/// `results` and written out after each peer.
+fn bench_round(
+    env: &Env,
+    peers: &[PeerKind],
+    points: &[u32],
+    results: &mut Results,
+    out_dir: &Path,
+    phases: &[Phase],
+    start: Instant,
+) -> Result<()> {
+    for &in_flight in points {
+        for &kind in peers {
             if interrupted() {
-                break;
+                return Ok(());
             }
             // With --sweep, the peer's name in messages carries the requests in flight.
-            let name = if points.len() > 1 {
-                format!("{} @{in_flight}", kind.name())
-            } else {
-                kind.name().to_string()
-            };
+            let name = peer_name(kind, in_flight, points.len());
             println!("xtask: bench: ==== {name} ====");
-            let r = bench_peer(kind, &env, in_flight);
+            let r = bench_peer(kind, env, in_flight);
             if let Some(e) = &r.error {
                 eprintln!("xtask: bench: {name} failed: {e}");
                 results
@@ -421,37 +513,50 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     }
                 }
             }
-            results.peers.push(r);
+            merge_round(&mut results.peers, r);
             results.meta.elapsed_s = start.elapsed().as_secs_f64();
-            write_results(&out_dir, &results, &phases)?;
+            write_results(out_dir, results, phases)?;
         }
     }
-    results.meta.interrupted = interrupted();
+    Ok(())
+}
 
-    if !interrupted() && args.scale_hosts > 0 {
-        let ctx = scale::ScaleCtx {
-            force_https: &env.bins.force_https,
-            scratch: &env.tmp,
-            duration_s: args.duration,
-            big: args.scale_hosts,
-        };
-        results.scale = scale::section(&ctx)?;
+/// Adds a round's `r` to the results: a peer and requests-in-flight value seen in an
+/// earlier round gets this round's passes appended to its phases (medians and spreads then
+/// cover every round); a new one is added as it is.
+fn merge_round(peers: &mut Vec<PeerResult>, r: PeerResult) {
+    let Some(old) = peers
+        .iter_mut()
+        .find(|p| p.peer == r.peer && p.in_flight == r.in_flight)
+    else {
+        peers.push(r);
+        return;
+    };
+    old.ok &= r.ok;
+    if old.error.is_none() {
+        old.error = r.error;
     }
-    if args.micro && !interrupted() {
-        results.micro = Some(run_micro(&out_dir)?);
+    for n in r.notes {
+        if !old.notes.contains(&n) {
+            old.notes.push(n);
+        }
     }
-    results.meta.elapsed_s = start.elapsed().as_secs_f64();
-    write_results(&out_dir, &results, &phases)?;
-    drop(tmp);
-
-    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap_or_default();
-    println!("\n{md}");
-    println!(
-        "xtask: bench: results in {} (results.json, report.md, configs/, raw/, logs/); {:.0} s",
-        out_dir.display(),
-        start.elapsed().as_secs_f64()
-    );
-    check_interrupted()
+    for ph in r.phases {
+        match old.phases.iter_mut().find(|p| p.phase == ph.phase) {
+            Some(o) => {
+                o.passes.extend(ph.passes);
+                o.discarded.extend(ph.discarded);
+                if o.error.is_none() {
+                    o.error = ph.error;
+                }
+                o.summary = report::summarize(&o.passes, SPREAD_LIMIT_PCT);
+                if let Some(s) = o.summary.as_mut() {
+                    s.discarded = o.discarded.len();
+                }
+            }
+            None => old.phases.push(ph),
+        }
+    }
 }
 
 /// Sets RLIMIT_NOFILE to `NOFILE`, or when the hard limit cannot be raised (no
@@ -1072,8 +1177,11 @@ fn run_phase(run: &PeerRun, procs: &mut Procs, phase: Phase) -> PhaseResult {
             );
             load_gen.warm_up(phase, args.warmup)?;
         }
-        let min = args.passes as usize;
-        let max = min + EXTRA_PASSES;
+        // With --rounds, one pass per round: the rounds are the passes.
+        let (min, max) = match args.rounds {
+            Some(_) => (1, 1),
+            None => (args.passes as usize, args.passes as usize + EXTRA_PASSES),
+        };
         loop {
             check_interrupted()?;
             let enough = pr.passes.len() >= min
@@ -1318,6 +1426,53 @@ mod tests {
     struct T {
         #[command(flatten)]
         b: BenchArgs,
+    }
+
+    fn one_pass_result(peer: PeerKind, rps: f64) -> PeerResult {
+        let pass = Pass {
+            load: load::LoadOutput {
+                requests: 1000,
+                rps,
+                ..load::LoadOutput::default()
+            },
+            edge_us_per_req: 1e6 / rps,
+            machine_us_per_req: 2e6 / rps,
+            ..Pass::default()
+        };
+        let mut r = PeerResult::new(peer);
+        r.ok = true;
+        r.phases.push(PhaseResult {
+            phase: Phase::HttpsH1,
+            command: String::new(),
+            passes: vec![pass.clone()],
+            discarded: Vec::new(),
+            summary: report::summarize(&[pass], SPREAD_LIMIT_PCT),
+            error: None,
+        });
+        r
+    }
+
+    #[test]
+    fn rounds_merge_into_one_result_per_peer() {
+        let mut peers = Vec::new();
+        for rps in [100.0, 120.0, 110.0] {
+            merge_round(&mut peers, one_pass_result(PeerKind::ForceHttps, rps));
+            merge_round(&mut peers, one_pass_result(PeerKind::Nginx, rps / 2.0));
+        }
+        assert_eq!(peers.len(), 2);
+        let s = peers[0].phases[0].summary.as_ref().unwrap();
+        assert_eq!(peers[0].phases[0].passes.len(), 3);
+        assert_eq!(s.passes, 3);
+        assert_eq!(s.rps.median, 110.0);
+        assert!(s.noisy, "18% between rounds");
+        assert_eq!(
+            peers[1].phases[0].summary.as_ref().unwrap().rps.median,
+            55.0
+        );
+        let t = T::try_parse_from(["x", "--rounds", "5"]).unwrap();
+        assert_eq!(t.b.rounds, Some(5));
+        assert!(T::try_parse_from(["x", "--rounds", "5", "--passes", "3"]).is_err());
+        assert!(T::try_parse_from(["x", "--rounds", "1"]).is_err());
     }
 
     #[test]
