@@ -108,7 +108,9 @@ impl<B> Clone for Pool<B> {
 }
 
 struct Inner<B> {
-    idle: Mutex<HashMap<Authority, Vec<Idle<B>>>>,
+    /// Keyed by the backend's authority as written in the configuration (`Authority`'s own
+    /// `Hash` lowercases and hashes it a byte at a time: 1k instructions a request).
+    idle: Mutex<HashMap<Box<str>, Vec<Idle<B>>>>,
     settings: PoolSettings,
     reaper: AtomicBool,
 }
@@ -144,7 +146,7 @@ impl<B> Inner<B> {
     /// The most recently idle open connection to `backend`.
     fn checkout(&self, backend: &Authority) -> Option<SendRequest<B>> {
         let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(backend)?;
+        let list = idle.get_mut(backend.as_str())?;
         Inner::prune(list, Instant::now(), self.settings.idle_timeout);
         while let Some(i) = list.pop() {
             if !i.sender.is_closed() {
@@ -161,7 +163,10 @@ impl<B> Inner<B> {
         }
         let now = Instant::now();
         if let Ok(mut idle) = self.idle.lock() {
-            let list = idle.entry(backend).or_default();
+            let list = match idle.get_mut(backend.as_str()) {
+                Some(list) => list,
+                None => idle.entry(backend.as_str().into()).or_default(),
+            };
             Inner::prune(list, now, self.settings.idle_timeout);
             if list.len() < self.settings.max_idle_per_backend {
                 list.push(Idle { sender, since: now });
