@@ -101,7 +101,7 @@ pub fn first_request(config_text: &str, bytes: &[u8]) -> Result<FirstOutcome, St
     let (answer, proxied) = match first::first_request(&p.settings, &p.table, &p.metrics, bytes) {
         FirstRequest::Incomplete => (None, false),
         FirstRequest::Proxy => (None, true),
-        FirstRequest::Answer(a) => (Some(a), false),
+        FirstRequest::Answer(a, _) => (Some(a), false),
     };
     let request = match parse_head(bytes, p.settings.limits.max_head_bytes) {
         HeadStatus::Complete(head) => {

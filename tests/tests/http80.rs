@@ -999,3 +999,44 @@ fn force_paths_redirect_only_their_prefixes() {
         "{json}"
     );
 }
+
+/// The socket path closes at once after answering a complete bodyless head (nginx's
+/// `lingering_close on` heuristic), so bytes a client sends later get a reset; after a head
+/// that announced a body, or with more than the head received, it half-closes and keeps
+/// reading (lingering): late bytes are read and discarded, never reset.
+#[test]
+fn lingering_close_only_when_more_bytes_may_come() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let _d = Daemon::start(&ns, &Config::new().site(shop()));
+    // Sends `first`, reads the answer to its end, then sends late bytes twice: true when the
+    // second write fails (the first drew a reset).
+    let late_write_fails = |first: &'static [u8]| -> (String, bool) {
+        ns.run_in_client(move || {
+            let mut s =
+                TcpStream::connect_timeout(&edge80(), Duration::from_secs(5)).expect("connect");
+            s.write_all(first).expect("write the request");
+            let out = raw_exchange_on(&mut s, Duration::from_secs(5));
+            assert!(out.closed, "no close after the answer: {:?}", out.text());
+            std::thread::sleep(Duration::from_millis(150));
+            let _ = s.write_all(b"late");
+            std::thread::sleep(Duration::from_millis(150));
+            (out.text(), s.write_all(b"later").is_err())
+        })
+    };
+    let (answer, reset) = late_write_fails(b"GET /a HTTP/1.1\r\nHost: shop.example.com\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 301 "), "{answer}");
+    assert!(reset, "a bodyless GET's connection lingered");
+    let (answer, reset) = late_write_fails(
+        b"POST /a HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 100\r\n\r\nsome",
+    );
+    assert!(answer.starts_with("HTTP/1.1 308 "), "{answer}");
+    assert!(!reset, "a reset while the request body was still coming");
+    let (answer, reset) = late_write_fails(
+        b"GET /a HTTP/1.1\r\nHost: shop.example.com\r\n\r\nGET /b HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 301 "), "{answer}");
+    assert!(!reset, "a reset after a pipelined request");
+}

@@ -3,8 +3,8 @@
 //!
 //! Each connection's first request head is read here and answered by [`first::first_request`]
 //! (the same parser, decision and response builder as the AF_XDP responder, so the bytes are
-//! identical), then the connection is closed, lingering so a request body in flight cannot
-//! turn the answer into a reset. A connection whose first request is proxied goes, with the
+//! identical), then the connection is closed, lingering when a request body or more bytes
+//! may be in flight, which could otherwise turn the answer into a reset ([`first::Close`]). A connection whose first request is proxied goes, with the
 //! bytes already read, to hyper and the proxy service, which decides every later request of
 //! the keep-alive connection.
 //!
@@ -44,7 +44,7 @@ use crate::{
     net::{Shutdown, accept_loop, serve_connection},
     proxy::{ConnInfo, Proxy},
 };
-use first::{FirstRequest, first_request};
+use first::{Close, FirstRequest, first_request};
 use replay::Replay;
 
 /// How long a closed connection keeps reading (and discarding) what the client still sends.
@@ -130,12 +130,16 @@ async fn connection(
         let table = edge.policy.table();
         match first_request(&settings, &table, &edge.metrics, &buf) {
             FirstRequest::Incomplete => continue,
-            FirstRequest::Answer(bytes) => {
+            FirstRequest::Answer(bytes, close) => {
                 if let Some(log) = edge.access_log() {
                     let e = first_entry(&settings, peer, &buf, &bytes, accepted, t0.elapsed());
                     log.log(e, &edge.metrics);
                 }
-                return answer_and_close(stream, &bytes).await;
+                return match close {
+                    Close::Linger => answer_and_close(stream, &bytes).await,
+                    // Dropped: closed, with a FIN after the answer.
+                    Close::Now => stream.write_all(&bytes).await,
+                };
             }
             FirstRequest::Proxy => break,
         }
