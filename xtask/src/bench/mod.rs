@@ -339,6 +339,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             edge_cpu: EDGE_CPU,
             client_cpu: CLIENT_CPU,
             in_flight: points.first().copied().unwrap_or(args.in_flight),
+            rounds: args.rounds,
             sweep: if points.len() > 1 {
                 points.clone()
             } else {
@@ -1473,6 +1474,43 @@ mod tests {
         assert_eq!(t.b.rounds, Some(5));
         assert!(T::try_parse_from(["x", "--rounds", "5", "--passes", "3"]).is_err());
         assert!(T::try_parse_from(["x", "--rounds", "1"]).is_err());
+    }
+
+    #[test]
+    fn paired_ratios_are_per_round() {
+        let mut peers = Vec::new();
+        // force-https at half of nginx's rate in round 1, equal in rounds 2 and 3.
+        for (ours, theirs) in [(50.0, 100.0), (80.0, 80.0), (120.0, 120.0)] {
+            merge_round(&mut peers, one_pass_result(PeerKind::ForceHttps, ours));
+            merge_round(&mut peers, one_pass_result(PeerKind::Nginx, theirs));
+        }
+        let pairs = report::paired_ratios(&peers, &[Phase::HttpsH1]);
+        assert_eq!(pairs.len(), 1);
+        let p = &pairs[0];
+        assert_eq!(
+            (p.label.as_str(), p.other),
+            ("force-https / https-h1", "nginx")
+        );
+        assert_eq!((p.rps.median, p.rps.min, p.rps.max), (1.0, 0.5, 1.0));
+        assert_eq!((p.cpu.median, p.cpu.max), (1.0, 2.0));
+        // A peer that missed a round: no pairing.
+        merge_round(&mut peers, one_pass_result(PeerKind::Nginx, 90.0));
+        assert!(report::paired_ratios(&peers, &[Phase::HttpsH1]).is_empty());
+        // The report shows the section with --rounds only.
+        peers[1].phases[0].passes.pop();
+        let mut results = Results {
+            peers: peers.clone(),
+            ..Results::default()
+        };
+        let title = "## force-https against each peer, round by round";
+        assert!(!report::markdown(&results, &[Phase::HttpsH1]).contains(title));
+        results.meta.rounds = Some(3);
+        let md = report::markdown(&results, &[Phase::HttpsH1]);
+        assert!(md.contains(title), "{md}");
+        assert!(
+            md.contains("| force-https / https-h1 | nginx | 1.00 (0.50–1.00) | 1.00 (1.00–2.00) |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Meta {
     pub in_flight: u32,
     /// `--sweep`: every requests-in-flight value run (empty without a sweep).
     pub sweep: Vec<u32>,
+    /// `--rounds`: the passes are interleaved rounds (pass i of every peer is round i + 1).
+    pub rounds: Option<u64>,
     pub method: Vec<String>,
     pub warnings: Vec<String>,
     pub interrupted: bool,
@@ -336,6 +338,65 @@ fn pct(v: f64) -> String {
 }
 
 /// The Markdown report.
+/// force-https (either peer) over another peer, for one phase, round by round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairedRatio {
+    /// `peer / phase` (with the requests in flight when a sweep ran several).
+    pub label: String,
+    pub other: &'static str,
+    /// force-https's requests/s over the other's, per round.
+    pub rps: Spread,
+    /// force-https's edge CPU per request over the other's, per round.
+    pub cpu: Spread,
+}
+
+/// The per-round ratios of every force-https peer to every other peer at the same requests
+/// in flight, for the phases both ran in every round (pass i of each is round i + 1; a phase
+/// whose pass counts differ, because a peer failed in some round, is left out).
+pub fn paired_ratios(peers: &[PeerResult], phases: &[Phase]) -> Vec<PairedRatio> {
+    let ours = |k: PeerKind| matches!(k, PeerKind::ForceHttps | PeerKind::ForceHttpsXdp);
+    let sweep = peers.iter().any(|p| p.in_flight != peers[0].in_flight);
+    let mut out = Vec::new();
+    for a in peers.iter().filter(|p| ours(p.peer)) {
+        for b in peers
+            .iter()
+            .filter(|p| !ours(p.peer) && p.in_flight == a.in_flight)
+        {
+            for &ph in phases {
+                let (Some(pa), Some(pb)) = (a.phase(ph), b.phase(ph)) else {
+                    continue;
+                };
+                if pa.passes.is_empty() || pa.passes.len() != pb.passes.len() {
+                    continue;
+                }
+                let pairs = pa.passes.iter().zip(&pb.passes);
+                let rps: Vec<f64> = pairs
+                    .clone()
+                    .map(|(x, y)| x.load.rps / y.load.rps)
+                    .collect();
+                let cpu: Vec<f64> = pairs
+                    .map(|(x, y)| x.edge_us_per_req / y.edge_us_per_req)
+                    .collect();
+                let (Some(rps), Some(cpu)) = (spread(&rps), spread(&cpu)) else {
+                    continue;
+                };
+                let label = if sweep {
+                    format!("{} / {} @{}", a.peer.name(), ph.name(), a.in_flight)
+                } else {
+                    format!("{} / {}", a.peer.name(), ph.name())
+                };
+                out.push(PairedRatio {
+                    label,
+                    other: b.peer.name(),
+                    rps,
+                    cpu,
+                });
+            }
+        }
+    }
+    out
+}
+
 pub fn markdown(r: &Results, phases: &[Phase]) -> String {
     let m = &r.meta;
     let mut o = String::new();
@@ -407,6 +468,25 @@ pub fn markdown(r: &Results, phases: &[Phase]) -> String {
             Some(t) => format!("{:.0} ({:.0}%)", t.median, t.spread_pct),
             None => "n/a".into(),
         });
+    }
+    let pairs = paired_ratios(&r.peers, phases);
+    if r.meta.rounds.is_some() && !pairs.is_empty() {
+        o.push_str("## force-https against each peer, round by round\n\nIn a round every peer ran back to back, so the ratio within a round is the comparison a drifting machine disturbs least: force-https's requests/s and edge CPU per request over the other peer's, per round; the median of the rounds, then their range.\n\n| phase | against | requests/s ratio | edge CPU ratio |\n|---|---|---:|---:|\n");
+        for p in &pairs {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {:.2} ({:.2}–{:.2}) | {:.2} ({:.2}–{:.2}) |",
+                p.label,
+                p.other,
+                p.rps.median,
+                p.rps.min,
+                p.rps.max,
+                p.cpu.median,
+                p.cpu.min,
+                p.cpu.max
+            );
+        }
+        o.push('\n');
     }
     o.push_str("## Edge CPU per request (µs)\n\nBusy time of the edge CPU (all of /proc/stat's cpu0 but idle and iowait: the peer, the backend, and the kernel's receive work for the edge, XDP included) over the run, divided by the requests served.\n\n");
     table(&mut o, &r.peers, phases, &|s| {
