@@ -10,9 +10,9 @@
 //!
 //! `PAGE` is the start of a corpus file name (`core-slice`), `WHAT` one of `rewriter`,
 //! `lol_html-no-handler`, `lol_html-any-element`, `lol_html-our-selectors` (as in the
-//! bench) or `lol_html-selector=SEL` (any selector list SEL), `N` the number of rewrites. It prints the mixed page's size; instructions per
-//! byte are (Ir with N − Ir with 1) / ((N − 1) × size), which leaves out reading and
-//! preparing the page.
+//! bench) or `lol_html-selector=SEL` (any selector list SEL), `N` the number of rewrites. It
+//! prints the mixed page's size; instructions per byte are (Ir with N − Ir with 1) /
+//! ((N − 1) × size), which leaves out reading and preparing the page.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../benches/common/mod.rs"]
@@ -43,10 +43,15 @@ fn main() {
             "lol_html-any-element" => lol_html_only(&html, Some(&star)),
             "lol_html-our-selectors" => lol_html_only(&html, Some(&ours)),
             w if w.starts_with("lol_html-selector=") => {
-                let sel: lol_html::Selector = w["lol_html-selector=".len()..].parse().unwrap();
+                let sel: lol_html::Selector = w["lol_html-selector=".len()..]
+                    .parse()
+                    .expect("SEL is not a selector list lol_html accepts");
                 lol_html_only(&html, Some(&sel))
             }
-            _ => panic!("WHAT is rewriter or lol_html-{{no-handler,any-element,our-selectors}}"),
+            _ => panic!(
+                "WHAT is rewriter, lol_html-{{no-handler,any-element,our-selectors}} or \
+                 lol_html-selector=SEL"
+            ),
         });
     }
     println!("{name}: {} bytes", html.len());

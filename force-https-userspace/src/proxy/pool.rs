@@ -132,14 +132,14 @@ impl<B> Inner<B> {
         }
     }
 
+    /// Drops every connection idle too long or closed, and the backends left without any.
     fn prune_all(&self) {
-        let now = Instant::now();
+        let (now, timeout) = (Instant::now(), self.settings.idle_timeout);
         if let Ok(mut idle) = self.idle.lock() {
-            for list in idle.values_mut() {
-                Inner::prune(list, now, self.settings.idle_timeout);
-                list.retain(|i| !i.sender.is_closed());
-            }
-            idle.retain(|_, list| !list.is_empty());
+            idle.retain(|_, list| {
+                list.retain(|i| now.duration_since(i.since) < timeout && !i.sender.is_closed());
+                !list.is_empty()
+            });
         }
     }
 

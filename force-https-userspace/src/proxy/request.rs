@@ -138,11 +138,11 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 /// was secure or where it came from (Rack, Django, Flask/Werkzeug, Spring, IIS), are never
 /// sent.
 pub const FORWARDING_HEADERS: [HeaderName; 15] = [
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("forwarded"),
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+    header::FORWARDED,
     HeaderName::from_static("x-forwarded-ssl"),
     HeaderName::from_static("x-forwarded-scheme"),
     HeaderName::from_static("x-forwarded-protocol"),
@@ -155,6 +155,11 @@ pub const FORWARDING_HEADERS: [HeaderName; 15] = [
     HeaderName::from_static("true-client-ip"),
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
 /// Sets the forwarding headers from what force-https saw, replacing client-sent values (every
 /// name of [`FORWARDING_HEADERS`] is removed first): `X-Forwarded-For` (the client's
 /// address), `X-Forwarded-Proto` (`http` or `https`), `X-Forwarded-Host`, `X-Forwarded-Port`
@@ -166,8 +171,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, conn: &ConnInfo, host_value: &Hea
             headers.remove(n);
         }
     }
-    let [xf_for, xf_proto, xf_host, xf_port, forwarded, ..] = &FORWARDING_HEADERS;
-    headers.insert(xf_port.clone(), HeaderValue::from(conn.local_port));
+    headers.insert(X_FORWARDED_PORT, HeaderValue::from(conn.local_port));
     let ip = conn.peer.ip().to_canonical();
     let proto = conn.scheme.as_str();
     // The address, formatted once (at most 39 bytes: an IPv6 address without zone).
@@ -175,14 +179,15 @@ pub fn set_forwarding(headers: &mut HeaderMap, conn: &ConnInfo, host_value: &Hea
     let ip_len = {
         let mut w = &mut text[..];
         let _ = std::io::Write::write_fmt(&mut w, format_args!("{ip}"));
-        48 - w.len()
+        let left = w.len();
+        text.len() - left
     };
     let ip_text = &text[..ip_len];
     if let Ok(v) = HeaderValue::from_bytes(ip_text) {
-        headers.insert(xf_for.clone(), v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(xf_proto.clone(), HeaderValue::from_static(proto));
-    headers.insert(xf_host.clone(), host_value.clone());
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_HOST, host_value.clone());
     // RFC 7239 §4: `for=` quotes an IPv6 address in brackets; the host is a quoted-string
     // here without `"` and `\` (a name never holds them; a forged one loses them).
     let host = host_value.to_str().unwrap_or("").as_bytes();
@@ -200,7 +205,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, conn: &ConnInfo, host_value: &Hea
     v.extend_from_slice(b"\";proto=");
     v.extend_from_slice(proto.as_bytes());
     if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
-        headers.insert(forwarded.clone(), v);
+        headers.insert(header::FORWARDED, v);
     }
 }
 

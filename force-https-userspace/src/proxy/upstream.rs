@@ -74,17 +74,14 @@ impl Sent {
         idle_for: Duration,
         timed_out: Arc<AtomicBool>,
     ) -> Sent {
-        let mut s = Sent {
+        // Only for a body still to come: a bodyless request is sent without one (`forward`).
+        Sent {
             inner,
             done: Some(done),
             idle: Box::pin(tokio::time::sleep(idle_for)),
             idle_for,
             timed_out,
-        };
-        if s.inner.is_end_stream() {
-            s.finish();
         }
-        s
     }
 
     fn finish(&mut self) {

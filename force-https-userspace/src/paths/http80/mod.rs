@@ -4,9 +4,9 @@
 //! Each connection's first request head is read here and answered by [`first::first_request`]
 //! (the same parser, decision and response builder as the AF_XDP responder, so the bytes are
 //! identical), then the connection is closed, lingering when a request body or more bytes
-//! may be in flight, which could otherwise turn the answer into a reset ([`first::Close`]). A connection whose first request is proxied goes, with the
-//! bytes already read, to hyper and the proxy service, which decides every later request of
-//! the keep-alive connection.
+//! may be in flight, which could otherwise turn the answer into a reset ([`first::Close`]).
+//! A connection whose first request is proxied goes, with the bytes already read, to hyper
+//! and the proxy service, which decides every later request of the keep-alive connection.
 //!
 //! A connection reads the edge's settings once, when accepted, and keeps them to its end
 //! (a configuration reload applies to the connections accepted after it). With `[log]
