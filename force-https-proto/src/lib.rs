@@ -13,3 +13,5 @@ pub mod head;
 pub mod host;
 pub mod response;
 pub mod rewrite;
+#[cfg(test)]
+mod test_alloc;

@@ -823,33 +823,7 @@ mod tests {
         assert_eq!(reason(999), "Internal Server Error");
     }
 
-    /// Counts allocations made by the current thread, to prove the fast path allocation-free.
-    struct CountingAlloc;
-
-    thread_local! {
-        static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    }
-
-    // SAFETY: forwards to the system allocator unchanged; only counts.
-    unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
-        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-            let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-            // SAFETY: same contract as ours.
-            unsafe { std::alloc::System.alloc(layout) }
-        }
-
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-            // SAFETY: same contract as ours.
-            unsafe { std::alloc::System.dealloc(ptr, layout) }
-        }
-    }
-
-    #[global_allocator]
-    static GLOBAL: CountingAlloc = CountingAlloc;
-
-    fn allocations() -> usize {
-        ALLOCATIONS.with(|c| c.get())
-    }
+    use crate::test_alloc::allocations;
 
     #[test]
     fn fast_path_does_not_allocate() {

@@ -106,12 +106,73 @@ impl Coding {
     }
 }
 
-/// Brotli quality and window for re-encoding: fast, and a 256 KiB window keeps each
-/// encoder's memory near 1 MiB.
-const BR_QUALITY: u32 = 4;
+/// Brotli quality and window for re-encoding. Quality 1 holds ~100 KiB per encoder (measured:
+/// quality 4 with the same window holds 2.9 MiB, quality 2 and 3 0.9–1.4 MiB); on the bench
+/// corpus's largest page its output is 14% larger than quality 4's (90 against 79 kB).
+const BR_QUALITY: u32 = 1;
 const BR_LGWIN: u32 = 18;
 /// gzip/deflate level for re-encoding (zlib's default).
 const ZLIB_LEVEL: u32 = 6;
+
+/// The window a br stream declares in its first byte (RFC 7932 §9.1, WBITS), in bits: 10 to
+/// 24; `None` for the reserved value (which brotli's non-standard large-window streams use).
+pub fn br_window_bits(first: u8) -> Option<u32> {
+    if first & 1 == 0 {
+        return Some(16);
+    }
+    match (first >> 1) & 7 {
+        0 => match (first >> 4) & 7 {
+            0 => Some(17),
+            1 => None,
+            m => Some(8 + u32::from(m)),
+        },
+        n => Some(17 + u32::from(n)),
+    }
+}
+
+/// The largest window a br stream may declare, in bits (RFC 7932 §9.1).
+pub const BR_MAX_WINDOW_BITS: u32 = 24;
+
+/// Peak memory of a gzip or deflate decoder, bytes (32 KiB window, inflate state, one pushed
+/// chunk and one step of output; measured 74 KiB).
+const INFLATE_MEMORY: usize = 96 * 1024;
+
+/// Peak memory of a br decoder beyond its ring buffer, bytes: Huffman tables and context maps
+/// (measured up to 620 KiB on the bench corpus), one pushed chunk and one step of output.
+const BR_DECODER_TABLES: usize = 768 * 1024;
+
+/// Peak memory of a gzip or deflate encoder, bytes (miniz_oxide's compressor at any level:
+/// measured 388–399 KiB).
+const DEFLATE_ENCODER_MEMORY: usize = 448 * 1024;
+
+/// Peak memory of the br encoder ([`BR_QUALITY`], [`BR_LGWIN`]), bytes (measured 182 KiB).
+const BR_ENCODER_MEMORY: usize = 256 * 1024;
+
+impl Coding {
+    /// An upper bound of the memory a [`Decoder`] of this coding holds at its peak, bytes, for
+    /// a br stream of `br_window_bits` (ignored for the other codings): its ring buffer (which
+    /// holds the window, and half again while it grows) and its tables. The unit tests check
+    /// the bound against what the decoders allocate.
+    pub fn decoder_memory(self, br_window_bits: u32) -> usize {
+        match self {
+            Coding::Identity => 0,
+            Coding::Gzip | Coding::Deflate => INFLATE_MEMORY,
+            Coding::Br => {
+                let window = 1usize << br_window_bits.min(BR_MAX_WINDOW_BITS);
+                window + window / 2 + BR_DECODER_TABLES
+            }
+        }
+    }
+
+    /// An upper bound of the memory an [`Encoder`] to this coding holds at its peak, bytes.
+    pub fn encoder_memory(self) -> usize {
+        match self {
+            Coding::Identity => 0,
+            Coding::Gzip | Coding::Deflate => DEFLATE_ENCODER_MEMORY,
+            Coding::Br => BR_ENCODER_MEMORY,
+        }
+    }
+}
 
 /// What a pull decoder reads: the bytes pushed and not yet decoded. Reading past them is
 /// `WouldBlock` until the end of the input is marked, then the end of the stream.
@@ -476,7 +537,7 @@ mod tests {
         assert!(d.finish().is_err());
     }
 
-    fn encode(c: Coding, data: &[u8]) -> Vec<u8> {
+    pub(super) fn encode(c: Coding, data: &[u8]) -> Vec<u8> {
         let mut e = Encoder::new(c);
         let mut enc = e.write(data);
         enc.extend(e.finish());
@@ -580,5 +641,94 @@ mod tests {
             Coding::for_client(Coding::Identity, Some("gzip")),
             Coding::Identity
         );
+    }
+}
+
+#[cfg(test)]
+mod memory {
+    use super::tests::encode;
+    use super::*;
+    use crate::test_alloc::{peak_bytes, reset_peak};
+
+    /// The bench corpus's largest page: real markup, 840 kB.
+    fn page() -> Vec<u8> {
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/corpus/core-slice-840k.html"
+        ))
+        .unwrap()
+    }
+
+    /// The peak bytes `f` allocated and held at once on this thread.
+    fn peak(f: impl FnOnce()) -> usize {
+        let base = reset_peak();
+        f();
+        (peak_bytes() - base) as usize
+    }
+
+    /// `enc` decoded as the proxy does: pushed in 16 KiB chunks, pulled in 16 KiB steps.
+    fn decode(c: Coding, enc: &[u8]) -> usize {
+        let mut d = Decoder::new(c);
+        let mut n = 0;
+        for chunk in enc.chunks(16 * 1024) {
+            d.push(chunk);
+            loop {
+                let step = d.pull(16 * 1024).unwrap();
+                if step.is_empty() {
+                    break;
+                }
+                n += step.len();
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn br_window_bits_follow_rfc_7932() {
+        // The first byte of streams the brotli encoder wrote with each window (at quality 5:
+        // qualities 0 and 1 use at least 18 bits).
+        for lgwin in 10..=24 {
+            let mut e = brotli::CompressorWriter::new(Vec::new(), 4096, 5, lgwin);
+            e.write_all(b"<p>x</p>").unwrap();
+            let enc = e.into_inner();
+            assert_eq!(br_window_bits(enc[0]), Some(lgwin), "lgwin {lgwin}");
+        }
+        assert_eq!(br_window_bits(0b0000_0000), Some(16));
+        assert_eq!(br_window_bits(0b0000_0001), Some(17));
+        assert_eq!(br_window_bits(0b0001_0001), None);
+        assert_eq!(br_window_bits(0b0111_0001), Some(15));
+        assert_eq!(br_window_bits(0b0000_1111), Some(24));
+    }
+
+    /// What the budget reserves ([`Coding::decoder_memory`], [`Coding::encoder_memory`]) is
+    /// at least what the codecs hold at their peak, on real markup, for the windows servers
+    /// use (10 to 24 bits) and at brotli's mid and high qualities.
+    #[test]
+    fn memory_estimates_bound_what_the_codecs_hold() {
+        let page = page();
+        for c in [Coding::Gzip, Coding::Deflate] {
+            let enc = encode(c, &page);
+            let p = peak(|| assert_eq!(decode(c, &enc), page.len()));
+            assert!(p <= c.decoder_memory(0), "{c:?} decoder: {p}");
+        }
+        for (q, lgwin) in [(5, 10), (5, 16), (5, 18), (9, 20), (5, 22), (9, 24)] {
+            let mut e = brotli::CompressorWriter::new(Vec::new(), 4096, q, lgwin);
+            e.write_all(&page).unwrap();
+            let enc = e.into_inner();
+            let bits = br_window_bits(enc[0]).unwrap();
+            let p = peak(|| assert_eq!(decode(Coding::Br, &enc), page.len()));
+            let bound = Coding::Br.decoder_memory(bits);
+            assert!(p <= bound, "br q{q} lgwin {lgwin}: {p} > {bound}");
+        }
+        for c in [Coding::Gzip, Coding::Deflate, Coding::Br] {
+            let p = peak(|| {
+                let mut e = Encoder::new(c);
+                for chunk in page.chunks(16 * 1024) {
+                    drop(e.write(chunk));
+                }
+                drop(e.finish());
+            });
+            assert!(p <= c.encoder_memory(), "{c:?} encoder: {p}");
+        }
     }
 }
