@@ -67,6 +67,8 @@ counters! {
     https_rewrites_passed_encoding => "HTML responses passed through unmodified: a Content-Encoding the rewriter cannot decode.",
     https_rewrites_passed_no_transform => "HTML responses passed through unmodified: Cache-Control: no-transform.",
     https_rewrites_passed_partial => "HTML responses passed through unmodified: partial content (206).",
+    https_rewrites_passed_codec_memory => "Compressed HTML responses passed through unmodified: their decoder and encoder did not fit in what was left of [proxy] https_rewrites_codec_memory_bytes.",
+    https_rewrites_codec_memory_bytes => "Bytes of [proxy] https_rewrites_codec_memory_bytes reserved now by the decoders and encoders of compressed responses being rewritten (an upper bound of what they hold).",
     https_rewrites_decode_errors => "Rewritten responses whose backend body was not valid in its Content-Encoding (the response ended there).",
     hsts_injected => "HTTPS responses that got a Strict-Transport-Security header from force-https.",
     hsts_from_backend => "HTTPS responses to enforced hosts whose backend set its own Strict-Transport-Security.",
@@ -127,6 +129,7 @@ pub const GAUGES: &[&str] = &[
     "fleet_revision",
     "xdp_host_map_entries",
     "xdp_host_map_lag_max_us",
+    "https_rewrites_codec_memory_bytes",
 ];
 
 /// Renders counters and gauges ([`GAUGES`]) in the Prometheus text exposition format:

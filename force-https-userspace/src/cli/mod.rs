@@ -502,6 +502,7 @@ fn run_daemon(path: &Path) -> Result<(), Failure> {
     // One CPU to run on (cpuset, affinity): a single-threaded scheduler does the same work
     // without the multi-thread scheduler's cross-thread wakeups. The AF_XDP responders are
     // threads of their own either way.
+    crate::daemon::fix_mmap_threshold();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut builder = if cpus == 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -96,6 +96,15 @@ pub struct ProxyConfig {
     pub pool_max_idle_per_host: usize,
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout_ms: u64,
+    /// Memory for the decoders and encoders of compressed HTML responses being rewritten
+    /// (`https_rewrites`), over all of them at once, bytes (default 16 MiB). Each reserves an
+    /// upper bound of what its codecs hold: 96 KiB to decode gzip or deflate, 1.5 × the
+    /// stream's window + 768 KiB to decode br (2.3 MiB for a 1 MiB window), 448 KiB to
+    /// re-encode gzip or deflate, 256 KiB to re-encode br. A response that does not fit
+    /// passes through unmodified (counted in `https_rewrites_passed_codec_memory`); the
+    /// `https_rewrites_codec_memory_bytes` gauge shows what is reserved. 0: compressed HTML is
+    /// never rewritten.
+    pub https_rewrites_codec_memory_bytes: usize,
 }
 
 impl Default for ProxyConfig {
@@ -105,6 +114,7 @@ impl Default for ProxyConfig {
             response_timeout_ms: 30_000,
             pool_max_idle_per_host: 1024,
             pool_idle_timeout_ms: 90_000,
+            https_rewrites_codec_memory_bytes: 16 << 20,
         }
     }
 }
@@ -402,6 +412,16 @@ mod tests {
         assert_eq!(c.limits.head_timeout_ms, 10_000);
         assert_eq!(c.control_socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
         assert!(c.sites.is_empty());
+        assert_eq!(c.proxy.https_rewrites_codec_memory_bytes, 16 << 20);
+    }
+
+    /// The shipped example names every key with its default: it parses, and to the defaults.
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let c = parse(include_str!("../../../dist/config.example.toml")).unwrap();
+        assert_eq!(c.proxy, ProxyConfig::default());
+        let e = parse("[proxy]\nhttps_rewrites_codec_memory_bytes = -1\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
     }
 
     #[test]

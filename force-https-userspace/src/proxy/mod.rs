@@ -123,7 +123,8 @@ pub enum Early<'t> {
 impl Proxy {
     /// The service of `edge`, with the `[proxy]` settings and the standard filter chain.
     pub fn new(edge: Arc<Edge>, cfg: &ProxyConfig) -> Proxy {
-        Proxy::with_filters(edge, cfg, Chain::standard())
+        let filters = Chain::standard(cfg, edge.metrics.clone());
+        Proxy::with_filters(edge, cfg, filters)
     }
 
     /// The service with another filter chain.

@@ -8,8 +8,10 @@
 //! (gzip, deflate, br), rewrites with lol_html (force_https_proto::rewrite) and re-encodes
 //! to what the client accepted. Responses it cannot rewrite safely pass through untouched
 //! and are counted by reason: `Cache-Control: no-transform`, a content coding it cannot
-//! decode, a charset lol_html cannot handle (UTF-16), a partial (206) response. A document
-//! that needs more memory than the bound passes through from where the bound was hit, whole.
+//! decode, a charset lol_html cannot handle (UTF-16), a partial (206) response, a compressed
+//! body whose decoder and encoder do not fit in the codec memory budget
+//! ([`codec_budget`](super::codec_budget)). A document that needs more memory than the bound
+//! passes through from where the bound was hit, whole.
 
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use bytes::Bytes;
 use force_https_proto::{
     host::DomainPattern,
     rewrite::{
-        coding::{Coding, Decoder, Encoder},
+        coding::{Coding, Decoder, Encoder, br_window_bits},
         html::{
             AsciiCompatibleEncoding, HtmlUpgrader, PassReason, encoding_for_label, encoding_name,
         },
@@ -32,6 +34,7 @@ use hyper::{
 
 use super::{
     BodyFilter, FilterCtx, Origin, ResponseFilter, Verdict,
+    codec_budget::{CodecBudget, Reservation},
     rewrite_cache::{self, Cached, MAX_DOCUMENT_BYTES, RewriteCache},
 };
 use crate::{
@@ -47,10 +50,26 @@ pub const MAX_MEMORY_BYTES: usize = 256 * 1024;
 /// does not depend on its compression ratio (a few kB of gzip can decode to megabytes).
 const DECODE_STEP: usize = 16 * 1024;
 
-/// The Automatic HTTPS Rewrites filter, with its cache of rewritten documents.
-#[derive(Default)]
+/// The br window reserved before a stream's first byte tells its own, when the client needs
+/// the body decoded (it does not take br), in bits: 22, the reference encoder's default and the
+/// largest common servers use. A larger window is then held over the budget.
+const BR_WINDOW_BITS_ASSUMED: u32 = 22;
+
+/// The Automatic HTTPS Rewrites filter, with its cache of rewritten documents and the memory
+/// budget of its codecs.
 pub struct HttpsRewrites {
     cache: Arc<RewriteCache>,
+    budget: Arc<CodecBudget>,
+}
+
+impl HttpsRewrites {
+    /// The filter, its decoders and encoders within `budget`.
+    pub fn new(budget: Arc<CodecBudget>) -> HttpsRewrites {
+        HttpsRewrites {
+            cache: Arc::default(),
+            budget,
+        }
+    }
 }
 
 /// Whether requests of this exchange are rewritten: over TLS, for an enforced host whose
@@ -125,12 +144,26 @@ struct Plan {
     cacheable: bool,
     /// The declared length of an identity body (what the held document will need), else 0.
     size_hint: usize,
+    /// The codecs' share of the budget (`None` for identity in and out).
+    codec: Option<Arc<Reservation>>,
+}
+
+/// What a response's codecs reserve before its first body byte, bytes. The window of a br
+/// stream is only known from that byte: when the client takes br, none is reserved yet (the
+/// stream passes as it came if its window does not fit then); when the client needs it
+/// decoded, [`BR_WINDOW_BITS_ASSUMED`].
+fn head_reservation(decode: Coding, encode: Coding) -> usize {
+    let window_bits = match (decode, encode) {
+        (Coding::Br, Coding::Br) => 0,
+        _ => BR_WINDOW_BITS_ASSUMED,
+    };
+    decode.decoder_memory(window_bits) + encode.encoder_memory()
 }
 
 impl HttpsRewrites {
     /// The plan for a response, or `None` when its body passes as it is (counted when it is
     /// an HTML document the filter would have rewritten).
-    fn plan(ctx: &FilterCtx<'_>, head: &Parts) -> Option<Plan> {
+    fn plan(&self, ctx: &FilterCtx<'_>, head: &Parts) -> Option<Plan> {
         if ctx.origin != Origin::Upstream || !applies(ctx.conn.scheme, ctx.entry) {
             return None;
         }
@@ -179,6 +212,17 @@ impl HttpsRewrites {
             Metrics::inc(&m.https_rewrites_passed_charset);
             return None;
         };
+        let encode = Coding::for_client(decode, request.accept_encoding);
+        let codec = match head_reservation(decode, encode) {
+            0 => None,
+            bytes => {
+                let Some(r) = self.budget.reserve(bytes) else {
+                    Metrics::inc(&m.https_rewrites_passed_codec_memory);
+                    return None;
+                };
+                Some(Arc::new(r))
+            }
+        };
         let declared = head
             .headers
             .get(header::CONTENT_LENGTH)
@@ -192,16 +236,17 @@ impl HttpsRewrites {
                 .unwrap_or(0)
                 .min(MAX_DOCUMENT_BYTES),
             decode,
-            encode: Coding::for_client(decode, request.accept_encoding),
+            encode,
             encoding,
             sniff: charset.is_none(),
+            codec,
         })
     }
 }
 
 impl ResponseFilter for HttpsRewrites {
     fn response_head(&self, ctx: &FilterCtx<'_>, head: &mut Parts) -> Verdict {
-        let Some(plan) = Self::plan(ctx, head) else {
+        let Some(plan) = self.plan(ctx, head) else {
             return Verdict::Continue;
         };
         let h = &mut head.headers;
@@ -235,7 +280,6 @@ impl ResponseFilter for HttpsRewrites {
             table: table.clone(),
             site: site.clone(),
         });
-        Metrics::inc(&ctx.metrics.https_rewrites_responses);
         Some(Box::new(RewriteBody {
             decoder: Some(Decoder::new(plan.decode)),
             html: None,
@@ -243,6 +287,10 @@ impl ResponseFilter for HttpsRewrites {
             encoding: plan.encoding,
             meta_charset: plan.sniff,
             encoder: Some(Encoder::new(plan.encode)),
+            encode: plan.encode,
+            window_unknown: plan.decode == Coding::Br,
+            verbatim: false,
+            codec: plan.codec,
             sniffing: plan.sniff,
             raw: false,
             held: plan.cacheable.then(|| Vec::with_capacity(plan.size_hint)),
@@ -287,6 +335,14 @@ struct RewriteBody {
     meta_charset: bool,
     /// `None` once finished.
     encoder: Option<Encoder>,
+    /// What the encoder makes.
+    encode: Coding,
+    /// A br stream whose window (its first byte) has not come yet.
+    window_unknown: bool,
+    /// The body passes as the backend sent it: its br window did not fit in the budget.
+    verbatim: bool,
+    /// The codecs' share of the budget, given back at the end.
+    codec: Option<Arc<Reservation>>,
     /// The first bytes are still to be checked for a UTF-16 byte-order mark.
     sniffing: bool,
     /// The document passes as it is (UTF-16).
@@ -421,6 +477,29 @@ impl RewriteBody {
         }
     }
 
+    /// Sizes the reservation for the br window `first` (a stream's first byte) declares:
+    /// `false` when it does not fit and the bytes can pass as they came (the client takes
+    /// br); a client that needs them decoded gets them decoded over the budget.
+    fn fit_window(&mut self, first: u8) -> bool {
+        // An invalid header: the decoder refuses the stream, nothing more to hold.
+        let (Some(codec), Some(bits)) = (&self.codec, br_window_bits(first)) else {
+            return true;
+        };
+        let need = Coding::Br.decoder_memory(bits) + self.encode.encoder_memory();
+        if self.encode == Coding::Br {
+            return codec.resize(need);
+        }
+        codec.force(need);
+        true
+    }
+
+    /// The codecs are done: their share of the budget goes back.
+    fn release(&mut self) {
+        if let Some(codec) = self.codec.take() {
+            codec.resize(0);
+        }
+    }
+
     fn decode_failed(&mut self, e: &std::io::Error) {
         self.decoder = None;
         Metrics::inc(&self.metrics.https_rewrites_decode_errors);
@@ -432,6 +511,22 @@ impl RewriteBody {
 
 impl BodyFilter for RewriteBody {
     fn chunk(&mut self, chunk: Bytes) -> Bytes {
+        if self.verbatim {
+            return chunk;
+        }
+        if let (true, Some(&first)) = (self.window_unknown, chunk.first()) {
+            self.window_unknown = false;
+            if !self.fit_window(first) {
+                // Nothing was decoded yet: the whole stream passes as it came, in the coding
+                // the client takes.
+                self.verbatim = true;
+                self.decoder = None;
+                self.encoder = None;
+                self.release();
+                Metrics::inc(&self.metrics.https_rewrites_passed_codec_memory);
+                return chunk;
+            }
+        }
         match self.decoder.as_mut() {
             None => Bytes::new(),
             // Identity: no copy.
@@ -480,6 +575,9 @@ impl BodyFilter for RewriteBody {
     }
 
     fn end(&mut self) -> Bytes {
+        if self.verbatim {
+            return Bytes::new();
+        }
         // `more` ran dry before the end, so nothing is pending; flushed anyway.
         let mut html = self.flush_pending();
         if let Some(mut d) = self.decoder.take() {
@@ -510,7 +608,7 @@ impl BodyFilter for RewriteBody {
             html.into()
         };
         let out = self.encode(html);
-        match self.encoder.take() {
+        let out = match self.encoder.take() {
             Some(e) => {
                 let tail = e.finish();
                 if tail.is_empty() {
@@ -520,13 +618,19 @@ impl BodyFilter for RewriteBody {
                 }
             }
             None => out,
-        }
+        };
+        self.release();
+        out
     }
 }
 
 impl Drop for RewriteBody {
     fn drop(&mut self) {
+        self.release();
         let m = &self.metrics;
+        if !self.verbatim {
+            Metrics::inc(&m.https_rewrites_responses);
+        }
         let links = self.cached_links + self.html.as_ref().map_or(0, |h| h.links());
         m.https_rewrites_links
             .fetch_add(links, std::sync::atomic::Ordering::Relaxed);

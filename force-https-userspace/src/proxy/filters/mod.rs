@@ -8,6 +8,7 @@
 //! Filters, in order: [`hsts::Hsts`], [`loop_guard::LoopGuard`], [`csp::CspUpgrade`],
 //! [`https_rewrites::HttpsRewrites`].
 
+pub mod codec_budget;
 pub mod csp;
 pub mod hsts;
 pub mod https_rewrites;
@@ -29,6 +30,7 @@ use hyper::{
 
 use super::{Body, ConnInfo};
 use crate::{
+    config::ProxyConfig,
     edge::Settings,
     metrics::Metrics,
     policy::{HostEntry, PolicyTable},
@@ -116,14 +118,17 @@ pub struct Chain {
 
 impl Chain {
     /// The standard chain: HSTS, the redirect-loop guard, the CSP upgrade, Automatic HTTPS
-    /// Rewrites.
-    pub fn standard() -> Chain {
+    /// Rewrites (its codecs within `[proxy] https_rewrites_codec_memory_bytes`, shown in
+    /// `metrics`).
+    pub fn standard(cfg: &ProxyConfig, metrics: Arc<Metrics>) -> Chain {
         Chain {
             filters: vec![
                 Box::new(hsts::Hsts),
                 Box::new(loop_guard::LoopGuard::default()),
                 Box::new(csp::CspUpgrade),
-                Box::new(https_rewrites::HttpsRewrites::default()),
+                Box::new(https_rewrites::HttpsRewrites::new(
+                    codec_budget::CodecBudget::new(cfg.https_rewrites_codec_memory_bytes, metrics),
+                )),
             ],
         }
     }
