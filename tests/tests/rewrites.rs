@@ -280,58 +280,28 @@ fn compressed_bodies_pass_unmodified_when_their_codecs_do_not_fit() {
     let e = Edge::start_config(&[], "[proxy]\nhttps_rewrites_codec_memory_bytes = 1572864");
     let file = e.d.dir().join("out.bin");
     let out = file.display().to_string();
+    // The head and body of PAGE from a backend answering in `backend`, to a client that
+    // takes `client`.
+    let get = |proto: &str, backend: &str, client: &str| {
+        let want = format!("x-want-encoding: {backend}");
+        let accept = format!("accept-encoding: {client}");
+        let args = [proto, "-H", &want, "-H", &accept, "-o", &out];
+        e.post("shop.example.com", PAGE.as_bytes(), &args);
+        file_response(&file)
+    };
     for proto in ["--http1.1", "--http2"] {
         // gzip in and out: 544 KiB reserved, rewritten.
-        e.post(
-            "shop.example.com",
-            PAGE.as_bytes(),
-            &[
-                proto,
-                "-H",
-                "x-want-encoding: gzip",
-                "-H",
-                "accept-encoding: gzip",
-                "-o",
-                &out,
-            ],
-        );
-        let (r, body) = file_response(&file);
+        let (r, body) = get(proto, "gzip", "gzip");
         assert_eq!(header(&r, "content-encoding"), Some("gzip"), "{r}");
         assert_eq!(decode("gzip", &body), REWRITTEN.as_bytes(), "{proto}");
         // br to a client that takes br: the first byte declares a 1 MiB window; the stream
         // passes as it came.
-        e.post(
-            "shop.example.com",
-            PAGE.as_bytes(),
-            &[
-                proto,
-                "-H",
-                "x-want-encoding: br",
-                "-H",
-                "accept-encoding: br",
-                "-o",
-                &out,
-            ],
-        );
-        let (r, body) = file_response(&file);
+        let (r, body) = get(proto, "br", "br");
         assert_eq!(header(&r, "content-encoding"), Some("br"), "{r}");
         assert_eq!(decode("br", &body), PAGE.as_bytes(), "{proto}: unmodified");
         // br to a client that needs it decoded: a 4 MiB window does not fit at the head; the
         // response is the backend's, head included.
-        e.post(
-            "shop.example.com",
-            PAGE.as_bytes(),
-            &[
-                proto,
-                "-H",
-                "x-want-encoding: br",
-                "-H",
-                "accept-encoding: identity",
-                "-o",
-                &out,
-            ],
-        );
-        let (r, body) = file_response(&file);
+        let (r, body) = get(proto, "br", "identity");
         assert_eq!(header(&r, "content-encoding"), Some("br"), "{r}");
         assert_eq!(
             header(&r, "content-length"),
