@@ -66,6 +66,74 @@ impl Listener for TcpListener {
     }
 }
 
+/// A TCP listener whose accepted sockets are not registered with the runtime: each comes as a
+/// non-blocking `std` socket, which the port-80 path answers without a task when the request
+/// is already there, and registers (`tokio::net::TcpStream::from_std`) only when it must wait.
+/// Registration costs an `epoll_ctl` to add the socket and another to remove it.
+pub struct Unregistered(tokio::io::unix::AsyncFd<std::net::TcpListener>);
+
+impl Unregistered {
+    /// The listener, taken from the runtime's registration into its own.
+    ///
+    /// # Errors
+    /// The listener cannot be registered again (out of memory or descriptors).
+    pub fn new(listener: TcpListener) -> io::Result<Unregistered> {
+        use tokio::io::{Interest, unix::AsyncFd};
+        // SAFETY: the std listener owns its descriptor, and the AsyncFd owns the listener
+        // until it is dropped: the descriptor stays open and the same all that time.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(listener.into_std()?, Interest::READABLE) };
+        fd.map(Unregistered).map_err(io::Error::from)
+    }
+}
+
+/// `accept4` on `listener`: the new socket non-blocking and close-on-exec, and its peer.
+fn accept_nonblocking(
+    listener: &std::net::TcpListener,
+) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: accept4 writes at most `len` bytes of address into `storage` (a
+    // sockaddr_storage, large enough for any address) and sets `len`.
+    let (fd, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let fd = libc::accept4(
+                listener.as_raw_fd(),
+                storage.cast(),
+                len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            );
+            if fd < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(fd)
+            }
+        })?
+    };
+    // SAFETY: `fd` is a connected socket just accepted, owned by nobody else.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let peer = addr
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "accept: not an IP address"))?;
+    Ok((stream, peer))
+}
+
+impl Listener for Unregistered {
+    type Stream = std::net::TcpStream;
+    type Addr = SocketAddr;
+    async fn accept(&self) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+        // Each accept counts against the task's budget: a loop that answers its connections
+        // itself, while more keep coming, still yields to the other tasks and to the I/O
+        // driver every so often.
+        tokio::task::consume_budget().await;
+        loop {
+            let mut ready = self.0.readable().await?;
+            if let Ok(accepted) = ready.try_io(|l| accept_nonblocking(l.get_ref())) {
+                return accepted;
+            }
+        }
+    }
+}
+
 impl Listener for UnixListener {
     type Stream = UnixStream;
     type Addr = tokio::net::unix::SocketAddr;

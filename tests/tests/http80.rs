@@ -426,6 +426,44 @@ fn partial_head_gets_408_after_head_timeout() {
     );
 }
 
+/// The port-80 listener hands a connection over only once its first bytes arrived
+/// (`TCP_DEFER_ACCEPT`), so the accept loop finds the head there and answers it itself: a
+/// client that connects and waits is not a connection of the daemon yet, and its request,
+/// sent later, is answered. A client that never sends is handed over all the same after the
+/// kernel's deferral (about a second) and gets its 408 from the head timeout.
+#[test]
+fn connections_are_accepted_with_their_first_bytes() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let d = Daemon::start(&ns, &Config::new().head_timeout_ms(500).site(shop()));
+    let (waiting, out) = ns.run_in_client(|| {
+        let mut s = TcpStream::connect_timeout(&edge80(), Duration::from_secs(5)).expect("connect");
+        std::thread::sleep(Duration::from_millis(300));
+        let waiting = d.counter("http_connections");
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
+            .expect("request");
+        (waiting, raw_exchange_on(&mut s, Duration::from_secs(5)))
+    });
+    assert_eq!(waiting, 0, "accepted before its first bytes");
+    assert!(out.closed);
+    assert_eq!(out.text(), redirect_bytes(301, "https://shop.example.com/x"));
+    assert_eq!(d.counter("http_connections"), 1);
+    // Nothing sent at all: accepted after the deferral, then 408.
+    let out = ns.run_in_client(|| {
+        let mut s = TcpStream::connect_timeout(&edge80(), Duration::from_secs(5)).expect("connect");
+        raw_exchange_on(&mut s, Duration::from_secs(10))
+    });
+    assert!(out.closed, "still open after 10 s");
+    assert_eq!(status_of(&out.bytes), 408, "{:?}", out.text());
+    assert!(
+        out.elapsed >= Duration::from_millis(900) && out.elapsed <= Duration::from_secs(6),
+        "408 after {:?}, want the deferral (~1 s) and the head timeout (500 ms)",
+        out.elapsed
+    );
+}
+
 #[test]
 fn acme_and_exempt_paths_reach_the_backend() {
     if !require_root() {

@@ -5,6 +5,12 @@
 //! (the same parser, decision and response builder as the AF_XDP responder, so the bytes are
 //! identical), then the connection is closed, lingering when a request body or more bytes
 //! may be in flight, which could otherwise turn the answer into a reset ([`first::Close`]).
+//!
+//! The accept loop takes sockets without registering them with the runtime
+//! ([`Unregistered`]) and reads what already arrived: a whole head answered and closed at
+//! once (the common redirect) is answered right there, with one read, one write and one
+//! close, and no task. Only a connection that must wait (a head still to come, a lingering
+//! close, a proxied request) is registered and gets a task.
 //! A connection whose first request is proxied goes, with the bytes already read, to hyper
 //! and the proxy service, which decides every later request of the keep-alive connection.
 //!
@@ -33,7 +39,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::OwnedSemaphorePermit,
     time::Instant,
 };
 
@@ -41,12 +46,15 @@ use crate::{
     access_log::{Decided, Entry, PathTaken},
     edge::{Edge, Settings},
     metrics::Metrics,
-    net::{Shutdown, accept_loop, serve_connection},
+    net::{Shutdown, Unregistered, accept_loop, serve_connection},
     proxy::{ConnInfo, Proxy},
 };
 use first::{Close, FirstRequest, first_request};
 use replay::Replay;
 
+/// What the accept loop reads of a new connection, bytes: a head longer than this is read on
+/// by the connection's task.
+const AT_ACCEPT_READ: usize = 4096;
 /// How long a closed connection keeps reading (and discarding) what the client still sends.
 const LINGER: Duration = Duration::from_secs(2);
 /// How much a lingering close reads at most.
@@ -54,26 +62,177 @@ const LINGER_BYTES: usize = 1 << 20;
 
 /// Accepts port-80 connections until shutdown.
 pub async fn serve(listener: TcpListener, edge: Arc<Edge>, proxy: Arc<Proxy>, shutdown: Shutdown) {
+    defer_accept(&listener);
+    let listener = match Unregistered::new(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("port-80 listener: {e}; no longer accepting");
+            return;
+        }
+    };
     let sd = shutdown.clone();
-    accept_loop(listener, "port-80 listener", sd, move |stream, peer| {
+    accept_loop(listener, "port-80 listener", sd, move |socket, peer| {
         Metrics::inc(&edge.metrics.http_connections);
-        let _ = stream.set_nodelay(true);
-        match edge.admit() {
-            Some(permit) => {
-                let (edge, proxy, shutdown) = (edge.clone(), proxy.clone(), shutdown.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = connection(stream, peer, edge, proxy, permit, shutdown).await {
-                        tracing::debug!(%peer, "port-80 connection: {e}");
-                    }
-                });
-            }
-            None => {
-                Metrics::inc(&edge.metrics.connections_rejected);
+        let Some(permit) = edge.admit() else {
+            Metrics::inc(&edge.metrics.connections_rejected);
+            if let Ok(stream) = TcpStream::from_std(socket) {
                 tokio::spawn(answer_and_close(stream, response::error_response(503)));
             }
-        }
+            return;
+        };
+        let first = First::new(edge.settings_full());
+        let Some(next) = first.at_accept(&socket, peer, &edge) else {
+            // Answered and closed.
+            return;
+        };
+        let stream = match TcpStream::from_std(socket) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, "port-80 connection: {e}");
+                return;
+            }
+        };
+        let (edge, proxy, shutdown) = (edge.clone(), proxy.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let done = match next {
+                Next::Read(buf) => {
+                    let _ = stream.set_nodelay(true);
+                    connection(stream, peer, edge, proxy, first, buf, shutdown).await
+                }
+                Next::Proxy(buf) => {
+                    let _ = stream.set_nodelay(true);
+                    let settings = first.settings;
+                    let read = Bytes::from(buf);
+                    serve_proxied(stream, peer, read, &settings, proxy, shutdown).await
+                }
+                Next::Linger(answer) => answer_and_close(stream, &answer).await,
+                Next::Write(rest) => {
+                    let mut stream = stream;
+                    stream.write_all(&rest).await
+                }
+            };
+            if let Err(e) = done {
+                tracing::debug!(%peer, "port-80 connection: {e}");
+            }
+        });
     })
     .await;
+}
+
+/// Asks the kernel to hand over a connection only once its first bytes arrived
+/// (`TCP_DEFER_ACCEPT`, nginx's `listen ... deferred`): the accept loop then finds the request
+/// head there and answers it at once. A client that sends nothing is handed over after about
+/// a second all the same (the kernel resends its SYN-ACK, and accepts on the ACK to that), and
+/// the head timeout runs from then. Not fatal: without it, the head is read when it comes.
+fn defer_accept(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    let seconds: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_ref(&seconds).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        tracing::debug!(
+            "port-80 listener: TCP_DEFER_ACCEPT: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// A connection's first request, from its accept on: the settings it keeps to its end, and
+/// when it was accepted.
+struct First {
+    settings: Arc<Settings>,
+    accepted: SystemTime,
+    t0: Instant,
+}
+
+/// What a connection's task does after the accept loop read what was there.
+enum Next {
+    /// Read on: the head is not complete (these are its first bytes).
+    Read(Vec<u8>),
+    /// Hand the connection and these bytes to the proxy service.
+    Proxy(Vec<u8>),
+    /// Send this answer with a lingering close.
+    Linger(Vec<u8>),
+    /// Send the rest of an answer the socket did not take at once, then close.
+    Write(Vec<u8>),
+}
+
+impl First {
+    fn new(settings: Arc<Settings>) -> First {
+        First {
+            settings,
+            accepted: SystemTime::now(),
+            t0: Instant::now(),
+        }
+    }
+
+    /// Reads what already arrived on a socket just accepted, and when it is a whole request
+    /// head answered here and closed at once (a redirect), answers it from the accept loop:
+    /// one read, one write, one close, no task and no registration with the runtime. `None`
+    /// when the connection is done; else what its task does.
+    fn at_accept(
+        &self,
+        socket: &std::net::TcpStream,
+        peer: SocketAddr,
+        edge: &Edge,
+    ) -> Option<Next> {
+        use std::io::{Read, Write};
+        let mut read = [0u8; AT_ACCEPT_READ];
+        let n = match (&*socket).read(&mut read) {
+            Ok(0) => return None,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(_) => return None,
+        };
+        let buf = &read[..n];
+        if n == 0 {
+            return Some(Next::Read(Vec::new()));
+        }
+        let table = edge.policy.table();
+        match first_request(&self.settings, &table, &edge.metrics, buf) {
+            FirstRequest::Incomplete => Some(Next::Read(buf.to_vec())),
+            FirstRequest::Proxy => Some(Next::Proxy(buf.to_vec())),
+            FirstRequest::Answer(answer, close) => {
+                self.log(edge, peer, buf, &answer);
+                match close {
+                    Close::Linger => Some(Next::Linger(answer)),
+                    Close::Now => match (&*socket).write(&answer) {
+                        Ok(n) if n == answer.len() => None,
+                        Ok(n) => Some(Next::Write(answer[n..].to_vec())),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            Some(Next::Write(answer))
+                        }
+                        Err(_) => None,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Logs a first request answered here, when the access log is on.
+    fn log(&self, edge: &Edge, peer: SocketAddr, buf: &[u8], answer: &[u8]) {
+        if let Some(log) = edge.access_log() {
+            let e = first_entry(
+                &self.settings,
+                peer,
+                buf,
+                answer,
+                self.accepted,
+                self.t0.elapsed(),
+            );
+            log.log(e, &edge.metrics);
+        }
+    }
 }
 
 /// Writes a complete answer, half-closes, and drains what the client still sends.
@@ -92,20 +251,22 @@ async fn answer_and_close(mut stream: TcpStream, bytes: &[u8]) -> io::Result<()>
     Ok(())
 }
 
+/// Reads a connection's first request head on from `buf` (what the accept loop read), and
+/// answers it or hands the connection to the proxy service.
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     edge: Arc<Edge>,
     proxy: Arc<Proxy>,
-    permit: OwnedSemaphorePermit,
+    first: First,
+    mut buf: Vec<u8>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    let settings = edge.settings_full();
+    let settings = first.settings.clone();
     let limits = &settings.limits;
-    let (accepted, t0) = (SystemTime::now(), Instant::now());
-    let deadline = Instant::now() + Duration::from_millis(limits.head_timeout_ms);
+    let deadline = first.t0 + Duration::from_millis(limits.head_timeout_ms);
     // Most request heads are a few hundred bytes; the buffer grows only for larger ones.
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    buf.reserve(1024usize.saturating_sub(buf.len()));
 
     // Read until the head is complete, too large, invalid, or late.
     loop {
@@ -116,10 +277,7 @@ async fn connection(
             Err(_) => {
                 edge.metrics.count_status(408);
                 let answer = response::error_response(408);
-                if let Some(log) = edge.access_log() {
-                    let e = first_entry(&settings, peer, &buf, answer, accepted, t0.elapsed());
-                    log.log(e, &edge.metrics);
-                }
+                first.log(&edge, peer, &buf, answer);
                 return answer_and_close(stream, answer).await;
             }
             Ok(r) => r?,
@@ -131,10 +289,7 @@ async fn connection(
         match first_request(&settings, &table, &edge.metrics, &buf) {
             FirstRequest::Incomplete => continue,
             FirstRequest::Answer(bytes, close) => {
-                if let Some(log) = edge.access_log() {
-                    let e = first_entry(&settings, peer, &buf, &bytes, accepted, t0.elapsed());
-                    log.log(e, &edge.metrics);
-                }
+                first.log(&edge, peer, &buf, &bytes);
                 return match close {
                     Close::Linger => answer_and_close(stream, &bytes).await,
                     // Dropped: closed, with a FIN after the answer.
@@ -144,16 +299,7 @@ async fn connection(
             FirstRequest::Proxy => break,
         }
     }
-    serve_proxied(
-        stream,
-        peer,
-        Bytes::from(buf),
-        &settings,
-        proxy,
-        permit,
-        shutdown,
-    )
-    .await
+    serve_proxied(stream, peer, Bytes::from(buf), &settings, proxy, shutdown).await
 }
 
 /// The access log entry of a first request answered here: the head re-read from `buf` (only
@@ -219,7 +365,6 @@ async fn serve_proxied(
     read: Bytes,
     settings: &Settings,
     proxy: Arc<Proxy>,
-    _permit: OwnedSemaphorePermit,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(80);
