@@ -448,7 +448,10 @@ fn connections_are_accepted_with_their_first_bytes() {
     });
     assert_eq!(waiting, 0, "accepted before its first bytes");
     assert!(out.closed);
-    assert_eq!(out.text(), redirect_bytes(301, "https://shop.example.com/x"));
+    assert_eq!(
+        out.text(),
+        redirect_bytes(301, "https://shop.example.com/x")
+    );
     assert_eq!(d.counter("http_connections"), 1);
     // Nothing sent at all: accepted after the deferral, then 408.
     let out = ns.run_in_client(|| {
