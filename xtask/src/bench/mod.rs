@@ -157,6 +157,18 @@ pub struct BenchArgs {
     /// XDP_TX (the client end of the veth runs a pass program, `topology.rs`).
     #[arg(long, value_enum, default_value_t = XdpMode::Native)]
     pub xdp_mode: XdpMode,
+    /// Software interrupt coalescing on both veth ends, for every peer alike: NAPI polls
+    /// that may find nothing before the device's notifications come back on
+    /// (`/sys/class/net/IF/napi_defer_hard_irqs`). With `--gro-flush-timeout`: a busy veth is
+    /// then polled from a timer instead of woken by every frame sent to it.
+    #[arg(long, value_name = "N", requires = "gro_flush_timeout",
+          value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub napi_defer_hard_irqs: Option<u32>,
+    /// The timer of `--napi-defer-hard-irqs`, in nanoseconds
+    /// (`/sys/class/net/IF/gro_flush_timeout`): the most a frame waits for its poll.
+    #[arg(long, value_name = "NS", requires = "napi_defer_hard_irqs",
+          value_parser = clap::value_parser!(u64).range(1_000..=10_000_000))]
+    pub gro_flush_timeout: Option<u64>,
 }
 
 /// `--synack`: who answers port-80 SYNs for the fast-path peer.
@@ -176,6 +188,11 @@ pub enum XdpMode {
 }
 
 impl BenchArgs {
+    /// `(napi_defer_hard_irqs, gro_flush_timeout ns)` when both are given.
+    fn coalescing(&self) -> Option<(u32, u64)> {
+        self.napi_defer_hard_irqs.zip(self.gro_flush_timeout)
+    }
+
     fn peers(&self) -> Vec<PeerKind> {
         if self.peers.is_empty() {
             PeerKind::ALL.to_vec()
@@ -350,6 +367,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 if let Some(n) = args.rounds {
                     notes.push(format!(
                         "Rounds: {n} interleaved rounds; in each, every peer is started afresh and runs every phase once (one pass after its warm-up, no extra passes), peer after peer, so that a slow stretch of the machine falls on every peer alike. Medians and spreads are over the rounds."
+                    ));
+                }
+                if let Some((defer, timeout)) = args.coalescing() {
+                    notes.push(format!(
+                        "Interrupt coalescing (`--napi-defer-hard-irqs {defer} --gro-flush-timeout {timeout}`), on both veth ends for every peer: napi_defer_hard_irqs = {defer}, gro_flush_timeout = {timeout} ns. A veth that was busy is polled again from a timer after {:.0} µs instead of being woken by the next frame sent to it.",
+                        timeout as f64 / 1000.0
                     ));
                 }
                 notes
@@ -819,6 +842,9 @@ fn run_peer(
     }
     std::fs::create_dir_all(&dir)?;
     let topo = Topology::create(&[HOST, PLAIN_HOST])?;
+    if let Some((defer, timeout)) = args.coalescing() {
+        topo.coalesce(defer, timeout)?;
+    }
     // Declared after `topo`, so dropped (processes stopped) before the namespaces go.
     let mut procs = Procs::default();
     let result = (|| -> Result<()> {
@@ -1546,6 +1572,45 @@ mod tests {
         assert!(T::try_parse_from(["x", "--syn-flood"]).unwrap().b.syn_flood);
         assert!(T::try_parse_from(["x", "--peers", "apache"]).is_err());
         assert!(T::try_parse_from(["x", "--duration", "0"]).is_err());
+    }
+
+    #[test]
+    fn interrupt_coalescing_takes_both_values() {
+        assert_eq!(T::try_parse_from(["x"]).unwrap().b.coalescing(), None);
+        let t = T::try_parse_from([
+            "x",
+            "--napi-defer-hard-irqs",
+            "2",
+            "--gro-flush-timeout",
+            "20000",
+        ])
+        .unwrap();
+        assert_eq!(t.b.coalescing(), Some((2, 20_000)));
+        // One without the other does nothing useful: refused.
+        assert!(T::try_parse_from(["x", "--napi-defer-hard-irqs", "2"]).is_err());
+        assert!(T::try_parse_from(["x", "--gro-flush-timeout", "20000"]).is_err());
+        // 0 turns coalescing off, which is the default anyway; a timeout under 1 µs or over
+        // 10 ms is a typo.
+        assert!(
+            T::try_parse_from([
+                "x",
+                "--napi-defer-hard-irqs",
+                "0",
+                "--gro-flush-timeout",
+                "20000"
+            ])
+            .is_err()
+        );
+        assert!(
+            T::try_parse_from([
+                "x",
+                "--napi-defer-hard-irqs",
+                "2",
+                "--gro-flush-timeout",
+                "20"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -161,6 +161,34 @@ impl Topology {
         Ok(())
     }
 
+    /// Software interrupt coalescing on both ends (`--napi-defer-hard-irqs`,
+    /// `--gro-flush-timeout`): after a poll that did work, up to `defer` polls come from a
+    /// timer `timeout_ns` later instead of the next frame's wake-up. Set on the device, so
+    /// the NAPI instances made later (an XDP attach) inherit it; read back to make sure.
+    pub fn coalesce(&self, defer: u32, timeout_ns: u64) -> Result<()> {
+        for (ns, dev) in [(&self.edge, &self.edge_if), (&self.client, &self.client_if)] {
+            let sys = format!("/sys/class/net/{dev}");
+            let got = in_ns(
+                ns,
+                &[
+                    "sh",
+                    "-c",
+                    &format!(
+                        "echo {defer} > {sys}/napi_defer_hard_irqs && \
+                         echo {timeout_ns} > {sys}/gro_flush_timeout && \
+                         cat {sys}/napi_defer_hard_irqs {sys}/gro_flush_timeout"
+                    ),
+                ],
+            )
+            .with_context(|| format!("cannot set interrupt coalescing on {dev}"))?;
+            let want = format!("{defer}\n{timeout_ns}");
+            if got.trim() != want {
+                bail!("{dev}: interrupt coalescing reads back {got:?}, not {want:?}");
+            }
+        }
+        Ok(())
+    }
+
     /// Finds the NAPI kthreads of both veth ends and pins them (edge → `EDGE_CPU`, client →
     /// `CLIENT_CPU`). Fails when the edge end has none (its receive work would not be on the
     /// edge CPU).
