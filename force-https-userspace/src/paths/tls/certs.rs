@@ -63,9 +63,16 @@ impl CertMap {
     /// wildcard, then the default certificate.
     fn lookup(&self, name: Option<&str>) -> Option<&Cert> {
         let named = name.and_then(|n| {
-            let n = n.trim_end_matches('.').to_ascii_lowercase();
+            // A request's host is already lower case without a final dot (checked per
+            // request on HTTP/2): no copy then.
+            let n = n.trim_end_matches('.');
+            let n: std::borrow::Cow<'_, str> = if n.bytes().any(|b| b.is_ascii_uppercase()) {
+                n.to_ascii_lowercase().into()
+            } else {
+                n.into()
+            };
             self.exact
-                .get(&n)
+                .get(&*n)
                 .or_else(|| wildcard_parent(&n).and_then(|p| self.wildcard.get(p)))
         });
         named.or(self.default.as_ref())
@@ -78,6 +85,11 @@ impl CertMap {
     /// The files of the certificate that serves `name`.
     pub(super) fn files_for(&self, name: Option<&str>) -> Option<CertFiles> {
         self.lookup(name).map(|c| c.files.clone())
+    }
+
+    /// Whether `name` is served by the certificate made of `files` (no copy of them).
+    pub(super) fn serves_with(&self, name: &str, files: &CertFiles) -> bool {
+        self.lookup(Some(name)).is_some_and(|c| c.files == *files)
     }
 }
 
