@@ -202,7 +202,7 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         conn: ConnInfo,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let access = (self.edge.access_log())
             .map(|log| access_log::Pending::start(log, &req, conn.peer.ip(), conn.tls.is_some()));
@@ -220,7 +220,6 @@ impl Proxy {
         let (resp, entry, origin) = match early {
             Ok((resp, entry)) => (resp, entry, Origin::Local),
             Err((host, entry)) => {
-                let mut req = req;
                 let uri = req.uri().clone();
                 let method = req.method().clone();
                 let accept_encoding = req
