@@ -492,7 +492,31 @@ fn the_pool_recovers_from_backends_closing_kept_alive_connections() {
         // request once more, on a new connection.
         assert_ok(&e, via, "/fault/close-on-reuse/first");
         for i in 0..5 {
-            assert_ok(&e, via, &format!("/fault/close-on-reuse/{i}"));
+            let path = format!("/fault/close-on-reuse/{i}");
+            assert_ok(&e, via, &path);
+            // The repeat carries what the first attempt carried: the headers this edge adds
+            // (the backend echoes every header it got).
+            let r = fetch(&e, via, &path);
+            let body = String::from_utf8_lossy(&r.body);
+            let (proto, host) = if via.tls() {
+                ("https", SHOP)
+            } else {
+                ("http", BLOG)
+            };
+            for want in [
+                format!("header:host={host}\n"),
+                format!("header:x-forwarded-proto={proto}\n"),
+                "header:x-forwarded-for=198.51.100.".into(),
+                format!("header:x-forwarded-host={host}\n"),
+                "header:x-forwarded-port=".into(),
+                "header:forwarded=for=198.51.100.".into(),
+                "header:cdn-loop=".into(),
+            ] {
+                assert!(
+                    body.contains(&want),
+                    "{via:?} {path}: the repeated request lacks {want:?}:\n{body}"
+                );
+            }
         }
     }
     let after = stats(&e.d);

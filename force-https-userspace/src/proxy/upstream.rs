@@ -202,27 +202,11 @@ impl Upstream {
         // grow (`MaxSizeReached`, 32,768 entries) is left to fail as before.
         let _ = parts.headers.try_reserve(10);
         let host_value = request::upstream_host(&parts.headers, &parts.uri, conn, host);
-        parts.headers.insert(header::HOST, host_value.clone());
-        set_forwarding(&mut parts.headers, conn, &host_value);
-        // RFC 8586: this edge's token after whatever CDNs the request went through; a request
-        // that comes back with it is answered 508 (policy::decide).
-        parts.headers.append(
-            "cdn-loop",
-            HeaderValue::from_static(request::CDN_LOOP_TOKEN),
-        );
-        if te_trailers {
-            parts
-                .headers
-                .insert(header::TE, HeaderValue::from_static("trailers"));
-        }
-        if let (true, Some(u)) = (upgrade, upgrade_value) {
-            parts.headers.insert(header::UPGRADE, u);
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
+        // What a repeat needs, taken before this edge adds its headers: a copy of the
+        // client's headers shares their bytes, where a copy of the added values (built
+        // here, not shared yet) would allocate once per value.
         let again = (!upgrade && is_idempotent(&parts.method) && body.is_end_stream()).then(|| {
             (
                 parts.method.clone(),
@@ -230,6 +214,13 @@ impl Upstream {
                 parts.headers.clone(),
             )
         });
+        add_upstream_headers(&mut parts.headers, conn, &host_value, te_trailers);
+        if let (true, Some(u)) = (upgrade, upgrade_value) {
+            parts.headers.insert(header::UPGRADE, u);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         // A request without a body (most of them) is sent whole at once: no body to watch,
         // and its response timeout starts now (one timer, no channel).
         let (breq, sent_rx, timed_out) = if body.is_end_stream() {
@@ -263,6 +254,8 @@ impl Upstream {
                             "backend closed the connection before answering; sending once more: {}",
                             chain(&e)
                         );
+                        let mut headers = headers;
+                        add_upstream_headers(&mut headers, conn, &host_value, te_trailers);
                         breq = bodyless(method, uri, headers);
                     }
                     (r, _) => break r,
@@ -326,6 +319,26 @@ impl Upstream {
         let (mut parts, body) = bresp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Response::from_parts(parts, body.boxed_unsync())
+    }
+}
+
+/// What this edge adds to every request it sends upstream: `Host` as the backend gets it,
+/// the forwarding headers, its `CDN-Loop` token (RFC 8586: a request that comes back with
+/// it is answered 508, `policy::decide`), and `TE: trailers` when the client sent it.
+fn add_upstream_headers(
+    headers: &mut HeaderMap,
+    conn: &ConnInfo,
+    host_value: &HeaderValue,
+    te_trailers: bool,
+) {
+    headers.insert(header::HOST, host_value.clone());
+    set_forwarding(headers, conn, host_value);
+    headers.append(
+        "cdn-loop",
+        HeaderValue::from_static(request::CDN_LOOP_TOKEN),
+    );
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 

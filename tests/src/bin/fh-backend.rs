@@ -58,7 +58,8 @@
 //! | `by-path` | the path picks the mode: `/fault/MODE[/..]`; other paths get the normal answer |
 //!
 //! The normal raw answer is `200`, `X-Backend: NAME`, `Content-Length` and the body lines
-//! `backend=NAME`, `path=..`, `body-bytes=N`, on a kept-alive connection. A drip stops at the
+//! `backend=NAME`, `path=..`, `body-bytes=N`, then `header:<name>=<value>` for every header
+//! field received, on a kept-alive connection. A drip stops at the
 //! first failed write and sends at most 64 bytes, so it ends within about a minute.
 
 use std::convert::Infallible;
@@ -587,6 +588,8 @@ struct RawHead {
     path: String,
     content_length: u64,
     chunked: bool,
+    /// The header fields as sent (name lower-cased, value trimmed), in order.
+    headers: Vec<(String, String)>,
 }
 
 /// Reads one request head into `buf` (which may hold bytes already read) and removes it from
@@ -617,12 +620,15 @@ async fn read_raw_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<RawH
         path,
         content_length: 0,
         chunked: false,
+        headers: Vec::new(),
     };
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
         let (name, value) = (name.trim(), value.trim());
+        head.headers
+            .push((name.to_ascii_lowercase(), value.to_string()));
         if name.eq_ignore_ascii_case("content-length") {
             head.content_length = value.parse().unwrap_or(0);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -672,10 +678,13 @@ fn reset(stream: TcpStream) {
 
 /// The normal answer of the fault server (kept alive).
 fn raw_ok(opts: &Opts, head: &RawHead) -> Vec<u8> {
-    let body = format!(
+    let mut body = format!(
         "backend={}\npath={}\nbody-bytes={}\n",
         opts.name, head.path, head.content_length
     );
+    for (name, value) in &head.headers {
+        body.push_str(&format!("header:{name}={value}\n"));
+    }
     format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Backend: {}\r\nContent-Length: {}\r\n\r\n{body}",
         opts.name,
