@@ -63,8 +63,8 @@ impl CertMap {
     /// wildcard, then the default certificate.
     fn lookup(&self, name: Option<&str>) -> Option<&Cert> {
         let named = name.and_then(|n| {
-            // A request's host is already lower case without a final dot (checked per
-            // request on HTTP/2): no copy then.
+            // A request's host (`Presented::covers` asks on every request) is already lower
+            // case without a final dot: no copy then.
             let n = n.trim_end_matches('.');
             let n: std::borrow::Cow<'_, str> = if n.bytes().any(|b| b.is_ascii_uppercase()) {
                 n.to_ascii_lowercase().into()
