@@ -243,7 +243,8 @@ fn assert_fds_return(pid: u32, baseline: usize) {
     );
 }
 
-fn assert_ok(e: &Edge, via: Via, path: &str) {
+/// Fetches `path` and checks that backend `b` answered it 200; returns what came back.
+fn assert_ok(e: &Edge, via: Via, path: &str) -> Fetched {
     let r = fetch(e, via, path);
     assert_eq!(
         (r.code, r.status),
@@ -256,6 +257,7 @@ fn assert_ok(e: &Edge, via: Via, path: &str) {
         "{via:?} {path}: {}",
         r.describe()
     );
+    r
 }
 
 /// 502 for a reset before the head, a garbage status line and 1 MiB of headers; 504 when the
@@ -493,10 +495,9 @@ fn the_pool_recovers_from_backends_closing_kept_alive_connections() {
         assert_ok(&e, via, "/fault/close-on-reuse/first");
         for i in 0..5 {
             let path = format!("/fault/close-on-reuse/{i}");
-            assert_ok(&e, via, &path);
             // The repeat carries what the first attempt carried: the headers this edge adds
             // (the backend echoes every header it got).
-            let r = fetch(&e, via, &path);
+            let r = assert_ok(&e, via, &path);
             let body = String::from_utf8_lossy(&r.body);
             let (proto, host) = if via.tls() {
                 ("https", SHOP)
