@@ -3,15 +3,31 @@
 //!
 //! Each round is a pair of measured `redirect-new-conn` passes (wrk, a new connection per
 //! request), the first without a flood, the second with one: `hping3 -S -p 80` from the client
-//! namespace, pinned to the client CPU next to wrk, started after the quiet-machine check and
-//! stopped (SIGINT through `timeout`) when wrk exits. The flood is bounded in count
-//! (`FLOOD_RATE` × (duration + 2) SYNs) and in time (`timeout duration + 2`). Its source
-//! address, [`FLOOD_SRC`], is inside the test network and owned by no namespace, like a
-//! spoofing attacker's: the SYN-ACKs go back to the client's MAC and die there, no RST comes
-//! back. During the flooded pass a thread inside the edge namespace reads
-//! `/proc/thread-self/net/tcp{,6}` every 100 ms for sockets in SYN-RECV (no process is forked,
+//! namespace, started after the quiet-machine check and stopped (SIGINT through `timeout`)
+//! when wrk exits. The flood is bounded in count (`FLOOD_RATE` × (duration + 2) SYNs) and in
+//! time (`timeout duration + 2`). Its source address, [`FLOOD_SRC`], is inside the test
+//! network and owned by no namespace, like a spoofing attacker's: the SYN-ACKs go back to the
+//! client end of the veth, whose XDP program drops them (`topology.rs`), as a real flood's
+//! SYN-ACKs go to whoever owns the address and never reach the attacker; no RST comes back.
+//! hping3 captures its replies on `lo` (`-I lo`): there are none to capture, and on the veth
+//! its packet socket got a copy of every frame wrk sent and received (`tpacket_rcv` and
+//! `skb_clone` on the client CPU in a profile of the flooded pass). Its SYNs still leave by the
+//! route to the edge, through the veth.
+//!
+//! During the flooded pass a thread inside the edge namespace reads
+//! `/proc/thread-self/net/tcp{,6}` every second for sockets in SYN-RECV (no process is forked,
 //! so the pass's fork count stays meaningful), and the edge's `TcpExtSyncookiesSent` and
-//! `TcpPassiveOpens` before and after.
+//! `TcpPassiveOpens` before and after. A second is enough: a SYN-RECV socket for a spoofed
+//! source lives until its SYN-ACK retransmissions give up (about a minute with the default
+//! `tcp_synack_retries`); and every read walks the whole machine's TCP hash table
+//! (`established_get_first`, 3.4% of the client CPU at ten reads a second).
+//!
+//! Where hping3 runs (`--flood-cpu`): a 2-CPU machine has no CPU for the attacker, so it
+//! shares one. By default the edge's ([`FloodCpu::Edge`]): its sending costs the edge CPU as
+//! well as the SYN-ACKs XDP makes, and wrk keeps the client CPU it saturates without a flood,
+//! so the ratio is the edge's: what it still serves while it also carries the attacker. On the
+//! client's CPU ([`FloodCpu::Client`]) hping3 takes CPU from wrk, and the ratio is that of
+//! the load generator (the 2026-11-30 runs: 57–73%, every round client-bound).
 //!
 //! The result: per round the requests/s of both passes and their ratio, the SYNs sent and the
 //! SYN-ACKs XDP made for them, the most SYN-RECV sockets seen, the kernel's cookies and
@@ -33,7 +49,7 @@ use serde::Serialize;
 use super::load::Phase;
 use super::summary::median;
 use super::topology::EDGE_V4;
-use super::{CLIENT_CPU, PeerRun, check_interrupted, fh_counter, one_pass, snmp_value};
+use super::{FloodCpu, PeerRun, check_interrupted, fh_counter, one_pass, snmp_value};
 use crate::netns;
 
 /// Source address of the flood: in the test network, owned by no namespace.
@@ -48,7 +64,7 @@ pub const TARGET_RATIO: f64 = 0.90;
 /// Disturbed rounds re-run at most; later ones are kept and flagged.
 const MAX_DISCARDED: usize = 3;
 /// How often the SYN-RECV sampler looks.
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// One round: a pass without and a pass with the flood.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -61,7 +77,8 @@ pub struct FloodRound {
     pub edge_us_flood: f64,
     /// Edge CPU utilization during the flooded pass.
     pub edge_util_flood: f64,
-    /// Client CPU utilization during the flooded pass (wrk and hping3 share it).
+    /// Client CPU utilization during the flooded pass (wrk's, and hping3's with
+    /// `--flood-cpu client`).
     pub client_util_flood: f64,
     /// What the flooded pass observed.
     pub during: During,
@@ -76,7 +93,7 @@ pub struct FloodRound {
 }
 
 impl FloodRound {
-    /// The flooded pass was limited by the client CPU (wrk and hping3 share it), not the edge.
+    /// The flooded pass was limited by the client CPU, not the edge.
     pub fn client_bound(&self) -> bool {
         self.client_util_flood > 0.9 && self.edge_util_flood < 0.9
     }
@@ -110,6 +127,8 @@ pub struct During {
 pub struct FloodResult {
     /// The flood's command line (in the client namespace).
     pub command: String,
+    /// The CPU it ran on: `edge` or `client`.
+    pub flood_cpu: String,
     pub rounds: Vec<FloodRound>,
     pub median_rps_base: f64,
     pub median_rps_flood: f64,
@@ -129,6 +148,8 @@ pub fn hping3_args(secs: u64) -> Vec<String> {
     [
         "hping3",
         "-q",
+        "-I",
+        "lo",
         "-S",
         "-p",
         "80",
@@ -146,10 +167,11 @@ pub fn hping3_args(secs: u64) -> Vec<String> {
 }
 
 /// The flood command as shown in the report.
-pub fn shown_command(duration_s: u64) -> String {
+pub fn shown_command(duration_s: u64, cpu: FloodCpu) -> String {
     let secs = duration_s + 2;
     format!(
-        "taskset -c {CLIENT_CPU} timeout -s INT {secs} {}",
+        "taskset -c {} timeout -s INT {secs} {}",
+        cpu.cpu(),
         hping3_args(secs).join(" ")
     )
 }
@@ -172,8 +194,8 @@ struct Sample {
 }
 
 impl Flood {
-    /// Starts the sampler in `edge_ns`, then hping3 in `client_ns`.
-    pub fn start(client_ns: &str, edge_ns: &str, duration_s: u64) -> Result<Flood> {
+    /// Starts the sampler in `edge_ns`, then hping3 in `client_ns`, pinned to `cpu`.
+    pub fn start(client_ns: &str, edge_ns: &str, duration_s: u64, cpu: FloodCpu) -> Result<Flood> {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let edge = edge_ns.to_string();
@@ -194,7 +216,7 @@ impl Flood {
         }
         let secs = duration_s + 2;
         let mut c = netns::exec(client_ns, "taskset");
-        c.args(["-c", &CLIENT_CPU.to_string(), "timeout", "-s", "INT"])
+        c.args(["-c", &cpu.cpu().to_string(), "timeout", "-s", "INT"])
             .arg(secs.to_string())
             .args(hping3_args(secs))
             .stdin(Stdio::null())
@@ -311,7 +333,11 @@ fn sample(
             .sum();
         s.syn_recv_max = s.syn_recv_max.max(n);
         s.samples += 1;
-        std::thread::sleep(SAMPLE_EVERY);
+        // Wake up often enough to stop soon after the flood does.
+        let next = Instant::now() + SAMPLE_EVERY;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     (s.cookies[1], s.passive[1]) = counters();
     s
@@ -336,7 +362,11 @@ pub fn transmitted(text: &str) -> Option<u64> {
 /// Warm-up, then `passes` rounds of an unflooded and a flooded redirect-new-conn pass.
 pub fn measure(run: &PeerRun) -> FloodResult {
     let mut r = FloodResult {
-        command: shown_command(run.args.duration),
+        command: shown_command(run.args.duration, run.args.flood_cpu),
+        flood_cpu: match run.args.flood_cpu {
+            FloodCpu::Edge => "edge".into(),
+            FloodCpu::Client => "client".into(),
+        },
         ..FloodResult::default()
     };
     if let Err(e) = rounds(run, &mut r) {
@@ -427,15 +457,20 @@ fn rounds(run: &PeerRun, r: &mut FloodResult) -> Result<()> {
 /// The report section.
 pub fn markdown(r: &FloodResult, o: &mut String) {
     use std::fmt::Write as _;
+    let place = if r.flood_cpu == "client" {
+        "next to wrk on the client CPU (it takes CPU from the load generator)"
+    } else {
+        "on the edge's CPU (its sending costs the edge CPU too; wrk has the client CPU alone, as without the flood)"
+    };
     let _ = writeln!(
         o,
-        "Flood: `{}` in the client namespace, next to wrk on the client CPU, during the second pass of each round (redirect-new-conn; the first pass of the round has no flood).\n",
+        "Flood: `{}` in the client namespace, {place}, during the second pass of each round (redirect-new-conn; the first pass of the round has no flood). The client end's XDP program drops the SYN-ACKs to the spoofed source, as a real flood's never reach the attacker.\n",
         r.command
     );
     if let Some(e) = &r.error {
         let _ = writeln!(o, "- **FAILED**: {}\n", e.lines().next().unwrap_or(""));
     }
-    o.push_str("| round | req/s without | req/s with flood | ratio | SYNs sent (SYN/s) | XDP SYN-ACKs − requests | SYNs to the kernel | SYN-RECV max (samples) | kernel cookies sent | passive opens | edge µs/req without / with | edge µs per flood SYN (derived) | edge / client CPU with |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    o.push_str("| round | req/s without | req/s with flood | ratio | SYNs sent (SYN/s) | XDP SYN-ACKs − requests | SYNs to the kernel | SYN-RECV max (samples) | kernel cookies sent | passive opens | edge CPU µs/req without / with | edge CPU µs per flood SYN (derived) | edge / client CPU with |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let opt = |v: Option<u64>| v.map_or("n/a".to_string(), |v| v.to_string());
     for (i, x) in r.rounds.iter().enumerate() {
         let d = &x.during;
@@ -474,7 +509,7 @@ pub fn markdown(r: &FloodResult, o: &mut String) {
             x.client_util_flood * 100.0,
         );
     }
-    o.push_str("\n◦client-bound: in the flooded pass the client CPU, which wrk shares with hping3 and the client's receive work for the SYN-ACKs, was over 90% busy and the edge CPU under 90%: the flood slowed the load generator, not the edge. `edge µs per flood SYN` is derived: the flooded pass's edge busy time less its requests at the unflooded pass's cost per request, divided by the SYNs sent.\n");
+    o.push_str("\n◦client-bound: in the flooded pass the client CPU was over 90% busy and the edge CPU under 90%: the load generator, not the edge, set the rate. `edge CPU µs per flood SYN` is derived: the flooded pass's edge CPU busy time less its requests at the unflooded pass's cost per request, divided by the SYNs sent; with the flood on the edge's CPU it includes hping3's own sending.\n");
     if !r.discarded.is_empty() {
         let _ = writeln!(
             o,
@@ -518,8 +553,12 @@ mod tests {
 
     #[test]
     fn bounded_command() {
-        let c = shown_command(10);
-        assert!(c.contains("timeout -s INT 12 hping3"), "{c}");
+        let c = shown_command(10, FloodCpu::Edge);
+        assert!(
+            c.starts_with("taskset -c 0 timeout -s INT 12 hping3"),
+            "{c}"
+        );
+        assert!(shown_command(10, FloodCpu::Client).starts_with("taskset -c 1 "));
         assert!(c.contains("-c 240000"), "{c}");
         assert!(c.contains(&format!("-a {FLOOD_SRC}")), "{c}");
         assert!(!c.contains("rand-source") && !c.contains("--flood"), "{c}");

@@ -146,6 +146,13 @@ pub struct BenchArgs {
     /// (issue 11; `flood.rs`).
     #[arg(long)]
     pub syn_flood: bool,
+    /// The CPU hping3 runs on during `--syn-flood`: `edge` (the default: the flood's whole
+    /// cost, sending included, falls on the edge's CPU, next to the daemon and its XDP work,
+    /// which only makes holding the rate harder for the edge) or `client` (next to wrk, which
+    /// already saturates that CPU alone, so the flood slows the load generator and the ratio
+    /// shows the client's loss, not the edge's; the 2026-11-30 runs).
+    #[arg(long, value_enum, default_value_t = FloodCpu::Edge, requires = "syn_flood")]
+    pub flood_cpu: FloodCpu,
     /// Interleaved rounds: every peer runs every phase once per round (one pass each, no
     /// extra passes), round after round, so that a slow stretch of a shared machine falls on
     /// all peers alike instead of on whichever peer ran then; the report's medians and
@@ -178,6 +185,25 @@ pub enum SynAnswer {
     Xdp,
     /// The kernel (`answer_syn = false`).
     Kernel,
+}
+
+/// `--flood-cpu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloodCpu {
+    /// CPU 0, with the edge.
+    Edge,
+    /// CPU 1, with the load generator.
+    Client,
+}
+
+impl FloodCpu {
+    /// The CPU's number.
+    pub fn cpu(self) -> usize {
+        match self {
+            FloodCpu::Edge => EDGE_CPU,
+            FloodCpu::Client => CLIENT_CPU,
+        }
+    }
 }
 
 /// `--xdp-mode`.
@@ -1324,6 +1350,7 @@ fn one_pass(
             &topo.client,
             &topo.edge,
             args.duration,
+            args.flood_cpu,
         )?)
     } else {
         None
@@ -1570,6 +1597,14 @@ mod tests {
             XdpMode::Generic
         );
         assert!(T::try_parse_from(["x", "--syn-flood"]).unwrap().b.syn_flood);
+        assert_eq!(
+            T::try_parse_from(["x", "--syn-flood"]).unwrap().b.flood_cpu,
+            FloodCpu::Edge
+        );
+        let t = T::try_parse_from(["x", "--syn-flood", "--flood-cpu", "client"]).unwrap();
+        assert_eq!(t.b.flood_cpu, FloodCpu::Client);
+        // Only with --syn-flood.
+        assert!(T::try_parse_from(["x", "--flood-cpu", "client"]).is_err());
         assert!(T::try_parse_from(["x", "--peers", "apache"]).is_err());
         assert!(T::try_parse_from(["x", "--duration", "0"]).is_err());
     }

@@ -27,7 +27,9 @@
 //! The client end runs an XDP program that passes every frame (`crate::xdp_pass`), for every
 //! peer alike: a veth end delivers the frames its peer's driver-mode XDP program sends with
 //! `XDP_TX` (force-https's SYN-ACKs) only when it runs one itself. It also gives the client end
-//! NAPI whatever the sender's TSO.
+//! NAPI whatever the sender's TSO. The one frames it drops are those to the SYN flood's
+//! spoofed source (`flood::FLOOD_SRC`, owned by no host): in a real flood their SYN-ACKs go
+//! to whoever owns the address, not back to the attacker's CPU.
 //!
 //! The client namespace gets `ip_local_port_range = 1024 65535` and `tcp_tw_reuse = 1` for the
 //! new-connection phases, and a hosts file (`/etc/netns/fhb-<pid>-cli/hosts`, which
@@ -141,8 +143,17 @@ impl Topology {
             )?;
         }
         // An XDP program on the client end, for every peer alike: without one, frames the
-        // edge's driver-mode XDP program sends with XDP_TX are not delivered (veth).
-        t.pass = Some(crate::xdp_pass::attach(&t.client, &t.client_if)?);
+        // edge's driver-mode XDP program sends with XDP_TX are not delivered (veth). It drops
+        // the frames to the SYN flood's spoofed source (nothing else is sent there), as a real
+        // flood's SYN-ACKs never reach the attacker (`flood.rs`).
+        let flood_src = super::flood::FLOOD_SRC
+            .parse()
+            .context("the flood's source address")?;
+        t.pass = Some(crate::xdp_pass::attach_dropping(
+            &t.client,
+            &t.client_if,
+            flood_src,
+        )?);
         t.write_hosts(hosts)?;
         Ok(t)
     }
