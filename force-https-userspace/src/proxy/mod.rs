@@ -56,6 +56,10 @@ pub struct TlsInfo {
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
+    /// The client's IP address as text (`X-Forwarded-For`, `Forwarded`'s `for=`): IPv4 in
+    /// dotted form also when the listener saw it as IPv4-mapped IPv6 (RFC 4291 §2.5.5.2),
+    /// made once per connection so that its requests share it.
+    pub peer_ip_value: hyper::header::HeaderValue,
     /// The port of the listener the connection came in on (`X-Forwarded-Port`).
     pub local_port: u16,
     /// The listener's scheme.
@@ -73,6 +77,7 @@ impl ConnInfo {
     pub fn http(peer: SocketAddr, local_port: u16) -> ConnInfo {
         ConnInfo {
             peer,
+            peer_ip_value: request::ip_value(peer.ip()),
             local_port,
             scheme: Scheme::Http,
             tls: None,
@@ -84,6 +89,7 @@ impl ConnInfo {
     pub fn https(peer: SocketAddr, local_port: u16, tls: Arc<TlsInfo>) -> ConnInfo {
         ConnInfo {
             peer,
+            peer_ip_value: request::ip_value(peer.ip()),
             local_port,
             scheme: Scheme::Https,
             tls: Some(tls),

@@ -171,27 +171,17 @@ pub fn set_forwarding(headers: &mut HeaderMap, conn: &ConnInfo, host_value: &Hea
             headers.remove(n);
         }
     }
-    headers.insert(X_FORWARDED_PORT, HeaderValue::from(conn.local_port));
+    headers.insert(X_FORWARDED_PORT, port_value(conn.local_port));
     let ip = conn.peer.ip().to_canonical();
     let proto = conn.scheme.as_str();
-    // The address, formatted once (at most 39 bytes: an IPv6 address without zone).
-    let mut text = [0u8; 48];
-    let ip_len = {
-        let mut w = &mut text[..];
-        let _ = std::io::Write::write_fmt(&mut w, format_args!("{ip}"));
-        let left = w.len();
-        text.len() - left
-    };
-    let ip_text = &text[..ip_len];
-    if let Ok(v) = HeaderValue::from_bytes(ip_text) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
+    let ip_text = conn.peer_ip_value.as_bytes();
+    headers.insert(X_FORWARDED_FOR, conn.peer_ip_value.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     headers.insert(X_FORWARDED_HOST, host_value.clone());
     // RFC 7239 §4: `for=` quotes an IPv6 address in brackets; the host is a quoted-string
     // here without `"` and `\` (a name never holds them; a forged one loses them).
     let host = host_value.to_str().unwrap_or("").as_bytes();
-    let mut v = Vec::with_capacity(ip_len + host.len() + 32);
+    let mut v = Vec::with_capacity(ip_text.len() + host.len() + 32);
     v.extend_from_slice(b"for=");
     if ip.is_ipv6() {
         v.extend_from_slice(b"\"[");
@@ -206,6 +196,22 @@ pub fn set_forwarding(headers: &mut HeaderMap, conn: &ConnInfo, host_value: &Hea
     v.extend_from_slice(proto.as_bytes());
     if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
         headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// An IP address as a header value: IPv4-mapped IPv6 addresses as IPv4 (RFC 4291 §2.5.5.2).
+pub fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    // An address's text is digits, dots, hex digits and colons: always a valid value.
+    HeaderValue::from_str(&ip.to_canonical().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A listener's port as a header value; the usual two without an allocation.
+fn port_value(port: u16) -> HeaderValue {
+    match port {
+        80 => HeaderValue::from_static("80"),
+        443 => HeaderValue::from_static("443"),
+        p => HeaderValue::from(p),
     }
 }
 
