@@ -27,7 +27,7 @@
 //! The client end runs an XDP program that passes every frame (`crate::xdp_pass`), for every
 //! peer alike: a veth end delivers the frames its peer's driver-mode XDP program sends with
 //! `XDP_TX` (force-https's SYN-ACKs) only when it runs one itself. It also gives the client end
-//! NAPI whatever the sender's TSO. The one frames it drops are those to the SYN flood's
+//! NAPI whatever the sender's TSO. The only frames it drops are those to the SYN flood's
 //! spoofed source (`flood::FLOOD_SRC`, owned by no host): in a real flood their SYN-ACKs go
 //! to whoever owns the address, not back to the attacker's CPU.
 //!
