@@ -108,9 +108,9 @@ const fn insn(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
 /// `XDP_DROP` for an Ethernet frame carrying IPv4 to `dst`, `XDP_PASS` for every other frame
 /// (shorter than Ethernet + an IPv4 header, another EtherType, another destination).
 fn dropping(dst: std::net::Ipv4Addr) -> [u64; 13] {
-    // The EtherType and the address as a load of their bytes in network order reads them (BPF
-    // loads are in host order); compared with JMP32 so that no sign extension
-    // of the immediate gets in the way.
+    // BPF loads are in host order: the immediates are the values a load of the EtherType's and
+    // the address's network-order bytes gives. The address is compared with JMP32, so that no
+    // sign extension of the immediate gets in the way.
     let addr = i32::from_ne_bytes(dst.octets());
     let ipv4 = i32::from(u16::from_ne_bytes(0x0800u16.to_be_bytes()));
     [

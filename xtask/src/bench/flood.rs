@@ -127,8 +127,8 @@ pub struct During {
 pub struct FloodResult {
     /// The flood's command line (in the client namespace).
     pub command: String,
-    /// The CPU it ran on: `edge` or `client`.
-    pub flood_cpu: String,
+    /// The CPU it ran on.
+    pub flood_cpu: FloodCpu,
     pub rounds: Vec<FloodRound>,
     pub median_rps_base: f64,
     pub median_rps_flood: f64,
@@ -363,10 +363,7 @@ pub fn transmitted(text: &str) -> Option<u64> {
 pub fn measure(run: &PeerRun) -> FloodResult {
     let mut r = FloodResult {
         command: shown_command(run.args.duration, run.args.flood_cpu),
-        flood_cpu: match run.args.flood_cpu {
-            FloodCpu::Edge => "edge".into(),
-            FloodCpu::Client => "client".into(),
-        },
+        flood_cpu: run.args.flood_cpu,
         ..FloodResult::default()
     };
     if let Err(e) = rounds(run, &mut r) {
@@ -457,10 +454,11 @@ fn rounds(run: &PeerRun, r: &mut FloodResult) -> Result<()> {
 /// The report section.
 pub fn markdown(r: &FloodResult, o: &mut String) {
     use std::fmt::Write as _;
-    let place = if r.flood_cpu == "client" {
-        "next to wrk on the client CPU (it takes CPU from the load generator)"
-    } else {
-        "on the edge's CPU (its sending costs the edge CPU too; wrk has the client CPU alone, as without the flood)"
+    let place = match r.flood_cpu {
+        FloodCpu::Client => "next to wrk on the client CPU (it takes CPU from the load generator)",
+        FloodCpu::Edge => {
+            "on the edge's CPU (its sending costs the edge CPU too; wrk has the client CPU alone, as without the flood)"
+        }
     };
     let _ = writeln!(
         o,

@@ -188,8 +188,10 @@ pub enum SynAnswer {
 }
 
 /// `--flood-cpu`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FloodCpu {
+    #[default]
     /// CPU 0, with the edge.
     Edge,
     /// CPU 1, with the load generator.
