@@ -81,8 +81,9 @@ pub fn path_and_query(uri: &Uri) -> &str {
     uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
 }
 
-/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1). A `static`, not
+/// a `const`: a `const` array is built and dropped again at every use.
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -91,6 +92,23 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Whether a field is one of [`HOP_BY_HOP`] or `Proxy-Authorization`: one `match` on the
+/// name's text (a comparison per name of the list costs more on every field of every
+/// message).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+    )
+}
 
 /// The options of every `Connection` field (RFC 9110 §7.6.1), trimmed.
 fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -110,11 +128,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     // One pass over the names present instead of eight lookups: most messages carry none.
-    if named.is_empty()
-        && !headers
-            .keys()
-            .any(|k| HOP_BY_HOP.contains(k) || k == header::PROXY_AUTHORIZATION)
-    {
+    if named.is_empty() && !headers.keys().any(is_hop_by_hop) {
         return;
     }
     for n in named.iter().chain(HOP_BY_HOP.iter()) {
@@ -136,8 +150,8 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 /// any of these names is removed. The first five are then set from what force-https saw
 /// ([`set_forwarding`]); the others, which frameworks also read to decide whether a request
 /// was secure or where it came from (Rack, Django, Flask/Werkzeug, Spring, IIS), are never
-/// sent.
-pub const FORWARDING_HEADERS: [HeaderName; 15] = [
+/// sent. A `static`, not a `const`: a `const` array is built and dropped again at every use.
+pub static FORWARDING_HEADERS: [HeaderName; 15] = [
     X_FORWARDED_FOR,
     X_FORWARDED_PROTO,
     X_FORWARDED_HOST,
@@ -155,6 +169,28 @@ pub const FORWARDING_HEADERS: [HeaderName; 15] = [
     HeaderName::from_static("true-client-ip"),
 ];
 
+/// Whether a field is one of [`FORWARDING_HEADERS`]: one `match` on the name's text.
+fn is_forwarding(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-forwarded-port"
+            | "forwarded"
+            | "x-forwarded-ssl"
+            | "x-forwarded-scheme"
+            | "x-forwarded-protocol"
+            | "x-url-scheme"
+            | "front-end-https"
+            | "x-forwarded-server"
+            | "x-forwarded-prefix"
+            | "x-real-ip"
+            | "x-client-ip"
+            | "true-client-ip"
+    )
+}
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -166,8 +202,8 @@ const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port")
 /// (the port of the listener the client connected to) and `Forwarded` (RFC 7239 §4).
 pub fn set_forwarding(headers: &mut HeaderMap, conn: &ConnInfo, host_value: &HeaderValue) {
     // One pass over the names present instead of fifteen lookups: most requests carry none.
-    if headers.keys().any(|k| FORWARDING_HEADERS.contains(k)) {
-        for n in &FORWARDING_HEADERS {
+    if headers.keys().any(is_forwarding) {
+        for n in FORWARDING_HEADERS.iter() {
             headers.remove(n);
         }
     }
@@ -370,10 +406,33 @@ mod tests {
     }
 
     #[test]
+    fn the_name_matches_agree_with_the_lists() {
+        for n in FORWARDING_HEADERS.iter() {
+            assert!(is_forwarding(n), "{n}");
+            assert!(!is_hop_by_hop(n), "{n}");
+        }
+        for n in HOP_BY_HOP.iter().chain([&header::PROXY_AUTHORIZATION]) {
+            assert!(is_hop_by_hop(n), "{n}");
+            assert!(!is_forwarding(n), "{n}");
+        }
+        let kept = [
+            "host",
+            "x-forwarded",
+            "forwarded-for",
+            "tes",
+            "connection-x",
+            "accept",
+        ];
+        for n in kept.map(HeaderName::from_static) {
+            assert!(!is_hop_by_hop(&n) && !is_forwarding(&n), "{n}");
+        }
+    }
+
+    #[test]
     fn forwarding_headers_replace_the_clients() {
         let mut h = HeaderMap::new();
-        for n in FORWARDING_HEADERS {
-            h.insert(n, HeaderValue::from_static("forged"));
+        for n in FORWARDING_HEADERS.iter() {
+            h.insert(n.clone(), HeaderValue::from_static("forged"));
         }
         let v4 = ConnInfo::https(
             "198.51.100.7:40000".parse::<SocketAddr>().unwrap(),
