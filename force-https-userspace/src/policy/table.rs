@@ -104,9 +104,19 @@ impl HostEntry {
 /// An immutable snapshot of every host. Cloning it is O(1) (the maps are shared).
 #[derive(Debug, Default, Clone)]
 pub struct PolicyTable {
-    exact: imbl::HashMap<Arc<str>, Arc<HostEntry>>,
-    wildcard: imbl::HashMap<Arc<str>, Arc<HostEntry>>,
+    exact: HostMap,
+    wildcard: HostMap,
 }
+
+/// A persistent map by host name, hashed with foldhash rather than SipHash: the keys come
+/// from the configuration, the admin side or etcd, never from a client (a request's `Host`
+/// only looks up), and every request of every path looks its host up here.
+type HostMap = imbl::GenericHashMap<
+    Arc<str>,
+    Arc<HostEntry>,
+    foldhash::fast::RandomState,
+    imbl::shared_ptr::DefaultSharedPtr,
+>;
 
 /// A change as a subscriber receives it: what it touched, and when it was published (the
 /// XDP host map reports how far behind the table it runs from it).

@@ -17,8 +17,8 @@
 //! connection idle again, boxes every response future and keys its pool by scheme and
 //! authority with SipHash: 10k of the 56k instructions of a proxied request (BENCHMARKS.md).
 
+use foldhash::HashMap;
 use std::{
-    collections::HashMap,
     error::Error as StdError,
     fmt,
     pin::Pin,
@@ -109,7 +109,9 @@ impl<B> Clone for Pool<B> {
 
 struct Inner<B> {
     /// Keyed by the backend's authority as written in the configuration (`Authority`'s own
-    /// `Hash` lowercases and hashes it a byte at a time: 1k instructions a request).
+    /// `Hash` lowercases and hashes it a byte at a time: 1k instructions a request), with
+    /// foldhash: the keys come from the configuration, so SipHash's resistance to chosen keys
+    /// buys nothing for 200 instructions a lookup.
     idle: Mutex<HashMap<Box<str>, Vec<Idle<B>>>>,
     settings: PoolSettings,
     reaper: AtomicBool,
@@ -184,7 +186,7 @@ where
     pub fn new(settings: PoolSettings) -> Pool<B> {
         Pool {
             inner: Arc::new(Inner {
-                idle: Mutex::new(HashMap::new()),
+                idle: Mutex::new(HashMap::default()),
                 settings,
                 reaper: AtomicBool::new(false),
             }),
