@@ -221,18 +221,20 @@ impl Proxy {
             }
         };
         // What the response filters need of the request: its host, target (a `Uri` clone
-        // shares its bytes), method and Accept-Encoding.
-        let mut requested: Option<(String, hyper::Uri, hyper::Method, Option<String>)> = None;
+        // shares its bytes), method and Accept-Encoding (a `HeaderValue` clone shares its
+        // bytes too: no allocation).
+        let mut requested: Option<(
+            String,
+            hyper::Uri,
+            hyper::Method,
+            Option<hyper::header::HeaderValue>,
+        )> = None;
         let (resp, entry, origin) = match early {
             Ok((resp, entry)) => (resp, entry, Origin::Local),
             Err((host, entry)) => {
                 let uri = req.uri().clone();
                 let method = req.method().clone();
-                let accept_encoding = req
-                    .headers()
-                    .get(hyper::header::ACCEPT_ENCODING)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
+                let accept_encoding = req.headers().get(hyper::header::ACCEPT_ENCODING).cloned();
                 if filters::https_rewrites::applies(conn.scheme, entry.as_ref()) {
                     filters::https_rewrites::restrict_accept_encoding(req.headers_mut());
                 }
@@ -274,7 +276,7 @@ impl Proxy {
                     host: host.as_str(),
                     path_and_query: request::path_and_query(uri),
                     method,
-                    accept_encoding: ae.as_deref(),
+                    accept_encoding: ae.as_ref().and_then(|v| v.to_str().ok()),
                 }),
         };
         let resp = self.filters.apply(&ctx, resp);
