@@ -205,84 +205,93 @@ impl Proxy {
     }
 
     /// Serves one request through every phase.
-    pub async fn handle(
+    // Not an `async fn`: see the comment on the block.
+    #[allow(clippy::manual_async_fn)]
+    pub fn handle(
         self: Arc<Self>,
         conn: ConnInfo,
         mut req: Request<Incoming>,
-    ) -> Result<Response<Body>, Infallible> {
-        let access = (self.edge.access_log())
-            .map(|log| access_log::Pending::start(log, &req, conn.peer.ip(), conn.tls.is_some()));
-        // The snapshot is only read here: the upstream phase awaits with owned values.
-        let early = {
-            let table = self.edge.policy.table();
-            match self.early(&table, &conn, &req) {
-                Early::Answer(resp, entry) => Ok((resp, entry.cloned())),
-                Early::Upstream(host, decision) => Err((host, decision.entry().cloned())),
-            }
-        };
-        // What the response filters need of the request: its host, target (a `Uri` clone
-        // shares its bytes), method and Accept-Encoding (a `HeaderValue` clone shares its
-        // bytes too: no allocation).
-        let mut requested: Option<(
-            String,
-            hyper::Uri,
-            hyper::Method,
-            Option<hyper::header::HeaderValue>,
-        )> = None;
-        let (resp, entry, origin) = match early {
-            Ok((resp, entry)) => (resp, entry, Origin::Local),
-            Err((host, entry)) => {
-                let uri = req.uri().clone();
-                let method = req.method().clone();
-                let accept_encoding = req.headers().get(hyper::header::ACCEPT_ENCODING).cloned();
-                if filters::https_rewrites::applies(conn.scheme, entry.as_ref()) {
-                    filters::https_rewrites::restrict_accept_encoding(req.headers_mut());
+    ) -> impl Future<Output = Result<Response<Body>, Infallible>> {
+        // An `async` block, not an `async fn`: an `async fn` keeps each by-value parameter
+        // twice in its future (the argument and its moved copy, rust-lang/rust#62958): the
+        // request and the connection's facts were 368 of this future's bytes (run P).
+        async move {
+            let access = (self.edge.access_log()).map(|log| {
+                access_log::Pending::start(log, &req, conn.peer.ip(), conn.tls.is_some())
+            });
+            // The snapshot is only read here: the upstream phase awaits with owned values.
+            let early = {
+                let table = self.edge.policy.table();
+                match self.early(&table, &conn, &req) {
+                    Early::Answer(resp, entry) => Ok((resp, entry.cloned())),
+                    Early::Upstream(host, decision) => Err((host, decision.entry().cloned())),
                 }
-                let backend = entry
-                    .as_ref()
-                    .and_then(|e| e.site.as_ref())
-                    .and_then(|s| s.backend.as_ref());
-                let (resp, origin) = match backend {
-                    Some(b) => {
-                        let resp = self
-                            .upstream
-                            .forward(&self.edge.metrics, &conn, b, &host, req)
-                            .await;
-                        let origin = if resp.extensions().get::<local::Marker>().is_some() {
-                            Origin::Local
-                        } else {
-                            Origin::Upstream
-                        };
-                        (resp, origin)
+            };
+            // What the response filters need of the request: its host, target (a `Uri` clone
+            // shares its bytes), method and Accept-Encoding (a `HeaderValue` clone shares its
+            // bytes too: no allocation).
+            let mut requested: Option<(
+                String,
+                hyper::Uri,
+                hyper::Method,
+                Option<hyper::header::HeaderValue>,
+            )> = None;
+            let (resp, entry, origin) = match early {
+                Ok((resp, entry)) => (resp, entry, Origin::Local),
+                Err((host, entry)) => {
+                    let uri = req.uri().clone();
+                    let method = req.method().clone();
+                    let accept_encoding =
+                        req.headers().get(hyper::header::ACCEPT_ENCODING).cloned();
+                    if filters::https_rewrites::applies(conn.scheme, entry.as_ref()) {
+                        filters::https_rewrites::restrict_accept_encoding(req.headers_mut());
                     }
-                    None => (local::error(404), Origin::Local),
-                };
-                requested = Some((host, uri, method, accept_encoding));
-                (resp, entry, origin)
+                    let backend = entry
+                        .as_ref()
+                        .and_then(|e| e.site.as_ref())
+                        .and_then(|s| s.backend.as_ref());
+                    let (resp, origin) = match backend {
+                        Some(b) => {
+                            let resp = self
+                                .upstream
+                                .forward(&self.edge.metrics, &conn, b, &host, req)
+                                .await;
+                            let origin = if resp.extensions().get::<local::Marker>().is_some() {
+                                Origin::Local
+                            } else {
+                                Origin::Upstream
+                            };
+                            (resp, origin)
+                        }
+                        None => (local::error(404), Origin::Local),
+                    };
+                    requested = Some((host, uri, method, accept_encoding));
+                    (resp, entry, origin)
+                }
+            };
+            // Which hosts are enforced when the response arrives (Automatic HTTPS Rewrites).
+            let table = std::sync::Arc::clone(&*self.edge.policy.table());
+            let ctx = FilterCtx {
+                conn,
+                entry: entry.as_ref(),
+                settings: &self.edge.settings(),
+                metrics: &self.edge.metrics,
+                table: Some(&table),
+                origin,
+                request: requested
+                    .as_ref()
+                    .map(|(host, uri, method, ae)| filters::Requested {
+                        host: host.as_str(),
+                        path_and_query: request::path_and_query(uri),
+                        method,
+                        accept_encoding: ae.as_ref().and_then(|v| v.to_str().ok()),
+                    }),
+            };
+            let resp = self.filters.apply(&ctx, resp);
+            if let Some(a) = access {
+                a.finish(&resp, requested.is_some(), &self.edge.metrics);
             }
-        };
-        // Which hosts are enforced when the response arrives (Automatic HTTPS Rewrites).
-        let table = std::sync::Arc::clone(&*self.edge.policy.table());
-        let ctx = FilterCtx {
-            conn,
-            entry: entry.as_ref(),
-            settings: &self.edge.settings(),
-            metrics: &self.edge.metrics,
-            table: Some(&table),
-            origin,
-            request: requested
-                .as_ref()
-                .map(|(host, uri, method, ae)| filters::Requested {
-                    host: host.as_str(),
-                    path_and_query: request::path_and_query(uri),
-                    method,
-                    accept_encoding: ae.as_ref().and_then(|v| v.to_str().ok()),
-                }),
-        };
-        let resp = self.filters.apply(&ctx, resp);
-        if let Some(a) = access {
-            a.finish(&resp, requested.is_some(), &self.edge.metrics);
+            Ok(resp)
         }
-        Ok(resp)
     }
 }
