@@ -20,7 +20,7 @@
 //!   request heads within [`HEAD_TIMEOUT`] (also the keep-alive idle limit), at most
 //!   [`MAX_CONNECTIONS`] connections at once.
 
-use std::{convert::Infallible, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, path::Path, pin::pin, sync::Arc, time::Duration};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{
@@ -196,7 +196,7 @@ pub async fn serve(http: AdminHttp, admin: Arc<Admin>, shutdown: Shutdown) {
                 .header_read_timeout(HEAD_TIMEOUT)
                 .max_buf_size(64 * 1024)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            let _ = serve_connection(conn, shutdown, |c| c.graceful_shutdown()).await;
+            let _ = serve_connection(pin!(conn), shutdown, |c| c.graceful_shutdown()).await;
             drop(permit);
         });
     })
