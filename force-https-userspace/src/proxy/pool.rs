@@ -199,31 +199,36 @@ where
     ///
     /// # Errors
     /// The connection could not be made, or the exchange failed (see [`SendError`]).
-    pub async fn send(
+    // Not an `async fn`: an `async fn` holds the request twice (rust-lang/rust#62958), and
+    // this future is part of every proxied request's (run P).
+    #[allow(clippy::manual_async_fn)]
+    pub fn send(
         &self,
         backend: &Authority,
         mut req: Request<B>,
-    ) -> Result<Response<PooledBody<B>>, SendError> {
-        self.start_reaper();
-        while let Some(mut sender) = self.inner.checkout(backend) {
-            // Ready at once unless the connection has not yet taken in the end of its last
-            // response; an error means it closed meanwhile.
-            if sender.ready().await.is_err() {
-                continue;
+    ) -> impl Future<Output = Result<Response<PooledBody<B>>, SendError>> {
+        async move {
+            self.start_reaper();
+            while let Some(mut sender) = self.inner.checkout(backend) {
+                // Ready at once unless the connection has not yet taken in the end of its last
+                // response; an error means it closed meanwhile.
+                if sender.ready().await.is_err() {
+                    continue;
+                }
+                match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok(self.pooled(backend, sender, resp)),
+                    Err(mut e) => match e.take_message() {
+                        // Never written: the connection closed first. Another one.
+                        Some(back) => req = back,
+                        None => return Err(SendError::Http(e.into_error())),
+                    },
+                }
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.pooled(backend, sender, resp)),
-                Err(mut e) => match e.take_message() {
-                    // Never written: the connection closed first. Another one.
-                    Some(back) => req = back,
-                    None => return Err(SendError::Http(e.into_error())),
-                },
+            let mut sender = self.connect(backend).await?;
+            match sender.send_request(req).await {
+                Ok(resp) => Ok(self.pooled(backend, sender, resp)),
+                Err(e) => Err(SendError::Http(e)),
             }
-        }
-        let mut sender = self.connect(backend).await?;
-        match sender.send_request(req).await {
-            Ok(resp) => Ok(self.pooled(backend, sender, resp)),
-            Err(e) => Err(SendError::Http(e)),
         }
     }
 

@@ -246,9 +246,10 @@ impl Upstream {
 
             // One `pool.send` future, reused for the one repeat: the future that sends is the
             // largest part of the request's state, and every move of the request future
-            // copies it (BENCHMARKS.md, run N).
+            // copies it (BENCHMARKS.md, run N). The block uses `breq` and `again` as they are
+            // (rebound inside, they were held twice: run P).
+            let (mut breq, mut again) = (breq, again);
             let send = async {
-                let (mut breq, mut again) = (breq, again);
                 loop {
                     match (
                         self.pool.send(&backend.uri_authority, breq).await,
