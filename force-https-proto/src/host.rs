@@ -120,15 +120,16 @@ impl Authority<'_> {
     }
 }
 
-/// Bytes allowed in a host name: letters, digits, `-`, `.`, `_`.
+/// Bytes allowed in a host name: letters, digits, `-`, `.`, `_` (the one list is
+/// [`byte_class`]).
 fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')
+    !matches!(byte_class(b), ByteClass::Other)
 }
 
 /// What a byte is in a host name.
 #[derive(Clone, Copy)]
 enum ByteClass {
-    /// A byte of a label ([`is_name_byte`] but `.`).
+    /// A byte of a label: a letter, a digit, `-` or `_`.
     Name,
     /// The label separator.
     Dot,
@@ -441,7 +442,10 @@ mod tests {
         if name.is_empty() {
             return Err(HostError::EmptyLabel);
         }
-        if let Some(&b) = name.iter().find(|&&b| !is_name_byte(b)) {
+        // The allowed bytes written out again, not taken from `byte_class`, so that the
+        // comparison checks the classes too.
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+        if let Some(&b) = name.iter().find(|&&b| !allowed(b)) {
             return Err(HostError::InvalidChar(b));
         }
         if name.len() > MAX_HOST_LEN {
