@@ -420,6 +420,20 @@ mod tests {
     }
 
     #[test]
+    fn a_response_without_a_body_gives_its_connection_back_at_once() {
+        rt().block_on(async {
+            let (backend, accepted) = backend(0).await;
+            let pool = pool(8, 60_000);
+            for _ in 0..5 {
+                let resp = pool.send(&backend, get(&backend)).await.unwrap();
+                assert!(resp.body().is_end_stream());
+                drop(resp);
+            }
+            assert_eq!(accepted.load(SeqCst), 1);
+        });
+    }
+
+    #[test]
     fn a_response_dropped_unread_never_goes_back() {
         rt().block_on(async {
             let (backend, accepted) = backend(1_000_000).await;
@@ -466,6 +480,81 @@ mod tests {
             };
             assert!(matches!(err, SendError::Connect(_)), "{err:?}");
             assert!(!err.is_closed_before_response());
+        });
+    }
+    /// A backend on 127.0.0.1 that answers one request per connection with `Connection:
+    /// keep-alive` and then closes the connection, so the pool holds a connection the backend
+    /// has closed. Counts the connections it accepted.
+    async fn closing_backend() -> (Authority, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    // Closed while the pool holds the connection idle.
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        (authority, accepted)
+    }
+
+    #[test]
+    fn a_connection_the_backend_closed_while_idle_is_not_used() {
+        rt().block_on(async {
+            let (backend, accepted) = closing_backend().await;
+            let pool = pool(8, 60_000);
+            for i in 1..=3 {
+                let resp = pool.send(&backend, get(&backend)).await.unwrap();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(&body[..], b"ok");
+                // Let the backend's close arrive: nothing polls the idle connection until the
+                // next request takes it out, which must see the close and open another.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                assert_eq!(accepted.load(SeqCst), i);
+            }
+        });
+    }
+
+    #[test]
+    fn pruning_drops_an_idle_connection_the_backend_closed() {
+        rt().block_on(async {
+            let (backend, _) = closing_backend().await;
+            let pool = pool(8, 60_000);
+            let resp = pool.send(&backend, get(&backend)).await.unwrap();
+            resp.into_body().collect().await.unwrap();
+            let idle = |pool: &Pool<Empty<Bytes>>| {
+                pool.inner
+                    .idle
+                    .lock()
+                    .unwrap()
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>()
+            };
+            // Its task may already have seen the close (then it never went back).
+            assert!(idle(&pool) <= 1);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            pool.inner.prune_all();
+            assert_eq!(idle(&pool), 0);
         });
     }
 }
