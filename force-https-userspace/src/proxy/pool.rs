@@ -355,30 +355,37 @@ mod tests {
 
     use super::*;
 
-    /// A backend on 127.0.0.1 that answers every request with `size` bytes and counts the
-    /// connections it accepted.
-    async fn backend(size: usize) -> (Authority, Arc<AtomicUsize>) {
+    /// A listener on 127.0.0.1 that serves each connection it accepts with `serve`, in a task
+    /// of its own, and counts them.
+    async fn listen<F, Fut>(serve: F) -> (Authority, Arc<AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
+            while let Ok((stream, _)) = listener.accept().await {
                 count.fetch_add(1, SeqCst);
-                tokio::spawn(async move {
-                    let svc = service_fn(move |_req| async move {
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(vec![b'x'; size]))))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                tokio::spawn(serve(stream));
             }
         });
         (authority, accepted)
+    }
+
+    /// A backend that answers every request with `size` bytes; counts its connections.
+    async fn backend(size: usize) -> (Authority, Arc<AtomicUsize>) {
+        listen(move |stream| async move {
+            let svc = service_fn(move |_req| async move {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(vec![b'x'; size]))))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        })
+        .await
     }
 
     fn pool(max_idle: usize, idle_ms: u64) -> Pool<Empty<Bytes>> {
@@ -482,39 +489,27 @@ mod tests {
             assert!(!err.is_closed_before_response());
         });
     }
-    /// A backend on 127.0.0.1 that answers one request per connection with `Connection:
-    /// keep-alive` and then closes the connection, so the pool holds a connection the backend
-    /// has closed. Counts the connections it accepted.
+    /// A backend that answers one request per connection, keep-alive, then closes the
+    /// connection, so the pool holds a connection the backend has closed; counts its
+    /// connections.
     async fn closing_backend() -> (Authority, Arc<AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    return;
-                };
-                count.fetch_add(1, SeqCst);
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
-                    // Closed while the pool holds the connection idle.
-                    let _ = stream.shutdown().await;
-                });
+        listen(|mut stream| async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
             }
-        });
-        (authority, accepted)
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+            // Closed while the pool holds the connection idle.
+            let _ = stream.shutdown().await;
+        })
+        .await
     }
 
     #[test]
