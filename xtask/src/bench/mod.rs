@@ -24,10 +24,15 @@
 //! have an extension point in [`scale`]. `--syn-flood` adds, for the force-https-xdp peer,
 //! rounds of redirect-new-conn without and with a bounded hping3 SYN flood ([`flood`]:
 //! the rate ratio, target ≥ 90%, and any SYN-RECV socket on the edge).
+//!
+//! `--instructions N` replaces the timed passes with counts: each peer runs under callgrind
+//! and the report gives its user-space instructions per request in the keep-alive phases
+//! ([`instructions`]), a measure this shared machine does not move by tens of percent.
 
 mod cpu;
 mod flood;
 mod install;
+mod instructions;
 mod load;
 mod peers;
 mod procs;
@@ -153,6 +158,16 @@ pub struct BenchArgs {
     /// shows the client's loss, not the edge's; the 2026-11-30 runs).
     #[arg(long, value_enum, default_value_t = FloodCpu::Edge, requires = "syn_flood")]
     pub flood_cpu: FloodCpu,
+    /// Instead of the timed passes: each peer's user-space instructions per request, counted
+    /// by callgrind with the peer running under valgrind (installed when missing), for the
+    /// keep-alive phases (`https-h1`, `https-h2`, `http-proxied-keepalive`) of force-https,
+    /// nginx and HAProxy. h2load sends a warm-up of N requests, then N and 2N; the count is the
+    /// difference of the two dumps over N, so handshakes cancel (`instructions.rs`). Steady to
+    /// about 2% where the wall clock of a shared machine moves by tens of percent (BENCHMARKS.md,
+    /// run Q). The report gets an "Instructions per request" table.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(100..=1_000_000),
+          conflicts_with_all = ["sweep", "rounds", "syn_flood", "only_scale"])]
+    pub instructions: Option<u64>,
     /// Interleaved rounds: every peer runs every phase once per round (one pass each, no
     /// extra passes), round after round, so that a slow stretch of a shared machine falls on
     /// all peers alike instead of on whichever peer ran then; the report's medians and
@@ -222,7 +237,9 @@ impl BenchArgs {
     }
 
     fn peers(&self) -> Vec<PeerKind> {
-        if self.peers.is_empty() {
+        if self.peers.is_empty() && self.instructions.is_some() {
+            instructions::PEERS.to_vec()
+        } else if self.peers.is_empty() {
             PeerKind::ALL.to_vec()
         } else {
             dedup(&self.peers)
@@ -240,7 +257,9 @@ impl BenchArgs {
     }
 
     fn phases(&self) -> Vec<Phase> {
-        if self.phases.is_empty() {
+        if self.phases.is_empty() && self.instructions.is_some() {
+            instructions::PHASES.to_vec()
+        } else if self.phases.is_empty() {
             Phase::ALL.to_vec()
         } else {
             // Always in the canonical order.
@@ -319,10 +338,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let phases = args.phases();
     let points = args.in_flights();
 
+    if args.instructions.is_some() {
+        instructions::check_selection(&peers, &phases)?;
+    }
+
     setup::run()?;
     check_interrupted()?;
     let mut packages: Vec<&str> = install::TOOLS.to_vec();
     packages.extend(peers.iter().filter_map(|p| p.package()));
+    if args.instructions.is_some() {
+        packages.push("valgrind");
+    }
     install::ensure(&packages)?;
     check_interrupted()?;
 
@@ -475,7 +501,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         results.micro = Some(run_micro(&out_dir)?);
     }
     results.meta.elapsed_s = start.elapsed().as_secs_f64();
-    write_results(&out_dir, &results, &phases)?;
+    // Counted runs have no timed passes: the report shows their counts instead.
+    let timed: &[Phase] = if args.instructions.is_some() {
+        &[]
+    } else {
+        &phases
+    };
+    write_results(&out_dir, &results, timed)?;
     drop(tmp);
 
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap_or_default();
@@ -913,6 +945,7 @@ fn run_peer(
             https_rewrites: args.https_rewrites,
             backend_pool: peers::backend_pool(in_flight),
             answer_syn: args.synack == SynAnswer::Xdp,
+            callgrind: args.instructions.is_some(),
         };
         peers::prepare_dirs(kind, &dir)?;
         let (name, text) = peers::config(kind, &ctx);
@@ -980,6 +1013,16 @@ fn run_peer(
             },
             out_dir,
         };
+        if let Some(n) = args.instructions {
+            r.instructions = instructions::measure(&topo.client, peer_pid, &dir, phases, n);
+            for c in &r.instructions {
+                if let (Some(e), Some(p)) = (&c.error, c.phase) {
+                    eprintln!("xtask: bench: {} / {}: {e}", kind.name(), p.name());
+                }
+            }
+            add_observations(kind, r);
+            return Ok(());
+        }
         for &phase in phases {
             check_interrupted()?;
             let pr = run_phase(&run, &mut procs, phase);

@@ -179,6 +179,8 @@ pub struct PeerCtx<'a> {
     pub backend_pool: usize,
     /// force-https with XDP: `[xdp] answer_syn` (`--synack`).
     pub answer_syn: bool,
+    /// Run the peer under callgrind, its dumps in `dir` (`--instructions`).
+    pub callgrind: bool,
 }
 
 impl PeerCtx<'_> {
@@ -265,7 +267,7 @@ force_https = false
             let text = format!(
                 r#"# nginx, bench config: one worker, no access log.
 worker_processes 1;
-daemon off;
+daemon off;{master}
 pid {pid};
 error_log {errlog} warn;
 worker_rlimit_nofile {nofile};
@@ -347,6 +349,13 @@ http {{
     }}
 }}
 "#,
+                // Under callgrind (`--instructions`), the worker is the process itself: a forked
+                // worker would not be reachable by `callgrind_control`.
+                master = if ctx.callgrind {
+                    "\nmaster_process off;"
+                } else {
+                    ""
+                },
                 pid = ctx.p("nginx.pid"),
                 errlog = ctx.p("nginx-error.log"),
                 tmp = ctx.p("nginx-tmp"),
@@ -455,6 +464,9 @@ http://{PLAIN_HOST} {{
 pub fn command(kind: PeerKind, ctx: &PeerCtx, config: &Path) -> Command {
     let mut c = netns::exec(ctx.edge_ns, "taskset");
     c.args(["-c", &EDGE_CPU.to_string()]);
+    if ctx.callgrind {
+        c.args(super::instructions::valgrind_prefix(ctx.dir));
+    }
     match kind {
         PeerKind::ForceHttpsXdp | PeerKind::ForceHttps => {
             c.env("RUST_LOG", "info")
@@ -821,6 +833,7 @@ mod tests {
             https_rewrites: false,
             backend_pool: BACKEND_POOL,
             answer_syn: true,
+            callgrind: false,
         };
         for kind in PeerKind::ALL {
             let (_, text) = config(kind, &ctx);

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::cpu::Usage;
 use super::flood::{self, FloodResult};
+use super::instructions::Count;
 use super::load::{LoadOutput, Phase};
 use super::peers::{Checked, PeerKind};
 use super::procs::TreeFacts;
@@ -69,6 +70,8 @@ pub struct PeerResult {
     pub phases: Vec<PhaseResult>,
     /// `--syn-flood`: the redirect rate with and without a SYN flood (force-https-xdp only).
     pub syn_flood: Option<FloodResult>,
+    /// `--instructions`: user-space instructions per request, by phase.
+    pub instructions: Vec<Count>,
 }
 
 impl PeerResult {
@@ -86,6 +89,7 @@ impl PeerResult {
             napi: Vec::new(),
             phases: Vec::new(),
             syn_flood: None,
+            instructions: Vec::new(),
         }
     }
 
@@ -408,19 +412,24 @@ pub fn markdown(r: &Results, phases: &[Phase]) -> String {
         m.cpu_model, m.cores, m.edge_cpu, m.client_cpu
     );
     let _ = writeln!(o, "- Kernel: {}", m.kernel);
-    let _ = writeln!(
-        o,
-        "- Runs: {} s per pass, {} passes (up to 2 more when requests/s or edge CPU per request spread over 10%), {} s unmeasured warm-up per phase, {} requests in flight",
-        m.duration_s,
-        m.passes,
-        m.warmup_s,
-        if m.sweep.len() > 1 {
-            let v: Vec<String> = m.sweep.iter().map(|n| n.to_string()).collect();
-            format!("{} (sweep)", v.join(", "))
-        } else {
-            m.in_flight.to_string()
-        }
-    );
+    let counted = r.peers.iter().any(|p| !p.instructions.is_empty());
+    if counted {
+        o.push_str("- Runs: each peer under callgrind, counted runs of a fixed number of requests (`--instructions`, below); no timed passes\n");
+    } else {
+        let _ = writeln!(
+            o,
+            "- Runs: {} s per pass, {} passes (up to 2 more when requests/s or edge CPU per request spread over 10%), {} s unmeasured warm-up per phase, {} requests in flight",
+            m.duration_s,
+            m.passes,
+            m.warmup_s,
+            if m.sweep.len() > 1 {
+                let v: Vec<String> = m.sweep.iter().map(|n| n.to_string()).collect();
+                format!("{} (sweep)", v.join(", "))
+            } else {
+                m.in_flight.to_string()
+            }
+        );
+    }
     let _ = writeln!(
         o,
         "- Total time: {:.0} s{}",
@@ -442,118 +451,11 @@ pub fn markdown(r: &Results, phases: &[Phase]) -> String {
         }
     }
 
-    o.push_str(
-        "\nEach cell is the median over the passes; `(x%)` is the spread, (max − min) / median. ",
-    );
-    o.push_str("⚠noisy: spread still over 10% after the extra passes; ⚠busy: the machine was not quiet before a pass, or something else ran during one and it could not be re-run; ⚠errors: socket errors or unexpected statuses (see results.json); ◦client-bound: the edge CPU was under 90% busy while the load generator's was over 90%, so the rate is the load generator's limit (compare CPU per request).\n\n");
-
-    o.push_str("## Requests per second\n\n");
-    table(&mut o, &r.peers, phases, &|s| {
-        let bound = if s.edge_utilization < 0.9 && s.client_utilization > 0.9 {
-            " ◦client-bound"
-        } else {
-            ""
-        };
-        format!(
-            "{} ({:.0}%){}{bound}",
-            thousands(s.rps.median),
-            s.rps.spread_pct,
-            flags(s)
-        )
-    });
-    let big: Vec<Phase> = phases.iter().copied().filter(|p| p.is_big()).collect();
-    if !big.is_empty() {
-        o.push_str("## Throughput of the 1 MiB phases (MiB/s)\n\nBytes the client read (bodies and headers) per second of the load generator's time, 1 MiB = 2^20 bytes.\n\n");
-        table(&mut o, &r.peers, &big, &|s| match &s.mib_per_s {
-            Some(t) => format!("{:.0} ({:.0}%)", t.median, t.spread_pct),
-            None => "n/a".into(),
-        });
+    if phases.is_empty() {
+        instructions_table(&mut o, &r.peers);
+    } else {
+        timed_tables(&mut o, r, phases);
     }
-    let pairs = paired_ratios(&r.peers, phases);
-    if r.meta.rounds.is_some() && !pairs.is_empty() {
-        o.push_str("## force-https against each peer, round by round\n\nIn a round every peer ran back to back, so the ratio within a round is the comparison a drifting machine disturbs least: force-https's requests/s and edge CPU per request over the other peer's, per round; the median of the rounds, then their range.\n\n| phase | against | requests/s ratio | edge CPU ratio |\n|---|---|---:|---:|\n");
-        for p in &pairs {
-            let _ = writeln!(
-                o,
-                "| {} | {} | {:.2} ({:.2}–{:.2}) | {:.2} ({:.2}–{:.2}) |",
-                p.label,
-                p.other,
-                p.rps.median,
-                p.rps.min,
-                p.rps.max,
-                p.cpu.median,
-                p.cpu.min,
-                p.cpu.max
-            );
-        }
-        o.push('\n');
-    }
-    o.push_str("## Edge CPU per request (µs)\n\nBusy time of the edge CPU (all of /proc/stat's cpu0 but idle and iowait: the peer, the backend, and the kernel's receive work for the edge, XDP included) over the run, divided by the requests served.\n\n");
-    table(&mut o, &r.peers, phases, &|s| {
-        format!(
-            "{:.1} ({:.0}%)",
-            s.edge_us_per_req.median, s.edge_us_per_req.spread_pct
-        )
-    });
-    o.push_str("## Whole-machine CPU per request (µs)\n\nBusy time of all CPUs (edge + load generator + anything else) divided by the requests served.\n\n");
-    table(&mut o, &r.peers, phases, &|s| {
-        format!(
-            "{:.1} ({:.0}%)",
-            s.machine_us_per_req.median, s.machine_us_per_req.spread_pct
-        )
-    });
-    o.push_str("## Latency p50 / p99\n\nwrk: from writing the request to the end of the response (the TCP/TLS handshake of the new-connection phases is not included). h2load: per-request durations from its log file.\n\n");
-    table(
-        &mut o,
-        &r.peers,
-        phases,
-        &|s| match (&s.p50_us, &s.p99_us) {
-            (Some(a), Some(b)) => format!("{} / {}", fmt_latency(a.median), fmt_latency(b.median)),
-            _ => "n/a".into(),
-        },
-    );
-    o.push_str("## CPU utilization, edge / load generator\n\nAn edge CPU under 100% means the single-threaded load generator (or the network path) was the limit, not the peer: compare CPU per request then.\n\n");
-    table(&mut o, &r.peers, phases, &|s| {
-        format!(
-            "{} / {}",
-            pct(s.edge_utilization),
-            pct(s.client_utilization)
-        )
-    });
-    o.push_str("## Where the edge CPU's time went\n\nuser / system / softirq shares of the edge CPU's elapsed time; then NET_RX softirqs per request on the edge · client CPU. With threaded NAPI the veth receive path is system time of the pinned `napi/…` kthreads and raises no NET_RX softirq; what remains is loopback traffic between the peer and the backend (both on the edge CPU).\n\n");
-    table(&mut o, &r.peers, phases, &|s| {
-        format!(
-            "{} / {} / {}; {:.2} · {:.2}",
-            pct(s.edge_user),
-            pct(s.edge_system),
-            pct(s.edge_softirq),
-            s.net_rx_per_req[0],
-            s.net_rx_per_req[1]
-        )
-    });
-    o.push_str("## What actually happened\n\n`c/r`: new client TCP connections per response; `k/r`: sockets the edge kernel created per response (TCP passive opens); `B/r`: bytes the client read per response; `fast`: share of the redirects answered by the XDP/AF_XDP fast path; `re-run`: passes thrown away because other processes ran during them.\n\n");
-    table(&mut o, &r.peers, phases, &|s| {
-        let mut parts = Vec::new();
-        if let Some(c) = s.conns_per_req {
-            parts.push(format!("c/r {c:.2}"));
-        }
-        if let Some(k) = s.kernel_sockets_per_req {
-            parts.push(format!("k/r {k:.2}"));
-        }
-        if let Some(b) = s.bytes_per_response {
-            parts.push(format!("B/r {b:.0}"));
-        }
-        if let Some(f) = s.fast_path_share {
-            parts.push(format!("fast {}", pct(f)));
-        }
-        if s.errors > 0 || s.bad_status > 0 {
-            parts.push(format!("err {} bad {}", s.errors, s.bad_status));
-        }
-        if s.discarded > 0 {
-            parts.push(format!("re-run {}", s.discarded));
-        }
-        parts.join(", ")
-    });
 
     for p in &r.peers {
         if let Some(f) = &p.syn_flood {
@@ -772,6 +674,184 @@ pub fn criterion_summary(out: &str) -> Vec<String> {
     res
 }
 
+/// The tables of the timed passes: requests/s, CPU per request, latency, what happened.
+fn timed_tables(o: &mut String, r: &Results, phases: &[Phase]) {
+    o.push_str(
+        "\nEach cell is the median over the passes; `(x%)` is the spread, (max − min) / median. ",
+    );
+    o.push_str("⚠noisy: spread still over 10% after the extra passes; ⚠busy: the machine was not quiet before a pass, or something else ran during one and it could not be re-run; ⚠errors: socket errors or unexpected statuses (see results.json); ◦client-bound: the edge CPU was under 90% busy while the load generator's was over 90%, so the rate is the load generator's limit (compare CPU per request).\n\n");
+
+    o.push_str("## Requests per second\n\n");
+    table(o, &r.peers, phases, &|s| {
+        let bound = if s.edge_utilization < 0.9 && s.client_utilization > 0.9 {
+            " ◦client-bound"
+        } else {
+            ""
+        };
+        format!(
+            "{} ({:.0}%){}{bound}",
+            thousands(s.rps.median),
+            s.rps.spread_pct,
+            flags(s)
+        )
+    });
+    let big: Vec<Phase> = phases.iter().copied().filter(|p| p.is_big()).collect();
+    if !big.is_empty() {
+        o.push_str("## Throughput of the 1 MiB phases (MiB/s)\n\nBytes the client read (bodies and headers) per second of the load generator's time, 1 MiB = 2^20 bytes.\n\n");
+        table(o, &r.peers, &big, &|s| match &s.mib_per_s {
+            Some(t) => format!("{:.0} ({:.0}%)", t.median, t.spread_pct),
+            None => "n/a".into(),
+        });
+    }
+    let pairs = paired_ratios(&r.peers, phases);
+    if r.meta.rounds.is_some() && !pairs.is_empty() {
+        o.push_str("## force-https against each peer, round by round\n\nIn a round every peer ran back to back, so the ratio within a round is the comparison a drifting machine disturbs least: force-https's requests/s and edge CPU per request over the other peer's, per round; the median of the rounds, then their range.\n\n| phase | against | requests/s ratio | edge CPU ratio |\n|---|---|---:|---:|\n");
+        for p in &pairs {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {:.2} ({:.2}–{:.2}) | {:.2} ({:.2}–{:.2}) |",
+                p.label,
+                p.other,
+                p.rps.median,
+                p.rps.min,
+                p.rps.max,
+                p.cpu.median,
+                p.cpu.min,
+                p.cpu.max
+            );
+        }
+        o.push('\n');
+    }
+    o.push_str("## Edge CPU per request (µs)\n\nBusy time of the edge CPU (all of /proc/stat's cpu0 but idle and iowait: the peer, the backend, and the kernel's receive work for the edge, XDP included) over the run, divided by the requests served.\n\n");
+    table(o, &r.peers, phases, &|s| {
+        format!(
+            "{:.1} ({:.0}%)",
+            s.edge_us_per_req.median, s.edge_us_per_req.spread_pct
+        )
+    });
+    o.push_str("## Whole-machine CPU per request (µs)\n\nBusy time of all CPUs (edge + load generator + anything else) divided by the requests served.\n\n");
+    table(o, &r.peers, phases, &|s| {
+        format!(
+            "{:.1} ({:.0}%)",
+            s.machine_us_per_req.median, s.machine_us_per_req.spread_pct
+        )
+    });
+    o.push_str("## Latency p50 / p99\n\nwrk: from writing the request to the end of the response (the TCP/TLS handshake of the new-connection phases is not included). h2load: per-request durations from its log file.\n\n");
+    table(o, &r.peers, phases, &|s| match (&s.p50_us, &s.p99_us) {
+        (Some(a), Some(b)) => format!("{} / {}", fmt_latency(a.median), fmt_latency(b.median)),
+        _ => "n/a".into(),
+    });
+    o.push_str("## CPU utilization, edge / load generator\n\nAn edge CPU under 100% means the single-threaded load generator (or the network path) was the limit, not the peer: compare CPU per request then.\n\n");
+    table(o, &r.peers, phases, &|s| {
+        format!(
+            "{} / {}",
+            pct(s.edge_utilization),
+            pct(s.client_utilization)
+        )
+    });
+    o.push_str("## Where the edge CPU's time went\n\nuser / system / softirq shares of the edge CPU's elapsed time; then NET_RX softirqs per request on the edge · client CPU. With threaded NAPI the veth receive path is system time of the pinned `napi/…` kthreads and raises no NET_RX softirq; what remains is loopback traffic between the peer and the backend (both on the edge CPU).\n\n");
+    table(o, &r.peers, phases, &|s| {
+        format!(
+            "{} / {} / {}; {:.2} · {:.2}",
+            pct(s.edge_user),
+            pct(s.edge_system),
+            pct(s.edge_softirq),
+            s.net_rx_per_req[0],
+            s.net_rx_per_req[1]
+        )
+    });
+    o.push_str("## What actually happened\n\n`c/r`: new client TCP connections per response; `k/r`: sockets the edge kernel created per response (TCP passive opens); `B/r`: bytes the client read per response; `fast`: share of the redirects answered by the XDP/AF_XDP fast path; `re-run`: passes thrown away because other processes ran during them.\n\n");
+    table(o, &r.peers, phases, &|s| {
+        let mut parts = Vec::new();
+        if let Some(c) = s.conns_per_req {
+            parts.push(format!("c/r {c:.2}"));
+        }
+        if let Some(k) = s.kernel_sockets_per_req {
+            parts.push(format!("k/r {k:.2}"));
+        }
+        if let Some(b) = s.bytes_per_response {
+            parts.push(format!("B/r {b:.0}"));
+        }
+        if let Some(f) = s.fast_path_share {
+            parts.push(format!("fast {}", pct(f)));
+        }
+        if s.errors > 0 || s.bad_status > 0 {
+            parts.push(format!("err {} bad {}", s.errors, s.bad_status));
+        }
+        if s.discarded > 0 {
+            parts.push(format!("re-run {}", s.discarded));
+        }
+        parts.join(", ")
+    });
+}
+
+/// `--instructions`: user-space instructions per request, peers as rows, phases as columns,
+/// then each peer over force-https.
+fn instructions_table(o: &mut String, peers: &[PeerResult]) {
+    let phases: Vec<Phase> = super::instructions::PHASES
+        .into_iter()
+        .filter(|ph| {
+            peers
+                .iter()
+                .any(|p| p.instructions.iter().any(|c| c.phase == Some(*ph)))
+        })
+        .collect();
+    if phases.is_empty() {
+        return;
+    }
+    let count = |p: &PeerResult, ph: Phase| {
+        p.instructions
+            .iter()
+            .find(|c| c.phase == Some(ph))
+            .and_then(|c| c.per_request)
+    };
+    o.push_str("## Instructions per request (callgrind)\n\nUser-space instructions (`Ir`) of the peer's processes per request, from callgrind: the difference of two dumps, after N and after 2N more requests of the same 8 connections, over N (handshakes and start-up cancel). The kernel's work is not counted. Two runs back to back differed by 2.2% at most (BENCHMARKS.md, run Q).\n\n| peer |");
+    for ph in &phases {
+        let _ = write!(o, " {} |", ph.title());
+    }
+    o.push_str("\n|---|");
+    for _ in &phases {
+        o.push_str("---:|");
+    }
+    o.push('\n');
+    let base = peers.iter().find(|p| p.peer == PeerKind::ForceHttps);
+    for p in peers {
+        let _ = write!(o, "| {} |", p.peer.name());
+        for &ph in &phases {
+            let cell = match count(p, ph) {
+                None => "error".to_string(),
+                Some(v) => match base.and_then(|b| count(b, ph)) {
+                    Some(fh) if p.peer != PeerKind::ForceHttps && v > 0.0 => {
+                        format!("{} (force-https ÷ this: {:.2})", thousands(v), fh / v)
+                    }
+                    _ => thousands(v),
+                },
+            };
+            let _ = write!(o, " {cell} |");
+        }
+        o.push('\n');
+    }
+    o.push('\n');
+    for p in peers {
+        for c in &p.instructions {
+            if let (Some(ph), Some(e)) = (c.phase, &c.error) {
+                let _ = writeln!(o, "- {} / {}: {e}", p.peer.name(), ph.name());
+            }
+        }
+    }
+    o.push_str("Load commands (client namespace; the counted runs send N, then 2N requests):\n\n");
+    for &ph in &phases {
+        if let Some(c) = peers
+            .iter()
+            .flat_map(|p| &p.instructions)
+            .find(|c| c.phase == Some(ph))
+        {
+            let _ = writeln!(o, "- {}: `{}`", ph.name(), c.command);
+        }
+    }
+    o.push('\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -875,6 +955,54 @@ mod tests {
         assert!(md.contains("extension point `scale::section`"));
         assert!(!md.contains("in flight |"), "{md}");
         assert!(!md.contains("MiB/s"), "{md}");
+    }
+
+    #[test]
+    fn counted_runs_get_the_instructions_table_and_no_timed_tables() {
+        let count = |phase, v: Option<f64>| Count {
+            phase: Some(phase),
+            per_request: v,
+            requests: 4000,
+            command: format!("h2load {}", Phase::name(phase)),
+            error: v
+                .is_none()
+                .then(|| "callgrind wrote 0 of 1 dump files in 30 s".into()),
+        };
+        let mut fh = PeerResult::new(PeerKind::ForceHttps);
+        fh.instructions = vec![
+            count(Phase::HttpsH1, Some(50_000.0)),
+            count(Phase::HttpsH2, Some(63_000.0)),
+        ];
+        let mut hap = PeerResult::new(PeerKind::Haproxy);
+        hap.instructions = vec![
+            count(Phase::HttpsH1, Some(55_000.0)),
+            count(Phase::HttpsH2, None),
+        ];
+        let r = Results {
+            peers: vec![fh, hap],
+            ..Results::default()
+        };
+        let md = markdown(&r, &[]);
+        assert!(
+            md.contains("## Instructions per request (callgrind)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| peer | HTTPS h1 keep-alive | HTTPS h2 |\n"),
+            "{md}"
+        );
+        assert!(md.contains("| force-https | 50,000 | 63,000 |"), "{md}");
+        assert!(
+            md.contains("| haproxy | 55,000 (force-https ÷ this: 0.91) | error |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- haproxy / https-h2: callgrind wrote 0 of 1"),
+            "{md}"
+        );
+        assert!(md.contains("- https-h1: `h2load https-h1`"), "{md}");
+        assert!(md.contains("no timed passes"), "{md}");
+        assert!(!md.contains("## Requests per second"), "{md}");
     }
 
     #[test]
