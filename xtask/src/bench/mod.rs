@@ -164,7 +164,8 @@ pub struct BenchArgs {
     /// nginx and HAProxy. h2load sends a warm-up of N requests, then N and 2N; the count is the
     /// difference of the two dumps over N, so handshakes cancel (`instructions.rs`). Steady to
     /// about 2% where the wall clock of a shared machine moves by tens of percent (BENCHMARKS.md,
-    /// run Q). The report gets an "Instructions per request" table.
+    /// run Q). The report gets an "Instructions per request" table; the scale measurements
+    /// are left out.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(100..=1_000_000),
           conflicts_with_all = ["sweep", "rounds", "syn_flood", "only_scale"])]
     pub instructions: Option<u64>,
@@ -488,7 +489,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     results.meta.interrupted = interrupted();
 
-    if !interrupted() && args.scale_hosts > 0 {
+    if !interrupted() && args.scale_hosts > 0 && args.instructions.is_none() {
         let ctx = scale::ScaleCtx {
             force_https: &env.bins.force_https,
             scratch: &env.tmp,
