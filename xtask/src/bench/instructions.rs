@@ -224,23 +224,8 @@ fn load(client_ns: &str, phase: Phase, n: u64) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start `{}`", line.join(" ")))?;
-    let deadline = Instant::now() + RUN_LIMIT;
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "`{}` did not finish within {} s",
-                line.join(" "),
-                RUN_LIMIT.as_secs()
-            );
-        }
-        crate::interrupt::check()?;
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // h2load's summary is a few lines: the pipes cannot fill while it runs.
+    super::load::wait_bounded(&mut child, &line, RUN_LIMIT)?;
     let out = child.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || !all_succeeded(&text, n) {

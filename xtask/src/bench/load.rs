@@ -12,7 +12,7 @@
 //! makes it do a full handshake each time.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -443,6 +443,32 @@ pub struct LoadGen<'a> {
     pub in_flight: u32,
 }
 
+/// Waits for a load generator started from `line`, killing it (and reaping it) when it runs
+/// past `limit` or a signal asks the bench to stop.
+pub fn wait_bounded(child: &mut Child, line: &[String], limit: Duration) -> Result<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        if let Err(e) = check_interrupted() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "`{}` did not finish within {} s; killed",
+                line.join(" "),
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl LoadGen<'_> {
     /// Runs the phase's load generator, pinned to the client CPU, killed if it overruns its
     /// duration by `DEADLINE_SLACK`. Returns the parsed output and the raw text.
@@ -470,27 +496,11 @@ impl LoadGen<'_> {
             .stderr(err)
             .spawn()
             .with_context(|| format!("cannot start `{}`", cmd::show(&c)))?;
-        let deadline = Instant::now() + Duration::from_secs(duration_s) + DEADLINE_SLACK;
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            if let Err(e) = check_interrupted() {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "`{}` did not finish within {} s; killed",
-                    line.join(" "),
-                    duration_s + DEADLINE_SLACK.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = wait_bounded(
+            &mut child,
+            &line,
+            Duration::from_secs(duration_s) + DEADLINE_SLACK,
+        )?;
         // A run cut short by a signal is not a measurement.
         check_interrupted()?;
         let text = std::fs::read_to_string(&out_path).unwrap_or_default();
