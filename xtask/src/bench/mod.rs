@@ -165,8 +165,9 @@ pub struct BenchArgs {
     /// difference of the two dumps over N, so handshakes cancel (`instructions.rs`). Steady to
     /// about 2% where the wall clock of a shared machine moves by tens of percent (BENCHMARKS.md,
     /// run Q). The report gets an "Instructions per request" table; the scale measurements
-    /// are left out.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(100..=1_000_000),
+    /// are left out. At least 1,000: with a shorter warm-up HAProxy was still filling its
+    /// pools, and its HTTP/2 count came out 20% low at N = 500 (4,000 is what run Q used).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1_000..=1_000_000),
           conflicts_with_all = ["sweep", "rounds", "syn_flood", "only_scale"])]
     pub instructions: Option<u64>,
     /// Interleaved rounds: every peer runs every phase once per round (one pass each, no
