@@ -469,16 +469,35 @@ pub fn spki_hash(pki: &Pki, cert_name: &str) -> String {
 /// Loads `url` in headless Chromium in the client namespace, every host name mapped to
 /// `edge_ip`, trusting the keys `spki` (base64 SHA-256), with a 10 s virtual-time budget.
 pub fn load(ns: &Netns, bin: &Path, url: &str, edge_ip: &str, spki: &[String]) -> PageLoad {
-    // A browser that exits without a DOM (it happens on a loaded machine) did not load the
-    // page at all: try again, three times at most, each with a fresh profile.
+    load_until(ns, bin, url, edge_ip, spki, |_| true)
+}
+
+/// Loads (as [`load`]) until the page has a DOM and `ready` holds for the load, three loads at
+/// most, each with a fresh profile; returns the last one. Every load that is not ready is
+/// printed (its DOM and Chromium's log) so that a failing test shows each attempt.
+///
+/// Why more than one: a browser on a loaded machine sometimes exits without a DOM, and once
+/// in CI (2026-12-01) a page's two subresources failed on the browser's side, with nothing
+/// failed in the daemon's log. A fault of the daemon fails every load, so the test still
+/// fails; `ready` should be what the test goes on to assert.
+pub fn load_until(
+    ns: &Netns,
+    bin: &Path,
+    url: &str,
+    edge_ip: &str,
+    spki: &[String],
+    ready: impl Fn(&PageLoad) -> bool,
+) -> PageLoad {
+    const LOADS: usize = 3;
     let mut last = load_once(ns, bin, url, edge_ip, spki);
-    for _ in 0..2 {
-        if last.dom.contains("<html") {
+    for attempt in 2..=LOADS {
+        if last.dom.contains("<html") && ready(&last) {
             break;
         }
         eprintln!(
-            "chromium gave no DOM for {url}; trying again. Its log:\n{}",
-            last.log
+            "chromium's load of {url} is not ready; loading it again ({attempt} of {LOADS}). \
+             Its DOM:\n{}\nIts log:\n{}",
+            last.dom, last.log
         );
         last = load_once(ns, bin, url, edge_ip, spki);
     }
@@ -499,6 +518,10 @@ fn load_once(ns: &Netns, bin: &Path, url: &str, edge_ip: &str, spki: &[String]) 
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            // Shared memory in /tmp: Debian's wrapper adds this when /dev/shm is small, but its
+            // check breaks when /dev/shm is mounted twice (as on the CI machines), so it never
+            // does.
+            "--disable-dev-shm-usage",
             "--no-first-run",
             "--disable-extensions",
             "--disable-background-networking",

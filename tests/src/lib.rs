@@ -15,6 +15,8 @@
 //! Binaries: `$FORCE_HTTPS_BIN`, else `force-https` next to the test binary's profile directory
 //! (normally `target/debug/force-https`; build it with `cargo build -p force-https-userspace`).
 //! `$FH_BACKEND_BIN`, else `fh-backend` from the same directory (cargo builds it for the tests).
+//! The daemon logs with `RUST_LOG=$FHT_RUST_LOG` (default `info`; for example
+//! `FHT_RUST_LOG=info,force_https=debug` to see refused handshakes and retried requests).
 //!
 //! Tests that need root call [`require_root`] first: without root (or without a usable
 //! `ip netns`) they print `skipping: needs root` and return, except under `CI=true`, where they
@@ -788,8 +790,8 @@ impl Daemon {
         self.state_dir.join("state.json")
     }
 
-    /// Starts `ip netns exec EDGE force-https run --config F` (RUST_LOG=info, output appended to
-    /// the log file).
+    /// Starts `ip netns exec EDGE force-https run --config F` (`RUST_LOG` from `FHT_RUST_LOG`,
+    /// `info` by default; output appended to the log file).
     pub fn launch(&mut self) {
         assert!(
             self.child.is_none() || self.try_status().is_some(),
@@ -807,7 +809,10 @@ impl Daemon {
             .arg("run")
             .arg("--config")
             .arg(&self.config_path)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("FHT_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

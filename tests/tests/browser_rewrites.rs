@@ -2,7 +2,8 @@
 //! HTML references an image and a script by `http://` on an enforced host. With
 //! `https_rewrites` the console shows no mixed-content message, the image loads and the
 //! script runs; without it (same page, same backend, another site), Chromium reports mixed
-//! content. Fails, never skips, under CI=true.
+//! content. Fails, never skips, under CI=true. The daemon writes its access log (printed with
+//! its log when the test fails) and the page records what each of its fetches got.
 
 use fh_tests::{browser, pki::Pki, *};
 
@@ -18,6 +19,10 @@ const PAGE: &str = r#"<!doctype html>
     document.body.setAttribute("data-image", img.complete && img.naturalWidth > 0 ? "loaded" : "failed");
   }
   if (img.complete) { report(); } else { img.addEventListener("load", report); img.addEventListener("error", report); }
+  // For a failure's message: what each fetch got (status 0: no response).
+  window.addEventListener("load", () => document.body.setAttribute("data-fetches",
+    performance.getEntriesByType("resource")
+      .map(e => `${e.name} ${e.responseStatus} ${e.nextHopProtocol}`).join("; ")));
 </script>
 </body></html>
 "#;
@@ -71,6 +76,8 @@ fn chromium_sees_no_mixed_content_with_rewrites_and_mixed_content_without() {
             r#"[listen]
 http = ["0.0.0.0:80"]
 https = ["0.0.0.0:443"]
+[log]
+access = "json"
 [state]
 dir = "{{STATE_DIR}}"
 control_socket = "{{CONTROL_SOCKET}}"
@@ -92,12 +99,13 @@ tls = {{ cert = "{cert}", key = "{key}" }}
     );
     let spki = vec![browser::spki_hash(&pki, "sites")];
 
-    let with = browser::load(
+    let with = browser::load_until(
         &ns,
         &chromium,
         "https://rewritten.example.com/static/rewritten.example.com.html",
         EDGE_V4,
         &spki,
+        |p| p.dom.contains("data-image=\"loaded\"") && p.dom.contains("data-script=\"ran\""),
     );
     let mixed: Vec<&str> = with
         .console()
