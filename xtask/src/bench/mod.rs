@@ -28,6 +28,12 @@
 //! `--instructions N` replaces the timed passes with counts: each peer runs under callgrind
 //! and the report gives its user-space instructions per request in the keep-alive phases
 //! ([`instructions`]), a measure this shared machine does not move by tens of percent.
+//!
+//! `--paired N` keeps the timed passes but runs every peer at once, each in its own pair of
+//! namespaces ([`topology::Topology::create_nth`]), and each phase as N slices in which every
+//! peer gets one pass, back to back: the ratio of two passes seconds apart, and the median of
+//! N such ratios with its 95% confidence interval ([`summary::median_ci95`]), where the rounds
+//! of `--rounds` compare passes minutes apart.
 
 mod cpu;
 mod flood;
@@ -176,6 +182,16 @@ pub struct BenchArgs {
     /// spreads are over the rounds. Instead of `--passes`.
     #[arg(long, conflicts_with = "passes", value_parser = clap::value_parser!(u64).range(2..=20))]
     pub rounds: Option<u64>,
+    /// Paired slices: every selected peer runs at the same time, each in its own pair of
+    /// namespaces (all on the edge CPU, idle but for the one under load), and each phase is N
+    /// slices of `--duration` seconds in which every peer gets one pass, back to back, the
+    /// order turning by one each slice. A slice's ratio compares passes seconds apart instead
+    /// of minutes; the report gives the median ratio with its 95% confidence interval, which
+    /// narrows with N where the spread of single passes does not (`report.rs`). For
+    /// `--duration 2` or 3 and N of 20 or more. Instead of `--passes` and `--rounds`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(6..=200),
+          conflicts_with_all = ["passes", "rounds", "sweep", "instructions", "syn_flood", "only_scale"])]
+    pub paired: Option<u64>,
     /// The force-https-xdp peer's XDP mode: `native` (the default; falls back to generic when
     /// it does not attach) or `generic` only. Either way SYN-ACKs and FIN ACKs leave with
     /// XDP_TX (the client end of the veth runs a pass program, `topology.rs`).
@@ -407,12 +423,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 .to_string(),
             versions: versions(&peers, &bins),
             duration_s: args.duration,
-            passes: args.rounds.unwrap_or(args.passes) as usize,
+            passes: args.paired.or(args.rounds).unwrap_or(args.passes) as usize,
             warmup_s: args.warmup,
             edge_cpu: EDGE_CPU,
             client_cpu: CLIENT_CPU,
             in_flight: points.first().copied().unwrap_or(args.in_flight),
             rounds: args.rounds,
+            paired: args.paired,
             sweep: if points.len() > 1 {
                 points.clone()
             } else {
@@ -423,6 +440,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 if let Some(n) = args.rounds {
                     notes.push(format!(
                         "Rounds: {n} interleaved rounds; in each, every peer is started afresh and runs every phase once (one pass after its warm-up, no extra passes), peer after peer, so that a slow stretch of the machine falls on every peer alike. Medians and spreads are over the rounds."
+                    ));
+                }
+                if let Some(n) = args.paired {
+                    notes.push(format!(
+                        "Paired slices: every peer runs at once, each in its own pair of namespaces with its own backend (all on the edge CPU; only the one under load is busy). Each phase is {n} slices; in a slice every peer gets one pass of {} s (after the usual quiet check), back to back, the order turning by one peer each slice. A slice's ratio compares passes seconds apart. Medians and spreads are over the slices; the ratios come with a 95% confidence interval for their median (sign test: from the order statistics, whatever the distribution).",
+                        args.duration
                     ));
                 }
                 if let Some((defer, timeout)) = args.coalescing() {
@@ -454,7 +477,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         nofile,
         no_resume,
     };
-    let rounds = env.args.rounds.unwrap_or(1);
+    let rounds = match env.args.paired {
+        Some(slices) => {
+            let in_flight = points.first().copied().unwrap_or(args.in_flight);
+            bench_paired(&env, &peers, in_flight, slices, &mut results, start)?;
+            0
+        }
+        None => env.args.rounds.unwrap_or(1),
+    };
     for round in 1..=rounds {
         if rounds > 1 {
             println!("xtask: bench: ==== round {round} of {rounds} ====");
@@ -831,6 +861,88 @@ fn method_notes_at(nofile: u64, max_connections: u64, in_flight: u32) -> Vec<Str
 /// Runs one peer through all phases; never fails: errors are recorded in the result. The XDP
 /// peer falls back from native to generic mode when native does not start.
 fn bench_peer(kind: PeerKind, env: &Env, in_flight: u32) -> PeerResult {
+    let mut r = PeerResult::new(kind);
+    r.in_flight = in_flight;
+    let res = match start_peer(kind, env, in_flight, 0, &mut r) {
+        Ok(mut live) => {
+            let res = measure_peer(&mut live, env, in_flight, &mut r);
+            live.finish(&env.out_dir, res.is_err());
+            res
+        }
+        Err(e) => Err(e),
+    };
+    match res {
+        Ok(()) => r.ok = true,
+        Err(e) => r.error = Some(format!("{e:#}")),
+    }
+    r
+}
+
+/// A peer up and checked in its own topology, with its backend: what its passes need.
+struct LivePeer {
+    kind: PeerKind,
+    /// Declared before `topo`, so dropped (processes stopped) before the namespaces go.
+    procs: Procs,
+    topo: Topology,
+    /// Its scratch directory.
+    dir: PathBuf,
+    /// Its configuration file.
+    config: PathBuf,
+    pid: u32,
+}
+
+impl LivePeer {
+    /// Stops the peer and its backend (after printing their output when `failed`), keeps
+    /// their logs in the report's `logs/`, and deletes the namespaces.
+    fn finish(mut self, out_dir: &Path, failed: bool) {
+        if failed {
+            let logs = self.procs.logs(40);
+            eprintln!(
+                "xtask: bench: output of {}'s processes:\n{logs}",
+                self.kind.name()
+            );
+        }
+        self.procs.stop_all();
+        copy_logs(&self.dir, out_dir, self.kind);
+    }
+}
+
+/// What a pass of `live` runs with. A free function over the fields it reads, so that a
+/// caller can hold it and `live.procs` mutably at once.
+fn peer_run<'a>(
+    kind: PeerKind,
+    env: &'a Env,
+    topo: &'a Topology,
+    dir: &'a Path,
+    config: &'a Path,
+    in_flight: u32,
+) -> PeerRun<'a> {
+    PeerRun {
+        kind,
+        args: &env.args,
+        topo,
+        force_https: &env.bins.force_https,
+        fh_config: kind.is_force_https().then_some(config),
+        load_gen: LoadGen {
+            client_ns: &topo.client,
+            scratch: dir,
+            no_resume: env.no_resume.as_deref(),
+            in_flight,
+        },
+        out_dir: &env.out_dir,
+    }
+}
+
+/// Starts `kind` in topology `nth` ([`Topology::create_nth`]); `r` gets its notes and what
+/// was checked. The XDP peer tries its `--xdp-mode` and falls back from native to generic
+/// when native does not start.
+fn start_peer(
+    kind: PeerKind,
+    env: &Env,
+    in_flight: u32,
+    nth: usize,
+    r: &mut PeerResult,
+) -> Result<LivePeer> {
     let modes: &[&str] = if kind == PeerKind::ForceHttpsXdp {
         match env.args.xdp_mode {
             XdpMode::Native => &["native", "generic"],
@@ -840,62 +952,49 @@ fn bench_peer(kind: PeerKind, env: &Env, in_flight: u32) -> PeerResult {
         &["-"]
     };
     let mut notes = Vec::new();
-    let mut r = PeerResult::new(kind);
-    r.in_flight = in_flight;
     for (i, mode) in modes.iter().enumerate() {
-        r = PeerResult::new(kind);
+        *r = PeerResult::new(kind);
         r.in_flight = in_flight;
         r.notes = notes.clone();
-        let mut started = false;
-        let res = run_peer(kind, mode, env, in_flight, &mut r, &mut started);
-        match res {
-            Ok(()) => {
-                r.ok = true;
-                return r;
-            }
-            Err(e) => {
+        match start_peer_in(kind, mode, env, in_flight, nth, r) {
+            Ok(live) => return Ok(live),
+            Err(e) if i + 1 < modes.len() && !interrupted() => {
                 let msg = format!("{e:#}");
-                if !started && i + 1 < modes.len() && !interrupted() {
-                    eprintln!(
-                        "xtask: bench: {} did not start in XDP {mode} mode: {msg}; trying {}",
-                        kind.name(),
-                        modes[i + 1]
-                    );
-                    notes.push(format!(
-                        "XDP {mode} mode did not work ({}); fell back to {} mode",
-                        first_line(&msg),
-                        modes[i + 1]
-                    ));
-                    continue;
-                }
-                r.error = Some(msg);
-                return r;
+                eprintln!(
+                    "xtask: bench: {} did not start in XDP {mode} mode: {msg}; trying {}",
+                    kind.name(),
+                    modes[i + 1]
+                );
+                notes.push(format!(
+                    "XDP {mode} mode did not work ({}); fell back to {} mode",
+                    first_line(&msg),
+                    modes[i + 1]
+                ));
             }
+            Err(e) => return Err(e),
         }
     }
-    r
+    bail!("{}: no XDP mode left to try", kind.name())
 }
 
-/// Topology, backend, peer, checks, then every phase, with `in_flight` requests in flight.
-/// `started` turns true once the peer answered correctly.
-fn run_peer(
+/// Topology, backend, peer and checks, in one XDP mode (`-` for the other peers).
+fn start_peer_in(
     kind: PeerKind,
     xdp_mode: &str,
     env: &Env,
     in_flight: u32,
+    nth: usize,
     r: &mut PeerResult,
-    started: &mut bool,
-) -> Result<()> {
+) -> Result<LivePeer> {
     let Env {
         args,
-        phases,
         bins,
         files,
         tmp,
         out_dir,
         max_connections,
         nofile,
-        no_resume,
+        ..
     } = env;
     let (tmp, out_dir) = (tmp.as_path(), out_dir.as_path());
     let dir = tmp.join(kind.name());
@@ -903,13 +1002,27 @@ fn run_peer(
         std::fs::remove_dir_all(&dir)?;
     }
     std::fs::create_dir_all(&dir)?;
-    let topo = Topology::create(&[HOST, PLAIN_HOST])?;
+    let topo = Topology::create_nth(&[HOST, PLAIN_HOST], nth)?;
     if let Some((defer, timeout)) = args.coalescing() {
         topo.coalesce(defer, timeout)?;
     }
-    // Declared after `topo`, so dropped (processes stopped) before the namespaces go.
-    let mut procs = Procs::default();
+    let mut live = LivePeer {
+        kind,
+        procs: Procs::default(),
+        topo,
+        config: dir.join("unwritten"),
+        dir,
+        pid: 0,
+    };
     let result = (|| -> Result<()> {
+        let LivePeer {
+            procs,
+            topo,
+            dir,
+            config,
+            pid,
+            ..
+        } = &mut live;
         let mut backend = netns::exec(&topo.edge, "taskset");
         backend
             .args(["-c", &EDGE_CPU.to_string()])
@@ -923,9 +1036,9 @@ fn run_peer(
                 .arg("--fixed-bytes")
                 .arg(peers::FIXED_BODY_BYTES.to_string()),
         };
-        procs.spawn("fh-backend", backend, &dir)?;
+        procs.spawn("fh-backend", backend, dir)?;
         let edge = topo.edge.clone();
-        wait_until(&mut procs, "the backend answers", || {
+        wait_until(procs, "the backend answers", || {
             netns::exec(&edge, "curl")
                 .args(["-s", "-o", "/dev/null", "--max-time", "1"])
                 .arg(format!("http://{}/", peers::BACKEND))
@@ -937,7 +1050,7 @@ fn run_peer(
         let ctx = PeerCtx {
             files,
             force_https: &bins.force_https,
-            dir: &dir,
+            dir,
             edge_ns: &topo.edge,
             edge_if: &topo.edge_if,
             xdp_mode,
@@ -949,22 +1062,22 @@ fn run_peer(
             answer_syn: args.synack == SynAnswer::Xdp,
             callgrind: args.instructions.is_some(),
         };
-        peers::prepare_dirs(kind, &dir)?;
+        peers::prepare_dirs(kind, dir)?;
         let (name, text) = peers::config(kind, &ctx);
-        let config = dir.join(&name);
+        *config = dir.join(&name);
         r.config_file = name.clone();
-        std::fs::write(&config, &text)?;
+        std::fs::write(&*config, &text)?;
         std::fs::write(
             out_dir
                 .join("configs")
                 .join(format!("{}-{name}", kind.name())),
             &text,
         )?;
-        peers::check_config(kind, &ctx, &config)?;
-        let peer_pid = procs.spawn(kind.name(), peers::command(kind, &ctx, &config), &dir)?;
+        peers::check_config(kind, &ctx, config)?;
+        *pid = procs.spawn(kind.name(), peers::command(kind, &ctx, config), dir)?;
         let client = topo.client.clone();
         wait_until(
-            &mut procs,
+            procs,
             &format!("{} redirects on port 80", kind.name()),
             || {
                 peers::curl(&client, &[&format!("http://{HOST}/")])
@@ -993,76 +1106,70 @@ fn run_peer(
             None => peers::FIXED_BODY_BYTES,
         };
         r.checked = Some(peers::verify(&topo.client, &files.cert, body_len)?);
-        r.process = Some(procs::tree_facts(peer_pid));
-        *started = true;
+        r.process = Some(procs::tree_facts(*pid));
         println!(
             "xtask: bench: {} is up and checked; process tree {:?}",
             kind.name(),
             r.process
         );
-
-        let run = PeerRun {
-            kind,
-            args,
-            topo: &topo,
-            force_https: &bins.force_https,
-            fh_config: kind.is_force_https().then_some(config.as_path()),
-            load_gen: LoadGen {
-                client_ns: &topo.client,
-                scratch: &dir,
-                no_resume: no_resume.as_deref(),
-                in_flight,
-            },
-            out_dir,
-        };
-        if let Some(n) = args.instructions {
-            r.instructions = instructions::measure(&topo.client, peer_pid, &dir, phases, n);
-            for c in &r.instructions {
-                if let (Some(e), Some(p)) = (&c.error, c.phase) {
-                    eprintln!("xtask: bench: {} / {}: {e}", kind.name(), p.name());
-                }
-            }
-            add_observations(kind, r);
-            return Ok(());
-        }
-        for &phase in phases {
-            check_interrupted()?;
-            let pr = run_phase(&run, &mut procs, phase);
-            if let Some(e) = &pr.error {
-                eprintln!("xtask: bench: {} / {}: {e}", kind.name(), phase.name());
-            }
-            let failed = pr.error.is_some();
-            r.phases.push(pr);
-            if failed {
-                // A dead peer ends the peer; a failed phase does not.
-                procs.check_alive()?;
-                check_interrupted()?;
-            }
-        }
-        if args.syn_flood && kind == PeerKind::ForceHttpsXdp {
-            check_interrupted()?;
-            println!("xtask: bench: {} / syn-flood", kind.name());
-            let f = flood::measure(&run);
-            if let Some(e) = &f.error {
-                eprintln!("xtask: bench: {} / syn-flood: {e}", kind.name());
-            }
-            r.syn_flood = Some(f);
-        }
-        add_observations(kind, r);
         Ok(())
     })();
-    if result.is_err() {
-        let logs = procs.logs(40);
-        eprintln!(
-            "xtask: bench: output of {}'s processes:\n{logs}",
-            kind.name()
-        );
+    match result {
+        Ok(()) => Ok(live),
+        Err(e) => {
+            live.finish(out_dir, true);
+            Err(e)
+        }
     }
-    procs.stop_all();
-    copy_logs(&dir, out_dir, kind);
-    drop(procs);
-    drop(topo);
-    result
+}
+
+/// Every phase (or the instruction counts) of a started peer.
+fn measure_peer(live: &mut LivePeer, env: &Env, in_flight: u32, r: &mut PeerResult) -> Result<()> {
+    let LivePeer {
+        kind,
+        procs,
+        topo,
+        dir,
+        config,
+        pid,
+    } = live;
+    let (kind, args, phases) = (*kind, &env.args, &env.phases);
+    let run = peer_run(kind, env, topo, dir, config, in_flight);
+    if let Some(n) = args.instructions {
+        r.instructions = instructions::measure(&topo.client, *pid, dir, phases, n);
+        for c in &r.instructions {
+            if let (Some(e), Some(p)) = (&c.error, c.phase) {
+                eprintln!("xtask: bench: {} / {}: {e}", kind.name(), p.name());
+            }
+        }
+        add_observations(kind, r);
+        return Ok(());
+    }
+    for &phase in phases {
+        check_interrupted()?;
+        let pr = run_phase(&run, procs, phase);
+        if let Some(e) = &pr.error {
+            eprintln!("xtask: bench: {} / {}: {e}", kind.name(), phase.name());
+        }
+        let failed = pr.error.is_some();
+        r.phases.push(pr);
+        if failed {
+            // A dead peer ends the peer; a failed phase does not.
+            procs.check_alive()?;
+            check_interrupted()?;
+        }
+    }
+    if args.syn_flood && kind == PeerKind::ForceHttpsXdp {
+        check_interrupted()?;
+        println!("xtask: bench: {} / syn-flood", kind.name());
+        let f = flood::measure(&run);
+        if let Some(e) = &f.error {
+            eprintln!("xtask: bench: {} / syn-flood: {e}", kind.name());
+        }
+        r.syn_flood = Some(f);
+    }
+    add_observations(kind, r);
+    Ok(())
 }
 
 /// Notes about what the numbers mean for this peer.
@@ -1299,33 +1406,11 @@ fn run_phase(run: &PeerRun, procs: &mut Procs, phase: Phase) -> PhaseResult {
             topo.pin_napi()?;
             let n = pr.passes.len() + pr.discarded.len() + 1;
             let pass = one_pass(run, phase, n, false)?.0.pass;
-            println!(
-                "xtask: bench: {} / {} pass {n}: {:.0} req/s, edge {:.1} µs/req ({:.0}% busy), machine {:.1} µs/req, p50 {:?} µs, p99 {:?} µs, errors {} bad {}",
-                kind.name(),
-                phase.name(),
-                pass.load.rps,
-                pass.edge_us_per_req,
-                pass.edge.utilization * 100.0,
-                pass.machine_us_per_req,
-                pass.load.p50_us,
-                pass.load.p99_us,
-                pass.load.errors,
-                pass.load.bad_status
-            );
+            print_pass(*kind, phase, n, &pass);
             procs.check_alive()?;
-            if pass.disturbed {
-                eprintln!(
-                    "xtask: bench: {} / {} pass {n} disturbed: {:.2} CPU s used by other processes ({}), {} processes created",
-                    kind.name(),
-                    phase.name(),
-                    pass.foreign_cpu_s,
-                    pass.foreign_top.join(", "),
-                    pass.forks
-                );
-                if pr.discarded.len() < MAX_DISCARDED {
-                    pr.discarded.push(pass);
-                    continue;
-                }
+            if pass.disturbed && pr.discarded.len() < MAX_DISCARDED {
+                pr.discarded.push(pass);
+                continue;
             }
             pr.passes.push(pass);
         }
@@ -1339,6 +1424,171 @@ fn run_phase(run: &PeerRun, procs: &mut Procs, phase: Phase) -> PhaseResult {
         pr.error = Some(format!("{e:#}"));
     }
     pr
+}
+
+/// The progress line of pass `n`, and a warning when it was disturbed.
+fn print_pass(kind: PeerKind, phase: Phase, n: usize, pass: &Pass) {
+    println!(
+        "xtask: bench: {} / {} pass {n}: {:.0} req/s, edge {:.1} µs/req ({:.0}% busy), machine {:.1} µs/req, p50 {:?} µs, p99 {:?} µs, errors {} bad {}",
+        kind.name(),
+        phase.name(),
+        pass.load.rps,
+        pass.edge_us_per_req,
+        pass.edge.utilization * 100.0,
+        pass.machine_us_per_req,
+        pass.load.p50_us,
+        pass.load.p99_us,
+        pass.load.errors,
+        pass.load.bad_status
+    );
+    if pass.disturbed {
+        eprintln!(
+            "xtask: bench: {} / {} pass {n} disturbed: {:.2} CPU s used by other processes ({}), {} processes created",
+            kind.name(),
+            phase.name(),
+            pass.foreign_cpu_s,
+            pass.foreign_top.join(", "),
+            pass.forks
+        );
+    }
+}
+
+/// `--paired`: starts every peer at once (each in its own topology), then runs each phase as
+/// `slices` slices, every peer one pass per slice, the order turning each slice. A peer that
+/// fails to start, or fails a pass, is reported and left out of the rest (of the run, or of
+/// that phase); the others go on. Disturbed passes are kept and counted in the warnings, not
+/// re-run: a re-run would break the pairing of the slice.
+fn bench_paired(
+    env: &Env,
+    peers: &[PeerKind],
+    in_flight: u32,
+    slices: u64,
+    results: &mut Results,
+    start: Instant,
+) -> Result<()> {
+    let (args, out_dir) = (&env.args, env.out_dir.as_path());
+    let mut live: Vec<(LivePeer, PeerResult)> = Vec::new();
+    let mut failed: Vec<PeerResult> = Vec::new();
+    for (nth, &kind) in peers.iter().enumerate() {
+        if interrupted() {
+            break;
+        }
+        println!("xtask: bench: ==== {} (starting) ====", kind.name());
+        let mut r = PeerResult::new(kind);
+        r.in_flight = in_flight;
+        match start_peer(kind, env, in_flight, nth, &mut r) {
+            Ok(l) => live.push((l, r)),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                eprintln!("xtask: bench: {} failed: {msg}", kind.name());
+                results
+                    .meta
+                    .warnings
+                    .push(format!("{} failed: {}", kind.name(), first_line(&msg)));
+                r.error = Some(msg);
+                failed.push(r);
+            }
+        }
+    }
+    let outcome = (|| -> Result<()> {
+        for &phase in &env.phases {
+            check_interrupted()?;
+            println!(
+                "xtask: bench: ==== {} ({slices} paired slices) ====",
+                phase.name()
+            );
+            let mut prs: Vec<PhaseResult> = live
+                .iter()
+                .map(|_| PhaseResult {
+                    phase,
+                    command: String::new(),
+                    passes: Vec::new(),
+                    discarded: Vec::new(),
+                    summary: None,
+                    error: None,
+                })
+                .collect();
+            for (i, (l, _)) in live.iter_mut().enumerate() {
+                let run = peer_run(l.kind, env, &l.topo, &l.dir, &l.config, in_flight);
+                prs[i].command = run.load_gen.shown_command(phase, args.duration);
+                if args.warmup > 0 {
+                    println!(
+                        "xtask: bench: {} / {}: warm-up {} s",
+                        l.kind.name(),
+                        phase.name(),
+                        args.warmup
+                    );
+                    if let Err(e) = run.load_gen.warm_up(phase, args.warmup) {
+                        prs[i].error = Some(format!("{e:#}"));
+                    }
+                }
+            }
+            for slice in 0..slices as usize {
+                check_interrupted()?;
+                for k in 0..live.len() {
+                    let i = (slice + k) % live.len();
+                    if prs[i].error.is_some() {
+                        continue;
+                    }
+                    let (l, _) = &mut live[i];
+                    let run = peer_run(l.kind, env, &l.topo, &l.dir, &l.config, in_flight);
+                    let pass = l
+                        .topo
+                        .pin_napi()
+                        .and_then(|_| one_pass(&run, phase, slice + 1, false));
+                    match pass.and_then(|p| l.procs.check_alive().map(|()| p)) {
+                        Ok(p) => {
+                            print_pass(l.kind, phase, slice + 1, &p.0.pass);
+                            prs[i].passes.push(p.0.pass);
+                        }
+                        Err(e) => {
+                            let msg = format!("{e:#}");
+                            eprintln!("xtask: bench: {} / {}: {msg}", l.kind.name(), phase.name());
+                            prs[i].error = Some(msg);
+                        }
+                    }
+                }
+            }
+            for ((_, r), mut pr) in live.iter_mut().zip(prs) {
+                pr.summary = report::summarize(&pr.passes, SPREAD_LIMIT_PCT);
+                if pr.summary.as_ref().is_some_and(|s| s.not_quiet) {
+                    results.meta.warnings.push(format!(
+                        "{} / {}: the machine was not quiet (< {:.0}% per CPU) before some slice",
+                        r.peer.name(),
+                        phase.name(),
+                        QUIET_LIMIT * 100.0
+                    ));
+                }
+                let disturbed = pr.passes.iter().filter(|p| p.disturbed).count();
+                if disturbed > 0 {
+                    results.meta.warnings.push(format!(
+                        "{} / {}: {disturbed} of {} slices disturbed by other processes (kept: a re-run would break the pairing)",
+                        r.peer.name(),
+                        phase.name(),
+                        pr.passes.len()
+                    ));
+                }
+                r.phases.push(pr);
+            }
+            results.peers = live
+                .iter()
+                .map(|(_, r)| r.clone())
+                .chain(failed.iter().cloned())
+                .collect();
+            results.meta.elapsed_s = start.elapsed().as_secs_f64();
+            write_results(out_dir, results, &env.phases)?;
+        }
+        Ok(())
+    })();
+    for (l, r) in &mut live {
+        r.ok = r.phases.iter().all(|p| p.error.is_none());
+        add_observations(l.kind, r);
+    }
+    results.peers = live.iter().map(|(_, r)| r.clone()).chain(failed).collect();
+    for (l, r) in live {
+        l.finish(out_dir, !r.ok);
+    }
+    outcome
 }
 
 /// Waits for a quiet machine (or gives up after `QUIET_WAIT`).
@@ -1610,6 +1860,55 @@ mod tests {
         assert!(
             md.contains("| force-https / https-h1 | nginx | 1.00 (0.50–1.00) | 1.00 (1.00–2.00) |"),
             "{md}"
+        );
+    }
+
+    #[test]
+    fn paired_slices_get_their_section_with_a_confidence_interval() {
+        let mut peers = Vec::new();
+        // 10 slices: force-https's rate over HAProxy's is 0.90, 0.91, …, 0.99 (in a shuffled
+        // order); the interval for n = 10 is ranks 2 and 9: 0.91–0.98.
+        for k in [3, 7, 0, 9, 5, 1, 8, 2, 6, 4] {
+            merge_round(
+                &mut peers,
+                one_pass_result(PeerKind::ForceHttps, 90.0 + k as f64),
+            );
+            merge_round(&mut peers, one_pass_result(PeerKind::Haproxy, 100.0));
+        }
+        let pairs = report::paired_ratios(&peers, &[Phase::HttpsH1]);
+        let (a, b) = pairs[0].rps_ci.unwrap();
+        assert!(
+            (a - 0.91).abs() < 1e-9 && (b - 0.98).abs() < 1e-9,
+            "{a} {b}"
+        );
+        let mut results = Results {
+            peers,
+            ..Results::default()
+        };
+        results.meta.paired = Some(10);
+        let md = report::markdown(&results, &[Phase::HttpsH1]);
+        assert!(
+            md.contains("## force-https against each peer, slice by slice"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| force-https / https-h1 | haproxy | 0.94 [0.91–0.98] (0.90–0.99) |"),
+            "{md}"
+        );
+        // Paired slices conflict with the other ways of repeating passes.
+        for other in [
+            &["--passes", "3"][..],
+            &["--rounds", "3"],
+            &["--sweep", "64,512"],
+        ] {
+            let mut argv = vec!["x", "--paired", "20"];
+            argv.extend_from_slice(other);
+            assert!(T::try_parse_from(argv).is_err(), "{other:?}");
+        }
+        assert!(T::try_parse_from(["x", "--paired", "5"]).is_err());
+        assert_eq!(
+            T::try_parse_from(["x", "--paired", "20"]).unwrap().b.paired,
+            Some(20)
         );
     }
 

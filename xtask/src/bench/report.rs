@@ -13,7 +13,7 @@ use super::instructions::Count;
 use super::load::{LoadOutput, Phase};
 use super::peers::{Checked, PeerKind};
 use super::procs::TreeFacts;
-use super::summary::{Spread, median, spread};
+use super::summary::{Spread, median, median_ci95, spread};
 use super::topology::NapiThread;
 
 /// Everything a bench run produced.
@@ -47,6 +47,8 @@ pub struct Meta {
     pub sweep: Vec<u32>,
     /// `--rounds`: the passes are interleaved rounds (pass i of every peer is round i + 1).
     pub rounds: Option<u64>,
+    /// `--paired`: the passes are slices (pass i of every peer is slice i + 1, seconds apart).
+    pub paired: Option<u64>,
     pub method: Vec<String>,
     pub warnings: Vec<String>,
     pub interrupted: bool,
@@ -352,6 +354,9 @@ pub struct PairedRatio {
     pub rps: Spread,
     /// force-https's edge CPU per request over the other's, per round.
     pub cpu: Spread,
+    /// 95% confidence intervals for the medians of `rps` and `cpu` (`None` under 6 rounds).
+    pub rps_ci: Option<(f64, f64)>,
+    pub cpu_ci: Option<(f64, f64)>,
 }
 
 /// The per-round ratios of every force-https peer to every other peer at the same requests
@@ -381,6 +386,7 @@ pub fn paired_ratios(peers: &[PeerResult], phases: &[Phase]) -> Vec<PairedRatio>
                 let cpu: Vec<f64> = pairs
                     .map(|(x, y)| x.edge_us_per_req / y.edge_us_per_req)
                     .collect();
+                let (rps_ci, cpu_ci) = (median_ci95(&rps), median_ci95(&cpu));
                 let (Some(rps), Some(cpu)) = (spread(&rps), spread(&cpu)) else {
                     continue;
                 };
@@ -394,6 +400,8 @@ pub fn paired_ratios(peers: &[PeerResult], phases: &[Phase]) -> Vec<PairedRatio>
                     other: b.peer.name(),
                     rps,
                     cpu,
+                    rps_ci,
+                    cpu_ci,
                 });
             }
         }
@@ -704,20 +712,32 @@ fn timed_tables(o: &mut String, r: &Results, phases: &[Phase]) {
         });
     }
     let pairs = paired_ratios(&r.peers, phases);
-    if r.meta.rounds.is_some() && !pairs.is_empty() {
-        o.push_str("## force-https against each peer, round by round\n\nIn a round every peer ran back to back, so the ratio within a round is the comparison a drifting machine disturbs least: force-https's requests/s and edge CPU per request over the other peer's, per round; the median of the rounds, then their range.\n\n| phase | against | requests/s ratio | edge CPU ratio |\n|---|---|---:|---:|\n");
+    let heading = match (r.meta.rounds, r.meta.paired) {
+        (_, Some(_)) => Some(
+            "## force-https against each peer, slice by slice\n\nEvery peer ran at once (each idle but when under load) and got one pass per slice, back to back, so a slice's ratio compares passes seconds apart: force-https's requests/s and edge CPU per request over the other peer's, per slice. Each cell: the median of the slices, `[` its 95% confidence interval `]` (sign test; a target is met at 95% when the whole interval is on its side), then the range of single slices.",
+        ),
+        (Some(_), None) => Some(
+            "## force-https against each peer, round by round\n\nIn a round every peer ran back to back, so the ratio within a round is the comparison a drifting machine disturbs least: force-https's requests/s and edge CPU per request over the other peer's, per round; the median of the rounds, `[` its 95% confidence interval `]` from 6 rounds on, then their range.",
+        ),
+        (None, None) => None,
+    };
+    if let Some(heading) = heading.filter(|_| !pairs.is_empty()) {
+        o.push_str(heading);
+        o.push_str(
+            "\n\n| phase | against | requests/s ratio | edge CPU ratio |\n|---|---|---:|---:|\n",
+        );
+        let cell = |s: &Spread, ci: Option<(f64, f64)>| {
+            let ci = ci.map_or(String::new(), |(a, b)| format!(" [{a:.2}–{b:.2}]"));
+            format!("{:.2}{ci} ({:.2}–{:.2})", s.median, s.min, s.max)
+        };
         for p in &pairs {
             let _ = writeln!(
                 o,
-                "| {} | {} | {:.2} ({:.2}–{:.2}) | {:.2} ({:.2}–{:.2}) |",
+                "| {} | {} | {} | {} |",
                 p.label,
                 p.other,
-                p.rps.median,
-                p.rps.min,
-                p.rps.max,
-                p.cpu.median,
-                p.cpu.min,
-                p.cpu.max
+                cell(&p.rps, p.rps_ci),
+                cell(&p.cpu, p.cpu_ci)
             );
         }
         o.push('\n');

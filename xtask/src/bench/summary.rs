@@ -1,5 +1,5 @@
-//! Statistics over passes and samples: median, min–max spread, percentiles, and the rule that
-//! decides when a noisy measurement gets more passes.
+//! Statistics over passes and samples: median, min–max spread, a confidence interval for the
+//! median, percentiles, and the rule that decides when a noisy measurement gets more passes.
 
 use serde::Serialize;
 
@@ -47,6 +47,33 @@ pub fn spread(values: &[f64]) -> Option<Spread> {
     })
 }
 
+/// A 95% confidence interval for the median of the distribution `values` were drawn from:
+/// `(x(j), x(n+1-j))`, the order statistics whose ranks a Binomial(n, 1/2) keeps the median
+/// between with probability at least 0.95 (distribution-free; the sign-test interval).
+/// `None` for fewer than 6 finite values, where even the whole range covers less.
+pub fn median_ci95(values: &[f64]) -> Option<(f64, f64)> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    // P(B <= k) for B ~ Binomial(n, 1/2), by the recurrence on C(n, k) / 2^n.
+    let mut term = 0.5f64.powi(i32::try_from(n).ok()?);
+    let mut below = term; // P(B <= 0)
+    if below > 0.025 {
+        return None;
+    }
+    // The largest j with P(B <= j - 1) <= 0.025.
+    let mut j = 1;
+    while j < n / 2 {
+        term *= (n - j) as f64 / j as f64; // now P(B = j)
+        if below + term > 0.025 {
+            break;
+        }
+        below += term;
+        j += 1;
+    }
+    Some((v[j - 1], v[n - j]))
+}
+
 /// True when another pass should be run: some metric spreads over `limit_pct` and fewer than
 /// `max_passes` passes were run.
 pub fn needs_more_passes(
@@ -87,6 +114,22 @@ mod tests {
         assert_eq!(spread(&[5.0]).unwrap().spread_pct, 0.0);
         assert_eq!(spread(&[0.0, 0.0]).unwrap().spread_pct, 0.0);
         assert!(spread(&[]).is_none());
+    }
+
+    #[test]
+    fn median_confidence_intervals_are_the_sign_test_ranks() {
+        // Ranks from the binomial tables: n = 6 → (1, 6), n = 10 → (2, 9), n = 20 → (6, 15),
+        // n = 40 → (14, 27).
+        let ranks = |n: usize| {
+            let v: Vec<f64> = (1..=n).rev().map(|x| x as f64).collect();
+            median_ci95(&v).map(|(a, b)| (a as usize, b as usize))
+        };
+        assert_eq!(ranks(5), None);
+        assert_eq!(ranks(6), Some((1, 6)));
+        assert_eq!(ranks(10), Some((2, 9)));
+        assert_eq!(ranks(20), Some((6, 15)));
+        assert_eq!(ranks(40), Some((14, 27)));
+        assert_eq!(median_ci95(&[f64::NAN; 10]), None);
     }
 
     #[test]

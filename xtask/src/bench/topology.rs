@@ -55,6 +55,23 @@ pub fn hosts_file(hosts: &[&str]) -> String {
     format!("127.0.0.1 localhost\n{EDGE_V4} {}\n", hosts.join(" "))
 }
 
+/// The edge and client namespaces and interfaces of topology `nth` of process `pid`:
+/// `fhb-<pid>[-<nth>]-edge`, `fhb-<pid>[-<nth>]-cli`, `fb<pid>[<nth>]e`, `fb<pid>[<nth>]c`
+/// (no `nth` for the first). Interface names stay within IFNAMSIZ (15 bytes) for any pid
+/// (at most 7 digits, `pid_max` ≤ 4,194,304) and up to 100 topologies.
+fn names(pid: u32, nth: usize) -> [String; 4] {
+    let (tag, iftag) = match nth {
+        0 => (String::new(), String::new()),
+        n => (format!("-{n}"), n.to_string()),
+    };
+    [
+        format!("fhb-{pid}{tag}-edge"),
+        format!("fhb-{pid}{tag}-cli"),
+        format!("fb{pid}{iftag}e"),
+        format!("fb{pid}{iftag}c"),
+    ]
+}
+
 /// A NAPI kthread and the CPU it was pinned to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NapiThread {
@@ -87,12 +104,20 @@ impl Topology {
     /// Creates both namespaces, the veth pair, addresses, sysctls, GRO, threaded NAPI and the
     /// client's hosts file, which resolves every name of `hosts` to the edge.
     pub fn create(hosts: &[&str]) -> Result<Topology> {
-        let pid = std::process::id();
+        Topology::create_nth(hosts, 0)
+    }
+
+    /// As [`Topology::create`], for the `nth` of several that exist at once (`--paired`
+    /// runs every peer at the same time, each in its own pair): the names get `-<nth>` (and
+    /// the interfaces `<nth>`) after the pid, except for the first, named as `create` names
+    /// it. The addresses are the same in every pair: each pair is its own network.
+    pub fn create_nth(hosts: &[&str], nth: usize) -> Result<Topology> {
+        let [edge, client, edge_if, client_if] = names(std::process::id(), nth);
         let mut t = Topology {
-            edge: format!("fhb-{pid}-edge"),
-            client: format!("fhb-{pid}-cli"),
-            edge_if: format!("fb{pid}e"),
-            client_if: format!("fb{pid}c"),
+            edge,
+            client,
+            edge_if,
+            client_if,
             created: Vec::new(),
             etc_dirs: Vec::new(),
             pass: None,
@@ -314,6 +339,22 @@ pub fn set_affinity(pid: u32, cpu: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topologies_side_by_side_get_their_own_names() {
+        assert_eq!(
+            names(4242, 0),
+            ["fhb-4242-edge", "fhb-4242-cli", "fb4242e", "fb4242c"]
+        );
+        assert_eq!(
+            names(4242, 2),
+            ["fhb-4242-2-edge", "fhb-4242-2-cli", "fb42422e", "fb42422c"]
+        );
+        for nth in 0..100 {
+            let [_, _, e, c] = names(4_194_304, nth);
+            assert!(e.len() <= 15 && c.len() <= 15, "{e} {c}");
+        }
+    }
 
     #[test]
     fn hosts_file_names_every_host() {
