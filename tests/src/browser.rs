@@ -519,7 +519,7 @@ fn load_once(ns: &Netns, bin: &Path, url: &str, edge_ip: &str, spki: &[String]) 
             "--no-sandbox",
             "--disable-gpu",
             // Shared memory in /tmp: Debian's wrapper adds this when /dev/shm is small, but its
-            // check breaks when /dev/shm is mounted twice (as on the CI machines), so it never
+            // check breaks when /dev/shm is mounted twice (as on these machines), so it never
             // does.
             "--disable-dev-shm-usage",
             "--no-first-run",
