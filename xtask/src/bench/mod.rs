@@ -863,14 +863,11 @@ fn method_notes_at(nofile: u64, max_connections: u64, in_flight: u32) -> Vec<Str
 fn bench_peer(kind: PeerKind, env: &Env, in_flight: u32) -> PeerResult {
     let mut r = PeerResult::new(kind);
     r.in_flight = in_flight;
-    let res = match start_peer(kind, env, in_flight, 0, &mut r) {
-        Ok(mut live) => {
-            let res = measure_peer(&mut live, env, in_flight, &mut r);
-            live.finish(&env.out_dir, res.is_err());
-            res
-        }
-        Err(e) => Err(e),
-    };
+    let res = start_peer(kind, env, in_flight, 0, &mut r).and_then(|mut live| {
+        let res = measure_peer(&mut live, env, in_flight, &mut r);
+        live.finish(&env.out_dir, res.is_err());
+        res
+    });
     match res {
         Ok(()) => r.ok = true,
         Err(e) => r.error = Some(format!("{e:#}")),
