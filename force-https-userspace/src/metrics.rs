@@ -46,6 +46,8 @@ counters! {
     afxdp_redirects_308 => "Fast-path 308 redirects sent by the AF_XDP responders.",
     proxied_http => "Requests proxied to a backend from port 80.",
     proxied_https => "Requests proxied to a backend from the TLS listeners.",
+    backend_connections => "TCP connections opened to backends; about one per proxied request means idle connections are not reused ([proxy] pool_max_idle_per_host too small, or backends closing them early).",
+    backend_retries => "Requests sent to a backend once more because the connection closed before any response (idempotent requests without a body).",
     responses_400 => "400 Bad Request responses.",
     responses_404 => "404 Not Found responses (no site for the host).",
     responses_408 => "408 responses: the request head did not arrive in time.",

@@ -526,6 +526,16 @@ fn the_pool_recovers_from_backends_closing_kept_alive_connections() {
         counter(&before, "responses_502"),
         "502s while the backend closed pooled connections"
     );
+    // The repeats are counted (at least one per path: five races each), and so are the
+    // connections opened for them.
+    let grew = |name| counter(&after, name) - counter(&before, name);
+    let retries = grew("backend_retries");
+    assert!(
+        retries >= VIAS.len() as u64,
+        "backend_retries grew by {retries} over {} paths",
+        VIAS.len()
+    );
+    assert!(grew("backend_connections") >= retries, "{after:?}");
     assert!(e.d.running(), "daemon died:\n{}", e.d.log());
     assert_fds_return(pid, baseline);
 }

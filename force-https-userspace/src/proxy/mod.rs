@@ -12,7 +12,9 @@
 
 #[cfg(test)]
 mod alloc_budget;
+pub mod direct;
 pub mod filters;
+pub mod h1;
 pub mod local;
 pub mod pool;
 pub mod request;
@@ -33,8 +35,11 @@ use crate::{
 use filters::{Chain, FilterCtx, Origin};
 use upstream::Upstream;
 
+/// A response body's error: hyper's, or the direct upstream path's (`direct.rs`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The body type of every response force-https sends through hyper.
-pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Which hosts a TLS connection may serve: those its certificate is the one for (RFC 9110
 /// §7.4, §15.5.20). Implemented by the TLS path.
@@ -136,9 +141,10 @@ impl Proxy {
     /// The service with another filter chain.
     pub fn with_filters(edge: Arc<Edge>, cfg: &ProxyConfig, filters: Chain) -> Proxy {
         let body_idle = std::time::Duration::from_millis(edge.settings().limits.idle_timeout_ms);
+        let upstream = Upstream::new(cfg, body_idle, edge.metrics.clone());
         Proxy {
             edge,
-            upstream: Upstream::new(cfg, body_idle),
+            upstream,
             filters,
         }
     }

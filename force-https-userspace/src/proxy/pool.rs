@@ -1,5 +1,7 @@
 //! The backend connection pool: idle HTTP/1.1 connections to each backend, reused for the
-//! next request to it.
+//! next request to it. hyper's client drives the connections of requests with a body and of
+//! upgrades; requests without a body have connections of their own (`direct.rs`), kept by the
+//! same rules ([`Inner`] holds either kind).
 //!
 //! - A connection goes back to the pool when its response body has been read to the end (at
 //!   once for a response without a body). One whose response was not read whole, failed, or
@@ -40,6 +42,8 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
+
 /// Why a request got no response from its backend.
 #[derive(Debug)]
 pub enum SendError {
@@ -49,6 +53,12 @@ pub enum SendError {
     ConnectTimeout(Duration),
     /// The HTTP exchange failed (the connection closed, a malformed response, …).
     Http(hyper::Error),
+    /// The direct path's exchange failed: reading or writing the connection.
+    Io(std::io::Error),
+    /// The direct path's backend closed the connection before any byte of the response.
+    Closed,
+    /// The direct path's backend sent a malformed response head.
+    Wire(super::h1::WireError),
 }
 
 impl SendError {
@@ -56,7 +66,11 @@ impl SendError {
     /// "connection closed before message completed"): typically an idle connection the
     /// backend had just closed.
     pub fn is_closed_before_response(&self) -> bool {
-        matches!(self, SendError::Http(e) if e.is_incomplete_message())
+        match self {
+            SendError::Http(e) => e.is_incomplete_message(),
+            SendError::Closed => true,
+            _ => false,
+        }
     }
 }
 
@@ -65,7 +79,12 @@ impl fmt::Display for SendError {
         match self {
             SendError::Connect(_) => f.write_str("cannot connect"),
             SendError::ConnectTimeout(t) => write!(f, "no connection within {} ms", t.as_millis()),
-            SendError::Http(_) => f.write_str("the HTTP exchange failed"),
+            SendError::Http(_) | SendError::Io(_) | SendError::Wire(_) => {
+                f.write_str("the HTTP exchange failed")
+            }
+            SendError::Closed => {
+                f.write_str("the HTTP exchange failed: connection closed before the response")
+            }
         }
     }
 }
@@ -74,8 +93,10 @@ impl StdError for SendError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             SendError::Connect(e) => Some(e),
-            SendError::ConnectTimeout(_) => None,
+            SendError::ConnectTimeout(_) | SendError::Closed => None,
             SendError::Http(e) => Some(e),
+            SendError::Io(e) => Some(e),
+            SendError::Wire(e) => Some(e),
         }
     }
 }
@@ -96,8 +117,11 @@ pub struct PoolSettings {
 
 /// Idle connections to every backend; cheap to share (`Clone` is an `Arc`).
 pub struct Pool<B> {
-    inner: Arc<Inner<B>>,
+    inner: Arc<Senders<B>>,
 }
+
+/// hyper's idle connections: their senders.
+type Senders<B> = Inner<SendRequest<B>>;
 
 impl<B> Clone for Pool<B> {
     fn clone(&self) -> Self {
@@ -107,27 +131,77 @@ impl<B> Clone for Pool<B> {
     }
 }
 
-struct Inner<B> {
+/// The idle connections of one kind (hyper senders, or the direct path's streams), by backend.
+pub(super) struct Inner<C> {
     /// Keyed by the backend's authority as written in the configuration (`Authority`'s own
     /// `Hash` lowercases and hashes it a byte at a time: 1k instructions a request), with
     /// foldhash: the keys come from the configuration, so SipHash's resistance to chosen keys
     /// buys nothing for 200 instructions a lookup.
-    idle: Mutex<HashMap<Box<str>, Vec<Idle<B>>>>,
-    settings: PoolSettings,
+    idle: Mutex<HashMap<Box<str>, Vec<Idle<C>>>>,
+    pub(super) settings: PoolSettings,
     reaper: AtomicBool,
+    /// Counts the connections opened (`backend_connections`).
+    metrics: Arc<Metrics>,
 }
 
-struct Idle<B> {
-    sender: SendRequest<B>,
+/// A connection that may be kept idle and used again.
+pub(super) trait Reusable {
+    /// Whether the backend has closed it (or it is otherwise unusable).
+    fn is_closed(&self) -> bool;
+}
+
+impl<B> Reusable for SendRequest<B> {
+    fn is_closed(&self) -> bool {
+        SendRequest::is_closed(self)
+    }
+}
+
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
-impl<B> Inner<B> {
+impl<C: Reusable> Inner<C> {
+    /// No idle connection yet.
+    pub(super) fn new(settings: PoolSettings, metrics: Arc<Metrics>) -> Arc<Inner<C>> {
+        Arc::new(Inner {
+            idle: Mutex::new(HashMap::default()),
+            settings,
+            reaper: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    /// A TCP connection to `backend` within `[proxy] connect_timeout_ms`, Nagle off;
+    /// counted.
+    pub(super) async fn connect_tcp(
+        &self,
+        backend: &Authority,
+    ) -> Result<tokio::net::TcpStream, SendError> {
+        let s = &self.settings;
+        // `[v6]` in an authority: the address without its brackets.
+        let host = backend.host().trim_start_matches('[').trim_end_matches(']');
+        let port = backend.port_u16().unwrap_or(80);
+        let stream = match tokio::time::timeout(
+            s.connect_timeout,
+            tokio::net::TcpStream::connect((host, port)),
+        )
+        .await
+        {
+            Err(_) => return Err(SendError::ConnectTimeout(s.connect_timeout)),
+            Ok(Err(e)) => return Err(SendError::Connect(e)),
+            Ok(Ok(stream)) => stream,
+        };
+        Metrics::inc(&self.metrics.backend_connections);
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
     /// Drops the connections idle for longer than the timeout (the oldest are first).
-    fn prune(list: &mut Vec<Idle<B>>, now: Instant, timeout: Duration) {
+    fn prune(list: &mut Vec<Idle<C>>, now: Instant, timeout: Duration) {
         let stale = list
             .iter()
-            .take_while(|i| now.duration_since(i.since) >= timeout || i.sender.is_closed())
+            .take_while(|i| now.duration_since(i.since) >= timeout || i.conn.is_closed())
             .count();
         if stale > 0 {
             list.drain(..stale);
@@ -139,28 +213,28 @@ impl<B> Inner<B> {
         let (now, timeout) = (Instant::now(), self.settings.idle_timeout);
         if let Ok(mut idle) = self.idle.lock() {
             idle.retain(|_, list| {
-                list.retain(|i| now.duration_since(i.since) < timeout && !i.sender.is_closed());
+                list.retain(|i| now.duration_since(i.since) < timeout && !i.conn.is_closed());
                 !list.is_empty()
             });
         }
     }
 
     /// The most recently idle open connection to `backend`.
-    fn checkout(&self, backend: &Authority) -> Option<SendRequest<B>> {
+    pub(super) fn checkout(&self, backend: &Authority) -> Option<C> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(backend.as_str())?;
         Inner::prune(list, Instant::now(), self.settings.idle_timeout);
         while let Some(i) = list.pop() {
-            if !i.sender.is_closed() {
-                return Some(i.sender);
+            if !i.conn.is_closed() {
+                return Some(i.conn);
             }
         }
         None
     }
 
-    /// `sender`'s connection is idle again: kept unless the pool is full.
-    fn put(&self, backend: Authority, sender: SendRequest<B>) {
-        if sender.is_closed() {
+    /// `conn` is idle again: kept unless the pool is full.
+    pub(super) fn put(&self, backend: &Authority, conn: C) {
+        if conn.is_closed() {
             return;
         }
         let now = Instant::now();
@@ -171,9 +245,28 @@ impl<B> Inner<B> {
             };
             Inner::prune(list, now, self.settings.idle_timeout);
             if list.len() < self.settings.max_idle_per_backend {
-                list.push(Idle { sender, since: now });
+                list.push(Idle { conn, since: now });
             }
         }
+    }
+}
+
+impl<C: Reusable + Send + 'static> Inner<C> {
+    /// Starts, once, the task that closes connections idle for too long.
+    pub(super) fn start_reaper(self: &Arc<Self>) {
+        if self.reaper.load(Relaxed) || self.reaper.swap(true, Relaxed) {
+            return;
+        }
+        let weak: Weak<Inner<C>> = Arc::downgrade(self);
+        let every =
+            (self.settings.idle_timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = weak.upgrade() else { break };
+                inner.prune_all();
+            }
+        });
     }
 }
 
@@ -182,14 +275,10 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    /// An empty pool.
-    pub fn new(settings: PoolSettings) -> Pool<B> {
+    /// An empty pool; `metrics` counts the connections it opens.
+    pub fn new(settings: PoolSettings, metrics: Arc<Metrics>) -> Pool<B> {
         Pool {
-            inner: Arc::new(Inner {
-                idle: Mutex::new(HashMap::default()),
-                settings,
-                reaper: AtomicBool::new(false),
-            }),
+            inner: Inner::new(settings, metrics),
         }
     }
 
@@ -208,7 +297,7 @@ where
         mut req: Request<B>,
     ) -> impl Future<Output = Result<Response<PooledBody<B>>, SendError>> {
         async move {
-            self.start_reaper();
+            self.inner.start_reaper();
             while let Some(mut sender) = self.inner.checkout(backend) {
                 // Ready at once unless the connection has not yet taken in the end of its last
                 // response; an error means it closed meanwhile.
@@ -243,7 +332,7 @@ where
             // The connection is the client's tunnel now.
             None
         } else if body.is_end_stream() {
-            self.inner.put(backend.clone(), sender);
+            self.inner.put(backend, sender);
             None
         } else {
             Some((Arc::downgrade(&self.inner), backend.clone(), sender))
@@ -254,20 +343,7 @@ where
     /// A new connection to `backend`, its I/O driven by a task of its own.
     async fn connect(&self, backend: &Authority) -> Result<SendRequest<B>, SendError> {
         let s = &self.inner.settings;
-        // `[v6]` in an authority: the address without its brackets.
-        let host = backend.host().trim_start_matches('[').trim_end_matches(']');
-        let port = backend.port_u16().unwrap_or(80);
-        let stream = match tokio::time::timeout(
-            s.connect_timeout,
-            tokio::net::TcpStream::connect((host, port)),
-        )
-        .await
-        {
-            Err(_) => return Err(SendError::ConnectTimeout(s.connect_timeout)),
-            Ok(Err(e)) => return Err(SendError::Connect(e)),
-            Ok(Ok(stream)) => stream,
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = self.inner.connect_tcp(backend).await?;
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(s.max_buf_size.max(8192))
             .handshake(TokioIo::new(stream))
@@ -280,29 +356,12 @@ where
         });
         Ok(sender)
     }
-
-    /// Starts, once, the task that closes connections idle for too long.
-    fn start_reaper(&self) {
-        if self.inner.reaper.load(Relaxed) || self.inner.reaper.swap(true, Relaxed) {
-            return;
-        }
-        let weak: Weak<Inner<B>> = Arc::downgrade(&self.inner);
-        let every = (self.inner.settings.idle_timeout / 2)
-            .clamp(Duration::from_secs(1), Duration::from_secs(30));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(inner) = weak.upgrade() else { break };
-                inner.prune_all();
-            }
-        });
-    }
 }
 
 /// A backend's response body; gives its connection back to the pool when read to the end.
 pub struct PooledBody<B> {
     body: Incoming,
-    back: Option<(Weak<Inner<B>>, Authority, SendRequest<B>)>,
+    back: Option<(Weak<Senders<B>>, Authority, SendRequest<B>)>,
 }
 
 impl<B> PooledBody<B> {
@@ -310,7 +369,7 @@ impl<B> PooledBody<B> {
         if let Some((pool, backend, sender)) = self.back.take()
             && let Some(pool) = pool.upgrade()
         {
-            pool.put(backend, sender);
+            pool.put(&backend, sender);
         }
     }
 }
@@ -344,7 +403,7 @@ impl<B> Body for PooledBody<B> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::{
         convert::Infallible,
         sync::atomic::{AtomicUsize, Ordering::SeqCst},
@@ -389,12 +448,15 @@ mod tests {
     }
 
     fn pool(max_idle: usize, idle_ms: u64) -> Pool<Empty<Bytes>> {
-        Pool::new(PoolSettings {
-            max_idle_per_backend: max_idle,
-            idle_timeout: Duration::from_millis(idle_ms),
-            connect_timeout: Duration::from_secs(2),
-            max_buf_size: 32 * 1024,
-        })
+        Pool::new(
+            PoolSettings {
+                max_idle_per_backend: max_idle,
+                idle_timeout: Duration::from_millis(idle_ms),
+                connect_timeout: Duration::from_secs(2),
+                max_buf_size: 32 * 1024,
+            },
+            Arc::default(),
+        )
     }
 
     fn get(authority: &Authority) -> Request<Empty<Bytes>> {
@@ -405,7 +467,8 @@ mod tests {
             .unwrap()
     }
 
-    fn rt() -> tokio::runtime::Runtime {
+    /// A single-threaded runtime with I/O and timers, for the pools' tests.
+    pub(in crate::proxy) fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

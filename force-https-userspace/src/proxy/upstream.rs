@@ -1,5 +1,7 @@
-//! The upstream phase: one pooled HTTP/1.1 client to every backend, the request rewritten for
-//! the backend, timeouts mapped to 502/504, and `Upgrade` (WebSocket) tunnels.
+//! The upstream phase: pooled HTTP/1.1 to every backend, the request rewritten for the
+//! backend, timeouts mapped to 502/504, and `Upgrade` (WebSocket) tunnels. A request without
+//! a body goes on the direct path (`direct.rs`); one with a body, or an upgrade, on hyper's
+//! client (`pool.rs`).
 //!
 //! A backend may close a kept-alive connection at any moment (its own idle timeout, a restart,
 //! `Connection: close` semantics it did not announce); a request sent on a pooled connection
@@ -36,8 +38,9 @@ use tokio::sync::oneshot;
 
 use super::{
     Body, ConnInfo,
+    direct::Direct,
     local::{self, full},
-    pool::{Pool, PoolSettings},
+    pool::{Pool, PoolSettings, SendError},
     request::{self, set_forwarding, strip_hop_by_hop},
 };
 use crate::{
@@ -143,6 +146,8 @@ impl hyper::body::Body for Sent {
 /// The pooled HTTP/1.1 client to all backends.
 pub struct Upstream {
     pool: Pool<UpstreamBody>,
+    /// Requests without a body (`direct.rs`).
+    direct: Direct,
     response_timeout: Duration,
     /// How long a client may pause while sending a request body (`[limits] idle_timeout_ms`).
     body_idle: Duration,
@@ -151,17 +156,18 @@ pub struct Upstream {
 impl Upstream {
     /// A client with the `[proxy]` timeouts and pool size; `body_idle` is the longest pause
     /// allowed in a client's request body.
-    pub fn new(cfg: &ProxyConfig, body_idle: Duration) -> Upstream {
+    pub fn new(cfg: &ProxyConfig, body_idle: Duration, metrics: Arc<Metrics>) -> Upstream {
         // A backend connection reads ahead at most UPSTREAM_READ_BUF (hyper's default grows
         // to ~400 KiB): with many slow clients, read-ahead is most of the proxy's memory.
-        let pool = Pool::new(PoolSettings {
+        let settings = PoolSettings {
             max_idle_per_backend: cfg.pool_max_idle_per_host,
             idle_timeout: Duration::from_millis(cfg.pool_idle_timeout_ms),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             max_buf_size: UPSTREAM_READ_BUF,
-        });
+        };
         Upstream {
-            pool,
+            pool: Pool::new(settings, metrics.clone()),
+            direct: Direct::new(settings, metrics),
             response_timeout: Duration::from_millis(cfg.response_timeout_ms),
             body_idle,
         }
@@ -210,6 +216,11 @@ impl Upstream {
             let host_value = request::upstream_host(&parts.headers, &parts.uri, conn, host);
             parts.uri = uri;
             parts.version = Version::HTTP_11;
+            if !upgrade && body.is_end_stream() && parts.method != Method::CONNECT {
+                return self
+                    .forward_direct(m, backend, host, parts, conn, &host_value, te_trailers)
+                    .await;
+            }
             // What a repeat needs, taken before this edge adds its headers: a copy of the
             // client's headers shares their bytes, where a copy of the added values (built
             // here, not shared yet) would allocate once per value.
@@ -256,12 +267,7 @@ impl Upstream {
                         again.take(),
                     ) {
                         (Err(e), Some((method, uri, headers))) if e.is_closed_before_response() => {
-                            tracing::debug!(
-                                backend = %backend.authority,
-                                host,
-                                "backend closed the connection before answering; sending once more: {}",
-                                chain(&e)
-                            );
+                            retrying(m, backend, host, &e);
                             let mut headers = headers;
                             add_upstream_headers(&mut headers, conn, &host_value, te_trailers);
                             breq = bodyless(method, uri, headers);
@@ -285,27 +291,14 @@ impl Upstream {
             }
             .await;
             let mut bresp = match result {
-                Err(_) => {
-                    m.count_status(504);
-                    tracing::warn!(backend = %backend.authority, host, "backend timed out");
-                    return local::error(504);
-                }
                 Ok(Err(e)) if timed_out.is_some_and(|t| t.load(Relaxed)) => {
                     m.count_status(408);
                     tracing::debug!(host, "request body stalled: {}", chain(&e));
                     return local::error_closing(408);
                 }
-                Ok(Err(e)) => {
-                    m.count_status(502);
-                    tracing::warn!(
-                        backend = %backend.authority,
-                        host,
-                        "backend unreachable: {}",
-                        chain(&e)
-                    );
-                    return local::error(502);
-                }
                 Ok(Ok(r)) => r,
+                Ok(Err(e)) => return unreachable(m, backend, host, Some(e)),
+                Err(_) => return unreachable(m, backend, host, None),
             };
             if bresp.status() == StatusCode::SWITCHING_PROTOCOLS
                 && let Some(client_upgrade) = client_upgrade
@@ -326,7 +319,81 @@ impl Upstream {
             }
             let (mut parts, body) = bresp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, body.boxed_unsync())
+            Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+        }
+    }
+
+    /// A request without a body, on the direct path (`direct.rs`): its head encoded once,
+    /// sent once more on another connection when the backend closed without answering and
+    /// the method is idempotent (as on hyper's path), within `[proxy] response_timeout_ms`.
+    // Not an `async fn`: it would hold `parts` twice (rust-lang/rust#62958).
+    #[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
+    fn forward_direct<'a>(
+        &'a self,
+        m: &'a Metrics,
+        backend: &'a Backend,
+        host: &'a str,
+        mut parts: hyper::http::request::Parts,
+        conn: &'a ConnInfo,
+        host_value: &'a HeaderValue,
+        te_trailers: bool,
+    ) -> impl Future<Output = Response<Body>> + 'a {
+        async move {
+            add_upstream_headers(&mut parts.headers, conn, host_value, te_trailers);
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let (to, method, headers) = (&backend.uri_authority, &parts.method, &parts.headers);
+            let send = async {
+                match self.direct.send(to, method, target, headers).await {
+                    Err(e) if e.is_closed_before_response() && is_idempotent(method) => {
+                        retrying(m, backend, host, &e);
+                        self.direct.send(to, method, target, headers).await
+                    }
+                    r => r,
+                }
+            };
+            match tokio::time::timeout(self.response_timeout, send).await {
+                Ok(Ok(bresp)) => {
+                    let (mut parts, body) = bresp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    Response::from_parts(parts, body.boxed_unsync())
+                }
+                Ok(Err(e)) => unreachable(m, backend, host, Some(e)),
+                Err(_) => unreachable(m, backend, host, None),
+            }
+        }
+    }
+}
+
+/// A request goes once more because its backend closed the connection before answering:
+/// counted (`backend_retries`) and logged at debug level.
+fn retrying(m: &Metrics, backend: &Backend, host: &str, e: &SendError) {
+    Metrics::inc(&m.backend_retries);
+    tracing::debug!(
+        backend = %backend.authority,
+        host,
+        "backend closed the connection before answering; sending once more: {}",
+        chain(e)
+    );
+}
+
+/// force-https's own answer when the backend gave none: 502, or 504 when `e` is `None` (no
+/// response within `[proxy] response_timeout_ms`); counted and logged.
+fn unreachable(m: &Metrics, backend: &Backend, host: &str, e: Option<SendError>) -> Response<Body> {
+    match e {
+        None => {
+            m.count_status(504);
+            tracing::warn!(backend = %backend.authority, host, "backend timed out");
+            local::error(504)
+        }
+        Some(e) => {
+            m.count_status(502);
+            tracing::warn!(
+                backend = %backend.authority,
+                host,
+                "backend unreachable: {}",
+                chain(&e)
+            );
+            local::error(502)
         }
     }
 }

@@ -266,12 +266,12 @@ impl Filtered {
 
 impl HttpBody for Filtered {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, super::BoxError>>> {
         loop {
             if let Some(t) = self.trailers.take() {
                 return Poll::Ready(Some(Ok(t)));
@@ -502,11 +502,11 @@ mod tests {
 
     impl HttpBody for Frames {
         type Data = Bytes;
-        type Error = hyper::Error;
+        type Error = crate::proxy::BoxError;
         fn poll_frame(
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        ) -> Poll<Option<Result<Frame<Bytes>, crate::proxy::BoxError>>> {
             Poll::Ready(self.0.pop_front().map(Ok))
         }
     }
