@@ -315,3 +315,85 @@ pub fn control(sites: &str, lines: &str) -> Result<Vec<String>, String> {
     }
     Ok(out)
 }
+
+/// What the direct upstream path read from a backend's bytes (`proxy::h1`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct UpstreamRead {
+    /// The final response head: status, or the error's text.
+    pub head: Result<Option<u16>, String>,
+    /// The framing the head gave (`Debug` text).
+    pub framing: Option<String>,
+    /// Whether the connection could carry another request.
+    pub keep_alive: bool,
+    /// Whether the head kept `Content-Length` and `Transfer-Encoding` both.
+    pub both_lengths: bool,
+    /// A chunked body: its bytes and trailer fields, or the error's text; `None` when the
+    /// body is not chunked or the bytes ended first.
+    pub chunked: Option<Result<(Vec<u8>, Vec<(String, Vec<u8>)>), String>>,
+}
+
+/// Reads `bytes` as a backend's answer to a request (`HEAD` when `head_request`), fed in
+/// pieces of the sizes `pieces` gives in turn (1 byte when it is empty or gives 0) as the
+/// direct path reads them: `1xx` heads dropped, then a chunked body decoded.
+pub fn upstream_response(bytes: &[u8], head_request: bool, pieces: &[u8]) -> UpstreamRead {
+    use crate::proxy::h1::{Chunk, Chunked, Framing, parse_response};
+    use bytes::BytesMut;
+    const MAX_HEAD: usize = 4096;
+    let mut sizes = pieces.iter().map(|&n| usize::from(n).max(1)).cycle();
+    let mut fed = 0;
+    let mut buf = BytesMut::new();
+    let mut feed = |buf: &mut BytesMut| -> bool {
+        if fed >= bytes.len() {
+            return false;
+        }
+        let n = sizes.next().unwrap_or(1).min(bytes.len() - fed);
+        buf.extend_from_slice(&bytes[fed..fed + n]);
+        fed += n;
+        true
+    };
+    let head = loop {
+        match parse_response(&mut buf, head_request, MAX_HEAD) {
+            Err(e) => break Err(e.to_string()),
+            Ok(Some(h)) if h.status.is_informational() && h.status != 101 => {}
+            Ok(Some(h)) => break Ok(Some(h)),
+            Ok(None) if !feed(&mut buf) => break Ok(None),
+            Ok(None) => {}
+        }
+    };
+    let mut out = UpstreamRead {
+        head: head
+            .as_ref()
+            .map(|h| h.as_ref().map(|h| h.status.as_u16()))
+            .map_err(Clone::clone),
+        framing: None,
+        keep_alive: false,
+        both_lengths: false,
+        chunked: None,
+    };
+    let Ok(Some(h)) = head else { return out };
+    out.framing = Some(format!("{:?}", h.framing));
+    out.keep_alive = h.keep_alive;
+    out.both_lengths = h.headers.contains_key(hyper::header::CONTENT_LENGTH)
+        && h.headers.contains_key(hyper::header::TRANSFER_ENCODING);
+    if h.framing != Framing::Chunked {
+        return out;
+    }
+    let mut d = Chunked::new();
+    let mut body = Vec::new();
+    out.chunked = loop {
+        match d.decode(&mut buf) {
+            Err(e) => break Some(Err(e.to_string())),
+            Ok(Chunk::Data(b)) => body.extend_from_slice(&b),
+            Ok(Chunk::End(t)) => {
+                let t = t.iter().flatten();
+                let fields = t
+                    .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                    .collect();
+                break Some(Ok((body, fields)));
+            }
+            Ok(Chunk::More) if !feed(&mut buf) => break None,
+            Ok(Chunk::More) => {}
+        }
+    };
+    out
+}

@@ -26,6 +26,7 @@ pub const TARGETS: &[&str] = &[
     "config_parse",
     "control_request",
     "html_rewrite",
+    "upstream_response",
 ];
 
 /// Seconds per target of a campaign, unless `--time` says otherwise.
