@@ -323,9 +323,9 @@ impl Upstream {
         }
     }
 
-    /// A request without a body, on the direct path (`direct.rs`): its head encoded once,
-    /// sent once more on another connection when the backend closed without answering and
-    /// the method is idempotent (as on hyper's path), within `[proxy] response_timeout_ms`.
+    /// A request without a body, on the direct path (`direct.rs`): sent once more, from the
+    /// same head, on another connection when the backend closed without answering and the
+    /// method is idempotent (as on hyper's path), all within `[proxy] response_timeout_ms`.
     // Not an `async fn`: it would hold `parts` twice (rust-lang/rust#62958).
     #[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
     fn forward_direct<'a>(
