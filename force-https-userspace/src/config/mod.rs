@@ -93,6 +93,8 @@ pub struct ProxyConfig {
     /// request that finds none idle, and closes the ones over this number once they are
     /// idle again, so a smaller pool opens and closes a backend connection per request at
     /// that load (BENCHMARKS.md: with 512 requests in flight, 64 cost 20-30% of the rate).
+    /// Connections of requests without a body (the direct path) and of the others are kept
+    /// apart, each up to this number: a backend may have twice as many idle connections.
     pub pool_max_idle_per_host: usize,
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout_ms: u64,

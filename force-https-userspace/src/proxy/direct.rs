@@ -45,6 +45,9 @@ const FIRST_READ: usize = 8 * 1024;
 /// the forwarding headers is about 600 to 900 bytes); a larger one grows it.
 const HEAD_CAPACITY: usize = 1024;
 
+/// The most room for request heads a connection keeps between requests, bytes.
+const HEAD_KEEP: usize = 8 * 1024;
+
 /// An idle backend connection of the direct path, with the buffers it keeps between
 /// requests (no allocation for them per request).
 pub struct Conn {
@@ -116,6 +119,10 @@ impl Direct {
                         continue;
                     }
                     return Err(SendError::Io(e));
+                }
+                if conn.head.capacity() > HEAD_KEEP {
+                    // An idle connection does not keep a large head's room.
+                    conn.head = Vec::with_capacity(HEAD_CAPACITY);
                 }
                 let max = self.inner.settings.max_buf_size.max(FIRST_READ);
                 let mut buf = std::mem::take(&mut conn.read);

@@ -17,6 +17,10 @@ pub const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line (size, extensions, CRLF), bytes; longer is malformed.
 const MAX_CHUNK_LINE: usize = 4096;
 
+/// The most bytes of chunk extensions in one body, and the longest trailer section: hyper's
+/// limits (16 KiB each).
+const MAX_CHUNK_META: usize = 16 * 1024;
+
 /// Why a response could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WireError {
@@ -160,7 +164,7 @@ pub fn parse_response(
         facts.note(&name, value.as_bytes());
         headers.append(name, value);
     }
-    let framing = facts.framing(status, head_request, &mut headers)?;
+    let framing = facts.framing(status, version, head_request, &mut headers)?;
     let keep_alive = framing != Framing::Close && facts.persistent(version);
     Ok(Some(ResponseHead {
         status,
@@ -223,10 +227,12 @@ impl Facts {
     }
 
     /// The body's framing (RFC 9112 §6.3). A `Transfer-Encoding` overrides `Content-Length`,
-    /// which is then removed (§6.3 item 3: an intermediary must not forward both).
+    /// which is then removed (§6.3 item 3: an intermediary must not forward both); an
+    /// HTTP/1.0 response with a `Transfer-Encoding` is faulty (§6.1), as hyper's client holds.
     fn framing(
         &self,
         status: StatusCode,
+        version: Version,
         head_request: bool,
         headers: &mut HeaderMap,
     ) -> Result<Framing, WireError> {
@@ -241,6 +247,9 @@ impl Facts {
             return Ok(Framing::Empty);
         }
         if let Some(chunked) = self.chunked {
+            if version == Version::HTTP_10 {
+                return Err(WireError::Head("Transfer-Encoding in an HTTP/1.0 response"));
+            }
             return Ok(if chunked {
                 Framing::Chunked
             } else {
@@ -256,9 +265,13 @@ impl Facts {
     }
 
     /// Whether the connection persists after the response (RFC 9112 §9.3): HTTP/1.1 unless
-    /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+    /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`. Never after a head
+    /// with both `Transfer-Encoding` and `Content-Length` (§6.3 item 3: the sender may not
+    /// agree with us on where the body ends).
     fn persistent(&self, version: Version) -> bool {
-        if version == Version::HTTP_10 {
+        if self.chunked.is_some() && self.length.is_some() {
+            false
+        } else if version == Version::HTTP_10 {
             self.keep_alive && !self.close
         } else {
             !self.close
@@ -301,6 +314,8 @@ enum ChunkState {
 #[derive(Debug)]
 pub struct Chunked {
     state: ChunkState,
+    /// Bytes of chunk extensions still allowed in this body.
+    extensions_left: usize,
 }
 
 impl Default for Chunked {
@@ -314,6 +329,7 @@ impl Chunked {
     pub fn new() -> Chunked {
         Chunked {
             state: ChunkState::Size,
+            extensions_left: MAX_CHUNK_META,
         }
     }
 
@@ -332,16 +348,22 @@ impl Chunked {
         loop {
             match self.state {
                 ChunkState::Size => {
-                    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
-                        if buf.len() > MAX_CHUNK_LINE {
-                            return Err(WireError::Chunk("chunk-size line too long"));
-                        }
+                    let found = buf.iter().position(|&b| b == b'\n');
+                    // However the line arrived: too long whole or in part.
+                    if found.unwrap_or(buf.len()) > MAX_CHUNK_LINE {
+                        return Err(WireError::Chunk("chunk-size line too long"));
+                    }
+                    let Some(end) = found else {
                         return Ok(Chunk::More);
                     };
                     if end == 0 || buf[end - 1] != b'\r' {
                         return Err(WireError::Chunk("chunk-size line without CRLF"));
                     }
-                    let size = chunk_size(&buf[..end - 1])?;
+                    let (size, extensions) = chunk_size(&buf[..end - 1])?;
+                    self.extensions_left = self
+                        .extensions_left
+                        .checked_sub(extensions)
+                        .ok_or(WireError::Chunk("chunk extensions over 16 KiB"))?;
                     buf.advance(end + 1);
                     self.state = if size == 0 {
                         ChunkState::Trailers
@@ -375,6 +397,9 @@ impl Chunked {
                 ChunkState::Trailers => {
                     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     let (len, trailers) = match httparse::parse_headers(buf, &mut fields) {
+                        Ok(httparse::Status::Complete((len, _))) if len > MAX_CHUNK_META => {
+                            return Err(WireError::Chunk("trailer section too long"));
+                        }
                         Ok(httparse::Status::Complete((len, fs))) => {
                             let mut map = HeaderMap::with_capacity(fs.len());
                             for f in fs.iter() {
@@ -388,7 +413,7 @@ impl Chunked {
                             }
                             (len, (!map.is_empty()).then_some(map))
                         }
-                        Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE * 4 => {
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_META => {
                             return Err(WireError::Chunk("trailer section too long"));
                         }
                         Ok(httparse::Status::Partial) => return Ok(Chunk::More),
@@ -404,22 +429,32 @@ impl Chunked {
     }
 }
 
-/// A chunk-size line without its CRLF: hex digits, then optional `;` extensions.
-fn chunk_size(line: &[u8]) -> Result<u64, WireError> {
+/// A chunk-size line without its CRLF (RFC 9112 §7.1.1): hex digits, optional spaces or
+/// tabs, then optional `;` extensions without a CR or LF. The size, and the extensions'
+/// length in bytes.
+fn chunk_size(line: &[u8]) -> Result<(u64, usize), WireError> {
+    const BAD: WireError = WireError::Chunk("invalid chunk size");
     let digits = line
         .iter()
         .position(|&b| !b.is_ascii_hexdigit())
         .unwrap_or(line.len());
-    let rest = line[digits..].trim_ascii_start();
-    if digits == 0 || digits > 15 || !(rest.is_empty() || rest[0] == b';') {
-        return Err(WireError::Chunk("invalid chunk size"));
+    let rest = &line[digits..];
+    let blank = rest
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(rest.len());
+    let extensions = &rest[blank..];
+    if digits == 0 || digits > 15 || !(extensions.is_empty() || extensions[0] == b';') {
+        return Err(BAD);
     }
-    line[..digits].iter().try_fold(0u64, |n, &b| {
-        let d = (b as char)
-            .to_digit(16)
-            .ok_or(WireError::Chunk("invalid chunk size"))?;
+    if extensions.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return Err(WireError::Chunk("CR or LF in a chunk extension"));
+    }
+    let size = line[..digits].iter().try_fold(0u64, |n, &b| {
+        let d = (b as char).to_digit(16).ok_or(BAD)?;
         Ok(n << 4 | u64::from(d))
-    })
+    })?;
+    Ok((size, extensions.len()))
 }
 
 #[cfg(test)]
@@ -567,6 +602,17 @@ mod tests {
     #[test]
     fn persistence() {
         let ka = |t: &[u8]| parse(t, false).unwrap().unwrap().keep_alive;
+        // Found in review: hyper's client refuses these; both lengths never persist.
+        assert!(
+            parse(
+                b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n",
+                false
+            )
+            .is_err()
+        );
+        assert!(!ka(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n"
+        ));
         assert!(ka(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n"));
         assert!(!ka(
             b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: foo, Close\r\n\r\n"
@@ -640,6 +686,25 @@ mod tests {
         let mut d = Chunked::new();
         let mut buf = BytesMut::from(&[b'1'; MAX_CHUNK_LINE + 1][..]);
         assert!(d.decode(&mut buf).is_err());
+        // Found in review: the limits hold however the bytes arrive (whole or in pieces).
+        let ext = "a".repeat(MAX_CHUNK_LINE);
+        let long_line = format!("1;{ext}\r\nx\r\n0\r\n\r\n");
+        let ext = "a".repeat(4000);
+        let many_extensions = format!("{}0\r\n\r\n", format!("1;{ext}\r\nx\r\n").repeat(5));
+        let trailer = format!("0\r\nx-t: {}\r\n\r\n", "v".repeat(MAX_CHUNK_META));
+        for wire in [long_line, many_extensions, trailer] {
+            for step in [7, 1 << 20] {
+                assert!(
+                    dechunk(wire.as_bytes(), step).is_err(),
+                    "{step}: {}",
+                    &wire[..20]
+                );
+            }
+        }
+        // Just under the limits: fine.
+        let ext = "a".repeat(3000);
+        let wire = format!("{}0\r\n\r\n", format!("1;{ext}\r\nx\r\n").repeat(5));
+        assert_eq!(dechunk(wire.as_bytes(), 1 << 20).unwrap().0, b"xxxxx");
     }
 
     #[test]
@@ -651,7 +716,11 @@ mod tests {
             Some(1234567890123456789)
         );
         assert_eq!(parse_length(b"+1"), None);
-        assert_eq!(chunk_size(b"fFfF").unwrap(), 0xffff);
-        assert_eq!(chunk_size(b"1 ;a=b").unwrap(), 1);
+        assert_eq!(chunk_size(b"fFfF").unwrap(), (0xffff, 0));
+        assert_eq!(chunk_size(b"1 \t;a=b").unwrap(), (1, 4));
+        // Found in review: only spaces and tabs after the digits, no CR in an extension.
+        for bad in [&b"5\r"[..], b"5\x0c", b"5;a\rX", b"5;a\nb", b" 5", b"5 x"] {
+            assert!(chunk_size(bad).is_err(), "{bad:?}");
+        }
     }
 }

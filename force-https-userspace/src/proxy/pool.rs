@@ -7,9 +7,10 @@
 //!   once for a response without a body). One whose response was not read whole, failed, or
 //!   switched protocols (`101`) is never reused: dropping its last [`SendRequest`] closes it.
 //! - The most recently used idle connection is taken first (its backend is the least likely
-//!   to have timed it out); at most `[proxy] pool_max_idle_per_host` are kept per backend,
-//!   each for at most `[proxy] pool_idle_timeout_ms` (pruned on every use, and by a task that
-//!   runs every half of that, 1 to 30 s).
+//!   to have timed it out); at most `[proxy] pool_max_idle_per_host` are kept per backend
+//!   (and per kind: hyper's, the direct path's), each for at most `[proxy]
+//!   pool_idle_timeout_ms` (pruned on every use, and by a task that runs every half of that,
+//!   1 to 30 s).
 //! - A request sent on an idle connection that turns out to be closed before the request was
 //!   written goes on another one (hyper hands the request back): this never repeats a request
 //!   the backend may have seen. The upstream phase repeats safe requests the backend closed on
