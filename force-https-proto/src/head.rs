@@ -170,8 +170,8 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 }
 
 /// Parses one `Content-Length` field value: a decimal number, or a list of equal ones
-/// (`42, 42`, RFC 9110 §8.6).
-fn parse_content_length(value: &[u8]) -> Option<u64> {
+/// (`42, 42`, RFC 9110 §8.6). `None`: not such a value, or over `u64`.
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     let mut result: Option<u64> = None;
     for item in value.split(|&b| b == b',') {
         let item = trim_ows(item);
@@ -194,7 +194,7 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
 }
 
 /// Whether a comma-separated header value holds `token` (case-insensitive).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
+pub fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|item| trim_ows(item).eq_ignore_ascii_case(token))
@@ -213,7 +213,7 @@ fn is_token(s: &[u8]) -> bool {
 /// The `Transfer-Encoding` codings of a head, across all its field lines in order (RFC 9110
 /// §5.3: several lines are one comma-separated list).
 #[derive(Debug, Clone, Copy, Default)]
-struct TransferCodings {
+pub struct TransferCodings {
     /// At least one `Transfer-Encoding` line was seen.
     present: bool,
     /// How many codings are `chunked`.
@@ -228,7 +228,7 @@ impl TransferCodings {
     /// Adds the codings of one field line. Empty list elements are ignored (RFC 9110
     /// §5.6.1.2); a coding that is not a token with `token=token` parameters (quoted strings
     /// included: no transfer coding force-https knows takes one) marks the field invalid.
-    fn add_line(&mut self, value: &[u8]) {
+    pub fn add_line(&mut self, value: &[u8]) {
         self.present = true;
         for item in value.split(|&b| b == b',') {
             let item = trim_ows(item);
@@ -254,6 +254,17 @@ impl TransferCodings {
             self.chunked = self.chunked.saturating_add(u32::from(chunked));
             self.last_chunked = chunked;
         }
+    }
+
+    /// Whether a `Transfer-Encoding` line was seen.
+    pub fn present(&self) -> bool {
+        self.present
+    }
+
+    /// Whether the last coding seen is `chunked` (a response's body is then chunked, else
+    /// read until the connection closes: RFC 9112 §6.3 item 4).
+    pub fn last_chunked(&self) -> bool {
+        self.last_chunked
     }
 
     /// Whether the request framing is acceptable (RFC 9112 §6.1, §6.3 item 4): no

@@ -5,6 +5,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
+use force_https_proto::head::{TransferCodings, has_token, parse_content_length};
 use hyper::{
     HeaderMap, Method, StatusCode, Version,
     header::{self, HeaderName, HeaderValue},
@@ -188,11 +189,12 @@ fn httparse_reason(e: httparse::Error) -> &'static str {
     }
 }
 
-/// What the framing fields of a head say, noted while its fields are read (no lookups after).
+/// What the framing fields of a head say, noted while its fields are read (no lookups after),
+/// with the request parser's readers of them (`force_https_proto::head`).
 #[derive(Default)]
 struct Facts {
-    /// `Some(true)` when a `Transfer-Encoding` is present and its last coding is `chunked`.
-    chunked: Option<bool>,
+    /// The `Transfer-Encoding` codings, across its field lines.
+    codings: TransferCodings,
     /// The `Content-Length`; `Err` when one is invalid or they conflict.
     length: Option<Result<u64, &'static str>>,
     close: bool,
@@ -202,27 +204,18 @@ struct Facts {
 impl Facts {
     fn note(&mut self, name: &HeaderName, value: &[u8]) {
         if *name == header::CONTENT_LENGTH {
-            // A list of identical values is one value (RFC 9110 §8.6).
-            for part in value.split(|&b| b == b',') {
-                let n = parse_length(part.trim_ascii()).ok_or("invalid Content-Length");
-                self.length = Some(match (self.length, n) {
-                    (Some(Err(e)), _) | (_, Err(e)) => Err(e),
-                    (Some(Ok(l)), Ok(n)) if l != n => Err("conflicting Content-Length"),
-                    (_, Ok(n)) => Ok(n),
-                });
-            }
+            // A list of identical values is one value (RFC 9110 §8.6), across lines too.
+            let n = parse_content_length(value).ok_or("invalid Content-Length");
+            self.length = Some(match (self.length, n) {
+                (Some(Err(e)), _) | (_, Err(e)) => Err(e),
+                (Some(Ok(l)), Ok(n)) if l != n => Err("conflicting Content-Length"),
+                (_, Ok(n)) => Ok(n),
+            });
         } else if *name == header::TRANSFER_ENCODING {
-            let last = value
-                .rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or(b"")
-                .trim_ascii();
-            self.chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+            self.codings.add_line(value);
         } else if *name == header::CONNECTION {
-            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
+            self.close |= has_token(value, b"close");
+            self.keep_alive |= has_token(value, b"keep-alive");
         }
     }
 
@@ -236,7 +229,7 @@ impl Facts {
         head_request: bool,
         headers: &mut HeaderMap,
     ) -> Result<Framing, WireError> {
-        if self.chunked.is_some() && self.length.is_some() {
+        if self.codings.present() && self.length.is_some() {
             headers.remove(header::CONTENT_LENGTH);
         }
         if head_request
@@ -246,11 +239,11 @@ impl Facts {
         {
             return Ok(Framing::Empty);
         }
-        if let Some(chunked) = self.chunked {
+        if self.codings.present() {
             if version == Version::HTTP_10 {
                 return Err(WireError::Head("Transfer-Encoding in an HTTP/1.0 response"));
             }
-            return Ok(if chunked {
+            return Ok(if self.codings.last_chunked() {
                 Framing::Chunked
             } else {
                 Framing::Close
@@ -269,7 +262,7 @@ impl Facts {
     /// with both `Transfer-Encoding` and `Content-Length` (§6.3 item 3: the sender may not
     /// agree with us on where the body ends).
     fn persistent(&self, version: Version) -> bool {
-        if self.chunked.is_some() && self.length.is_some() {
+        if self.codings.present() && self.length.is_some() {
             false
         } else if version == Version::HTTP_10 {
             self.keep_alive && !self.close
@@ -277,16 +270,6 @@ impl Facts {
             !self.close
         }
     }
-}
-
-/// `1*DIGIT` as a u64; `None` when empty, not digits, or too large.
-fn parse_length(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
 }
 
 /// What [`Chunked::decode`] found in the buffer.
@@ -709,13 +692,14 @@ mod tests {
 
     #[test]
     fn lengths() {
-        assert_eq!(parse_length(b"0"), Some(0));
-        assert_eq!(parse_length(b"18446744073709551615"), None);
+        // The request parser's reader (force_https_proto::head), as the framing uses it.
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        assert_eq!(parse_content_length(b"18446744073709551616"), None);
         assert_eq!(
-            parse_length(b"1234567890123456789"),
+            parse_content_length(b"1234567890123456789"),
             Some(1234567890123456789)
         );
-        assert_eq!(parse_length(b"+1"), None);
+        assert_eq!(parse_content_length(b"+1"), None);
         assert_eq!(chunk_size(b"fFfF").unwrap(), (0xffff, 0));
         assert_eq!(chunk_size(b"1 \t;a=b").unwrap(), (1, 4));
         // Found in review: only spaces and tabs after the digits, no CR in an extension.
