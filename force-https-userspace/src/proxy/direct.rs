@@ -24,7 +24,7 @@ use std::{
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hyper::{
-    HeaderMap, Method, Response, StatusCode,
+    Method, Response, StatusCode,
     body::{Body, Frame, SizeHint},
     http::uri::Authority,
 };
@@ -81,8 +81,9 @@ impl Direct {
         }
     }
 
-    /// Writes the bodyless request `method target` with `headers` (`h1::encode_request`) to
-    /// `backend` on an idle connection, or a new one, and reads the response head. An idle
+    /// Writes the head of a bodyless `method` request, as `head` appends it to a buffer
+    /// (`h1::encode_request`), to `backend` on an idle connection, or a new one, and reads the
+    /// response head. An idle
     /// connection that fails while the request is written was closed by the backend
     /// meanwhile: the request goes on another one (the backend cannot have acted on a head
     /// it did not get whole).
@@ -95,8 +96,7 @@ impl Direct {
         &'a self,
         backend: &'a Authority,
         method: &'a Method,
-        target: &'a str,
-        headers: &'a HeaderMap,
+        head: &'a (dyn Fn(&mut Vec<u8>) + Sync),
     ) -> impl Future<Output = Result<Response<DirectBody>, SendError>> + 'a {
         async move {
             self.inner.start_reaper();
@@ -113,7 +113,7 @@ impl Direct {
                     ),
                 };
                 conn.head.clear();
-                h1::encode_request(method, target, headers, &mut conn.head);
+                head(&mut conn.head);
                 if let Err(e) = conn.stream.write_all(&conn.head).await {
                     if reused {
                         continue;
@@ -373,6 +373,12 @@ mod tests {
 
     use super::*;
     use crate::proxy::pool::tests::rt;
+    use hyper::HeaderMap;
+
+    /// A request head with `Host: b.example` and no other field.
+    fn head(method: &Method, out: &mut Vec<u8>) {
+        h1::encode_request(method, "/", b"b.example", &HeaderMap::new(), [], out);
+    }
 
     /// The body of `body` and its trailers.
     async fn collect(body: DirectBody) -> Result<(Vec<u8>, Option<HeaderMap>), BoxError> {
@@ -437,9 +443,7 @@ mod tests {
         d: &'a Direct,
         a: &'a Authority,
     ) -> impl Future<Output = Result<Response<DirectBody>, SendError>> + 'a {
-        static NO_HEADERS: std::sync::LazyLock<HeaderMap> =
-            std::sync::LazyLock::new(HeaderMap::new);
-        d.send(a, &Method::GET, "/", &NO_HEADERS)
+        d.send(a, &Method::GET, &|out| head(&Method::GET, out))
     }
 
     #[test]
@@ -517,7 +521,7 @@ mod tests {
             let d = direct();
             for _ in 0..2 {
                 let r = d
-                    .send(&a, &Method::HEAD, "/", &HeaderMap::new())
+                    .send(&a, &Method::HEAD, &|out| head(&Method::HEAD, out))
                     .await
                     .unwrap();
                 assert_eq!(r.headers()["content-length"], "500");

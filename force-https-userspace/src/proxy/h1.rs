@@ -11,6 +11,8 @@ use hyper::{
     header::{self, HeaderName, HeaderValue},
 };
 
+use super::request::AddedValue;
+
 /// The most header fields a response head (or a chunked body's trailer section) may hold,
 /// as hyper's client allows; more is a malformed response.
 pub const MAX_HEADERS: usize = 100;
@@ -71,17 +73,36 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
-/// Appends `method target HTTP/1.1`, every field of `headers` in the map's order, and the
-/// empty line to `out` (RFC 9112 §3, §5). Names go as the map holds them (lowercase).
-pub fn encode_request(method: &Method, target: &str, headers: &HeaderMap, out: &mut Vec<u8>) {
+/// Appends a request head to `out` (RFC 9112 §3, §5): `method target HTTP/1.1`, `Host: host`
+/// first (§3.2), every field of `headers` but `Host` in the map's order, the fields of `added`
+/// (`request::upstream_fields`), and the empty line. Names go as the map holds them
+/// (lowercase).
+pub fn encode_request<'v>(
+    method: &Method,
+    target: &str,
+    host: &[u8],
+    headers: &HeaderMap,
+    added: impl IntoIterator<Item = (&'static HeaderName, AddedValue<'v>)>,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host);
+    out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
+        if name != header::HOST {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    for (name, value) in added {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        value.write(out);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -451,14 +472,15 @@ mod tests {
     #[test]
     fn request_head() {
         let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("a.example"));
         h.append("x-a", HeaderValue::from_static("1"));
+        h.insert(header::HOST, HeaderValue::from_static("client.example"));
         h.append("x-a", HeaderValue::from_static("2"));
+        let added = [(&header::TE, AddedValue::Static("trailers"))];
         let mut out = Vec::new();
-        encode_request(&Method::GET, "/p?q", &h, &mut out);
+        encode_request(&Method::GET, "/p?q", b"a.example", &h, added, &mut out);
         assert_eq!(
-            out,
-            b"GET /p?q HTTP/1.1\r\nhost: a.example\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+            String::from_utf8(out).unwrap(),
+            "GET /p?q HTTP/1.1\r\nhost: a.example\r\nx-a: 1\r\nx-a: 2\r\nte: trailers\r\n\r\n"
         );
     }
 

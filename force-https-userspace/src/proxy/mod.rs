@@ -65,8 +65,9 @@ pub struct ConnInfo {
     /// dotted form also when the listener saw it as IPv4-mapped IPv6 (RFC 4291 §2.5.5.2),
     /// made once per connection so that its requests share it.
     pub peer_ip_value: hyper::header::HeaderValue,
-    /// The port of the listener the connection came in on (`X-Forwarded-Port`).
-    pub local_port: u16,
+    /// The port of the listener the connection came in on, as text (`X-Forwarded-Port`),
+    /// made once per connection.
+    pub local_port_value: hyper::header::HeaderValue,
     /// The listener's scheme.
     pub scheme: Scheme,
     /// TLS details, on the TLS listeners.
@@ -83,7 +84,7 @@ impl ConnInfo {
         ConnInfo {
             peer,
             peer_ip_value: request::ip_value(peer.ip()),
-            local_port,
+            local_port_value: request::port_value(local_port),
             scheme: Scheme::Http,
             tls: None,
             head_limit: usize::MAX,
@@ -95,7 +96,7 @@ impl ConnInfo {
         ConnInfo {
             peer,
             peer_ip_value: request::ip_value(peer.ip()),
-            local_port,
+            local_port_value: request::port_value(local_port),
             scheme: Scheme::Https,
             tls: Some(tls),
             head_limit: usize::MAX,

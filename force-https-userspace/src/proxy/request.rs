@@ -66,7 +66,7 @@ pub const CDN_LOOP_TOKEN: &str = "force-https";
 /// [`CDN_LOOP_TOKEN`], case-insensitively: it went through force-https before.
 pub fn has_cdn_loop_token(headers: &HeaderMap) -> bool {
     headers
-        .get_all("cdn-loop")
+        .get_all(&CDN_LOOP)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -195,43 +195,153 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// `CDN-Loop` (RFC 8586). A `static`: a `&str` name is parsed and allocated at every use.
+pub static CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
 
-/// Sets the forwarding headers from what force-https saw, replacing client-sent values (every
-/// name of [`FORWARDING_HEADERS`] is removed first): `X-Forwarded-For` (the client's
-/// address), `X-Forwarded-Proto` (`http` or `https`), `X-Forwarded-Host`, `X-Forwarded-Port`
-/// (the port of the listener the client connected to) and `Forwarded` (RFC 7239 §4).
-pub fn set_forwarding(headers: &mut HeaderMap, conn: &ConnInfo, host_value: &HeaderValue) {
+/// Removes every client-sent field of [`FORWARDING_HEADERS`]: the edge sets the first five
+/// itself ([`upstream_fields`]) and never sends the others.
+pub fn strip_forwarding(headers: &mut HeaderMap) {
     // One pass over the names present instead of fifteen lookups: most requests carry none.
     if headers.keys().any(is_forwarding) {
         for n in FORWARDING_HEADERS.iter() {
             headers.remove(n);
         }
     }
-    headers.insert(X_FORWARDED_PORT, port_value(conn.local_port));
-    let ip = conn.peer.ip().to_canonical();
-    let proto = conn.scheme.as_str();
-    let ip_text = conn.peer_ip_value.as_bytes();
-    headers.insert(X_FORWARDED_FOR, conn.peer_ip_value.clone());
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    headers.insert(X_FORWARDED_HOST, host_value.clone());
-    // RFC 7239 §4: `for=` quotes an IPv6 address in brackets; the host is a quoted-string
-    // here without `"` and `\` (a name never holds them; a forged one loses them).
-    let host = host_value.to_str().unwrap_or("").as_bytes();
-    let mut v = Vec::with_capacity(ip_text.len() + host.len() + 32);
-    v.extend_from_slice(b"for=");
-    if ip.is_ipv6() {
-        v.extend_from_slice(b"\"[");
-        v.extend_from_slice(ip_text);
-        v.extend_from_slice(b"]\"");
-    } else {
-        v.extend_from_slice(ip_text);
+}
+
+/// The value of a field force-https adds to a request it forwards ([`upstream_fields`]),
+/// borrowed from what the connection and the request already hold: the direct path writes it
+/// into the request head without building a header value ([`AddedValue::write`]).
+#[derive(Debug, Clone, Copy)]
+pub enum AddedValue<'a> {
+    /// A value made once per connection (the client's address, the listener's port).
+    Held(&'a HeaderValue),
+    /// The host as the backend gets it in `Host` ([`upstream_host`]).
+    Host(&'a [u8]),
+    /// A fixed value.
+    Static(&'static str),
+    /// `Forwarded` (RFC 7239 §4): `for=` the client's address (an IPv6 address quoted, in
+    /// brackets), `host=` a quoted-string of the host without `"` and `\` (a name never holds
+    /// them; a forged one loses them), `proto=` the scheme.
+    Forwarded {
+        /// The client's address as text.
+        client: &'a [u8],
+        /// Whether `client` is an IPv6 address.
+        ipv6: bool,
+        /// The host as the backend gets it in `Host`.
+        host: &'a [u8],
+        /// `http` or `https`.
+        proto: &'static str,
+    },
+}
+
+impl AddedValue<'_> {
+    /// Appends the value's bytes to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match *self {
+            AddedValue::Held(v) => out.extend_from_slice(v.as_bytes()),
+            AddedValue::Host(h) => out.extend_from_slice(h),
+            AddedValue::Static(s) => out.extend_from_slice(s.as_bytes()),
+            AddedValue::Forwarded {
+                client,
+                ipv6,
+                host,
+                proto,
+            } => {
+                out.extend_from_slice(b"for=");
+                if ipv6 {
+                    out.extend_from_slice(b"\"[");
+                    out.extend_from_slice(client);
+                    out.extend_from_slice(b"]\"");
+                } else {
+                    out.extend_from_slice(client);
+                }
+                out.extend_from_slice(b";host=\"");
+                if host.iter().any(|&b| b == b'"' || b == b'\\') {
+                    out.extend(host.iter().filter(|&&b| b != b'"' && b != b'\\'));
+                } else {
+                    out.extend_from_slice(host);
+                }
+                out.extend_from_slice(b"\";proto=");
+                out.extend_from_slice(proto.as_bytes());
+            }
+        }
     }
-    v.extend_from_slice(b";host=\"");
-    v.extend(host.iter().filter(|&&b| b != b'"' && b != b'\\'));
-    v.extend_from_slice(b"\";proto=");
-    v.extend_from_slice(proto.as_bytes());
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
-        headers.insert(header::FORWARDED, v);
+
+    /// The value as a header value (hyper's client path): a held value is shared, the others
+    /// are copied (one allocation each).
+    pub fn to_header_value(self) -> HeaderValue {
+        match self {
+            AddedValue::Held(v) => v.clone(),
+            AddedValue::Static(s) => HeaderValue::from_static(s),
+            _ => {
+                let mut v = Vec::with_capacity(64);
+                self.write(&mut v);
+                // Built from a valid host and an address's text: always a valid value.
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(v))
+                    .unwrap_or_else(|_| HeaderValue::from_static(""))
+            }
+        }
+    }
+}
+
+/// The fields force-https adds to every request it forwards, after `Host` (which carries
+/// `host`, the value of [`upstream_host`]), in the order they go: `X-Forwarded-Port` (the port
+/// of the listener the client connected to), `X-Forwarded-For` (the client's address),
+/// `X-Forwarded-Proto` (`http` or `https`), `X-Forwarded-Host`, `Forwarded` (RFC 7239 §4),
+/// `CDN-Loop: force-https` (RFC 8586 §2: added to the client's own, the only one of these a
+/// client's value is kept for; a request that comes back with it is answered 508,
+/// `policy::decide`) and `TE: trailers` when `te_trailers` (the client accepts
+/// trailers, RFC 9110 §10.1.4). Client-sent forwarding fields are removed first
+/// ([`strip_forwarding`]). The one list for both ways of sending a request:
+/// [`set_upstream_fields`] (a header map) and `h1::encode_request` (the direct path's head).
+pub fn upstream_fields<'a>(
+    conn: &'a ConnInfo,
+    host: &'a [u8],
+    te_trailers: bool,
+) -> impl Iterator<Item = (&'static HeaderName, AddedValue<'a>)> + 'a {
+    let proto = conn.scheme.as_str();
+    let client = conn.peer_ip_value.as_bytes();
+    // The first five names of FORWARDING_HEADERS (a `static`, so they can be lent).
+    let [xff, xfproto, xfhost, xfport, forwarded, ..] = &FORWARDING_HEADERS;
+    [
+        Some((xfport, AddedValue::Held(&conn.local_port_value))),
+        Some((xff, AddedValue::Held(&conn.peer_ip_value))),
+        Some((xfproto, AddedValue::Static(proto))),
+        Some((xfhost, AddedValue::Host(host))),
+        Some((
+            forwarded,
+            AddedValue::Forwarded {
+                client,
+                ipv6: conn.peer.ip().to_canonical().is_ipv6(),
+                host,
+                proto,
+            },
+        )),
+        Some((&CDN_LOOP, AddedValue::Static(CDN_LOOP_TOKEN))),
+        te_trailers.then_some((&header::TE, AddedValue::Static("trailers"))),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Sets the fields of a request forwarded on hyper's client in its header map: `Host`
+/// replaced by `host`, client-sent forwarding fields removed, then [`upstream_fields`]
+/// (inserted, replacing any of the same name; `CDN-Loop` appended).
+pub fn set_upstream_fields(
+    headers: &mut HeaderMap,
+    conn: &ConnInfo,
+    host: &HeaderValue,
+    te_trailers: bool,
+) {
+    strip_forwarding(headers);
+    headers.insert(header::HOST, host.clone());
+    for (name, value) in upstream_fields(conn, host.as_bytes(), te_trailers) {
+        if *name == CDN_LOOP {
+            headers.append(name, value.to_header_value());
+        } else {
+            headers.insert(name, value.to_header_value());
+        }
     }
 }
 
@@ -243,7 +353,7 @@ pub fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
 }
 
 /// A listener's port as a header value; the usual two without an allocation.
-fn port_value(port: u16) -> HeaderValue {
+pub fn port_value(port: u16) -> HeaderValue {
     match port {
         80 => HeaderValue::from_static("80"),
         443 => HeaderValue::from_static("443"),
@@ -251,19 +361,21 @@ fn port_value(port: u16) -> HeaderValue {
     }
 }
 
-/// The `Host` the backend gets: on port 80 the client's `Host` as sent; otherwise the
-/// absolute-form / `:authority` authority, else `Host`, else the normalized host.
-pub fn upstream_host(headers: &HeaderMap, uri: &Uri, conn: &ConnInfo, host: &str) -> HeaderValue {
-    match headers.get(header::HOST).cloned() {
-        Some(h) if conn.scheme == crate::policy::Scheme::Http => h,
-        _ => match uri.authority().map(|a| a.as_str()) {
-            Some(a) => HeaderValue::from_str(a).unwrap_or_else(|_| HeaderValue::from_static("")),
-            None => headers
-                .get(header::HOST)
-                .cloned()
-                .or_else(|| HeaderValue::from_str(host).ok())
-                .unwrap_or_else(|| HeaderValue::from_static("")),
-        },
+/// The `Host` the backend gets, borrowed from the request: on port 80 the client's `Host` as
+/// sent; otherwise the absolute-form / `:authority` authority, else `Host`, else `host` (the
+/// normalized host). Always a valid field value: each source is one.
+pub fn upstream_host<'a>(
+    headers: &'a HeaderMap,
+    uri: &'a Uri,
+    conn: &ConnInfo,
+    host: &'a str,
+) -> &'a [u8] {
+    let sent = headers.get(header::HOST);
+    match (sent, uri.authority()) {
+        (Some(h), _) if conn.scheme == crate::policy::Scheme::Http => h.as_bytes(),
+        (_, Some(a)) => a.as_str().as_bytes(),
+        (Some(h), None) => h.as_bytes(),
+        (None, None) => host.as_bytes(),
     }
 }
 
@@ -442,16 +554,23 @@ mod tests {
                 authority: Box::new(Everything),
             }),
         );
-        set_forwarding(&mut h, &v4, &HeaderValue::from_static("shop.example"));
+        set_upstream_fields(
+            &mut h,
+            &v4,
+            &HeaderValue::from_static("shop.example"),
+            false,
+        );
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(
             names,
             [
+                "host",
                 "x-forwarded-port",
                 "x-forwarded-for",
                 "x-forwarded-proto",
                 "x-forwarded-host",
-                "forwarded"
+                "forwarded",
+                "cdn-loop"
             ]
         );
         assert_eq!(h["x-forwarded-port"], "8443");
@@ -465,7 +584,7 @@ mod tests {
         assert!(!h.contains_key("x-real-ip"));
         let mut h = HeaderMap::new();
         let v6 = ConnInfo::http("[2001:db8::7]:40000".parse::<SocketAddr>().unwrap(), 80);
-        set_forwarding(&mut h, &v6, &HeaderValue::from_static("a\"b"));
+        set_upstream_fields(&mut h, &v6, &HeaderValue::from_static("a\"b"), true);
         assert_eq!(h["x-forwarded-port"], "80");
         assert_eq!(h["x-forwarded-for"], "2001:db8::7");
         assert_eq!(
@@ -475,7 +594,61 @@ mod tests {
         // An IPv4-mapped peer is reported as IPv4.
         let mut h = HeaderMap::new();
         let mapped = ConnInfo::http("[::ffff:198.51.100.9]:1".parse::<SocketAddr>().unwrap(), 80);
-        set_forwarding(&mut h, &mapped, &HeaderValue::from_static("h"));
+        set_upstream_fields(&mut h, &mapped, &HeaderValue::from_static("h"), false);
         assert_eq!(h["x-forwarded-for"], "198.51.100.9");
+    }
+
+    /// The direct path's head (`h1::encode_request` with `upstream_fields`) carries the same
+    /// fields as hyper's path (`set_upstream_fields` on the map), `Host` first.
+    #[test]
+    fn both_ways_of_sending_add_the_same_fields() {
+        use crate::proxy::h1::encode_request;
+        let conns = [
+            ConnInfo::http("198.51.100.7:40000".parse().unwrap(), 8080),
+            ConnInfo::http("[2001:db8::7]:40000".parse().unwrap(), 80),
+            ConnInfo::http("[::ffff:198.51.100.9]:1".parse().unwrap(), 80),
+        ];
+        for conn in &conns {
+            for te in [false, true] {
+                for host in ["shop.example", "shop.example:8080", "a\"b\\c"] {
+                    let mut client = HeaderMap::new();
+                    client.append("accept", HeaderValue::from_static("*/*"));
+                    client.append(header::HOST, HeaderValue::from_static("client.example"));
+                    client.append("x-real-ip", HeaderValue::from_static("forged"));
+                    client.append(&CDN_LOOP, HeaderValue::from_static("other-cdn"));
+                    client.append("x-forwarded-for", HeaderValue::from_static("forged"));
+                    client.append("accept", HeaderValue::from_static("text/html"));
+
+                    let mut wire = client.clone();
+                    strip_forwarding(&mut wire);
+                    let mut head = Vec::new();
+                    let added = upstream_fields(conn, host.as_bytes(), te);
+                    encode_request(
+                        &hyper::Method::GET,
+                        "/",
+                        host.as_bytes(),
+                        &wire,
+                        added,
+                        &mut head,
+                    );
+                    let head = String::from_utf8(head).unwrap();
+                    let mut lines: Vec<&str> = head.split("\r\n").skip(1).collect();
+                    assert_eq!(lines[0], format!("host: {host}"));
+                    lines.retain(|l| !l.is_empty());
+                    lines.sort();
+
+                    let mut map = client.clone();
+                    set_upstream_fields(&mut map, conn, &HeaderValue::from_str(host).unwrap(), te);
+                    let mut fields: Vec<String> = map
+                        .iter()
+                        .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+                        .collect();
+                    fields.sort();
+                    assert_eq!(lines, fields, "{host} te={te}");
+                    assert_eq!(map.get_all(&CDN_LOOP).iter().count(), 2);
+                    assert!(!map.contains_key("x-real-ip"));
+                }
+            }
+        }
     }
 }

@@ -39,9 +39,10 @@ use tokio::sync::oneshot;
 use super::{
     Body, ConnInfo,
     direct::Direct,
+    h1,
     local::{self, full},
     pool::{Pool, PoolSettings, SendError},
-    request::{self, set_forwarding, strip_hop_by_hop},
+    request::{self, set_upstream_fields, strip_hop_by_hop},
 };
 use crate::{
     config::{Backend, ProxyConfig},
@@ -193,13 +194,6 @@ impl Upstream {
         async move {
             let upgrade = request::is_upgrade(&req);
             let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-            // Origin-form (RFC 9112 §3.2.1), sharing the request's bytes: `Host` names the site.
-            let uri = Uri::from(
-                req.uri()
-                    .path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| uri::PathAndQuery::from_static("/")),
-            );
             let (mut parts, body) = req.into_parts();
             let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
             let te_trailers = parts
@@ -207,6 +201,11 @@ impl Upstream {
                 .get(header::TE)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
             strip_hop_by_hop(&mut parts.headers);
+            if !upgrade && body.is_end_stream() && parts.method != Method::CONNECT {
+                return self
+                    .forward_direct(m, backend, host, parts, conn, te_trailers)
+                    .await;
+            }
             // Room for what is added below (Host, five forwarding headers, CDN-Loop, TE,
             // Upgrade, Connection) in one step: inserted one by one into a map sized for the
             // client's headers, they made it grow and rehash up to twice (callgrind: 3.1k
@@ -214,13 +213,18 @@ impl Upstream {
             // grow (`MaxSizeReached`, 32,768 entries) is left to fail as before.
             let _ = parts.headers.try_reserve(10);
             let host_value = request::upstream_host(&parts.headers, &parts.uri, conn, host);
-            parts.uri = uri;
+            // A valid value from a valid one (see `upstream_host`).
+            let host_value = HeaderValue::from_bytes(host_value)
+                .unwrap_or_else(|_| HeaderValue::from_static(""));
+            // Origin-form (RFC 9112 §3.2.1), sharing the request's bytes: `Host` names the site.
+            parts.uri = Uri::from(
+                parts
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| uri::PathAndQuery::from_static("/")),
+            );
             parts.version = Version::HTTP_11;
-            if !upgrade && body.is_end_stream() && parts.method != Method::CONNECT {
-                return self
-                    .forward_direct(m, backend, host, parts, conn, &host_value, te_trailers)
-                    .await;
-            }
             // What a repeat needs, taken before this edge adds its headers: a copy of the
             // client's headers shares their bytes, where a copy of the added values (built
             // here, not shared yet) would allocate once per value.
@@ -232,7 +236,7 @@ impl Upstream {
                         parts.headers.clone(),
                     )
                 });
-            add_upstream_headers(&mut parts.headers, conn, &host_value, te_trailers);
+            set_upstream_fields(&mut parts.headers, conn, &host_value, te_trailers);
             if let (true, Some(u)) = (upgrade, upgrade_value) {
                 parts.headers.insert(header::UPGRADE, u);
                 parts
@@ -269,7 +273,7 @@ impl Upstream {
                         (Err(e), Some((method, uri, headers))) if e.is_closed_before_response() => {
                             retrying(m, backend, host, &e);
                             let mut headers = headers;
-                            add_upstream_headers(&mut headers, conn, &host_value, te_trailers);
+                            set_upstream_fields(&mut headers, conn, &host_value, te_trailers);
                             breq = bodyless(method, uri, headers);
                         }
                         (r, _) => break r,
@@ -323,11 +327,13 @@ impl Upstream {
         }
     }
 
-    /// A request without a body, on the direct path (`direct.rs`): sent once more, from the
-    /// same head, on another connection when the backend closed without answering and the
-    /// method is idempotent (as on hyper's path), all within `[proxy] response_timeout_ms`.
+    /// A request without a body, on the direct path (`direct.rs`): its head written with the
+    /// client's fields and this edge's (`request::upstream_fields`), without rebuilding the
+    /// header map; sent once more, from the same head, on another connection when the backend
+    /// closed without answering and the method is idempotent (as on hyper's path), all within
+    /// `[proxy] response_timeout_ms`.
     // Not an `async fn`: it would hold `parts` twice (rust-lang/rust#62958).
-    #[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
+    #[allow(clippy::manual_async_fn)]
     fn forward_direct<'a>(
         &'a self,
         m: &'a Metrics,
@@ -335,18 +341,23 @@ impl Upstream {
         host: &'a str,
         mut parts: hyper::http::request::Parts,
         conn: &'a ConnInfo,
-        host_value: &'a HeaderValue,
         te_trailers: bool,
     ) -> impl Future<Output = Response<Body>> + 'a {
         async move {
-            add_upstream_headers(&mut parts.headers, conn, host_value, te_trailers);
-            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            request::strip_forwarding(&mut parts.headers);
             let (to, method, headers) = (&backend.uri_authority, &parts.method, &parts.headers);
+            let upstream_host = request::upstream_host(headers, &parts.uri, conn, host);
+            // Origin-form (RFC 9112 §3.2.1): `Host` names the site.
+            let target = request::path_and_query(&parts.uri);
+            let head = |out: &mut Vec<u8>| {
+                let added = request::upstream_fields(conn, upstream_host, te_trailers);
+                h1::encode_request(method, target, upstream_host, headers, added, out);
+            };
             let send = async {
-                match self.direct.send(to, method, target, headers).await {
+                match self.direct.send(to, method, &head).await {
                     Err(e) if e.is_closed_before_response() && is_idempotent(method) => {
                         retrying(m, backend, host, &e);
-                        self.direct.send(to, method, target, headers).await
+                        self.direct.send(to, method, &head).await
                     }
                     r => r,
                 }
@@ -395,26 +406,6 @@ fn unreachable(m: &Metrics, backend: &Backend, host: &str, e: Option<SendError>)
             );
             local::error(502)
         }
-    }
-}
-
-/// What this edge adds to every request it sends upstream: `Host` as the backend gets it,
-/// the forwarding headers, its `CDN-Loop` token (RFC 8586: a request that comes back with
-/// it is answered 508, `policy::decide`), and `TE: trailers` when the client sent it.
-fn add_upstream_headers(
-    headers: &mut HeaderMap,
-    conn: &ConnInfo,
-    host_value: &HeaderValue,
-    te_trailers: bool,
-) {
-    headers.insert(header::HOST, host_value.clone());
-    set_forwarding(headers, conn, host_value);
-    headers.append(
-        "cdn-loop",
-        HeaderValue::from_static(request::CDN_LOOP_TOKEN),
-    );
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
