@@ -40,7 +40,7 @@ pub struct Settings {
     pub limits: Limits,
     /// The `Strict-Transport-Security` value for enforced hosts without a site of their own
     /// (runtime-only hosts), from `[hsts]`.
-    pub default_hsts: String,
+    pub default_hsts: hyper::header::HeaderValue,
 }
 
 impl Settings {

@@ -145,7 +145,7 @@ impl Default for HstsConfig {
 
 impl HstsConfig {
     /// The header value, e.g. `max-age=31536000; includeSubDomains`.
-    pub fn header_value(&self) -> String {
+    pub fn header_value(&self) -> hyper::header::HeaderValue {
         let mut v = format!("max-age={}", self.max_age);
         if self.include_subdomains {
             v.push_str("; includeSubDomains");
@@ -153,7 +153,9 @@ impl HstsConfig {
         if self.preload {
             v.push_str("; preload");
         }
-        v
+        // Digits, letters, `=`, `;` and spaces: always a valid value.
+        hyper::header::HeaderValue::from_maybe_shared(bytes::Bytes::from(v))
+            .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("max-age=0"))
     }
 }
 
@@ -295,8 +297,9 @@ pub struct LogConfig {
 pub enum SiteHsts {
     /// `hsts = false`: never injected.
     Off,
-    /// The header value injected on HTTPS responses of enforced hosts.
-    On(String),
+    /// The header value injected on HTTPS responses of enforced hosts (made once: every
+    /// response shares its bytes).
+    On(hyper::header::HeaderValue),
 }
 
 /// A site's backend, `http://host:port`.
@@ -457,7 +460,10 @@ tls = { cert = "/etc/force-https/shop.pem", key = "/etc/force-https/shop.key" }
         assert_eq!(s.domains[2].to_string(), "xn--bcher-kva.example");
         assert_eq!(s.exempt_paths, vec![ACME_PREFIX, "/healthz"]);
         assert_eq!(s.backend.as_ref().unwrap().authority, "127.0.0.1:8080");
-        assert_eq!(s.hsts, SiteHsts::On("max-age=31536000".into()));
+        assert_eq!(
+            s.hsts,
+            SiteHsts::On(hyper::header::HeaderValue::from_static("max-age=31536000"))
+        );
     }
 
     #[test]
@@ -525,7 +531,9 @@ tls = { cert = "/etc/force-https/shop.pem", key = "/etc/force-https/shop.key" }
         assert_eq!(c.sites[0].hsts, SiteHsts::Off);
         assert_eq!(
             c.sites[1].hsts,
-            SiteHsts::On("max-age=10; includeSubDomains; preload".into())
+            SiteHsts::On(hyper::header::HeaderValue::from_static(
+                "max-age=10; includeSubDomains; preload"
+            ))
         );
     }
 
