@@ -1,7 +1,7 @@
 //! `cargo xtask dist`: the Debian package, with cargo-deb, and its install test.
 //!
-//! `cargo xtask dist` builds the release binary (`cargo build --release`, several minutes on
-//! two cores), generates into `target/dist/` what the package ships besides it (the manual
+//! `cargo xtask dist` builds the release binary (`cargo build --release`: fat LTO, about 9
+//! minutes from scratch on two cores), generates into `target/dist/` what the package ships besides it (the manual
 //! pages from `force-https man`, gzipped; the bash, zsh and fish completions from `force-https
 //! completions`; the systemd unit with `/usr/bin` paths), then runs `cargo deb --no-build`
 //! with the `[package.metadata.deb]` of force-https-userspace. The `.deb` is written to
