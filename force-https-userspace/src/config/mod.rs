@@ -153,9 +153,10 @@ impl HstsConfig {
         if self.preload {
             v.push_str("; preload");
         }
-        // Digits, letters, `=`, `;` and spaces: always a valid value.
+        // Digits, letters, `=`, `;` and spaces: always a valid value. The fallback is never
+        // reached; it keeps the policy on rather than telling browsers to drop it (max-age=0).
         hyper::header::HeaderValue::from_maybe_shared(bytes::Bytes::from(v))
-            .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("max-age=0"))
+            .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("max-age=31536000"))
     }
 }
 

@@ -148,7 +148,7 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 /// The forwarding headers force-https owns: the edge is the only one to tell a backend who
 /// the client is and whether, how and where it connected, so whatever the client sent under
 /// any of these names is removed. The first five are then set from what force-https saw
-/// ([`set_forwarding`]); the others, which frameworks also read to decide whether a request
+/// ([`upstream_fields`]); the others, which frameworks also read to decide whether a request
 /// was secure or where it came from (Rack, Django, Flask/Werkzeug, Spring, IIS), are never
 /// sent. A `static`, not a `const`: a `const` array is built and dropped again at every use.
 pub static FORWARDING_HEADERS: [HeaderName; 15] = [
@@ -221,8 +221,9 @@ pub enum AddedValue<'a> {
     /// A fixed value.
     Static(&'static str),
     /// `Forwarded` (RFC 7239 §4): `for=` the client's address (an IPv6 address quoted, in
-    /// brackets), `host=` a quoted-string of the host without `"` and `\` (a name never holds
-    /// them; a forged one loses them), `proto=` the scheme.
+    /// brackets), `host=` a quoted-string of the host's visible ASCII bytes but `"` and `\`
+    /// (a name never holds others; a forged `Host` on port 80 loses them), `proto=` the
+    /// scheme.
     Forwarded {
         /// The client's address as text.
         client: &'a [u8],
@@ -257,10 +258,11 @@ impl AddedValue<'_> {
                     out.extend_from_slice(client);
                 }
                 out.extend_from_slice(b";host=\"");
-                if host.iter().any(|&b| b == b'"' || b == b'\\') {
-                    out.extend(host.iter().filter(|&&b| b != b'"' && b != b'\\'));
-                } else {
+                let quotable = |b: &u8| (0x21..=0x7e).contains(b) && *b != b'"' && *b != b'\\';
+                if host.iter().all(quotable) {
                     out.extend_from_slice(host);
+                } else {
+                    out.extend(host.iter().filter(|b| quotable(b)));
                 }
                 out.extend_from_slice(b"\";proto=");
                 out.extend_from_slice(proto.as_bytes());
@@ -292,9 +294,9 @@ impl AddedValue<'_> {
 /// `CDN-Loop: force-https` (RFC 8586 §2: added to the client's own, the only one of these a
 /// client's value is kept for; a request that comes back with it is answered 508,
 /// `policy::decide`) and `TE: trailers` when `te_trailers` (the client accepts
-/// trailers, RFC 9110 §10.1.4). Client-sent forwarding fields are removed first
+/// trailers, RFC 9110 §10.1.4). The caller removes client-sent forwarding fields first
 /// ([`strip_forwarding`]). The one list for both ways of sending a request:
-/// [`set_upstream_fields`] (a header map) and `h1::encode_request` (the direct path's head).
+/// [`set_upstream_fields`] (a header map) and [`DirectHead`] (the direct path's head).
 pub fn upstream_fields<'a>(
     conn: &'a ConnInfo,
     host: &'a [u8],
@@ -337,11 +339,64 @@ pub fn set_upstream_fields(
     strip_forwarding(headers);
     headers.insert(header::HOST, host.clone());
     for (name, value) in upstream_fields(conn, host.as_bytes(), te_trailers) {
+        let value = match value {
+            AddedValue::Host(_) => host.clone(),
+            v => v.to_header_value(),
+        };
         if *name == CDN_LOOP {
-            headers.append(name, value.to_header_value());
+            headers.append(name, value);
         } else {
-            headers.insert(name, value.to_header_value());
+            headers.insert(name, value);
         }
+    }
+}
+
+/// A request without a body as the direct path sends it: the client's forwarding fields
+/// removed ([`strip_forwarding`]), then [`DirectHead::encode`] writes the head for each try.
+pub struct DirectHead<'a> {
+    parts: &'a hyper::http::request::Parts,
+    conn: &'a ConnInfo,
+    host: &'a [u8],
+    te_trailers: bool,
+}
+
+impl<'a> DirectHead<'a> {
+    /// Prepares `parts` (the client's request, hop-by-hop fields removed) for `conn`'s request
+    /// to `host` (the normalized host); `te_trailers`: the client accepts trailers.
+    pub fn new(
+        parts: &'a mut hyper::http::request::Parts,
+        conn: &'a ConnInfo,
+        host: &'a str,
+        te_trailers: bool,
+    ) -> DirectHead<'a> {
+        strip_forwarding(&mut parts.headers);
+        let parts: &'a hyper::http::request::Parts = parts;
+        DirectHead {
+            parts,
+            conn,
+            host: upstream_host(&parts.headers, &parts.uri, conn, host),
+            te_trailers,
+        }
+    }
+
+    /// The request's method.
+    pub fn method(&self) -> &'a hyper::Method {
+        &self.parts.method
+    }
+
+    /// Appends the head to `out` (`h1::encode_request`): the origin-form target (RFC 9112
+    /// §3.2.1), `Host` ([`upstream_host`]) first, the client's fields, [`upstream_fields`].
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let added = upstream_fields(self.conn, self.host, self.te_trailers);
+        let p = self.parts;
+        super::h1::encode_request(
+            &p.method,
+            path_and_query(&p.uri),
+            self.host,
+            &p.headers,
+            added,
+            out,
+        );
     }
 }
 
@@ -376,6 +431,22 @@ pub fn upstream_host<'a>(
         (_, Some(a)) => a.as_str().as_bytes(),
         (Some(h), None) => h.as_bytes(),
         (None, None) => host.as_bytes(),
+    }
+}
+
+/// [`upstream_host`] as a header value (hyper's client path): the client's `Host` shared when
+/// it is the one, else a copy.
+pub fn upstream_host_value(
+    headers: &HeaderMap,
+    uri: &Uri,
+    conn: &ConnInfo,
+    host: &str,
+) -> HeaderValue {
+    let bytes = upstream_host(headers, uri, conn, host);
+    match headers.get(header::HOST) {
+        Some(h) if h.as_bytes() == bytes => h.clone(),
+        // Each source of `upstream_host` is a valid value.
+        _ => HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static("")),
     }
 }
 
@@ -598,47 +669,50 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "198.51.100.9");
     }
 
-    /// The direct path's head (`h1::encode_request` with `upstream_fields`) carries the same
-    /// fields as hyper's path (`set_upstream_fields` on the map), `Host` first.
+    /// The direct path's head ([`DirectHead`]) carries the same fields as hyper's path
+    /// ([`set_upstream_fields`] with [`upstream_host_value`]), `Host` first, forged forwarding
+    /// fields gone.
     #[test]
     fn both_ways_of_sending_add_the_same_fields() {
-        use crate::proxy::h1::encode_request;
+        let tls = || {
+            Arc::new(TlsInfo {
+                sni: None,
+                authority: Box::new(Everything),
+            })
+        };
         let conns = [
             ConnInfo::http("198.51.100.7:40000".parse().unwrap(), 8080),
             ConnInfo::http("[2001:db8::7]:40000".parse().unwrap(), 80),
             ConnInfo::http("[::ffff:198.51.100.9]:1".parse().unwrap(), 80),
+            ConnInfo::https("198.51.100.8:40000".parse().unwrap(), 443, tls()),
         ];
         for conn in &conns {
             for te in [false, true] {
                 for host in ["shop.example", "shop.example:8080", "a\"b\\c"] {
-                    let mut client = HeaderMap::new();
-                    client.append("accept", HeaderValue::from_static("*/*"));
-                    client.append(header::HOST, HeaderValue::from_static("client.example"));
-                    client.append("x-real-ip", HeaderValue::from_static("forged"));
-                    client.append(&CDN_LOOP, HeaderValue::from_static("other-cdn"));
-                    client.append("x-forwarded-for", HeaderValue::from_static("forged"));
-                    client.append("accept", HeaderValue::from_static("text/html"));
+                    let req = Request::builder()
+                        .uri("/p?q")
+                        .header("accept", "*/*")
+                        .header(header::HOST, host)
+                        .header("x-real-ip", "forged")
+                        .header(&CDN_LOOP, "other-cdn")
+                        .header("x-forwarded-for", "forged")
+                        .header("accept", "text/html")
+                        .body(())
+                        .unwrap();
+                    let (mut parts, ()) = req.into_parts();
+                    let mut map = parts.headers.clone();
 
-                    let mut wire = client.clone();
-                    strip_forwarding(&mut wire);
                     let mut head = Vec::new();
-                    let added = upstream_fields(conn, host.as_bytes(), te);
-                    encode_request(
-                        &hyper::Method::GET,
-                        "/",
-                        host.as_bytes(),
-                        &wire,
-                        added,
-                        &mut head,
-                    );
+                    DirectHead::new(&mut parts, conn, "shop.example", te).encode(&mut head);
                     let head = String::from_utf8(head).unwrap();
-                    let mut lines: Vec<&str> = head.split("\r\n").skip(1).collect();
-                    assert_eq!(lines[0], format!("host: {host}"));
-                    lines.retain(|l| !l.is_empty());
+                    let mut lines: Vec<&str> = head.split("\r\n").collect();
+                    assert_eq!(lines[0], "GET /p?q HTTP/1.1");
+                    assert_eq!(lines[1], format!("host: {host}"));
+                    lines.retain(|l| !l.is_empty() && !l.starts_with("GET "));
                     lines.sort();
 
-                    let mut map = client.clone();
-                    set_upstream_fields(&mut map, conn, &HeaderValue::from_str(host).unwrap(), te);
+                    let value = upstream_host_value(&map, &parts.uri, conn, "shop.example");
+                    set_upstream_fields(&mut map, conn, &value, te);
                     let mut fields: Vec<String> = map
                         .iter()
                         .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
@@ -646,9 +720,42 @@ mod tests {
                     fields.sort();
                     assert_eq!(lines, fields, "{host} te={te}");
                     assert_eq!(map.get_all(&CDN_LOOP).iter().count(), 2);
+                    assert_eq!(map.get_all("x-forwarded-for").iter().count(), 1);
                     assert!(!map.contains_key("x-real-ip"));
+                    assert_eq!(map.contains_key(header::TE), te);
                 }
             }
         }
+        // The values themselves, on the direct path.
+        let mut parts = Request::builder().uri("/").body(()).unwrap().into_parts().0;
+        let forged = HeaderValue::from_bytes(b"a\"b\\c\xe9").unwrap();
+        parts.headers.insert(header::HOST, forged);
+        let mut head = Vec::new();
+        DirectHead::new(&mut parts, &conns[1], "abc", false).encode(&mut head);
+        let head = String::from_utf8_lossy(&head);
+        assert!(
+            head.contains("\r\nx-forwarded-port: 80\r\nx-forwarded-for: 2001:db8::7\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("\r\nforwarded: for=\"[2001:db8::7]\";host=\"abc\";proto=http\r\n"),
+            "{head}"
+        );
+        let mut parts = Request::builder()
+            .uri("https://shop.example:8443/x")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let mut head = Vec::new();
+        DirectHead::new(&mut parts, &conns[3], "shop.example", true).encode(&mut head);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "GET /x HTTP/1.1\r\nhost: shop.example:8443\r\nx-forwarded-port: 443\r\n\
+             x-forwarded-for: 198.51.100.8\r\nx-forwarded-proto: https\r\n\
+             x-forwarded-host: shop.example:8443\r\n\
+             forwarded: for=198.51.100.8;host=\"shop.example:8443\";proto=https\r\n\
+             cdn-loop: force-https\r\nte: trailers\r\n\r\n"
+        );
     }
 }

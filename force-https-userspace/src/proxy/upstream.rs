@@ -28,7 +28,7 @@ use std::{
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Empty};
 use hyper::{
-    HeaderMap, Method, Request, Response, StatusCode, Uri, Version,
+    Method, Request, Response, StatusCode, Uri, Version,
     body::{Body as _, Frame, Incoming, SizeHint},
     header::{self, HeaderValue},
     http::uri,
@@ -39,7 +39,6 @@ use tokio::sync::oneshot;
 use super::{
     Body, ConnInfo,
     direct::Direct,
-    h1,
     local::{self, full},
     pool::{Pool, PoolSettings, SendError},
     request::{self, set_upstream_fields, strip_hop_by_hop},
@@ -54,7 +53,7 @@ use crate::{
 /// 15 KiB. 64 KiB held 23 MB of the 53 MB heap with 200 slow 1 MB transfers (BENCHMARKS.md).
 const UPSTREAM_READ_BUF: usize = 32 * 1024;
 
-/// A request body to a backend: the client's, or nothing (a retried bodyless request).
+/// A request body to a backend on hyper's path: the client's, or nothing (an upgrade, `CONNECT`).
 type UpstreamBody = Either<Sent, Empty<Bytes>>;
 
 /// The client's request body on its way to the backend; says when it has been sent whole
@@ -212,10 +211,7 @@ impl Upstream {
             // instructions for the forwarding headers of an HTTP/2 request). A map that cannot
             // grow (`MaxSizeReached`, 32,768 entries) is left to fail as before.
             let _ = parts.headers.try_reserve(10);
-            let host_value = request::upstream_host(&parts.headers, &parts.uri, conn, host);
-            // A valid value from a valid one (see `upstream_host`).
-            let host_value = HeaderValue::from_bytes(host_value)
-                .unwrap_or_else(|_| HeaderValue::from_static(""));
+            let host_value = request::upstream_host_value(&parts.headers, &parts.uri, conn, host);
             // Origin-form (RFC 9112 §3.2.1), sharing the request's bytes: `Host` names the site.
             parts.uri = Uri::from(
                 parts
@@ -225,17 +221,6 @@ impl Upstream {
                     .unwrap_or_else(|| uri::PathAndQuery::from_static("/")),
             );
             parts.version = Version::HTTP_11;
-            // What a repeat needs, taken before this edge adds its headers: a copy of the
-            // client's headers shares their bytes, where a copy of the added values (built
-            // here, not shared yet) would allocate once per value.
-            let again =
-                (!upgrade && is_idempotent(&parts.method) && body.is_end_stream()).then(|| {
-                    (
-                        parts.method.clone(),
-                        parts.uri.clone(),
-                        parts.headers.clone(),
-                    )
-                });
             set_upstream_fields(&mut parts.headers, conn, &host_value, te_trailers);
             if let (true, Some(u)) = (upgrade, upgrade_value) {
                 parts.headers.insert(header::UPGRADE, u);
@@ -243,8 +228,10 @@ impl Upstream {
                     .headers
                     .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             }
-            // A request without a body (most of them) is sent whole at once: no body to watch,
-            // and its response timeout starts now (one timer, no channel).
+            // A request without a body (an upgrade, `CONNECT`) is sent whole at once: no body to
+            // watch, and its response timeout starts now (one timer, no channel). None of these
+            // is repeated: every request that may be (idempotent, no body, no upgrade) takes the
+            // direct path.
             let (breq, sent_rx, timed_out) = if body.is_end_stream() {
                 (
                     Request::from_parts(parts, Either::Right(Empty::new())),
@@ -259,27 +246,9 @@ impl Upstream {
                 (breq, Some(sent_rx), Some(timed_out))
             };
 
-            // One `pool.send` future, reused for the one repeat: the future that sends is the
-            // largest part of the request's state, and every move of the request future
-            // copies it (BENCHMARKS.md, run N). The block uses `breq` and `again` as they are
-            // (rebound inside, they were held twice: run P).
-            let (mut breq, mut again) = (breq, again);
-            let send = async {
-                loop {
-                    match (
-                        self.pool.send(&backend.uri_authority, breq).await,
-                        again.take(),
-                    ) {
-                        (Err(e), Some((method, uri, headers))) if e.is_closed_before_response() => {
-                            retrying(m, backend, host, &e);
-                            let mut headers = headers;
-                            set_upstream_fields(&mut headers, conn, &host_value, te_trailers);
-                            breq = bodyless(method, uri, headers);
-                        }
-                        (r, _) => break r,
-                    }
-                }
-            };
+            // The future that sends is the largest part of the request's state, and every move
+            // of the request future copies it (BENCHMARKS.md, run N).
+            let send = self.pool.send(&backend.uri_authority, breq);
             // Pinned here, once: moved into the block below, it would be held twice.
             let mut send = std::pin::pin!(send);
             // The response timeout starts once the request body has been sent (see the module doc).
@@ -344,15 +313,9 @@ impl Upstream {
         te_trailers: bool,
     ) -> impl Future<Output = Response<Body>> + 'a {
         async move {
-            request::strip_forwarding(&mut parts.headers);
-            let (to, method, headers) = (&backend.uri_authority, &parts.method, &parts.headers);
-            let upstream_host = request::upstream_host(headers, &parts.uri, conn, host);
-            // Origin-form (RFC 9112 §3.2.1): `Host` names the site.
-            let target = request::path_and_query(&parts.uri);
-            let head = |out: &mut Vec<u8>| {
-                let added = request::upstream_fields(conn, upstream_host, te_trailers);
-                h1::encode_request(method, target, upstream_host, headers, added, out);
-            };
+            let direct_head = request::DirectHead::new(&mut parts, conn, host, te_trailers);
+            let head = |out: &mut Vec<u8>| direct_head.encode(out);
+            let (to, method) = (&backend.uri_authority, direct_head.method());
             let send = async {
                 match self.direct.send(to, method, &head).await {
                     Err(e) if e.is_closed_before_response() && is_idempotent(method) => {
@@ -415,16 +378,6 @@ fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-/// The same request without a body, to send again.
-fn bodyless(method: Method, uri: Uri, headers: HeaderMap) -> Request<UpstreamBody> {
-    let mut req = Request::new(Either::Right(Empty::new()));
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    req
 }
 
 /// An error and its causes, `: `-separated (the outer error names only the phase).
