@@ -83,10 +83,9 @@ impl Direct {
 
     /// Writes the head of a bodyless `method` request, as `head` appends it to a buffer
     /// (`h1::encode_request`), to `backend` on an idle connection, or a new one, and reads the
-    /// response head. An idle
-    /// connection that fails while the request is written was closed by the backend
-    /// meanwhile: the request goes on another one (the backend cannot have acted on a head
-    /// it did not get whole).
+    /// response head. An idle connection that fails while the request is written was closed
+    /// by the backend meanwhile: the request goes on another one (the backend cannot have
+    /// acted on a head it did not get whole).
     ///
     /// # Errors
     /// See [`SendError`]: `Closed` when the connection closed before any response byte.
