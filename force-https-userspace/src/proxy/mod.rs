@@ -41,6 +41,57 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every response force-https sends through hyper.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
+/// A client's request body as the proxy service reads it.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// The body hyper's server reads (possibly empty).
+    Hyper(Incoming),
+    /// None: a request read by the port-80 keep-alive loop, which serves only requests
+    /// without a body (`paths::http80::keepalive`).
+    Empty,
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> RequestBody {
+        RequestBody::Hyper(body)
+    }
+}
+
+impl From<()> for RequestBody {
+    fn from((): ()) -> RequestBody {
+        RequestBody::Empty
+    }
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx),
+            RequestBody::Empty => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(b) => b.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            RequestBody::Hyper(b) => b.size_hint(),
+            RequestBody::Empty => hyper::body::SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// Which hosts a TLS connection may serve: those its certificate is the one for (RFC 9110
 /// §7.4, §15.5.20). Implemented by the TLS path.
 pub trait Authority: Send + Sync {
@@ -211,17 +262,20 @@ impl Proxy {
         }
     }
 
-    /// Serves one request through every phase.
+    /// Serves one request through every phase: one of hyper's servers (`Incoming`), or the
+    /// port-80 keep-alive loop (`()`, no body).
     // Not an `async fn`: see the comment on the block.
     #[allow(clippy::manual_async_fn)]
-    pub fn handle(
+    pub fn handle<B: Into<RequestBody>>(
         self: Arc<Self>,
         conn: ConnInfo,
-        mut req: Request<Incoming>,
+        req: Request<B>,
     ) -> impl Future<Output = Result<Response<Body>, Infallible>> {
         // An `async` block, not an `async fn`: an `async fn` keeps each by-value parameter
         // twice in its future (the argument and its moved copy, rust-lang/rust#62958): the
         // request and the connection's facts were 368 of this future's bytes (run P).
+        // Mapped here, not in the block: the block would hold both requests.
+        let mut req: Request<RequestBody> = req.map(Into::into);
         async move {
             let access = (self.edge.access_log()).map(|log| {
                 access_log::Pending::start(log, &req, conn.peer.ip(), conn.tls.is_some())

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Empty};
 use hyper::{
     Method, Request, Response, StatusCode, Uri, Version,
-    body::{Body as _, Frame, Incoming, SizeHint},
+    body::{Body as _, Frame, SizeHint},
     header::{self, HeaderValue},
     http::uri,
 };
@@ -37,7 +37,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 use super::{
-    Body, ConnInfo,
+    Body, ConnInfo, RequestBody,
     direct::Direct,
     local::{self, full},
     pool::{Pool, PoolSettings, SendError},
@@ -63,7 +63,7 @@ type UpstreamBody = Either<Sent, Empty<Bytes>>;
 /// (`idle` fires; the answer is 408): a dripped upload cannot hold a backend connection and a
 /// connection slot forever.
 struct Sent {
-    inner: Incoming,
+    inner: RequestBody,
     done: Option<oneshot::Sender<()>>,
     idle: Pin<Box<tokio::time::Sleep>>,
     idle_for: Duration,
@@ -72,7 +72,7 @@ struct Sent {
 
 impl Sent {
     fn new(
-        inner: Incoming,
+        inner: RequestBody,
         done: oneshot::Sender<()>,
         idle_for: Duration,
         timed_out: Arc<AtomicBool>,
@@ -185,7 +185,7 @@ impl Upstream {
         conn: &ConnInfo,
         backend: &Backend,
         host: &str,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> impl Future<Output = Response<Body>> {
         // An `async` block, not an `async fn`: an `async fn` keeps each by-value parameter
         // twice in its future (the argument and its moved copy, rust-lang/rust#62958), and

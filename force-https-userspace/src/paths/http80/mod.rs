@@ -11,15 +11,19 @@
 //! once (the common redirect) is answered right there, with one read, one write and one
 //! close, and no task. Only a connection that must wait (a head still to come, a lingering
 //! close, a proxied request) is registered and gets a task.
-//! A connection whose first request is proxied goes, with the bytes already read, to hyper
-//! and the proxy service, which decides every later request of the keep-alive connection.
+//! A connection whose first request is proxied goes, with the bytes already read, to the
+//! keep-alive loop ([`keepalive`]) and the proxy service, which decides every later request
+//! of the connection; the loop serves `GET`s and `HEAD`s without a body itself and hands the
+//! connection to hyper's server at the first other request.
 //!
 //! A connection reads the edge's settings once, when accepted, and keeps them to its end
 //! (a configuration reload applies to the connections accepted after it). With `[log]
 //! access` on, a first request answered here is logged with the head it came with.
 
 pub mod first;
+mod keepalive;
 mod replay;
+pub mod wire;
 
 use std::{
     io,
@@ -29,7 +33,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use force_https_proto::{
     head::{HeadStatus, parse_head, redirect_inputs},
     host::normalize,
@@ -104,7 +108,7 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>, proxy: Arc<Proxy>, sh
                 Next::Proxy(buf) => {
                     let _ = stream.set_nodelay(true);
                     let settings = first.settings;
-                    let read = Bytes::from(buf);
+                    let read = BytesMut::from(&buf[..]);
                     serve_proxied(stream, peer, read, &settings, proxy, shutdown).await
                 }
                 Next::Linger(answer) => answer_and_close(stream, &answer).await,
@@ -302,7 +306,8 @@ async fn connection(
             FirstRequest::Proxy => break,
         }
     }
-    serve_proxied(stream, peer, Bytes::from(buf), &settings, proxy, shutdown).await
+    let read = BytesMut::from(&buf[..]);
+    serve_proxied(stream, peer, read, &settings, proxy, shutdown).await
 }
 
 /// The access log entry of a first request answered here: the head re-read from `buf` (only
@@ -361,11 +366,12 @@ fn first_entry(
     }
 }
 
-/// Hands a connection to hyper, replaying the bytes already read.
+/// Serves a proxied connection: the keep-alive loop first, then hyper's server from the
+/// first request the loop leaves to it.
 async fn serve_proxied(
     stream: TcpStream,
     peer: SocketAddr,
-    read: Bytes,
+    read: BytesMut,
     settings: &Settings,
     proxy: Arc<Proxy>,
     shutdown: Shutdown,
@@ -373,11 +379,61 @@ async fn serve_proxied(
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(80);
     let limits = &settings.limits;
     let info = ConnInfo::http(peer, local_port).with_head_limit(limits.max_head_bytes);
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let service = |req| {
+        let (proxy, info) = (proxy.clone(), info.clone());
+        async move {
+            match proxy.handle(info, req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        }
+    };
+    let ended = keepalive::serve(
+        stream,
+        read,
+        limits.max_head_bytes,
+        idle,
+        shutdown.clone(),
+        service,
+    )
+    .await?;
+    match ended {
+        keepalive::Ended::Closed => Ok(()),
+        // Boxed: hyper's connection is as large as the loop's state, and only the connections
+        // that reach it need room for it.
+        keepalive::Ended::ToHyper(stream, read) => {
+            Box::pin(serve_hyper(stream, read, info, settings, proxy, shutdown)).await
+        }
+    }
+}
+
+/// Hands a connection to hyper, replaying the bytes already read.
+async fn serve_hyper<S>(
+    stream: S,
+    read: Bytes,
+    info: ConnInfo,
+    settings: &Settings,
+    proxy: Arc<Proxy>,
+    shutdown: Shutdown,
+) -> io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc = service_fn(move |req| proxy.clone().handle(info.clone(), req));
     let io = TokioIo::new(Replay {
         pending: read,
         inner: stream,
     });
+    let builder = hyper1_builder(&settings.limits);
+    let conn = pin!(builder.serve_connection(io, svc).with_upgrades());
+    serve_connection(conn, shutdown, |c| c.graceful_shutdown())
+        .await
+        .map_err(io::Error::other)
+}
+
+/// hyper's HTTP/1.1 server as port 80 uses it; the keep-alive loop writes what it would.
+fn hyper1_builder(limits: &crate::config::Limits) -> hyper::server::conn::http1::Builder {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -390,10 +446,7 @@ async fn serve_proxied(
         .title_case_headers(true)
         .auto_date_header(false)
         .keep_alive(true);
-    let conn = pin!(builder.serve_connection(io, svc).with_upgrades());
-    serve_connection(conn, shutdown, |c| c.graceful_shutdown())
-        .await
-        .map_err(io::Error::other)
+    builder
 }
 
 #[cfg(test)]
@@ -408,7 +461,9 @@ mod tests {
     /// Bytes of a port-80 connection's task when it gets one (a head still to come, a
     /// lingering close, a proxied keep-alive connection), at most: 1,704 measured 2026-12-01
     /// (run P; 1,744 in a test build), 4,792 while the lingering close held its 4 KiB buffer
-    /// in the future.
+    /// in the future; 2,024 in a test build with the keep-alive loop (run U: hyper's
+    /// connection is boxed when the loop hands over, and the request in flight is boxed once
+    /// per connection, as hyper's server does).
     const CONNECTION_BUDGET: usize = 2 * 1024;
 
     #[test]

@@ -1,0 +1,598 @@
+//! A proxied port-80 keep-alive connection's common requests, served without hyper's server.
+//!
+//! Most requests on a proxied port-80 connection are `GET`s and `HEAD`s without a body. This
+//! loop reads their heads ([`wire::parse_request`]), has the proxy service answer them, and
+//! writes the answers as hyper's server would ([`wire::encode_response_head`]): the same bytes,
+//! without the per-request costs of hyper's dispatcher, its header-case writer and its
+//! header-read timer (BENCHMARKS.md, run U). Everything else, from the first request that
+//! is not one of those (a body, an upgrade, `Expect`, HTTP/1.0, a malformed head), goes to
+//! hyper's server with the bytes already read ([`Ended::ToHyper`]), which serves the rest of
+//! the connection.
+//!
+//! As with hyper's server: a client gets `[limits] idle_timeout_ms` for each request head
+//! (from the moment the loop waits for it), after which the connection closes without an
+//! answer; a response that cannot be finished (its body failed or fell short of its
+//! `Content-Length`) closes the connection; on shutdown an idle connection closes at once and
+//! a busy one after its response, marked `Connection: close`.
+
+use std::{
+    future::Future,
+    io::{self, IoSlice},
+    pin::Pin,
+    task::Poll,
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use hyper::{Method, Request, Response, body::Body as _};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    time::Instant,
+};
+
+use super::wire::{self, BodyEncoding, BodyLength, Parsed};
+use crate::{net::Shutdown, proxy::Body};
+
+/// Data frames up to this size are copied behind the head (or the previous frame) and sent
+/// with it; larger ones are written from their own buffer (hyper's server also copies small
+/// frames).
+const COPY_MAX: usize = 16 * 1024;
+
+/// The read buffer's size, bytes (hyper's server starts with 8 KiB as well).
+const READ_BUF: usize = 8 * 1024;
+
+/// How a connection left the loop.
+pub enum Ended<S> {
+    /// It is closed (or to be dropped): the client closed it, its head timed out, a response
+    /// ended it, or the edge is shutting down.
+    Closed,
+    /// A request the loop does not serve starts at these bytes: hyper's server takes the
+    /// connection from here.
+    ToHyper(S, Bytes),
+}
+
+/// Serves requests on `io` until it ends or a request needs hyper's server. `buf` holds what
+/// was already read of the connection; `max_head` is the largest request head served here
+/// (a larger one goes to hyper's server, which answers it); `idle` bounds the wait for each
+/// head. `service` answers a request (the proxy service).
+///
+/// Errors: the connection's I/O errors, and a response the service made that cannot be
+/// written (a `1xx` status, contradictory framing fields), as with hyper's server.
+pub async fn serve<S, F, Fut>(
+    mut io: S,
+    mut buf: BytesMut,
+    max_head: usize,
+    idle: Duration,
+    mut shutdown: Shutdown,
+    service: F,
+) -> io::Result<Ended<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Fn(Request<()>) -> Fut,
+    Fut: Future<Output = Response<Body>>,
+{
+    let mut draining = *shutdown.borrow();
+    let mut out = Vec::new();
+    // The request in flight, in a box made once per connection and reused (as hyper's server
+    // does): inline, the service's future would make every connection's task that much larger.
+    let mut in_flight: Pin<Box<Option<Fut>>> = Box::pin(None);
+    let mut fields = wire::FieldOffsets::new();
+    loop {
+        // The next head: parsed from what is buffered, else read, within `idle`.
+        let mut deadline = None;
+        let (request, keep_alive) = loop {
+            match wire::parse_request(&mut buf, max_head, &mut fields) {
+                Parsed::Request {
+                    request,
+                    keep_alive,
+                } => break (request, keep_alive),
+                Parsed::Other => return Ok(Ended::ToHyper(io, buf.freeze())),
+                Parsed::Partial => {}
+            }
+            if draining && buf.is_empty() {
+                return Ok(Ended::Closed);
+            }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + idle);
+            if buf.capacity() - buf.len() < READ_BUF / 4 {
+                buf.reserve(READ_BUF);
+            }
+            tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)) => match r {
+                    // The head timed out, or the client closed: no answer (hyper's server
+                    // answers neither).
+                    Err(_) | Ok(Ok(0)) => return Ok(Ended::Closed),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e),
+                },
+                c = shutdown.changed(), if !draining => {
+                    draining = c.is_err() || *shutdown.borrow();
+                }
+            }
+        };
+
+        let head_request = request.method() == Method::HEAD;
+        in_flight.set(Some(service(request)));
+        let response = std::future::poll_fn(|cx| match in_flight.as_mut().as_pin_mut() {
+            Some(f) => f.poll(cx),
+            None => Poll::Pending,
+        })
+        .await;
+        in_flight.set(None);
+        let keep_alive = keep_alive && !draining && !*shutdown.borrow();
+        let (mut parts, body) = response.into_parts();
+        if !keep_alive {
+            wire::mark_close(&mut parts.headers);
+        }
+        let length = if body.is_end_stream() {
+            None
+        } else {
+            Some(
+                body.size_hint()
+                    .exact()
+                    .map_or(BodyLength::Unknown, BodyLength::Known),
+            )
+        };
+        out.clear();
+        let encoded =
+            wire::encode_response_head(&mut out, &parts, length, head_request, keep_alive)
+                .map_err(|e| io::Error::other(format!("response not written: {e:?}")))?;
+        drop(parts);
+        let complete = write_body(&mut io, &mut out, encoded.body, body).await?;
+        io.flush().await?;
+        if encoded.last || !complete || encoded.body == BodyEncoding::CloseDelimited {
+            let _ = io.shutdown().await;
+            return Ok(Ended::Closed);
+        }
+    }
+}
+
+/// Writes `out` (a response head) and the body as `encoding` frames it. `Ok(false)`: the body
+/// ended short of its `Content-Length` (what there was is sent; the connection must close).
+async fn write_body<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    encoding: BodyEncoding,
+    mut body: Body,
+) -> io::Result<bool> {
+    let mut remaining = match encoding {
+        // No body to send: the rest is not read (a `HEAD` response's, or none).
+        BodyEncoding::Length(0) => {
+            io.write_all(out).await?;
+            return Ok(true);
+        }
+        BodyEncoding::Length(n) => n,
+        BodyEncoding::Chunked | BodyEncoding::CloseDelimited => u64::MAX,
+    };
+    let chunked = encoding == BodyEncoding::Chunked;
+    let complete = loop {
+        // A frame at once if there is one; else what is buffered goes out first.
+        let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)));
+        let frame = match polled.await {
+            Poll::Ready(f) => f,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    io.write_all(out).await?;
+                    out.clear();
+                }
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            }
+        };
+        let data = match frame {
+            // Short of its `Content-Length`: an error, and what is buffered is not sent (as
+            // with hyper's server).
+            None if remaining != u64::MAX && remaining != 0 => {
+                return Err(io::Error::other(
+                    "the body is shorter than its Content-Length",
+                ));
+            }
+            None => break true,
+            Some(Err(e)) => return Err(io::Error::other(e)),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers: not sent (the loop serves no request that asked for them with
+                // `TE: trailers`); they end the body.
+                Err(_) => break remaining == 0 || remaining == u64::MAX,
+            },
+        };
+        if !data.is_empty() {
+            let data = if remaining == u64::MAX {
+                data
+            } else {
+                let take = data
+                    .len()
+                    .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                remaining -= take as u64;
+                data.slice(..take)
+            };
+            if chunked {
+                wire::chunk_size_line(out, data.len());
+            }
+            if data.len() <= COPY_MAX {
+                out.extend_from_slice(&data);
+            } else {
+                write_two(io, out, &data).await?;
+                out.clear();
+            }
+            if chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        if remaining == 0 {
+            break true;
+        }
+        if body.is_end_stream() {
+            break remaining == u64::MAX;
+        }
+    };
+    if chunked && complete {
+        out.extend_from_slice(wire::LAST_CHUNK);
+    }
+    if !out.is_empty() {
+        io.write_all(out).await?;
+        out.clear();
+    }
+    Ok(complete)
+}
+
+/// Writes `a` then `b`, both in one system call when the socket takes them.
+async fn write_two<S: AsyncWrite + Unpin>(io: &mut S, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let mut a = a;
+    let mut b = b;
+    while !a.is_empty() {
+        let n = io
+            .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if n < a.len() {
+            a = &a[n..];
+        } else {
+            b = &b[n - a.len()..];
+            a = &[];
+        }
+    }
+    io.write_all(b).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::VecDeque,
+        convert::Infallible,
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        task::Context,
+    };
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::{
+        StatusCode, Version,
+        body::{Frame, SizeHint},
+        header::{HeaderName, HeaderValue},
+        service::service_fn,
+    };
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+    use crate::{config::Limits, proxy::BoxError};
+
+    /// A body of frames whose length is not known in advance.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl hyper::body::Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::default()
+        }
+    }
+
+    fn full(b: &'static str) -> Body {
+        Full::new(Bytes::from_static(b.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    }
+
+    fn frames(parts: &[&'static str], trailers: bool) -> Body {
+        let mut f: VecDeque<_> = parts
+            .iter()
+            .map(|p| Frame::data(Bytes::from_static(p.as_bytes())))
+            .collect();
+        if trailers {
+            let mut t = hyper::HeaderMap::new();
+            t.insert("x-trailer", HeaderValue::from_static("1"));
+            f.push_back(Frame::trailers(t));
+        }
+        Frames(f).boxed_unsync()
+    }
+
+    /// The canned answers both servers give, by path.
+    fn respond<B>(req: Request<B>) -> Response<Body> {
+        let mut r = Response::new(full(""));
+        let mut headers = hyper::HeaderMap::new();
+        let h = &mut headers;
+        let set = |h: &mut hyper::HeaderMap, n: &'static str, v: &'static str| {
+            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        };
+        match req.uri().path() {
+            "/len" => {
+                set(h, "content-type", "text/plain");
+                set(h, "set-cookie", "a=1");
+                set(h, "x-backend", "one");
+                set(h, "set-cookie", "b=2");
+                set(h, "content-length", "5");
+                *r.body_mut() = full("hello");
+            }
+            "/nolen" => *r.body_mut() = full("hello"),
+            "/stream" => {
+                set(h, "cache-control", "no-store");
+                *r.body_mut() = frames(&["abc", "", "defgh"], false);
+            }
+            "/trailers" => *r.body_mut() = frames(&["abc"], true),
+            "/big" => {
+                let big = "x".repeat(100_000).leak();
+                *r.body_mut() = frames(&["head", big, "tail"], false);
+            }
+            "/204" => {
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                set(h, "content-length", "0");
+            }
+            "/304" => {
+                *r.status_mut() = StatusCode::NOT_MODIFIED;
+                set(h, "etag", "\"e\"");
+                set(h, "content-length", "10");
+            }
+            "/404" => {
+                *r.status_mut() = StatusCode::NOT_FOUND;
+                *r.body_mut() = full("nope");
+            }
+            "/reason" => {
+                *r.status_mut() = StatusCode::from_u16(299).unwrap();
+                let reason = hyper::ext::ReasonPhrase::from_static(b"Fine Thanks");
+                r.extensions_mut().insert(reason);
+                *r.body_mut() = full("ok");
+            }
+            "/v10" => {
+                *r.version_mut() = Version::HTTP_10;
+                set(h, "content-length", "2");
+                *r.body_mut() = full("ok");
+            }
+            "/v10stream" => {
+                *r.version_mut() = Version::HTTP_10;
+                *r.body_mut() = frames(&["a", "b"], false);
+            }
+            "/gzip" => {
+                set(h, "transfer-encoding", "gzip");
+                *r.body_mut() = frames(&["zz"], false);
+            }
+            "/connection" => {
+                set(h, "connection", "keep-alive");
+                *r.body_mut() = full("ok");
+            }
+            "/close" => {
+                set(h, "connection", "close");
+                *r.body_mut() = full("bye");
+            }
+            "/short" => {
+                set(h, "content-length", "10");
+                *r.body_mut() = frames(&["12345"], false);
+            }
+            _ => *r.body_mut() = full("other"),
+        }
+        *r.headers_mut() = headers;
+        r
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            idle_timeout_ms: 1_000,
+            ..Limits::default()
+        }
+    }
+
+    /// Sends `input` and reads until the server closes.
+    async fn exchange(mut client: DuplexStream, input: &[u8]) -> Vec<u8> {
+        client.write_all(input).await.unwrap();
+        let mut got = Vec::new();
+        let read = client.read_to_end(&mut got);
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the server closes")
+            .unwrap();
+        got
+    }
+
+    async fn via_hyper(input: &[u8]) -> Vec<u8> {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (_tx, _shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let svc = service_fn(|req| async { Ok::<_, Infallible>(respond(req)) });
+            let builder = super::super::hyper1_builder(&limits());
+            let _ = builder.serve_connection(TokioIo::new(server), svc).await;
+        });
+        exchange(client, input).await
+    }
+
+    /// The bytes written by the loop (with hyper's server after it, as on port 80), and how
+    /// many requests the loop answered itself.
+    async fn via_loop(input: &[u8]) -> (Vec<u8>, usize) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let served = Arc::new(AtomicUsize::new(0));
+        let counted = served.clone();
+        tokio::spawn(async move {
+            let l = limits();
+            let idle = Duration::from_millis(l.idle_timeout_ms);
+            let service = |req: Request<()>| {
+                counted.fetch_add(1, Ordering::Relaxed);
+                async move { respond(req) }
+            };
+            let ended = serve(
+                server,
+                BytesMut::new(),
+                l.max_head_bytes,
+                idle,
+                shutdown,
+                service,
+            );
+            if let Ok(Ended::ToHyper(io, read)) = ended.await {
+                let svc = service_fn(|req| async { Ok::<_, Infallible>(respond(req)) });
+                let io = TokioIo::new(super::super::replay::Replay {
+                    pending: read,
+                    inner: io,
+                });
+                let builder = super::super::hyper1_builder(&l);
+                let _ = builder.serve_connection(io, svc).await;
+            }
+        });
+        let got = exchange(client, input).await;
+        (got, served.load(Ordering::Relaxed))
+    }
+
+    /// A last request, after which both servers close the connection.
+    const LAST: &str =
+        "GET /len HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, close\r\n\r\n";
+
+    fn get(path: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    }
+
+    #[tokio::test]
+    async fn the_loop_writes_what_hyper_writes() {
+        let paths = [
+            "/len",
+            "/nolen",
+            "/stream",
+            "/trailers",
+            "/big",
+            "/204",
+            "/304",
+            "/404",
+            "/reason",
+            "/v10",
+            "/gzip",
+            "/connection",
+            "/",
+        ];
+        let mut all = String::new();
+        for p in paths {
+            all.push_str(&get(p));
+            all.push_str(&format!("HEAD {p} HTTP/1.1\r\nHost: a.example\r\n\r\n"));
+        }
+        let last = LAST;
+        // Every request pipelined, and the same one by one in conversations of their own.
+        let mut conversations = vec![(format!("{all}{last}"), paths.len() * 2 + 1)];
+        for p in paths.iter().chain(&["/close", "/v10stream", "/short"]) {
+            conversations.push((format!("{}{last}", get(p)), 2));
+        }
+        for (input, n) in conversations {
+            let want = via_hyper(input.as_bytes()).await;
+            let (got, served) = via_loop(input.as_bytes()).await;
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "for {input:?}"
+            );
+            assert!(served >= n.min(1), "the loop served {served} of {input:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_requests_go_to_hyper_with_what_was_read() {
+        let cases = [
+            // A body, mid-connection: hyper serves it and the rest.
+            format!(
+                "{}POST /len HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n\r\nabc{}",
+                get("/len"),
+                get("/nolen")
+            ),
+            // HTTP/1.0 first, then chunked, Expect, an upgrade, absolute form, malformed.
+            "GET /len HTTP/1.0\r\nHost: a.example\r\n\r\n".to_string(),
+            format!(
+                "{}POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+                get("/stream")
+            ),
+            "GET /len HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n".to_string(),
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+                .to_string(),
+            "GET http://a.example/len HTTP/1.1\r\nHost: a.example\r\n\r\n".to_string(),
+            format!("{}GET /len HTTP/1.1\r\nHost a.example\r\n\r\n", get("/len")),
+            "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n".to_string(),
+            "GET /len HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close\r\n\r\n".to_string(),
+        ];
+        for input in cases {
+            let input = format!("{input}{LAST}");
+            let want = via_hyper(input.as_bytes()).await;
+            let (got, _) = via_loop(input.as_bytes()).await;
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "for {input:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closing_client_and_a_draining_edge_get_connection_close() {
+        let input = "GET /len HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        let (got, served) = via_loop(input.as_bytes()).await;
+        assert_eq!(served, 1);
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.ends_with("Content-Length: 5\r\nConnection: close\r\n\r\nhello"),
+            "{text}"
+        );
+
+        // Shutting down: the request read is answered, marked, and the connection closes.
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        tx.send(true).unwrap();
+        let task = tokio::spawn(async move {
+            let read = BytesMut::from(get("/nolen").as_bytes());
+            let service = |req: Request<()>| async move { respond(req) };
+            let idle = Duration::from_secs(5);
+            matches!(
+                serve(server, read, 16384, idle, shutdown, service).await,
+                Ok(Ended::Closed)
+            )
+        });
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert!(task.await.unwrap());
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_head_that_does_not_come_closes_the_connection() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let service = |req: Request<()>| async move { respond(req) };
+            let idle = Duration::from_millis(200);
+            let read = BytesMut::from(&b"GET /len HTTP/1.1\r\nHo"[..]);
+            matches!(
+                serve(server, read, 16384, idle, shutdown, service).await,
+                Ok(Ended::Closed)
+            )
+        });
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert!(task.await.unwrap());
+        assert!(got.is_empty());
+    }
+}
