@@ -316,6 +316,9 @@ pub fn control(sites: &str, lines: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Header fields as names and value bytes, in order.
+pub type Fields = Vec<(String, Vec<u8>)>;
+
 /// What the direct upstream path read from a backend's bytes (`proxy::h1`).
 #[derive(Debug, PartialEq, Eq)]
 pub struct UpstreamRead {
@@ -329,7 +332,7 @@ pub struct UpstreamRead {
     pub both_lengths: bool,
     /// A chunked body: its bytes and trailer fields, or the error's text; `None` when the
     /// body is not chunked or the bytes ended first.
-    pub chunked: Option<Result<(Vec<u8>, Vec<(String, Vec<u8>)>), String>>,
+    pub chunked: Option<Result<(Vec<u8>, Fields), String>>,
 }
 
 /// Reads `bytes` as a backend's answer to a request (`HEAD` when `head_request`), fed in
@@ -395,5 +398,102 @@ pub fn upstream_response(bytes: &[u8], head_request: bool, pieces: &[u8]) -> Ups
             Ok(Chunk::More) => {}
         }
     };
+    out
+}
+
+/// What the keep-alive loop read of a client's bytes (`keepalive::wire::parse_request`), and
+/// the head it wrote for a response made of the same bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeepaliveRead {
+    /// `"partial"`, `"other"` or `"request"`.
+    pub outcome: &'static str,
+    /// Bytes taken out of the buffer (the head, for a request).
+    pub consumed: usize,
+    /// Whether what is left in the buffer is exactly the input after what was taken.
+    pub rest_intact: bool,
+    /// The request: method, target, fields, and whether the client keeps the connection.
+    pub request: Option<(String, String, Fields, bool)>,
+    /// The head written for a `200` response carrying the request's fields, in both styles,
+    /// or the error.
+    pub heads: [Result<Vec<u8>, String>; 2],
+}
+
+/// Reads `bytes` as a client's first bytes on a keep-alive connection, fed whole after
+/// growing prefixes (as reads would bring them), then writes a response head with the
+/// request's fields (Title-Case without `Date`, and as held with one).
+pub fn keepalive_head(bytes: &[u8], max_head: usize) -> KeepaliveRead {
+    use crate::keepalive::wire::{
+        BodyLength, FieldOffsets, Names, Parsed, encode_response_head, parse_request,
+    };
+    use bytes::BytesMut;
+    let mut fields = FieldOffsets::new();
+    // Growing prefixes: a prefix is `Partial`, or the same outcome as the whole.
+    let mut buf = BytesMut::new();
+    let mut parsed = Parsed::Partial;
+    for &b in bytes {
+        buf.extend_from_slice(&[b]);
+        parsed = parse_request(&mut buf, max_head, &mut fields);
+        if !matches!(parsed, Parsed::Partial) {
+            break;
+        }
+    }
+    let mut whole = BytesMut::from(bytes);
+    let again = parse_request(&mut whole, max_head, &mut fields);
+    let consumed = bytes.len() - whole.len();
+    let mut out = KeepaliveRead {
+        outcome: match again {
+            Parsed::Partial => "partial",
+            Parsed::Other => "other",
+            Parsed::Request { .. } => "request",
+        },
+        consumed,
+        rest_intact: whole[..] == bytes[consumed..],
+        request: None,
+        heads: [Ok(Vec::new()), Ok(Vec::new())],
+    };
+    // The first prefix that was not `Partial` decided as the whole does (a head ends where
+    // it ends; a longer input only adds bytes after it).
+    let same_kind = matches!(
+        (&parsed, &again),
+        (Parsed::Partial, Parsed::Partial)
+            | (Parsed::Other, Parsed::Other)
+            | (Parsed::Request { .. }, Parsed::Request { .. })
+    );
+    if !same_kind {
+        out.outcome = "prefix disagrees";
+    }
+    if let Parsed::Request {
+        request,
+        keep_alive,
+    } = again
+    {
+        let fields: Vec<_> = request
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        let (parts, ()) = {
+            let mut r = hyper::Response::new(());
+            *r.headers_mut() = request.headers().clone();
+            r.into_parts()
+        };
+        let styles = [
+            (Names::TitleCase, None),
+            (Names::AsHeld, Some(&b"Mon, 01 Jan 2001 00:00:00 GMT"[..])),
+        ];
+        for (slot, (names, date)) in out.heads.iter_mut().zip(styles) {
+            let mut head = Vec::new();
+            let body = Some(BodyLength::Unknown);
+            *slot = encode_response_head(&mut head, &parts, body, false, keep_alive, names, date)
+                .map(|_| head)
+                .map_err(|e| format!("{e:?}"));
+        }
+        out.request = Some((
+            request.method().to_string(),
+            request.uri().to_string(),
+            fields,
+            keep_alive,
+        ));
+    }
     out
 }

@@ -5,6 +5,8 @@
 //!   [`paths::http80`] (port-80 sockets) and [`paths::tls`] (the TLS terminator);
 //! - [`policy`]: the one host-policy table that feeds them, and the one decision they take;
 //! - [`proxy`]: the reverse proxy as phases with a response-filter chain;
+//! - [`keepalive`]: the HTTP/1.1 keep-alive loop both client-facing listeners serve the
+//!   proxy's common requests with (hyper's servers take the rest);
 //! - [`edge`]: what every path reads per request; [`metrics`], [`net`] and [`secret`]: leaves;
 //!   [`access_log`]: the access log's writer;
 //! - [`reload`]: the live configuration reload;
@@ -32,6 +34,7 @@ pub(crate) mod fleet;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod keepalive;
 pub(crate) mod metrics;
 pub(crate) mod net;
 pub(crate) mod paths;

@@ -27,6 +27,7 @@ pub const TARGETS: &[&str] = &[
     "control_request",
     "html_rewrite",
     "upstream_response",
+    "keepalive_head",
 ];
 
 /// Seconds per target of a campaign, unless `--time` says otherwise.

@@ -2,13 +2,16 @@
 //!
 //! The handshake is read lazily so the SNI can be checked first: with no certificate for it
 //! (and no default), the handshake is refused with the `unrecognized_name` alert. Accepted
-//! connections serve HTTP/1.1 or HTTP/2 (ALPN) through the proxy service.
+//! connections serve HTTP/1.1 or HTTP/2 (ALPN) through the proxy service: HTTP/1.1 through
+//! the keep-alive loop (`crate::keepalive`) as long as its requests are the common kind,
+//! then hyper's server; HTTP/2 through hyper's.
 
 pub mod certs;
 
 use std::{net::SocketAddr, pin::pin, sync::Arc, time::Duration};
 
 use anyhow::{Context, anyhow, bail};
+use bytes::BytesMut;
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
@@ -27,6 +30,7 @@ use certs::{CertFiles, CertMap};
 use crate::{
     config::TlsConfig,
     edge::Edge,
+    keepalive::{self, Replay, Style, wire::Names},
     metrics::Metrics,
     net::{Shutdown, accept_loop, serve_connection},
     proxy::{Authority, ConnInfo, Proxy, TlsInfo},
@@ -147,7 +151,7 @@ async fn connection(
         }
         Ok(Ok(Ok(tls))) => tls,
     };
-    let (sni, io) = presented_name(tls);
+    let (sni, h2, tls) = presented_name(tls);
     let presented = sni
         .as_deref()
         .and_then(|name| store.map.load().files_for(Some(name)));
@@ -163,6 +167,53 @@ async fn connection(
         }),
     )
     .with_head_limit(path.settings.max_header_bytes);
+    if h2 {
+        // Boxed, as below: the loop's state and hyper's connection do not share the task.
+        return Box::pin(serve_hyper(TokioIo::new(tls), info, &path, shutdown)).await;
+    }
+    // HTTP/1.1 (or no ALPN): the keep-alive loop first, written as hyper's `http1()` below
+    // writes (names as held, `Date`).
+    let style = Style {
+        names: Names::AsHeld,
+        date: true,
+    };
+    let idle = Duration::from_millis(path.edge.settings().limits.idle_timeout_ms);
+    let max_head = path.settings.max_header_bytes;
+    let service = |req| {
+        let (proxy, info) = (path.proxy.clone(), info.clone());
+        async move {
+            match proxy.handle(info, req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        }
+    };
+    let read = BytesMut::new();
+    let sd = shutdown.clone();
+    match keepalive::serve(tls, read, max_head, idle, style, sd, service).await? {
+        keepalive::Ended::Closed => Ok(()),
+        // Boxed: only the connections that reach hyper need room for its connection.
+        keepalive::Ended::ToHyper(tls, read) => {
+            let io = TokioIo::new(Replay {
+                pending: read,
+                inner: tls,
+            });
+            Box::pin(serve_hyper(io, info, &path, shutdown)).await
+        }
+    }
+}
+
+/// Serves a TLS connection with hyper's servers: HTTP/2, or HTTP/1.1 from the first request
+/// the keep-alive loop leaves to it (HTTP/2 with prior knowledge too: hyper reads the preface).
+async fn serve_hyper<I>(
+    io: I,
+    info: ConnInfo,
+    path: &TlsPath,
+    shutdown: Shutdown,
+) -> anyhow::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let proxy = path.proxy.clone();
     let svc = service_fn(move |req| proxy.clone().handle(info.clone(), req));
     let mut builder = auto::Builder::new(BoxedStreams);
@@ -191,22 +242,23 @@ async fn connection(
         .map_err(|e| anyhow!("{e}"))
 }
 
-/// The name the client asked for (SNI, lowercase, without a final dot) and the stream, ready
-/// for hyper. A function of its own, taking the stream by value: borrowed in the connection's
-/// `async fn`, the stream kept a slot of its own (1.2 KB) in the task for the connection's
-/// whole life, beside the copy that hyper drives (run P).
+/// The name the client asked for (SNI, lowercase, without a final dot), whether it chose
+/// HTTP/2 by ALPN, and the stream. A function of its own, taking the stream by value: borrowed
+/// in the connection's `async fn`, the stream kept a slot of its own (1.2 KB) in the task for
+/// the connection's whole life, beside the copy that is driven (run P).
 fn presented_name(
     tls: tokio_rustls::server::TlsStream<TcpStream>,
 ) -> (
     Option<String>,
-    TokioIo<tokio_rustls::server::TlsStream<TcpStream>>,
+    bool,
+    tokio_rustls::server::TlsStream<TcpStream>,
 ) {
-    let sni = tls
-        .get_ref()
-        .1
+    let session = tls.get_ref().1;
+    let sni = session
         .server_name()
         .map(|s| s.trim_end_matches('.').to_ascii_lowercase());
-    (sni, TokioIo::new(tls))
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    (sni, h2, tls)
 }
 
 #[cfg(test)]
@@ -220,9 +272,11 @@ mod tests {
 
     /// Bytes of a TLS connection's task, at most: 4,792 measured 2026-12-01 (run P; 4,832 in a
     /// test build), 8,800 before the connection was pinned once where it is built and the TLS
-    /// stream stopped keeping a slot of its own. Every open connection holds this much, idle
-    /// or not.
-    const CONNECTION_BUDGET: usize = 5 * 1024;
+    /// stream stopped keeping a slot of its own; 5,360 in a test build with the keep-alive
+    /// loop (run U): the TLS stream (about 1.1 KB) and the loop's state, with hyper's
+    /// connection boxed apart (HTTP/2, and HTTP/1.1 from the first request the loop hands
+    /// over). Every open connection holds this much, idle or not.
+    const CONNECTION_BUDGET: usize = 5504;
 
     #[test]
     fn a_connection_task_stays_within_its_size_budget() {

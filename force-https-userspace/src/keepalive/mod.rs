@@ -1,19 +1,28 @@
-//! A proxied port-80 keep-alive connection's common requests, served without hyper's server.
+//! The HTTP/1.1 keep-alive loop of the client-facing listeners: a connection's common
+//! requests served without hyper's server.
 //!
-//! Most requests on a proxied port-80 connection are `GET`s and `HEAD`s without a body. This
-//! loop reads their heads ([`wire::parse_request`]), has the proxy service answer them, and
-//! writes the answers as hyper's server would ([`wire::encode_response_head`]): the same bytes,
-//! without the per-request costs of hyper's dispatcher, its header-case writer and its
-//! header-read timer (BENCHMARKS.md, run U). Everything else, from the first request that
-//! is not one of those (a body, an upgrade, `Expect`, HTTP/1.0, a malformed head), goes to
-//! hyper's server with the bytes already read ([`Ended::ToHyper`]), which serves the rest of
-//! the connection.
+//! Most requests on a proxied keep-alive connection are `GET`s and `HEAD`s without a body.
+//! This loop reads their heads ([`wire::parse_request`]), has the proxy service answer them,
+//! and writes the answers as hyper's server would with the listener's settings
+//! ([`wire::encode_response_head`], [`Style`]): the same bytes, without the per-request costs
+//! of hyper's dispatcher, its header-case writer and its header-read timer (BENCHMARKS.md, run
+//! U). Everything else, from the first request that is not one of those (a body, an upgrade,
+//! `Expect`, HTTP/1.0, a malformed head, HTTP/2's preface), goes to hyper's server with the
+//! bytes already read ([`Ended::ToHyper`], [`Replay`]), which serves the rest of the
+//! connection. Port 80 runs it for a connection whose first request is proxied
+//! (`paths::http80`), the TLS listener for a connection that did not choose HTTP/2 by ALPN
+//! (`paths::tls`).
 //!
 //! As with hyper's server: a client gets `[limits] idle_timeout_ms` for each request head
 //! (from the moment the loop waits for it), after which the connection closes without an
 //! answer; a response that cannot be finished (its body failed or fell short of its
 //! `Content-Length`) closes the connection; on shutdown an idle connection closes at once and
 //! a busy one after its response, marked `Connection: close`.
+
+mod replay;
+pub mod wire;
+
+pub use replay::Replay;
 
 use std::{
     future::Future,
@@ -30,8 +39,8 @@ use tokio::{
     time::Instant,
 };
 
-use super::wire::{self, BodyEncoding, BodyLength, Parsed};
 use crate::{net::Shutdown, proxy::Body};
+use wire::{BodyEncoding, BodyLength, Names, Parsed};
 
 /// Data frames up to this size are copied behind the head (or the previous frame) and sent
 /// with it; larger ones are written from their own buffer (hyper's server also copies small
@@ -40,6 +49,47 @@ const COPY_MAX: usize = 16 * 1024;
 
 /// The read buffer's size, bytes (hyper's server starts with 8 KiB as well).
 const READ_BUF: usize = 8 * 1024;
+
+/// How the loop writes response heads: as the hyper server it stands in for is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    /// How field names are written (hyper's `title_case_headers`: on for port 80, where
+    /// redirects must match the raw answers' bytes).
+    pub names: Names,
+    /// Whether a response without `Date` gets one (hyper's `auto_date_header`).
+    pub date: bool,
+}
+
+thread_local! {
+    /// The `Date` value of the current second, per thread (hyper caches its own the same way).
+    static DATE: std::cell::RefCell<DateCache> = const {
+        std::cell::RefCell::new(DateCache {
+            second: u64::MAX,
+            value: String::new(),
+        })
+    };
+}
+
+/// The `Date` value of the current second (IMF-fixdate, RFC 9110 §5.6.7), made again only
+/// when the second changes.
+struct DateCache {
+    second: u64,
+    value: String,
+}
+
+impl DateCache {
+    fn now(&mut self) -> &[u8] {
+        let now = std::time::SystemTime::now();
+        let second = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if second != self.second {
+            self.second = second;
+            self.value = httpdate::fmt_http_date(now);
+        }
+        self.value.as_bytes()
+    }
+}
 
 /// How a connection left the loop.
 pub enum Ended<S> {
@@ -54,7 +104,8 @@ pub enum Ended<S> {
 /// Serves requests on `io` until it ends or a request needs hyper's server. `buf` holds what
 /// was already read of the connection; `max_head` is the largest request head served here
 /// (a larger one goes to hyper's server, which answers it); `idle` bounds the wait for each
-/// head. `service` answers a request (the proxy service).
+/// head; `style` is how hyper's server would write. `service` answers a request (the proxy
+/// service).
 ///
 /// Errors: the connection's I/O errors, and a response the service made that cannot be
 /// written (a `1xx` status, contradictory framing fields), as with hyper's server.
@@ -63,6 +114,7 @@ pub async fn serve<S, F, Fut>(
     mut buf: BytesMut,
     max_head: usize,
     idle: Duration,
+    style: Style,
     mut shutdown: Shutdown,
     service: F,
 ) -> io::Result<Ended<S>>
@@ -134,9 +186,16 @@ where
             )
         };
         out.clear();
-        let encoded =
-            wire::encode_response_head(&mut out, &parts, length, head_request, keep_alive)
-                .map_err(|e| io::Error::other(format!("response not written: {e:?}")))?;
+        let encode = |out: &mut Vec<u8>, date: Option<&[u8]>| {
+            let names = style.names;
+            wire::encode_response_head(out, &parts, length, head_request, keep_alive, names, date)
+        };
+        let encoded = if style.date {
+            DATE.with_borrow_mut(|d| encode(&mut out, Some(d.now())))
+        } else {
+            encode(&mut out, None)
+        }
+        .map_err(|e| io::Error::other(format!("response not written: {e:?}")))?;
         drop(parts);
         let complete = write_body(&mut io, &mut out, encoded.body, body).await?;
         io.flush().await?;
@@ -175,6 +234,8 @@ async fn write_body<S: AsyncWrite + Unpin>(
                     io.write_all(out).await?;
                     out.clear();
                 }
+                // A TLS stream holds what it was given until flushed.
+                io.flush().await?;
                 std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
             }
         };
@@ -276,7 +337,7 @@ mod tests {
         header::{HeaderName, HeaderValue},
         service::service_fn,
     };
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     use super::*;
@@ -402,6 +463,47 @@ mod tests {
         }
     }
 
+    /// Port 80's style, and the TLS listener's.
+    const STYLES: [Style; 2] = [
+        Style {
+            names: Names::TitleCase,
+            date: false,
+        },
+        Style {
+            names: Names::AsHeld,
+            date: true,
+        },
+    ];
+
+    /// hyper's HTTP/1.1 server as the listener of `style` configures it
+    /// (`paths::http80::hyper1_builder`, `paths::tls`'s `http1()`).
+    fn builder(style: Style) -> hyper::server::conn::http1::Builder {
+        let l = limits();
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(l.idle_timeout_ms))
+            .max_buf_size(l.max_head_bytes * 2)
+            .title_case_headers(style.names == Names::TitleCase)
+            .auto_date_header(style.date)
+            .keep_alive(true);
+        b
+    }
+
+    /// The bytes with every `Date` value blanked (the two servers may write it a second
+    /// apart).
+    fn without_dates(bytes: &[u8]) -> String {
+        let text = String::from_utf8_lossy(bytes);
+        let mut out = String::new();
+        for line in text.split_inclusive("\r\n") {
+            if line.starts_with("date: ") || line.starts_with("Date: ") {
+                out.push_str("date: -\r\n");
+            } else {
+                out.push_str(line);
+            }
+        }
+        out
+    }
+
     /// Sends `input` and reads until the server closes.
     async fn exchange(mut client: DuplexStream, input: &[u8]) -> Vec<u8> {
         client.write_all(input).await.unwrap();
@@ -414,20 +516,20 @@ mod tests {
         got
     }
 
-    async fn via_hyper(input: &[u8]) -> Vec<u8> {
+    async fn via_hyper(input: &[u8], style: Style) -> String {
         let (client, server) = tokio::io::duplex(1 << 20);
-        let (_tx, _shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let svc = service_fn(|req| async { Ok::<_, Infallible>(respond(req)) });
-            let builder = super::super::hyper1_builder(&limits());
-            let _ = builder.serve_connection(TokioIo::new(server), svc).await;
+            let _ = builder(style)
+                .serve_connection(TokioIo::new(server), svc)
+                .await;
         });
-        exchange(client, input).await
+        without_dates(&exchange(client, input).await)
     }
 
     /// The bytes written by the loop (with hyper's server after it, as on port 80), and how
     /// many requests the loop answered itself.
-    async fn via_loop(input: &[u8]) -> (Vec<u8>, usize) {
+    async fn via_loop(input: &[u8], style: Style) -> (String, usize) {
         let (client, server) = tokio::io::duplex(1 << 20);
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
         let served = Arc::new(AtomicUsize::new(0));
@@ -439,26 +541,27 @@ mod tests {
                 counted.fetch_add(1, Ordering::Relaxed);
                 async move { respond(req) }
             };
+            let buf = BytesMut::new();
             let ended = serve(
                 server,
-                BytesMut::new(),
+                buf,
                 l.max_head_bytes,
                 idle,
+                style,
                 shutdown,
                 service,
             );
             if let Ok(Ended::ToHyper(io, read)) = ended.await {
                 let svc = service_fn(|req| async { Ok::<_, Infallible>(respond(req)) });
-                let io = TokioIo::new(super::super::replay::Replay {
+                let io = TokioIo::new(Replay {
                     pending: read,
                     inner: io,
                 });
-                let builder = super::super::hyper1_builder(&l);
-                let _ = builder.serve_connection(io, svc).await;
+                let _ = builder(style).serve_connection(io, svc).await;
             }
         });
         let got = exchange(client, input).await;
-        (got, served.load(Ordering::Relaxed))
+        (without_dates(&got), served.load(Ordering::Relaxed))
     }
 
     /// A last request, after which both servers close the connection.
@@ -494,18 +597,20 @@ mod tests {
         let last = LAST;
         // Every request pipelined, and the same one by one in conversations of their own.
         let mut conversations = vec![(format!("{all}{last}"), paths.len() * 2 + 1)];
-        for p in paths.iter().chain(&["/close", "/v10stream", "/short"]) {
+        for p in paths {
             conversations.push((format!("{}{last}", get(p)), 2));
         }
-        for (input, n) in conversations {
-            let want = via_hyper(input.as_bytes()).await;
-            let (got, served) = via_loop(input.as_bytes()).await;
-            assert_eq!(
-                String::from_utf8_lossy(&got),
-                String::from_utf8_lossy(&want),
-                "for {input:?}"
-            );
-            assert!(served >= n.min(1), "the loop served {served} of {input:?}");
+        // These end the connection: the last request is never read.
+        for p in ["/close", "/v10stream", "/short"] {
+            conversations.push((format!("{}{last}", get(p)), 1));
+        }
+        for style in STYLES {
+            for (input, n) in &conversations {
+                let want = via_hyper(input.as_bytes(), style).await;
+                let (got, served) = via_loop(input.as_bytes(), style).await;
+                assert_eq!(got, want, "for {input:?} in {style:?}");
+                assert_eq!(served, *n, "the loop served {served} of {input:?}");
+            }
         }
     }
 
@@ -532,26 +637,28 @@ mod tests {
             "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n".to_string(),
             "GET /len HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close\r\n\r\n".to_string(),
         ];
-        for input in cases {
-            let input = format!("{input}{LAST}");
-            let want = via_hyper(input.as_bytes()).await;
-            let (got, _) = via_loop(input.as_bytes()).await;
-            assert_eq!(
-                String::from_utf8_lossy(&got),
-                String::from_utf8_lossy(&want),
-                "for {input:?}"
-            );
+        for style in STYLES {
+            for input in &cases {
+                let input = format!("{input}{LAST}");
+                let want = via_hyper(input.as_bytes(), style).await;
+                let (got, _) = via_loop(input.as_bytes(), style).await;
+                assert_eq!(got, want, "for {input:?} in {style:?}");
+            }
         }
     }
 
     #[tokio::test]
     async fn a_closing_client_and_a_draining_edge_get_connection_close() {
         let input = "GET /len HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
-        let (got, served) = via_loop(input.as_bytes()).await;
+        let (text, served) = via_loop(input.as_bytes(), STYLES[0]).await;
         assert_eq!(served, 1);
-        let text = String::from_utf8_lossy(&got);
         assert!(
             text.ends_with("Content-Length: 5\r\nConnection: close\r\n\r\nhello"),
+            "{text}"
+        );
+        let (text, _) = via_loop(input.as_bytes(), STYLES[1]).await;
+        assert!(
+            text.ends_with("content-length: 5\r\nconnection: close\r\ndate: -\r\n\r\nhello"),
             "{text}"
         );
 
@@ -564,7 +671,7 @@ mod tests {
             let service = |req: Request<()>| async move { respond(req) };
             let idle = Duration::from_secs(5);
             matches!(
-                serve(server, read, 16384, idle, shutdown, service).await,
+                serve(server, read, 16384, idle, STYLES[0], shutdown, service).await,
                 Ok(Ended::Closed)
             )
         });
@@ -586,7 +693,7 @@ mod tests {
             let idle = Duration::from_millis(200);
             let read = BytesMut::from(&b"GET /len HTTP/1.1\r\nHo"[..]);
             matches!(
-                serve(server, read, 16384, idle, shutdown, service).await,
+                serve(server, read, 16384, idle, STYLES[0], shutdown, service).await,
                 Ok(Ended::Closed)
             )
         });

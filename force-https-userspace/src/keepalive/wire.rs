@@ -1,8 +1,9 @@
-//! The HTTP/1.1 server's wire format for the port-80 keep-alive loop (`keepalive.rs`): a
-//! request head parsed into the `Request` the proxy service takes, when it is one the loop
-//! serves, and a response head written exactly as hyper's HTTP/1.1 server writes it on port
-//! 80 (Title-Case names, no `Date`), so that a connection's bytes are the same whichever of
-//! the two served a request. Pure: bytes in, values out, no I/O.
+//! The HTTP/1.1 server's wire format for the keep-alive loop (`keepalive/mod.rs`): a request
+//! head parsed into the `Request` the proxy service takes, when it is one the loop serves, and
+//! a response head written exactly as hyper's HTTP/1.1 server writes it with the listener's
+//! settings (port 80: Title-Case names, no `Date`; TLS: names as the map holds them, and
+//! `Date`), so that a connection's bytes are the same whichever of the two served a request.
+//! Pure: bytes in, values out, no I/O (the `Date` value is given).
 //!
 //! The response side follows hyper 1.x's `Server::encode` (`proto/h1/role.rs`) rule by rule:
 //! the framing fields written as the response carries them, `Content-Length` or
@@ -244,6 +245,23 @@ fn ends_chunked(value: &[u8]) -> bool {
         .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
+/// How field names are written (hyper's `title_case_headers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    /// Title-Case: the first letter and each one after a `-` uppercase.
+    TitleCase,
+    /// As the header map holds them (lowercase).
+    AsHeld,
+}
+
+/// Appends a field name (lowercase, as `HeaderName` holds it) the way `names` says.
+fn put_name(out: &mut Vec<u8>, names: Names, name: &str) {
+    match names {
+        Names::TitleCase => title_case(out, name),
+        Names::AsHeld => out.extend_from_slice(name.as_bytes()),
+    }
+}
+
 /// Appends `name` in Title-Case: the first letter and each one after a `-` uppercase
 /// (hyper's `title_case`).
 fn title_case(out: &mut Vec<u8>, name: &str) {
@@ -274,19 +292,22 @@ fn can_have_length(status: StatusCode) -> bool {
 }
 
 /// Appends the head of a response to an HTTP/1.1 request to `out`, as hyper's server writes
-/// it with Title-Case names and no `Date`: the status line of the response's version
-/// (`HTTP/1.0` or `HTTP/1.1`), status and reason (hyper's `ReasonPhrase` extension, else the
-/// canonical phrase), each field in the map's order (the values of `Content-Length`,
-/// `Transfer-Encoding`, `Connection` and `Trailer` joined on one line), then the framing
-/// field `body` calls for when the map has none. `body` is `None` for a body known to be
-/// empty. `keep_alive`: the client allows another request after this one (the head is marked
-/// with [`mark_close`] otherwise). On an error, `out` is as it was.
+/// it: the status line of the response's version (`HTTP/1.0` or `HTTP/1.1`), status and
+/// reason (hyper's `ReasonPhrase` extension, else the canonical phrase), each field in the
+/// map's order with its name written as `names` says (the values of `Content-Length`,
+/// `Transfer-Encoding`, `Connection` and `Trailer` joined on one line), the framing field
+/// `body` calls for when the map has none, and `Date: date` (an IMF-fixdate, RFC 9110 §5.6.7)
+/// when `date` is given and the map has none. `body` is `None` for a body known to be empty.
+/// `keep_alive`: the client allows another request after this one (the head is marked with
+/// [`mark_close`] otherwise). On an error, `out` is as it was.
 pub fn encode_response_head(
     out: &mut Vec<u8>,
     response: &hyper::http::response::Parts,
     body: Option<BodyLength>,
     head_request: bool,
     keep_alive: bool,
+    names: Names,
+    date: Option<&[u8]>,
 ) -> Result<Encoded, EncodeError> {
     let (status, version, headers) = (response.status, response.version, &response.headers);
     let reason = response
@@ -333,6 +354,7 @@ pub fn encode_response_head(
     let mut must_write_chunked = false;
     let mut prev_len: Option<u64> = None;
     let mut prev_name: Option<&HeaderName> = None;
+    let mut wrote_date = false;
     for (name, value) in headers {
         if !prev_name.is_some_and(|p| std::ptr::eq(p, name)) {
             if line_open {
@@ -354,7 +376,8 @@ pub fn encode_response_head(
                     Some(BodyLength::Known(len)) => {
                         if !line_open {
                             encoding = BodyEncoding::Length(len);
-                            out.extend_from_slice(b"Content-Length: ");
+                            put_name(out, names, "content-length");
+                            out.extend_from_slice(b": ");
                             out.extend_from_slice(value.as_bytes());
                             wrote_len = true;
                             line_open = true;
@@ -370,7 +393,8 @@ pub fn encode_response_head(
                             Some(_) => continue,
                             None => {
                                 encoding = BodyEncoding::Length(len);
-                                out.extend_from_slice(b"Content-Length: ");
+                                put_name(out, names, "content-length");
+                                out.extend_from_slice(b": ");
                                 out.extend_from_slice(value.as_bytes());
                                 wrote_len = true;
                                 line_open = true;
@@ -401,7 +425,8 @@ pub fn encode_response_head(
                 } else {
                     encoding = BodyEncoding::Chunked;
                     line_open = true;
-                    out.extend_from_slice(b"Transfer-Encoding: ");
+                    put_name(out, names, "transfer-encoding");
+                    out.extend_from_slice(b": ");
                 }
                 out.extend_from_slice(value.as_bytes());
                 continue;
@@ -414,7 +439,8 @@ pub fn encode_response_head(
                     out.extend_from_slice(b", ");
                 } else {
                     line_open = true;
-                    out.extend_from_slice(b"Connection: ");
+                    put_name(out, names, "connection");
+                    out.extend_from_slice(b": ");
                 }
                 out.extend_from_slice(value.as_bytes());
                 continue;
@@ -427,14 +453,16 @@ pub fn encode_response_head(
                     out.extend_from_slice(b", ");
                 } else {
                     line_open = true;
-                    out.extend_from_slice(b"Trailer: ");
+                    put_name(out, names, "trailer");
+                    out.extend_from_slice(b": ");
                 }
                 out.extend_from_slice(value.as_bytes());
                 continue;
             }
+            header::DATE => wrote_date = true,
             _ => {}
         }
-        title_case(out, name.as_str());
+        put_name(out, names, name.as_str());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -450,20 +478,23 @@ pub fn encode_response_head(
     if !wrote_len {
         encoding = match body {
             Some(BodyLength::Unknown) if chunkable => {
-                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                put_name(out, names, "transfer-encoding");
+                out.extend_from_slice(b": chunked\r\n");
                 BodyEncoding::Chunked
             }
             Some(BodyLength::Unknown) => BodyEncoding::CloseDelimited,
             None | Some(BodyLength::Known(0)) => {
                 if can_have_length(status) && !head_request {
-                    out.extend_from_slice(b"Content-Length: 0\r\n");
+                    put_name(out, names, "content-length");
+                    out.extend_from_slice(b": 0\r\n");
                 }
                 BodyEncoding::Length(0)
             }
             Some(BodyLength::Known(len)) => {
                 if can_have_length(status) {
                     use std::io::Write;
-                    let _ = write!(out, "Content-Length: {len}\r\n");
+                    put_name(out, names, "content-length");
+                    let _ = write!(out, ": {len}\r\n");
                     BodyEncoding::Length(len)
                 } else {
                     BodyEncoding::Length(0)
@@ -473,6 +504,12 @@ pub fn encode_response_head(
     }
     if !can_chunk(head_request, status) {
         encoding = BodyEncoding::Length(0);
+    }
+    if let (Some(date), false) = (date, wrote_date) {
+        put_name(out, names, "date");
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     Ok(Encoded {
@@ -586,6 +623,10 @@ mod tests {
         r.into_parts().0
     }
 
+    fn ok(headers: HeaderMap) -> hyper::http::response::Parts {
+        parts(StatusCode::OK, headers)
+    }
+
     #[test]
     fn heads_are_written_as_hyper_writes_them() {
         let mut h = HeaderMap::new();
@@ -595,7 +636,7 @@ mod tests {
         h.append("connection", HeaderValue::from_static("keep-alive"));
         let mut out = Vec::new();
         let body = Some(BodyLength::Known(3));
-        let e = encode_response_head(&mut out, &parts(StatusCode::OK, h), body, false, true);
+        let e = encode_response_head(&mut out, &ok(h), body, false, true, Names::TitleCase, None);
         assert_eq!(
             e,
             Ok(Encoded {
@@ -614,11 +655,19 @@ mod tests {
         h.append("content-length", HeaderValue::from_static("4"));
         let mut out = b"kept".to_vec();
         let unknown = Some(BodyLength::Unknown);
-        let e = encode_response_head(&mut out, &parts(StatusCode::OK, h), unknown, false, true);
+        let e = encode_response_head(&mut out, &ok(h), unknown, false, true, Names::AsHeld, None);
         assert_eq!(e, Err(EncodeError::Framing));
         assert_eq!(out, b"kept");
         let informational = parts(StatusCode::CONTINUE, HeaderMap::new());
-        let e = encode_response_head(&mut out, &informational, None, false, true);
+        let e = encode_response_head(
+            &mut out,
+            &informational,
+            None,
+            false,
+            true,
+            Names::AsHeld,
+            None,
+        );
         assert_eq!(e, Err(EncodeError::Informational));
     }
 }

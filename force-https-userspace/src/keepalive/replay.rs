@@ -1,6 +1,6 @@
-//! A stream that first yields the bytes already read from it: the port-80 socket path reads
-//! a connection's first request head itself, then hands the connection to hyper with those
-//! bytes replayed.
+//! A stream that first yields the bytes already read from it: the port-80 socket path and the
+//! keep-alive loop read request heads themselves, then hand the connection to hyper with
+//! those bytes replayed.
 
 use std::{
     io,
@@ -12,9 +12,11 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A stream that first yields bytes already read from it.
-pub(super) struct Replay<S> {
-    pub(super) pending: Bytes,
-    pub(super) inner: S,
+pub struct Replay<S> {
+    /// What was read and is yet to be yielded.
+    pub pending: Bytes,
+    /// The stream itself.
+    pub inner: S,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
