@@ -15,9 +15,11 @@
 //!
 //! As with hyper's server: a client gets `[limits] idle_timeout_ms` for each request head
 //! (from the moment the loop waits for it), after which the connection closes without an
-//! answer; a response that cannot be finished (its body failed or fell short of its
-//! `Content-Length`) closes the connection; on shutdown an idle connection closes at once and
-//! a busy one after its response, marked `Connection: close`.
+//! answer; a client that closes while its request is served or its response waits for body
+//! data cancels them (a read watches for it when nothing of the client's is buffered); a
+//! response that cannot be finished (its body failed or fell short of its `Content-Length`)
+//! closes the connection; on shutdown a connection with no request begun closes at once, and
+//! a busy one after its response, marked `Connection: close` when its head is still to go.
 
 mod replay;
 pub mod wire;
@@ -96,9 +98,10 @@ pub enum Ended<S> {
     /// It is closed (or to be dropped): the client closed it, its head timed out, a response
     /// ended it, or the edge is shutting down.
     Closed,
-    /// A request the loop does not serve starts at these bytes: hyper's server takes the
-    /// connection from here.
-    ToHyper(S, Bytes),
+    /// A request the loop does not serve starts at `read`: hyper's server takes the connection
+    /// from here. `served`: how many requests the loop answered before (a connection that
+    /// spoke HTTP/1.1 must not turn to HTTP/2 afterwards).
+    ToHyper { io: S, read: Bytes, served: u64 },
 }
 
 /// Serves requests on `io` until it ends or a request needs hyper's server. `buf` holds what
@@ -107,8 +110,10 @@ pub enum Ended<S> {
 /// head; `style` is how hyper's server would write. `service` answers a request (the proxy
 /// service).
 ///
-/// Errors: the connection's I/O errors, and a response the service made that cannot be
-/// written (a `1xx` status, contradictory framing fields), as with hyper's server.
+/// Errors: the connection's I/O errors, a response body that failed or fell short, the client
+/// gone while a body waited, and a response the service made that cannot be written (a `1xx`
+/// status other than `101`, contradictory framing fields: hyper's server refuses them too,
+/// and for a `1xx` writes a `500` head first; the proxy service never makes one).
 pub async fn serve<S, F, Fut>(
     mut io: S,
     mut buf: BytesMut,
@@ -129,6 +134,7 @@ where
     // does): inline, the service's future would make every connection's task that much larger.
     let mut in_flight: Pin<Box<Option<Fut>>> = Box::pin(None);
     let mut fields = wire::FieldOffsets::new();
+    let mut served = 0u64;
     loop {
         // The next head: parsed from what is buffered, else read, within `idle`.
         let mut deadline = None;
@@ -138,10 +144,16 @@ where
                     request,
                     keep_alive,
                 } => break (request, keep_alive),
-                Parsed::Other => return Ok(Ended::ToHyper(io, buf.freeze())),
+                Parsed::Other => {
+                    let read = buf.freeze();
+                    return Ok(Ended::ToHyper { io, read, served });
+                }
                 Parsed::Partial => {}
             }
-            if draining && buf.is_empty() {
+            // Shutting down, and no request begun: closed (hyper closes an idle connection
+            // at once, a part of a head read or not).
+            if draining {
+                let _ = io.shutdown().await;
                 return Ok(Ended::Closed);
             }
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + idle);
@@ -151,9 +163,13 @@ where
             tokio::select! {
                 biased;
                 r = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)) => match r {
-                    // The head timed out, or the client closed: no answer (hyper's server
-                    // answers neither).
-                    Err(_) | Ok(Ok(0)) => return Ok(Ended::Closed),
+                    // The head timed out: closed without an answer (as by hyper's server).
+                    Err(_) => return Ok(Ended::Closed),
+                    // The client closed: so does the edge.
+                    Ok(Ok(0)) => {
+                        let _ = io.shutdown().await;
+                        return Ok(Ended::Closed);
+                    }
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return Err(e),
                 },
@@ -164,12 +180,26 @@ where
         };
 
         let head_request = request.method() == Method::HEAD;
+        served += 1;
         in_flight.set(Some(service(request)));
-        let response = std::future::poll_fn(|cx| match in_flight.as_mut().as_pin_mut() {
-            Some(f) => f.poll(cx),
-            None => Poll::Pending,
-        })
-        .await;
+        // While the service works, a read watches for the client closing (when nothing of it
+        // is buffered), as hyper's server does: a client gone cancels its request.
+        let mut watch = buf.is_empty();
+        let response = loop {
+            let answer = std::future::poll_fn(|cx| match in_flight.as_mut().as_pin_mut() {
+                Some(f) => f.poll(cx),
+                None => Poll::Pending,
+            });
+            tokio::select! {
+                biased;
+                r = answer => break r,
+                r = io.read_buf(&mut buf), if watch => match r {
+                    Ok(0) => return Ok(Ended::Closed),
+                    Ok(_) => watch = false,
+                    Err(e) => return Err(e),
+                },
+            }
+        };
         in_flight.set(None);
         let keep_alive = keep_alive && !draining && !*shutdown.borrow();
         let (mut parts, body) = response.into_parts();
@@ -197,34 +227,44 @@ where
         }
         .map_err(|e| io::Error::other(format!("response not written: {e:?}")))?;
         drop(parts);
-        let complete = write_body(&mut io, &mut out, encoded.body, body).await?;
+        let complete = write_body(&mut io, &mut out, encoded.body, body, &mut buf).await?;
         io.flush().await?;
-        if encoded.last || !complete || encoded.body == BodyEncoding::CloseDelimited {
+        // The edge began to shut down while the body went: hyper's server closes then too.
+        let stopping = !draining && *shutdown.borrow();
+        if encoded.last || !complete || encoded.body == BodyEncoding::CloseDelimited || stopping {
             let _ = io.shutdown().await;
             return Ok(Ended::Closed);
         }
     }
 }
 
-/// Writes `out` (a response head) and the body as `encoding` frames it. `Ok(false)`: the body
-/// ended short of its `Content-Length` (what there was is sent; the connection must close).
-async fn write_body<S: AsyncWrite + Unpin>(
+/// Writes `out` (a response head) and the body as `encoding` frames it, as hyper's server
+/// does: `Ok(false)` when the body ended right after data that left it short of its
+/// `Content-Length` (what there was is sent; the connection must close), an error when it
+/// ended short otherwise (what is buffered is not sent) or failed, or when the client closed
+/// the connection while the body waited (`read`: the client's bytes, where a pipelined
+/// request read meanwhile is kept).
+async fn write_body<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     out: &mut Vec<u8>,
     encoding: BodyEncoding,
     mut body: Body,
+    read: &mut BytesMut,
 ) -> io::Result<bool> {
+    // The bytes still to send of a `Content-Length` body; `None`: chunked or close-delimited.
     let mut remaining = match encoding {
         // No body to send: the rest is not read (a `HEAD` response's, or none).
         BodyEncoding::Length(0) => {
             io.write_all(out).await?;
             return Ok(true);
         }
-        BodyEncoding::Length(n) => n,
-        BodyEncoding::Chunked | BodyEncoding::CloseDelimited => u64::MAX,
+        BodyEncoding::Length(n) => Some(n),
+        BodyEncoding::Chunked | BodyEncoding::CloseDelimited => None,
     };
+    let short = || io::Error::other("the body is shorter than its Content-Length");
     let chunked = encoding == BodyEncoding::Chunked;
-    let complete = loop {
+    let mut watch = read.is_empty();
+    loop {
         // A frame at once if there is one; else what is buffered goes out first.
         let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)));
         let frame = match polled.await {
@@ -236,64 +276,79 @@ async fn write_body<S: AsyncWrite + Unpin>(
                 }
                 // A TLS stream holds what it was given until flushed.
                 io.flush().await?;
-                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                loop {
+                    let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+                    tokio::select! {
+                        biased;
+                        f = next => break f,
+                        r = io.read_buf(read), if watch => match r {
+                            Ok(0) => return Err(io::ErrorKind::ConnectionAborted.into()),
+                            Ok(_) => watch = false,
+                            Err(e) => return Err(e),
+                        },
+                    }
+                }
             }
         };
+        // The end: `None`, trailers (not sent: the loop serves no request that asked for
+        // them with `TE: trailers`), or an empty last data frame.
         let data = match frame {
-            // Short of its `Content-Length`: an error, and what is buffered is not sent (as
-            // with hyper's server).
-            None if remaining != u64::MAX && remaining != 0 => {
-                return Err(io::Error::other(
-                    "the body is shorter than its Content-Length",
-                ));
-            }
-            None => break true,
             Some(Err(e)) => return Err(io::Error::other(e)),
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                // Trailers: not sent (the loop serves no request that asked for them with
-                // `TE: trailers`); they end the body.
-                Err(_) => break remaining == 0 || remaining == u64::MAX,
+                Ok(data) if !data.is_empty() => Some(data),
+                // An empty frame is skipped, unless it is the last.
+                Ok(_) if !body.is_end_stream() => continue,
+                _ => None,
             },
+            None => None,
         };
-        if !data.is_empty() {
-            let data = if remaining == u64::MAX {
-                data
-            } else {
-                let take = data
-                    .len()
-                    .min(usize::try_from(remaining).unwrap_or(usize::MAX));
-                remaining -= take as u64;
+        let Some(data) = data else {
+            if remaining.is_some_and(|r| r > 0) {
+                return Err(short());
+            }
+            break;
+        };
+        let data = match remaining.as_mut() {
+            None => data,
+            Some(r) => {
+                let take = data.len().min(usize::try_from(*r).unwrap_or(usize::MAX));
+                *r -= take as u64;
                 data.slice(..take)
-            };
-            if chunked {
-                wire::chunk_size_line(out, data.len());
             }
-            if data.len() <= COPY_MAX {
-                out.extend_from_slice(&data);
-            } else {
-                write_two(io, out, &data).await?;
-                out.clear();
-            }
-            if chunked {
-                out.extend_from_slice(b"\r\n");
-            }
+        };
+        if chunked {
+            wire::chunk_size_line(out, data.len());
         }
-        if remaining == 0 {
-            break true;
+        if data.len() <= COPY_MAX {
+            out.extend_from_slice(&data);
+        } else {
+            write_two(io, out, &data).await?;
+            out.clear();
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if remaining == Some(0) {
+            break;
         }
         if body.is_end_stream() {
-            break remaining == u64::MAX;
+            if remaining.is_some() {
+                // Short right after its last data: sent, then closed.
+                io.write_all(out).await?;
+                out.clear();
+                return Ok(false);
+            }
+            break;
         }
-    };
-    if chunked && complete {
+    }
+    if chunked {
         out.extend_from_slice(wire::LAST_CHUNK);
     }
     if !out.is_empty() {
         io.write_all(out).await?;
         out.clear();
     }
-    Ok(complete)
+    Ok(true)
 }
 
 /// Writes `a` then `b`, both in one system call when the socket takes them.
@@ -551,7 +606,7 @@ mod tests {
                 shutdown,
                 service,
             );
-            if let Ok(Ended::ToHyper(io, read)) = ended.await {
+            if let Ok(Ended::ToHyper { io, read, .. }) = ended.await {
                 let svc = service_fn(|req| async { Ok::<_, Infallible>(respond(req)) });
                 let io = TokioIo::new(Replay {
                     pending: read,
@@ -700,6 +755,71 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert!(task.await.unwrap());
+        assert!(got.is_empty());
+    }
+
+    /// Sets its flag when dropped.
+    struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_cancels_its_request() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = dropped.clone();
+        let task = tokio::spawn(async move {
+            // A request the backend never answers.
+            let service = |_: Request<()>| {
+                let guard = Dropped(flag.clone());
+                async move {
+                    std::future::pending::<()>().await;
+                    drop(guard);
+                    Response::new(full(""))
+                }
+            };
+            let idle = Duration::from_secs(30);
+            let ended = serve(
+                server,
+                BytesMut::new(),
+                16384,
+                idle,
+                STYLES[0],
+                shutdown,
+                service,
+            );
+            matches!(ended.await, Ok(Ended::Closed))
+        });
+        client.write_all(get("/len").as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.shutdown().await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert!(closed.expect("the loop ends").unwrap());
+        assert!(dropped.load(Ordering::Relaxed), "the request is cancelled");
+    }
+
+    #[tokio::test]
+    async fn shutting_down_closes_a_connection_with_only_part_of_a_head() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let service = |req: Request<()>| async move { respond(req) };
+            let read = BytesMut::from(&b"GET /len HTTP/1.1\r\nHo"[..]);
+            let idle = Duration::from_secs(30);
+            let ended = serve(server, read, 16384, idle, STYLES[0], shutdown, service);
+            matches!(ended.await, Ok(Ended::Closed))
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(true).unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert!(closed.expect("the loop ends at once").unwrap());
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
         assert!(got.is_empty());
     }
 }

@@ -91,6 +91,8 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize, fields: &mut FieldOffs
             let name = h.name.as_bytes();
             match refusal(name) {
                 Some(Field::Refused) => return Parsed::Other,
+                // hyper reads options only from a visible-ASCII value: others go to it.
+                Some(Field::Connection) if !visible(h.value) => return Parsed::Other,
                 Some(Field::Connection) => {
                     for token in h.value.split(|b| *b == b',') {
                         let token = token.trim_ascii();
@@ -220,7 +222,7 @@ pub enum EncodeError {
 pub fn mark_close(headers: &mut HeaderMap) {
     match headers.entry(header::CONNECTION) {
         header::Entry::Occupied(mut e) => {
-            if !e.iter().any(|v| has_close(v.as_bytes())) {
+            if !e.iter().any(has_close) {
                 e.append(HeaderValue::from_static("close"));
             }
         }
@@ -230,11 +232,20 @@ pub fn mark_close(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether a `Connection` value holds the `close` option (hyper's `connection_close`).
-fn has_close(value: &[u8]) -> bool {
+/// Whether a `Connection` value holds the `close` option, as hyper's `connection_close`
+/// reads it: only from a value of visible ASCII, spaces and tabs (`HeaderValue::to_str`).
+fn has_close(value: &HeaderValue) -> bool {
     value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+}
+
+/// Whether a field value is visible ASCII, spaces and tabs (what `HeaderValue::to_str`
+/// accepts).
+fn visible(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 /// Whether a `Transfer-Encoding` value ends in `chunked` (hyper's `is_chunked_`).
@@ -432,7 +443,7 @@ pub fn encode_response_head(
                 continue;
             }
             header::CONNECTION => {
-                if has_close(value.as_bytes()) {
+                if has_close(value) {
                     last = true;
                 }
                 if line_open {
@@ -595,6 +606,8 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
+            // hyper reads no option from a value with obs-text: left to it.
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, \xff\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost a\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         ];

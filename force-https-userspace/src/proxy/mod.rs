@@ -46,8 +46,8 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 pub enum RequestBody {
     /// The body hyper's server reads (possibly empty).
     Hyper(Incoming),
-    /// None: a request read by the port-80 keep-alive loop, which serves only requests
-    /// without a body (`paths::http80::keepalive`).
+    /// None: a request read by the keep-alive loop (`crate::keepalive`), which serves only
+    /// requests without a body.
     Empty,
 }
 
@@ -263,7 +263,7 @@ impl Proxy {
     }
 
     /// Serves one request through every phase: one of hyper's servers (`Incoming`), or the
-    /// port-80 keep-alive loop (`()`, no body).
+    /// keep-alive loop (`()`, no body).
     // Not an `async fn`: see the comment on the block.
     #[allow(clippy::manual_async_fn)]
     pub fn handle<B: Into<RequestBody>>(

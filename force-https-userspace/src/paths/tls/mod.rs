@@ -169,7 +169,7 @@ async fn connection(
     .with_head_limit(path.settings.max_header_bytes);
     if h2 {
         // Boxed, as below: the loop's state and hyper's connection do not share the task.
-        return Box::pin(serve_hyper(TokioIo::new(tls), info, &path, shutdown)).await;
+        return Box::pin(serve_hyper(TokioIo::new(tls), info, &path, shutdown, false)).await;
     }
     // HTTP/1.1 (or no ALPN): the keep-alive loop first, written as hyper's `http1()` below
     // writes (names as held, `Date`).
@@ -193,23 +193,26 @@ async fn connection(
     match keepalive::serve(tls, read, max_head, idle, style, sd, service).await? {
         keepalive::Ended::Closed => Ok(()),
         // Boxed: only the connections that reach hyper need room for its connection.
-        keepalive::Ended::ToHyper(tls, read) => {
+        // After requests in HTTP/1.1, HTTP/1.1 only: HTTP/2's preface is then a bad request.
+        keepalive::Ended::ToHyper { io, read, served } => {
             let io = TokioIo::new(Replay {
                 pending: read,
-                inner: tls,
+                inner: io,
             });
-            Box::pin(serve_hyper(io, info, &path, shutdown)).await
+            Box::pin(serve_hyper(io, info, &path, shutdown, served > 0)).await
         }
     }
 }
 
 /// Serves a TLS connection with hyper's servers: HTTP/2, or HTTP/1.1 from the first request
-/// the keep-alive loop leaves to it (HTTP/2 with prior knowledge too: hyper reads the preface).
+/// the keep-alive loop leaves to it (HTTP/2 with prior knowledge too, hyper reading the
+/// preface, unless `http1_only`).
 async fn serve_hyper<I>(
     io: I,
     info: ConnInfo,
     path: &TlsPath,
     shutdown: Shutdown,
+    http1_only: bool,
 ) -> anyhow::Result<()>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -236,6 +239,9 @@ where
         .max_send_buf_size(H2_SEND_BUF)
         .max_header_list_size(u32::try_from(tls_cfg.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
+    if http1_only {
+        builder = builder.http1_only();
+    }
     let conn = pin!(builder.serve_connection_with_upgrades(io, svc));
     serve_connection(conn, shutdown, |c| c.graceful_shutdown())
         .await
@@ -272,7 +278,7 @@ mod tests {
 
     /// Bytes of a TLS connection's task, at most: 4,792 measured 2026-12-01 (run P; 4,832 in a
     /// test build), 8,800 before the connection was pinned once where it is built and the TLS
-    /// stream stopped keeping a slot of its own; 5,360 in a test build with the keep-alive
+    /// stream stopped keeping a slot of its own; 5,448 in a test build with the keep-alive
     /// loop (run U): the TLS stream (about 1.1 KB) and the loop's state, with hyper's
     /// connection boxed apart (HTTP/2, and HTTP/1.1 from the first request the loop hands
     /// over). Every open connection holds this much, idle or not.
