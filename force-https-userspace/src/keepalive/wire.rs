@@ -273,6 +273,20 @@ fn put_name(out: &mut Vec<u8>, names: Names, name: &str) {
     }
 }
 
+/// Appends a value of a field whose values go on one line (hyper joins `Transfer-Encoding`,
+/// `Connection` and `Trailer`): `, value` when the line is open, else the name and the value,
+/// opening it. The caller ends the line.
+fn join(out: &mut Vec<u8>, line_open: &mut bool, names: Names, name: &str, value: &HeaderValue) {
+    if *line_open {
+        out.extend_from_slice(b", ");
+    } else {
+        *line_open = true;
+        put_name(out, names, name);
+        out.extend_from_slice(b": ");
+    }
+    out.extend_from_slice(value.as_bytes());
+}
+
 /// Appends `name` in Title-Case: the first letter and each one after a `-` uppercase
 /// (hyper's `title_case`).
 fn title_case(out: &mut Vec<u8>, name: &str) {
@@ -431,43 +445,23 @@ pub fn encode_response_head(
                 }
                 wrote_len = true;
                 must_write_chunked = !ends_chunked(value.as_bytes());
-                if line_open {
-                    out.extend_from_slice(b", ");
-                } else {
+                if !line_open {
                     encoding = BodyEncoding::Chunked;
-                    line_open = true;
-                    put_name(out, names, "transfer-encoding");
-                    out.extend_from_slice(b": ");
                 }
-                out.extend_from_slice(value.as_bytes());
+                join(out, &mut line_open, names, "transfer-encoding", value);
                 continue;
             }
             header::CONNECTION => {
                 if has_close(value) {
                     last = true;
                 }
-                if line_open {
-                    out.extend_from_slice(b", ");
-                } else {
-                    line_open = true;
-                    put_name(out, names, "connection");
-                    out.extend_from_slice(b": ");
-                }
-                out.extend_from_slice(value.as_bytes());
+                join(out, &mut line_open, names, "connection", value);
                 continue;
             }
             header::TRAILER => {
-                if !chunkable {
-                    continue;
+                if chunkable {
+                    join(out, &mut line_open, names, "trailer", value);
                 }
-                if line_open {
-                    out.extend_from_slice(b", ");
-                } else {
-                    line_open = true;
-                    put_name(out, names, "trailer");
-                    out.extend_from_slice(b": ");
-                }
-                out.extend_from_slice(value.as_bytes());
                 continue;
             }
             header::DATE => wrote_date = true,

@@ -262,6 +262,22 @@ impl Proxy {
         }
     }
 
+    /// [`Proxy::handle`] for the keep-alive loop (`crate::keepalive`): a request without a body,
+    /// and the response itself (the service never fails).
+    pub fn respond(
+        self: Arc<Self>,
+        conn: ConnInfo,
+        req: Request<()>,
+    ) -> impl Future<Output = Response<Body>> {
+        let answer = self.handle(conn, req);
+        async move {
+            match answer.await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        }
+    }
+
     /// Serves one request through every phase: one of hyper's servers (`Incoming`), or the
     /// keep-alive loop (`()`, no body).
     // Not an `async fn`: see the comment on the block.

@@ -105,7 +105,7 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>, proxy: Arc<Proxy>, sh
                 Next::Proxy(buf) => {
                     let _ = stream.set_nodelay(true);
                     let settings = first.settings;
-                    let read = BytesMut::from(&buf[..]);
+                    let read = BytesMut::from(Bytes::from(buf));
                     serve_proxied(stream, peer, read, &settings, proxy, shutdown).await
                 }
                 Next::Linger(answer) => answer_and_close(stream, &answer).await,
@@ -303,7 +303,7 @@ async fn connection(
             FirstRequest::Proxy => break,
         }
     }
-    let read = BytesMut::from(&buf[..]);
+    let read = BytesMut::from(Bytes::from(buf));
     serve_proxied(stream, peer, read, &settings, proxy, shutdown).await
 }
 
@@ -377,15 +377,7 @@ async fn serve_proxied(
     let limits = &settings.limits;
     let info = ConnInfo::http(peer, local_port).with_head_limit(limits.max_head_bytes);
     let idle = Duration::from_millis(limits.idle_timeout_ms);
-    let service = |req| {
-        let (proxy, info) = (proxy.clone(), info.clone());
-        async move {
-            match proxy.handle(info, req).await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            }
-        }
-    };
+    let service = |req| proxy.clone().respond(info.clone(), req);
     // As `hyper1_builder` writes.
     let style = Style {
         names: Names::TitleCase,
