@@ -33,7 +33,8 @@
 //! namespaces ([`topology::Topology::create_nth`]), and each phase as N slices in which every
 //! peer gets one pass, back to back: the ratio of two passes seconds apart, and the median of
 //! N such ratios with its 95% confidence interval ([`summary::median_ci95`]), where the rounds
-//! of `--rounds` compare passes minutes apart.
+//! of `--rounds` compare passes minutes apart. With `--sweep`, one such paired run per
+//! requests-in-flight value, one after the other.
 
 mod cpu;
 mod flood;
@@ -188,9 +189,11 @@ pub struct BenchArgs {
     /// order turning by one each slice. A slice's ratio compares passes seconds apart instead
     /// of minutes; the report gives the median ratio with its 95% confidence interval, which
     /// narrows with N where the spread of single passes does not (`report.rs`). For
-    /// `--duration 2` or 3 and N of 20 or more. Instead of `--passes` and `--rounds`.
+    /// `--duration 2` or 3 and N of 20 or more. Instead of `--passes` and `--rounds`. With
+    /// `--sweep`, every requests-in-flight value in turn gets its own paired run (every peer
+    /// started afresh), and the ratios are per value (BENCHMARKS.md, run V).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(6..=200),
-          conflicts_with_all = ["passes", "rounds", "sweep", "instructions", "syn_flood", "only_scale"])]
+          conflicts_with_all = ["passes", "rounds", "instructions", "syn_flood", "only_scale"])]
     pub paired: Option<u64>,
     /// The force-https-xdp peer's XDP mode: `native` (the default; falls back to generic when
     /// it does not attach) or `generic` only. Either way SYN-ACKs and FIN ACKs leave with
@@ -479,8 +482,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let rounds = match env.args.paired {
         Some(slices) => {
-            let in_flight = points.first().copied().unwrap_or(args.in_flight);
-            bench_paired(&env, &peers, in_flight, slices, &mut results, start)?;
+            for &in_flight in &points {
+                if points.len() > 1 {
+                    println!("xtask: bench: ==== {in_flight} requests in flight ====");
+                }
+                bench_paired(
+                    &env,
+                    &peers,
+                    in_flight,
+                    &points,
+                    slices,
+                    &mut results,
+                    start,
+                )?;
+            }
             0
         }
         None => env.args.rounds.unwrap_or(1),
@@ -1459,29 +1474,33 @@ fn bench_paired(
     env: &Env,
     peers: &[PeerKind],
     in_flight: u32,
+    points: &[u32],
     slices: u64,
     results: &mut Results,
     start: Instant,
 ) -> Result<()> {
     let (args, out_dir) = (&env.args, env.out_dir.as_path());
+    // The results of the sweep's earlier values (`--sweep`), kept ahead of this value's.
+    let earlier = std::mem::take(&mut results.peers);
+    let name = |kind: PeerKind| peer_name(kind, in_flight, points.len());
     let mut live: Vec<(LivePeer, PeerResult)> = Vec::new();
     let mut failed: Vec<PeerResult> = Vec::new();
     for (nth, &kind) in peers.iter().enumerate() {
         if interrupted() {
             break;
         }
-        println!("xtask: bench: ==== {} (starting) ====", kind.name());
+        println!("xtask: bench: ==== {} (starting) ====", name(kind));
         let mut r = PeerResult::new(kind);
         r.in_flight = in_flight;
         match start_peer(kind, env, in_flight, nth, &mut r) {
             Ok(l) => live.push((l, r)),
             Err(e) => {
                 let msg = format!("{e:#}");
-                eprintln!("xtask: bench: {} failed: {msg}", kind.name());
+                eprintln!("xtask: bench: {} failed: {msg}", name(kind));
                 results
                     .meta
                     .warnings
-                    .push(format!("{} failed: {}", kind.name(), first_line(&msg)));
+                    .push(format!("{} failed: {}", name(kind), first_line(&msg)));
                 r.error = Some(msg);
                 failed.push(r);
             }
@@ -1540,7 +1559,7 @@ fn bench_paired(
                         }
                         Err(e) => {
                             let msg = format!("{e:#}");
-                            eprintln!("xtask: bench: {} / {}: {msg}", l.kind.name(), phase.name());
+                            eprintln!("xtask: bench: {} / {}: {msg}", name(l.kind), phase.name());
                             prs[i].error = Some(msg);
                         }
                     }
@@ -1551,7 +1570,7 @@ fn bench_paired(
                 if pr.summary.as_ref().is_some_and(|s| s.not_quiet) {
                     results.meta.warnings.push(format!(
                         "{} / {}: the machine was not quiet (< {:.0}% per CPU) before some slice",
-                        r.peer.name(),
+                        name(r.peer),
                         phase.name(),
                         QUIET_LIMIT * 100.0
                     ));
@@ -1560,16 +1579,17 @@ fn bench_paired(
                 if disturbed > 0 {
                     results.meta.warnings.push(format!(
                         "{} / {}: {disturbed} of {} slices disturbed by other processes (kept: a re-run would break the pairing)",
-                        r.peer.name(),
+                        name(r.peer),
                         phase.name(),
                         pr.passes.len()
                     ));
                 }
                 r.phases.push(pr);
             }
-            results.peers = live
+            results.peers = earlier
                 .iter()
-                .map(|(_, r)| r.clone())
+                .cloned()
+                .chain(live.iter().map(|(_, r)| r.clone()))
                 .chain(failed.iter().cloned())
                 .collect();
             results.meta.elapsed_s = start.elapsed().as_secs_f64();
@@ -1581,7 +1601,11 @@ fn bench_paired(
         r.ok = r.phases.iter().all(|p| p.error.is_none());
         add_observations(l.kind, r);
     }
-    results.peers = live.iter().map(|(_, r)| r.clone()).chain(failed).collect();
+    results.peers = earlier
+        .into_iter()
+        .chain(live.iter().map(|(_, r)| r.clone()))
+        .chain(failed)
+        .collect();
     for (l, r) in live {
         l.finish(out_dir, !r.ok);
     }
@@ -1861,6 +1885,50 @@ mod tests {
     }
 
     #[test]
+    fn a_paired_sweep_pairs_the_peers_at_each_value() {
+        // Two values, 6 slices each: force-https at 1.2× HAProxy's rate at 64 in flight and
+        // 0.8× at 512. Each value's results come after the earlier ones' (`bench_paired`).
+        let mut peers = Vec::new();
+        for (in_flight, ratio) in [(64, 1.2), (512, 0.8)] {
+            for k in 0..6 {
+                let theirs = 100.0 + k as f64;
+                for (kind, rps) in [
+                    (PeerKind::ForceHttps, theirs * ratio),
+                    (PeerKind::Haproxy, theirs),
+                ] {
+                    let mut r = one_pass_result(kind, rps);
+                    r.in_flight = in_flight;
+                    merge_round(&mut peers, r);
+                }
+            }
+        }
+        assert_eq!(peers.len(), 4, "one result per peer and value");
+        let pairs = report::paired_ratios(&peers, &[Phase::HttpsH1]);
+        let got: Vec<(&str, f64)> = pairs
+            .iter()
+            .map(|p| (p.label.as_str(), (p.rps.median * 100.0).round() / 100.0))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("force-https / https-h1 @64", 1.2),
+                ("force-https / https-h1 @512", 0.8)
+            ]
+        );
+        let mut results = Results {
+            peers,
+            ..Results::default()
+        };
+        results.meta.paired = Some(6);
+        results.meta.sweep = vec![64, 512];
+        let md = report::markdown(&results, &[Phase::HttpsH1]);
+        assert!(
+            md.contains("| force-https / https-h1 @512 | haproxy | 0.80 ["),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn paired_slices_get_their_section_with_a_confidence_interval() {
         let mut peers = Vec::new();
         // 10 slices: force-https's rate over HAProxy's is 0.90, 0.91, …, 0.99 (in a shuffled
@@ -1893,11 +1961,7 @@ mod tests {
             "{md}"
         );
         // Paired slices conflict with the other ways of repeating passes.
-        for other in [
-            &["--passes", "3"][..],
-            &["--rounds", "3"],
-            &["--sweep", "64,512"],
-        ] {
+        for other in [&["--passes", "3"][..], &["--rounds", "3"]] {
             let mut argv = vec!["x", "--paired", "20"];
             argv.extend_from_slice(other);
             assert!(T::try_parse_from(argv).is_err(), "{other:?}");
@@ -1906,6 +1970,12 @@ mod tests {
         assert_eq!(
             T::try_parse_from(["x", "--paired", "20"]).unwrap().b.paired,
             Some(20)
+        );
+        // A paired sweep: one paired run per requests-in-flight value.
+        let t = T::try_parse_from(["x", "--paired", "20", "--sweep", "64,512,1024"]).unwrap();
+        assert_eq!(
+            (t.b.paired, t.b.in_flights()),
+            (Some(20), vec![64, 512, 1024])
         );
     }
 
