@@ -76,6 +76,7 @@ counters! {
     hsts_from_backend => "HTTPS responses to enforced hosts whose backend set its own Strict-Transport-Security.",
     tls_handshake_failures => "TLS handshakes that failed or timed out.",
     tls_unknown_sni => "TLS handshakes whose SNI matched no certificate.",
+    tls_idle_shutdowns => "HTTP/2 connections on the TLS listeners (or ones still reading its preface) the edge began to end because the client sent nothing for limits.idle_timeout_ms: GOAWAY, then closed if the client stays quiet as long again.",
     cert_reloads => "Successful certificate reloads.",
     cert_reload_failures => "Certificate reloads that failed (the previous certificates stayed in service).",
     config_reloads => "Configuration reloads applied (force-https reload, SIGHUP, the admin API).",

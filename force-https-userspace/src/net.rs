@@ -1,13 +1,26 @@
 //! Listener plumbing shared by every accept loop (port 80, TLS, control socket, admin HTTP):
 //! binding with the options an edge needs, accepting with back-off when the process is out
-//! of descriptors, and driving a hyper connection until it ends or the daemon drains.
+//! of descriptors, and driving a hyper connection until it ends, the daemon drains, or its
+//! client goes quiet.
 //!
 //! A leaf module: it knows sockets, not requests.
 
-use std::{future::Future, io, net::SocketAddr, pin::Pin, time::Duration};
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    task::{Context as TaskContext, Poll},
+    time::Duration,
+};
 
 use anyhow::Context;
 use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream, UnixListener, UnixStream},
     sync::watch,
 };
@@ -232,5 +245,246 @@ where
                 }
             }
         }
+    }
+}
+
+/// A connection's byte stream that notes every read that brought bytes from the client, for
+/// [`serve_until_idle`]. Writes pass through untouched; the note is one relaxed store.
+pub struct ReadActivity<T> {
+    inner: T,
+    seen: Arc<AtomicBool>,
+}
+
+impl<T> ReadActivity<T> {
+    /// Wraps `inner`; the flag turns `true` at each read of one byte or more.
+    pub fn new(inner: T) -> (ReadActivity<T>, Arc<AtomicBool>) {
+        let seen = Arc::new(AtomicBool::new(false));
+        (
+            ReadActivity {
+                inner,
+                seen: seen.clone(),
+            },
+            seen,
+        )
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ReadActivity<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.seen.store(true, Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ReadActivity<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// How often, per `idle` period, [`serve_until_idle`] looks at its connection's read flag: a
+/// quiet client is noticed between `idle` and `idle × (1 + 1/IDLE_CHECKS)` after its last byte.
+const IDLE_CHECKS: u32 = 4;
+
+/// Drives a hyper server connection like [`serve_connection`], and also ends it when its
+/// client goes quiet: once `idle` has passed with no byte read (`seen`, from
+/// [`ReadActivity`]), `on_idle` is called and the connection is asked to finish gracefully
+/// (HTTP/2: `GOAWAY`, the open streams finish; a connection still waiting for the first bytes
+/// that choose its protocol ends at once). If its client then sends nothing for as long
+/// again, the connection is dropped: a client that never sends HTTP/2's preface, or ignores
+/// `GOAWAY`, holds it for at most twice `idle`. Any byte from the client restarts the count,
+/// so a live client with requests open (which answers the HTTP/2 `PING`s the caller sends
+/// more often than `idle`) is never cut.
+///
+/// # Errors
+/// The connection's own error (I/O, protocol).
+pub async fn serve_until_idle<C, E>(
+    mut conn: Pin<&mut C>,
+    mut shutdown: Shutdown,
+    graceful: fn(Pin<&mut C>),
+    seen: &AtomicBool,
+    idle: Duration,
+    on_idle: impl FnOnce(),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let mut draining = *shutdown.borrow();
+    if draining {
+        graceful(conn.as_mut());
+    }
+    let tick = (idle / IDLE_CHECKS).max(Duration::from_millis(1));
+    let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Checks in a row that found no byte read since the one before.
+    let mut quiet = 0;
+    let mut on_idle = Some(on_idle);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            c = shutdown.changed(), if !draining => {
+                if c.is_err() || *shutdown.borrow() {
+                    draining = true;
+                    graceful(conn.as_mut());
+                }
+            }
+            _ = checks.tick() => {
+                if seen.swap(false, Relaxed) {
+                    quiet = 0;
+                    continue;
+                }
+                quiet += 1;
+                if quiet < IDLE_CHECKS {
+                    continue;
+                }
+                quiet = 0;
+                match on_idle.take() {
+                    Some(f) => {
+                        f();
+                        graceful(conn.as_mut());
+                    }
+                    // Quiet for a second period after the graceful end began: drop it.
+                    None => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that never ends by itself; after `graceful`, it ends if `ends_on_graceful`.
+    struct Conn {
+        graceful: u32,
+        ends_on_graceful: bool,
+    }
+
+    impl Future for Conn {
+        type Output = Result<(), ()>;
+        fn poll(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Result<(), ()>> {
+            if self.graceful > 0 && self.ends_on_graceful {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    fn graceful(c: Pin<&mut Conn>) {
+        c.get_mut().graceful += 1;
+    }
+
+    /// A runtime on tokio's paused clock: it jumps to the next timer whenever every task
+    /// waits, so the durations below are exact.
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime")
+    }
+
+    const IDLE: Duration = Duration::from_millis(80);
+
+    /// Runs `conn` under [`serve_until_idle`] while `feed` sets the read flag every `every`
+    /// for `feeding`; returns how long it ran, how many times it was idle, and `graceful` calls.
+    fn run(mut conn: Conn, every: Duration, feeding: Duration) -> (Duration, u32, u32) {
+        rt().block_on(async {
+            let (_tx, rx) = watch::channel(false);
+            let seen = Arc::new(AtomicBool::new(false));
+            let feeder = {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let start = tokio::time::Instant::now();
+                    while start.elapsed() < feeding {
+                        seen.store(true, Relaxed);
+                        tokio::time::sleep(every).await;
+                    }
+                })
+            };
+            let mut idles = 0;
+            let start = tokio::time::Instant::now();
+            let r = serve_until_idle(Pin::new(&mut conn), rx, graceful, &seen, IDLE, || {
+                idles += 1
+            })
+            .await;
+            feeder.abort();
+            assert_eq!(r, Ok(()));
+            (start.elapsed(), idles, conn.graceful)
+        })
+    }
+
+    #[test]
+    fn a_quiet_connection_is_asked_to_end_then_dropped() {
+        let conn = Conn {
+            graceful: 0,
+            ends_on_graceful: false,
+        };
+        let (took, idles, graceful) = run(conn, IDLE, Duration::ZERO);
+        assert_eq!((idles, graceful), (1, 1));
+        // Two idle periods, each noticed at a check.
+        assert_eq!(took, IDLE * 2);
+    }
+
+    #[test]
+    fn a_connection_that_ends_gracefully_is_not_held_longer() {
+        let conn = Conn {
+            graceful: 0,
+            ends_on_graceful: true,
+        };
+        let (took, idles, graceful) = run(conn, IDLE, Duration::ZERO);
+        assert_eq!((idles, graceful), (1, 1));
+        assert_eq!(took, IDLE);
+    }
+
+    #[test]
+    fn bytes_from_the_client_restart_the_count() {
+        let conn = Conn {
+            graceful: 0,
+            ends_on_graceful: true,
+        };
+        // A byte every quarter period for five periods: the connection stays; it ends one
+        // idle period after the bytes stop.
+        let feeding = IDLE * 5;
+        let (took, idles, _) = run(conn, IDLE / 4, feeding);
+        assert_eq!(idles, 1);
+        // Noticed between one period and a check more after the last byte.
+        assert!(took >= feeding + IDLE - IDLE / 4, "{took:?}");
+        assert!(took <= feeding + IDLE + IDLE / 4, "{took:?}");
     }
 }

@@ -1124,3 +1124,133 @@ fn loop_guard_cdn_loop_and_csp_upgrade() {
     );
     assert_eq!(stats["responses_508"].as_u64(), Some(4), "{stats}");
 }
+
+/// A TLS connection offering `alpn` that sends `bytes` and then nothing: what it got back, and
+/// how long after the bytes the edge closed it (`None`: still open after `limit`).
+async fn quiet_client(
+    pki: &Pki,
+    alpn: &[u8],
+    bytes: &[u8],
+    limit: Duration,
+) -> (Vec<u8>, Option<Duration>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(client_config(pki, &[alpn]), "shop.example.com").await;
+    tls.write_all(bytes).await.expect("write");
+    let start = std::time::Instant::now();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = tls.read(&mut buf).await {
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    (got, closed.ok().map(|()| start.elapsed()))
+}
+
+/// The types of the HTTP/2 frames in `bytes` (RFC 9113 §4.1: a 9-byte header each).
+fn h2_frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    types
+}
+
+/// hyper's servers have no idle timeout for HTTP/2, nor for the bytes that choose the
+/// protocol: a client that completed a handshake and then sent nothing, or half of HTTP/2's
+/// preface, held its connection and a `max_connections` slot for good (still open after 15 s
+/// with `idle_timeout_ms = 2000`, 2026-12-02). Now each is let go within two idle periods
+/// (HTTP/2 after a `GOAWAY`), while a request waiting on a slow backend for longer than two
+/// periods is still answered on its HTTP/2 connection (the edge's `PING`s are answered), and
+/// on an HTTP/1.1 one.
+#[test]
+fn quiet_tls_clients_are_let_go_and_slow_responses_are_not_cut() {
+    if !require_root() {
+        return;
+    }
+    const IDLE: Duration = Duration::from_millis(1000);
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let shop = Backend::start_with(&ns, "shop", 0, &["--delay-ms", "2500"]);
+    let blog = Backend::start(&ns, "blog", 0);
+    let top = format!("[limits]\nidle_timeout_ms = {}\n", IDLE.as_millis());
+    let d = Daemon::start(&ns, &config(&pki, &shop.url(), &blog.url(), "", &top));
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // An empty SETTINGS frame.
+    const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    let limit = IDLE * 6;
+    let (silent, settled, half, slow, slow_h1) = ns.run_in_client(|| {
+        rt().block_on(async {
+            let slow = async {
+                use http_body_util::{BodyExt, Empty};
+                use hyper_util::rt::{TokioExecutor, TokioIo};
+                let tls = tls_connect(client_config(&pki, &[b"h2"]), "shop.example.com").await;
+                let (mut send, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                        .await
+                        .expect("h2 handshake");
+                tokio::spawn(conn);
+                let start = std::time::Instant::now();
+                let req = hyper::Request::builder()
+                    .uri("https://shop.example.com/slow")
+                    .body(Empty::<bytes::Bytes>::new())
+                    .expect("req");
+                let resp = send.send_request(req).await.expect("slow h2 request");
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                (status, body.len(), start.elapsed())
+            };
+            let preface_and_settings = [PREFACE, SETTINGS].concat();
+            // HTTP/1.1 past the keep-alive loop (a body): hyper's own timeouts, as before.
+            let post = b"POST /slow-h1 HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 2\r\n\
+                         Connection: close\r\n\r\nhi";
+            tokio::join!(
+                quiet_client(&pki, b"h2", b"", limit),
+                quiet_client(&pki, b"h2", &preface_and_settings, limit),
+                quiet_client(&pki, b"http/1.1", b"PRI * HTTP/2.0\r\n", limit),
+                slow,
+                quiet_client(&pki, b"http/1.1", post, limit),
+            )
+        })
+    });
+    for (what, (_, closed)) in [
+        ("h2, nothing sent", &silent),
+        ("h2, preface and SETTINGS", &settled),
+        ("http/1.1, half a preface", &half),
+    ] {
+        let closed = closed.unwrap_or_else(|| panic!("{what}: still open after {limit:?}"));
+        eprintln!("{what}: closed after {closed:?}");
+        assert!(
+            closed >= IDLE && closed <= IDLE * 5 / 2 + Duration::from_millis(500),
+            "{what}: closed after {closed:?} (idle timeout {IDLE:?})"
+        );
+    }
+    let types = h2_frame_types(&settled.0);
+    assert_eq!(
+        types.first(),
+        Some(&4),
+        "the edge's SETTINGS first: {types:?}"
+    );
+    assert!(types.contains(&7), "a GOAWAY before the close: {types:?}");
+    let (status, len, took) = slow;
+    assert_eq!(status, 200, "the slow response over HTTP/2");
+    assert!(
+        len > 0 && took >= Duration::from_millis(2500),
+        "{len} bytes in {took:?}"
+    );
+    let (got, closed) = slow_h1;
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200 "),
+        "the slow response over HTTP/1.1: {text}"
+    );
+    assert!(
+        closed.is_some_and(|t| t >= Duration::from_millis(2500)),
+        "{closed:?}"
+    );
+    let idle_shutdowns = d.counter("tls_idle_shutdowns");
+    assert!(idle_shutdowns >= 3, "tls_idle_shutdowns = {idle_shutdowns}");
+}

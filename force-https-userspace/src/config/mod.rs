@@ -62,7 +62,9 @@ pub struct Limits {
     pub max_head_bytes: usize,
     /// Time allowed for a complete request head (408 after).
     pub head_timeout_ms: u64,
-    /// Keep-alive idle timeout on proxied connections.
+    /// Keep-alive idle timeout on client connections, ms: an HTTP/1.1 connection between
+    /// requests is closed after it, an HTTP/2 one that sent nothing gets `GOAWAY` after it
+    /// and is closed after as long again. Also the longest pause in a request body (408).
     pub idle_timeout_ms: u64,
     /// How long SIGTERM waits for in-flight connections before exiting anyway.
     pub drain_timeout_ms: u64,
@@ -419,6 +421,33 @@ mod tests {
         assert_eq!(c.control_socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
         assert!(c.sites.is_empty());
         assert_eq!(c.proxy.https_rewrites_codec_memory_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn limits_that_would_refuse_every_client_are_refused() {
+        for (toml, want) in [
+            (
+                "max_connections = 0",
+                "limits.max_connections must be at least 1",
+            ),
+            (
+                "max_head_bytes = 255",
+                "limits.max_head_bytes must be at least 256",
+            ),
+            (
+                "head_timeout_ms = 0",
+                "limits.head_timeout_ms must be at least 1",
+            ),
+            (
+                "idle_timeout_ms = 0",
+                "limits.idle_timeout_ms must be at least 1",
+            ),
+        ] {
+            let e = parse(&format!("[limits]\n{toml}\n")).unwrap_err();
+            assert!(e.to_string().contains(want), "{toml}: {e}");
+        }
+        let c = parse("[limits]\nidle_timeout_ms = 1\nhead_timeout_ms = 1\n").unwrap();
+        assert_eq!((c.limits.idle_timeout_ms, c.limits.head_timeout_ms), (1, 1));
     }
 
     /// The shipped example names every key with its default: it parses, and to the defaults.

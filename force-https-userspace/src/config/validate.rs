@@ -189,6 +189,15 @@ fn limits(at: &At<'_>, limits: &Limits) -> Result<(), ConfigError> {
     if limits.max_head_bytes < 256 {
         return Err(at.err(None, "limits.max_head_bytes must be at least 256".into()));
     }
+    // 0 would time every client out at once.
+    for (name, ms) in [
+        ("head_timeout_ms", limits.head_timeout_ms),
+        ("idle_timeout_ms", limits.idle_timeout_ms),
+    ] {
+        if ms == 0 {
+            return Err(at.err(None, format!("limits.{name} must be at least 1")));
+        }
+    }
     Ok(())
 }
 

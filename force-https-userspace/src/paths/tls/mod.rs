@@ -4,7 +4,10 @@
 //! (and no default), the handshake is refused with the `unrecognized_name` alert. Accepted
 //! connections serve HTTP/1.1 or HTTP/2 (ALPN) through the proxy service: HTTP/1.1 through
 //! the keep-alive loop (`crate::keepalive`) as long as its requests are the common kind,
-//! then hyper's server; HTTP/2 through hyper's.
+//! then hyper's server; HTTP/2 through hyper's. A connection hyper serves as HTTP/2, or may
+//! (its first bytes are a part of HTTP/2's preface), is ended when its client goes quiet for
+//! `[limits] idle_timeout_ms` (`net::serve_until_idle`): hyper has no such timeout for HTTP/2,
+//! nor while it reads the bytes that choose the protocol.
 
 pub mod certs;
 
@@ -18,7 +21,7 @@ use hyper_util::{
     server::conn::auto,
 };
 use tokio::{
-    io::AsyncWriteExt,
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::OwnedSemaphorePermit,
 };
@@ -32,7 +35,7 @@ use crate::{
     edge::Edge,
     keepalive::{self, Replay, Style, wire::Names},
     metrics::Metrics,
-    net::{Shutdown, accept_loop, serve_connection},
+    net::{ReadActivity, Shutdown, accept_loop, serve_connection, serve_until_idle},
     proxy::{Authority, ConnInfo, Proxy, TlsInfo},
 };
 
@@ -169,7 +172,7 @@ async fn connection(
     .with_head_limit(path.settings.max_header_bytes);
     if h2 {
         // Boxed, as below: the loop's state and hyper's connection do not share the task.
-        return Box::pin(serve_hyper(TokioIo::new(tls), info, &path, shutdown, false)).await;
+        return Box::pin(serve_hyper(tls, info, &path, shutdown, false)).await;
     }
     // HTTP/1.1 (or no ALPN): the keep-alive loop first, written as hyper's `http1()` below
     // writes (names as held, `Date`).
@@ -186,12 +189,15 @@ async fn connection(
         keepalive::Ended::Closed => Ok(()),
         // Boxed: only the connections that reach hyper need room for its connection.
         // After requests in HTTP/1.1, HTTP/1.1 only: HTTP/2's preface is then a bad request.
+        // Before any, bytes that cannot begin the preface are HTTP/1.1 too (as hyper's
+        // version check would find): only HTTP/2 with prior knowledge is left to hyper.
         keepalive::Ended::ToHyper { io, read, served } => {
-            let io = TokioIo::new(Replay {
+            let http1_only = served > 0 || !could_be_h2(&read);
+            let io = Replay {
                 pending: read,
                 inner: io,
-            });
-            Box::pin(serve_hyper(io, info, &path, shutdown, served > 0)).await
+            };
+            Box::pin(serve_hyper(io, info, &path, shutdown, http1_only)).await
         }
     }
 }
@@ -199,26 +205,32 @@ async fn connection(
 /// Serves a TLS connection with hyper's servers: HTTP/2, or HTTP/1.1 from the first request
 /// the keep-alive loop leaves to it (HTTP/2 with prior knowledge too, hyper reading the
 /// preface, unless `http1_only`).
-async fn serve_hyper<I>(
-    io: I,
+///
+/// Unless `http1_only` (hyper's HTTP/1.1 server has its own timeout between requests), a
+/// client that sends nothing for `[limits] idle_timeout_ms` is asked to leave (HTTP/2:
+/// `GOAWAY`), then dropped if it stays quiet as long again ([`serve_until_idle`]); while
+/// requests are open, HTTP/2 `PING`s every half of that (at most 30 s) keep a live client from
+/// looking quiet, and one that does not answer in 20 s is dropped.
+async fn serve_hyper<T>(
+    io: T,
     info: ConnInfo,
     path: &TlsPath,
     shutdown: Shutdown,
     http1_only: bool,
 ) -> anyhow::Result<()>
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (io, seen) = ReadActivity::new(io);
     let proxy = path.proxy.clone();
     let svc = service_fn(move |req| proxy.clone().handle(info.clone(), req));
     let mut builder = auto::Builder::new(BoxedStreams);
     let tls_cfg = &path.settings;
+    let idle = Duration::from_millis(path.edge.settings().limits.idle_timeout_ms);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(
-            path.edge.settings().limits.idle_timeout_ms,
-        ))
+        .header_read_timeout(idle)
         // Twice the limit: the proxy service answers 414/431 (with HSTS) up to there.
         .max_buf_size(tls_cfg.max_header_bytes.saturating_mul(2).max(8192))
         .keep_alive(true);
@@ -230,14 +242,42 @@ where
         // per stream was most of the memory of 200 slow downloads on one connection).
         .max_send_buf_size(H2_SEND_BUF)
         .max_header_list_size(u32::try_from(tls_cfg.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .keep_alive_interval(Some(h2_ping_interval(idle)));
     if http1_only {
         builder = builder.http1_only();
     }
-    let conn = pin!(builder.serve_connection_with_upgrades(io, svc));
-    serve_connection(conn, shutdown, |c| c.graceful_shutdown())
+    let conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
+    let m = &path.edge.metrics;
+    let served = if http1_only {
+        serve_connection(conn, shutdown, |c| c.graceful_shutdown()).await
+    } else {
+        serve_until_idle(
+            conn,
+            shutdown,
+            |c| c.graceful_shutdown(),
+            &seen,
+            idle,
+            || Metrics::inc(&m.tls_idle_shutdowns),
+        )
         .await
-        .map_err(|e| anyhow!("{e}"))
+    };
+    served.map_err(|e| anyhow!("{e}"))
+}
+
+/// How long an HTTP/2 connection with open streams may be without a frame from its client
+/// before the edge sends a `PING` (hyper's keep-alive): half the idle timeout, so that a live
+/// client's answer always comes before it, and at most 30 s.
+fn h2_ping_interval(idle: Duration) -> Duration {
+    (idle / 2).clamp(Duration::from_millis(1), Duration::from_secs(30))
+}
+
+/// HTTP/2's connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a connection that begins with `read` may be HTTP/2 with prior knowledge: `read`
+/// is the preface, or the start of it, or begins with it.
+fn could_be_h2(read: &[u8]) -> bool {
+    H2_PREFACE.starts_with(&read[..read.len().min(H2_PREFACE.len())])
 }
 
 /// The name the client asked for (SNI, lowercase, without a final dot), whether it chose
@@ -285,6 +325,26 @@ mod tests {
             "a TLS connection's future is now {size} bytes (budget {CONNECTION_BUDGET}): box what \
              made it grow, or raise the budget and say why"
         );
+    }
+
+    #[test]
+    fn only_the_prefaces_start_may_be_http2() {
+        for read in [
+            &b""[..],
+            b"P",
+            b"PRI * HTTP/2.0\r\n",
+            H2_PREFACE,
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04",
+        ] {
+            assert!(could_be_h2(read), "{read:?}");
+        }
+        for read in [
+            &b"POST / HTTP/1.1\r\n"[..],
+            b"PRI * HTTP/1.1\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\r",
+        ] {
+            assert!(!could_be_h2(read), "{read:?}");
+        }
     }
 
     #[test]
