@@ -55,6 +55,22 @@ pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::from_std(sock.into()).with_context(what)
 }
 
+/// Sets `TCP_USER_TIMEOUT` on a client-facing listener; the connections it accepts inherit
+/// it, so this costs no system call per connection. A connection whose client takes no data
+/// for `timeout` (its receive window stays zero while a response waits, or what was sent stays
+/// unacknowledged) is then aborted by the kernel, and the write waiting on it fails, which
+/// ends the exchange and lets its backend connection go. nginx's `send_timeout` and HAProxy's
+/// `timeout client` bound a client that stopped reading the same way; without it, one held
+/// its connection, a `max_connections` slot and a backend connection for good.
+///
+/// # Errors
+/// The kernel refused the option (not expected on Linux since 2.6.37).
+pub fn set_user_timeout(listener: &TcpListener, timeout: Duration) -> anyhow::Result<()> {
+    socket2::SockRef::from(listener)
+        .set_tcp_user_timeout(Some(timeout))
+        .context("cannot set TCP_USER_TIMEOUT")
+}
+
 /// A listening socket [`accept_loop`] can drive.
 pub trait Listener: Send + 'static {
     /// The accepted stream.

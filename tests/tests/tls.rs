@@ -1254,3 +1254,78 @@ fn quiet_tls_clients_are_let_go_and_slow_responses_are_not_cut() {
     let idle_shutdowns = d.counter("tls_idle_shutdowns");
     assert!(idle_shutdowns >= 3, "tls_idle_shutdowns = {idle_shutdowns}");
 }
+
+/// A client that asks for a large response and then reads nothing held its connection, a
+/// `max_connections` slot and a backend connection for good (still open after 12 s with
+/// `idle_timeout_ms = 2000`, 2026-12-02). Now the kernel aborts a connection whose client
+/// takes no data for the idle timeout (`TCP_USER_TIMEOUT`, inherited from the listeners): on
+/// port 80, over TLS with HTTP/1.1, and over HTTP/2.
+#[test]
+fn clients_that_stop_reading_are_let_go() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let big = [
+        "--fixed-bytes",
+        "128",
+        "--big-path",
+        "/big",
+        "--big-bytes",
+        "268435456",
+    ];
+    let be = Backend::start_with(&ns, "shop", 0, &big);
+    let top = "[limits]\nidle_timeout_ms = 1000\n";
+    let d = Daemon::start(&ns, &config(&pki, &be.url(), &be.url(), "", top));
+    let held = ns.run_in_client(|| {
+        let rt = rt();
+        let held = rt.block_on(async {
+            use hyper_util::rt::{TokioExecutor, TokioIo};
+            use tokio::io::AsyncWriteExt;
+            // Port 80, proxied (blog is not enforced).
+            let mut plain = tokio::net::TcpStream::connect(format!("{EDGE_V4}:80"))
+                .await
+                .expect("connect 80");
+            plain
+                .write_all(b"GET /big HTTP/1.1\r\nHost: blog.example.com\r\n\r\n")
+                .await
+                .expect("write");
+            // TLS, HTTP/1.1.
+            let mut h1 = tls_connect(client_config(&pki, &[b"http/1.1"]), "shop.example.com").await;
+            h1.write_all(b"GET /big HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
+                .await
+                .expect("write");
+            // HTTP/2, with windows larger than the response: only TCP holds it back.
+            let tls = tls_connect(client_config(&pki, &[b"h2"]), "shop.example.com").await;
+            let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .initial_stream_window_size(1 << 30)
+                .initial_connection_window_size(1 << 30)
+                .handshake(TokioIo::new(tls))
+                .await
+                .expect("h2 handshake");
+            let conn = tokio::spawn(conn);
+            let req = hyper::Request::builder()
+                .uri("https://shop.example.com/big")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .expect("req");
+            let resp = send.send_request(req).await.expect("h2 request");
+            assert_eq!(resp.status(), 200);
+            // Nothing polls these once `block_on` returns: none of them reads again.
+            (plain, h1, send, resp, conn)
+        });
+        (rt, held)
+    });
+    let start = std::time::Instant::now();
+    let let_go = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        d.counter("active_connections") == 0
+    });
+    let took = start.elapsed();
+    eprintln!("the stalled clients were let go after {took:?}");
+    assert!(
+        let_go,
+        "still {} client connections after {took:?}",
+        d.counter("active_connections")
+    );
+    drop(held);
+}

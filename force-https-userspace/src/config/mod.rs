@@ -64,7 +64,8 @@ pub struct Limits {
     pub head_timeout_ms: u64,
     /// Keep-alive idle timeout on client connections, ms: an HTTP/1.1 connection between
     /// requests is closed after it, an HTTP/2 one that sent nothing gets `GOAWAY` after it
-    /// and is closed after as long again. Also the longest pause in a request body (408).
+    /// and is closed after as long again. Also the longest pause in a request body (408), and
+    /// in the client's reading of a response (`TCP_USER_TIMEOUT` on the listeners).
     pub idle_timeout_ms: u64,
     /// How long SIGTERM waits for in-flight connections before exiting anyway.
     pub drain_timeout_ms: u64,

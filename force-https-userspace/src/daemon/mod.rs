@@ -7,7 +7,7 @@
 //! connections up to `limits.drain_timeout_ms`, then stop the fast path (detaching the
 //! program and restoring `tcp_syncookies`).
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::{
@@ -22,7 +22,7 @@ use crate::{
     edge::Edge,
     fleet::Fleet,
     metrics::CounterSource,
-    net::bind_tcp,
+    net::{bind_tcp, set_user_timeout},
     paths::{
         http80,
         tls::{self, CertStore, TlsPath},
@@ -121,14 +121,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ))
     };
 
+    // A client that takes no response data for the idle timeout is let go (`set_user_timeout`).
+    let stalled = Duration::from_millis(config.limits.idle_timeout_ms);
+    let bind_client = |a: &SocketAddr| {
+        let listener = bind_tcp(*a)?;
+        set_user_timeout(&listener, stalled).with_context(|| format!("listener {a}"))?;
+        anyhow::Ok((listener, *a))
+    };
     let mut http_listeners = Vec::new();
     for a in &config.http {
-        http_listeners.push((bind_tcp(*a)?, *a));
+        http_listeners.push(bind_client(a)?);
     }
     let mut https_listeners = Vec::new();
     if certs.is_some() {
         for a in &config.https {
-            https_listeners.push((bind_tcp(*a)?, *a));
+            https_listeners.push(bind_client(a)?);
         }
     }
     let control_listener = admin::control::bind(&config.control_socket).await?;
