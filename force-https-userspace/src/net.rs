@@ -437,9 +437,14 @@ mod tests {
 
     const IDLE: Duration = Duration::from_millis(80);
 
-    /// Runs `conn` under [`serve_until_idle`] while `feed` sets the read flag every `every`
-    /// for `feeding`; returns how long it ran, how many times it was idle, and `graceful` calls.
-    fn run(mut conn: Conn, every: Duration, feeding: Duration) -> (Duration, u32, u32) {
+    /// Runs a [`Conn`] under [`serve_until_idle`] while a task sets the read flag every
+    /// `every` for `feeding`; returns how long it ran, how many times it was idle, and its
+    /// `graceful` calls.
+    fn run(ends_on_graceful: bool, every: Duration, feeding: Duration) -> (Duration, u32, u32) {
+        let mut conn = Conn {
+            graceful: 0,
+            ends_on_graceful,
+        };
         rt().block_on(async {
             let (_tx, rx) = watch::channel(false);
             let seen = Arc::new(AtomicBool::new(false));
@@ -467,11 +472,7 @@ mod tests {
 
     #[test]
     fn a_quiet_connection_is_asked_to_end_then_dropped() {
-        let conn = Conn {
-            graceful: 0,
-            ends_on_graceful: false,
-        };
-        let (took, idles, graceful) = run(conn, IDLE, Duration::ZERO);
+        let (took, idles, graceful) = run(false, IDLE, Duration::ZERO);
         assert_eq!((idles, graceful), (1, 1));
         // Two idle periods, each noticed at a check.
         assert_eq!(took, IDLE * 2);
@@ -479,25 +480,17 @@ mod tests {
 
     #[test]
     fn a_connection_that_ends_gracefully_is_not_held_longer() {
-        let conn = Conn {
-            graceful: 0,
-            ends_on_graceful: true,
-        };
-        let (took, idles, graceful) = run(conn, IDLE, Duration::ZERO);
+        let (took, idles, graceful) = run(true, IDLE, Duration::ZERO);
         assert_eq!((idles, graceful), (1, 1));
         assert_eq!(took, IDLE);
     }
 
     #[test]
     fn bytes_from_the_client_restart_the_count() {
-        let conn = Conn {
-            graceful: 0,
-            ends_on_graceful: true,
-        };
         // A byte every quarter period for five periods: the connection stays; it ends one
         // idle period after the bytes stop.
         let feeding = IDLE * 5;
-        let (took, idles, _) = run(conn, IDLE / 4, feeding);
+        let (took, idles, _) = run(true, IDLE / 4, feeding);
         assert_eq!(idles, 1);
         // Noticed between one period and a check more after the last byte.
         assert!(took >= feeding + IDLE - IDLE / 4, "{took:?}");
