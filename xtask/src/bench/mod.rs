@@ -212,6 +212,25 @@ pub struct BenchArgs {
     #[arg(long, value_name = "NS", requires = "napi_defer_hard_irqs",
           value_parser = clap::value_parser!(u64).range(1_000..=10_000_000))]
     pub gro_flush_timeout: Option<u64>,
+    /// The transmit queue of both veth ends, for every peer alike: `fifo` (the default) gives
+    /// each end the queue a NIC has (`pfifo_fast`, 1,000 frames); `none` leaves veth's
+    /// `noqueue`, as every run before 2026-12-02 did. Without a queue, veth drops a frame
+    /// when the receiving end's 256-frame ring is full: with 1 MiB responses that was up to a
+    /// tenth of the segments sent, each one retransmitted, and RTOs of 200 ms and more in the
+    /// tail latency (BENCHMARKS.md, run X). The report's `rtx/r` shows the edge's retransmits.
+    #[arg(long, value_enum, default_value_t = VethQueue::Fifo)]
+    pub veth_queue: VethQueue,
+}
+
+/// `--veth-queue`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VethQueue {
+    /// `pfifo_fast` on both ends ([`Topology::queue`]).
+    #[default]
+    Fifo,
+    /// veth's own `noqueue`: frames that find the peer's ring full are dropped.
+    None,
 }
 
 /// `--synack`: who answers port-80 SYNs for the fast-path peer.
@@ -457,6 +476,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         timeout as f64 / 1000.0
                     ));
                 }
+                notes.push(match args.veth_queue {
+                    VethQueue::Fifo => format!(
+                        "Transmit queues (`--veth-queue fifo`, the default): both veth ends of every peer get `{}` (1,000 frames), the queue a NIC has; veth stops it while the receiving end's ring is full, so a burst waits instead of being dropped. `rtx/r` under \"What actually happened\" is the edge's TCP retransmits per response.",
+                        topology::VETH_QDISC
+                    ),
+                    VethQueue::None => "Transmit queues (`--veth-queue none`): veth's own `noqueue`, as in every run before 2026-12-02: a frame sent while the receiving end's 256-frame ring is full is dropped, and TCP retransmits it (`rtx/r`).".into(),
+                });
                 notes
             },
             ..Meta::default()
@@ -1018,6 +1044,9 @@ fn start_peer_in(
     if let Some((defer, timeout)) = args.coalescing() {
         topo.coalesce(defer, timeout)?;
     }
+    if args.veth_queue == VethQueue::Fifo {
+        topo.queue()?;
+    }
     let mut live = LivePeer {
         kind,
         procs: Procs::default(),
@@ -1298,15 +1327,18 @@ fn wait_until(procs: &mut Procs, what: &str, mut ready: impl FnMut() -> bool) ->
 struct Counters {
     client_active_opens: Option<u64>,
     edge_passive_opens: Option<u64>,
+    /// TCP segments the edge namespace sent again (`Tcp: RetransSegs`): losses on the veth,
+    /// or between the peer and its backend.
+    edge_retrans_segs: Option<u64>,
     fh: Option<serde_json::Value>,
 }
 
 fn read_counters(topo: &Topology, force_https: &Path, fh_config: Option<&Path>) -> Counters {
-    let snmp = |ns: &str, field: &str| {
-        topology::in_ns(ns, &["cat", "/proc/net/snmp"])
-            .ok()
-            .and_then(|t| snmp_value(&t, "Tcp", field))
+    let snmp = |ns: &str| topology::in_ns(ns, &["cat", "/proc/net/snmp"]).ok();
+    let tcp = |text: &Option<String>, field: &str| {
+        text.as_deref().and_then(|t| snmp_value(t, "Tcp", field))
     };
+    let (client, edge) = (snmp(&topo.client), snmp(&topo.edge));
     let fh = fh_config.and_then(|cfg| {
         let out = Command::new(force_https)
             .args(["stats", "--json", "--config"])
@@ -1316,8 +1348,9 @@ fn read_counters(topo: &Topology, force_https: &Path, fh_config: Option<&Path>) 
         serde_json::from_slice(&out.stdout).ok()
     });
     Counters {
-        client_active_opens: snmp(&topo.client, "ActiveOpens"),
-        edge_passive_opens: snmp(&topo.edge, "PassiveOpens"),
+        client_active_opens: tcp(&client, "ActiveOpens"),
+        edge_passive_opens: tcp(&edge, "PassiveOpens"),
+        edge_retrans_segs: tcp(&edge, "RetransSegs"),
         fh,
     }
 }
@@ -1737,6 +1770,7 @@ fn one_pass(
         machine,
         conns_per_req: per_req(delta(before.client_active_opens, after.client_active_opens)),
         kernel_sockets_per_req: per_req(delta(before.edge_passive_opens, after.edge_passive_opens)),
+        retrans_per_req: per_req(delta(before.edge_retrans_segs, after.edge_retrans_segs)),
         server_counted,
         server_counters: counter_deltas(&before.fh, &after.fh),
         fast_path_share,

@@ -137,6 +137,8 @@ pub struct Pass {
     pub conns_per_req: Option<f64>,
     /// Edge TCP passive opens (kernel sockets made) / requests.
     pub kernel_sockets_per_req: Option<f64>,
+    /// TCP segments the edge namespace retransmitted / requests.
+    pub retrans_per_req: Option<f64>,
     /// force-https only: requests its counters saw (redirects or proxied HTTPS requests).
     pub server_counted: Option<u64>,
     /// force-https only: every counter of `force-https stats` that moved during the pass.
@@ -176,6 +178,7 @@ pub struct PhaseSummary {
     pub edge_softirq: f64,
     pub conns_per_req: Option<f64>,
     pub kernel_sockets_per_req: Option<f64>,
+    pub retrans_per_req: Option<f64>,
     pub fast_path_share: Option<f64>,
     pub bytes_per_response: Option<f64>,
     /// Bytes the client read per second of the load generator's time, in MiB/s (1 MiB =
@@ -229,6 +232,7 @@ pub fn summarize(passes: &[Pass], spread_limit_pct: f64) -> Option<PhaseSummary>
         edge_softirq: median(&m(&|p| p.edge.softirq)).unwrap_or(0.0),
         conns_per_req: opt_median(passes.iter().map(|p| p.conns_per_req)),
         kernel_sockets_per_req: opt_median(passes.iter().map(|p| p.kernel_sockets_per_req)),
+        retrans_per_req: opt_median(passes.iter().map(|p| p.retrans_per_req)),
         fast_path_share: opt_median(passes.iter().map(|p| p.fast_path_share)),
         bytes_per_response: opt_median(passes.iter().map(|p| p.bytes_per_response)),
         mib_per_s: lat(&|p| mib_per_s(&p.load)),
@@ -780,7 +784,7 @@ fn timed_tables(o: &mut String, r: &Results, phases: &[Phase]) {
             s.net_rx_per_req[1]
         )
     });
-    o.push_str("## What actually happened\n\n`c/r`: new client TCP connections per response; `k/r`: sockets the edge kernel created per response (TCP passive opens); `B/r`: bytes the client read per response; `fast`: share of the redirects answered by the XDP/AF_XDP fast path; `re-run`: passes thrown away because other processes ran during them.\n\n");
+    o.push_str("## What actually happened\n\n`c/r`: new client TCP connections per response; `k/r`: sockets the edge kernel created per response (TCP passive opens); `B/r`: bytes the client read per response; `rtx/r`: TCP segments the edge retransmitted per response (left out when none); `fast`: share of the redirects answered by the XDP/AF_XDP fast path; `re-run`: passes thrown away because other processes ran during them.\n\n");
     table(o, &r.peers, phases, &|s| {
         let mut parts = Vec::new();
         if let Some(c) = s.conns_per_req {
@@ -791,6 +795,9 @@ fn timed_tables(o: &mut String, r: &Results, phases: &[Phase]) {
         }
         if let Some(b) = s.bytes_per_response {
             parts.push(format!("B/r {b:.0}"));
+        }
+        if let Some(x) = s.retrans_per_req.filter(|&x| x > 0.0) {
+            parts.push(format!("rtx/r {x:.2}"));
         }
         if let Some(f) = s.fast_path_share {
             parts.push(format!("fast {}", pct(f)));

@@ -31,6 +31,13 @@
 //! spoofed source (`flood::FLOOD_SRC`, owned by no host): in a real flood their SYN-ACKs go
 //! to whoever owns the address, not back to the attacker's CPU.
 //!
+//! Both ends get a transmit queue (`--veth-queue fifo`, the default; [`Topology::queue`]):
+//! veth is made with none (`noqueue`), and a frame sent while the receiving end's ring is
+//! full is then dropped. The client end's ring (256 frames, for its XDP program) filled with
+//! 1 MiB responses: a tenth of the edge's segments were dropped and sent again, RTOs set
+//! the p99, and the fastest sender lost the most (BENCHMARKS.md, run X). A NIC has a queue
+//! and stops it while its ring is full; so does veth once it has one.
+//!
 //! The client namespace gets `ip_local_port_range = 1024 65535` and `tcp_tw_reuse = 1` for the
 //! new-connection phases, and a hosts file (`/etc/netns/fhb-<pid>-cli/hosts`, which
 //! `ip netns exec` bind-mounts over /etc/hosts) that resolves bench.example (and the bench's
@@ -49,6 +56,17 @@ use crate::{cmd, netns};
 pub const EDGE_V4: &str = "198.51.100.1";
 const EDGE_ADDR: &str = "198.51.100.1/24";
 const CLIENT_ADDR: &str = "198.51.100.2/24";
+
+/// The qdisc of `--veth-queue fifo` ([`Topology::queue`]).
+pub const VETH_QDISC: &str = "pfifo_fast";
+
+/// Whether `tc qdisc show dev IF` output names `kind` as the device's root qdisc.
+fn qdisc_is(show: &str, kind: &str) -> bool {
+    show.lines().any(|l| {
+        let mut w = l.split_whitespace();
+        w.next() == Some("qdisc") && w.next() == Some(kind) && l.contains(" root ")
+    })
+}
 
 /// The client namespace's hosts file: localhost, and every name of `hosts` on the edge.
 pub fn hosts_file(hosts: &[&str]) -> String {
@@ -225,6 +243,28 @@ impl Topology {
         Ok(())
     }
 
+    /// A transmit queue on both ends (`--veth-queue fifo`): `pfifo_fast`, the qdisc the kernel
+    /// gives a device that has a queue (`net.core.default_qdisc`), 1,000 frames long
+    /// (txqueuelen). veth is made without one (`noqueue`). With no queue, a frame sent while
+    /// the receiving end's ring (256 frames, the XDP pass program's) is full is dropped and TCP
+    /// must retransmit it; with a queue, veth stops the queue while the ring is full, the frame
+    /// waits, and TCP's own limits (TCP small queues) slow the sender, as a NIC's queue does.
+    /// Read back to make sure.
+    pub fn queue(&self) -> Result<()> {
+        for (ns, dev) in [(&self.edge, &self.edge_if), (&self.client, &self.client_if)] {
+            in_ns(
+                ns,
+                &["tc", "qdisc", "replace", "dev", dev, "root", VETH_QDISC],
+            )
+            .with_context(|| format!("cannot give {dev} a {VETH_QDISC} queue"))?;
+            let got = in_ns(ns, &["tc", "qdisc", "show", "dev", dev])?;
+            if !qdisc_is(&got, VETH_QDISC) {
+                bail!("{dev}: `tc qdisc show` reads {got:?}, not {VETH_QDISC}");
+            }
+        }
+        Ok(())
+    }
+
     /// Finds the NAPI kthreads of both veth ends and pins them (edge → `EDGE_CPU`, client →
     /// `CLIENT_CPU`). Fails when the edge end has none (its receive work would not be on the
     /// edge CPU).
@@ -339,6 +379,22 @@ pub fn set_affinity(pid: u32, cpu: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_qdisc_is_read_from_tc() {
+        let fast = "qdisc pfifo_fast 8001: root refcnt 2 bands 3 priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1\n";
+        assert!(qdisc_is(fast, VETH_QDISC));
+        assert!(!qdisc_is("qdisc noqueue 0: root refcnt 2\n", VETH_QDISC));
+        assert!(!qdisc_is(
+            "qdisc pfifo 8002: root refcnt 3 limit 1000p\n",
+            VETH_QDISC
+        ));
+        assert!(!qdisc_is(
+            "qdisc pfifo_fast 8003: parent 1:1 bands 3\n",
+            VETH_QDISC
+        ));
+        assert!(!qdisc_is("", VETH_QDISC));
+    }
 
     #[test]
     fn topologies_side_by_side_get_their_own_names() {
