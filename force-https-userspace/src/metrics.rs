@@ -77,6 +77,7 @@ counters! {
     tls_handshake_failures => "TLS handshakes that failed or timed out.",
     tls_unknown_sni => "TLS handshakes whose SNI matched no certificate.",
     tls_idle_shutdowns => "HTTP/2 connections on the TLS listeners (or ones still reading its preface) the edge began to end because the client sent nothing for limits.idle_timeout_ms: GOAWAY, then closed if the client stays quiet as long again.",
+    h2_stalled_streams => "HTTP/2 streams the edge reset (RST_STREAM CANCEL) because their response waited limits.idle_timeout_ms for the client to open its flow-control window; their backend connections are closed, the client's connection goes on.",
     cert_reloads => "Successful certificate reloads.",
     cert_reload_failures => "Certificate reloads that failed (the previous certificates stayed in service).",
     config_reloads => "Configuration reloads applied (force-https reload, SIGHUP, the admin API).",

@@ -1329,3 +1329,123 @@ fn clients_that_stop_reading_are_let_go() {
     );
     drop(held);
 }
+
+/// An HTTP/2 client that keeps its connection alive (it answers `PING`s and sends requests)
+/// but never opens one stream's flow-control window held that stream, and its backend
+/// connection, for good: hyper's server has no timeout for it. Now the stream is reset
+/// (`RST_STREAM` `CANCEL`) once its response has waited `idle_timeout_ms` for window, while
+/// the connection and its other streams go on, a slow but steady reader included.
+#[test]
+fn h2_streams_stalled_by_their_client_are_reset() {
+    if !require_root() {
+        return;
+    }
+    const IDLE: Duration = Duration::from_millis(1000);
+    const BIG: usize = 512 * 1024;
+    let ns = Netns::new();
+    let pki = Pki::new();
+    let big_bytes = BIG.to_string();
+    let big = [
+        "--fixed-bytes",
+        "128",
+        "--big-path",
+        "/big",
+        "--big-bytes",
+        big_bytes.as_str(),
+    ];
+    let be = Backend::start_with(&ns, "shop", 0, &big);
+    let top = format!("[limits]\nidle_timeout_ms = {}\n", IDLE.as_millis());
+    let d = Daemon::start(&ns, &config(&pki, &be.url(), &be.url(), "", &top));
+    let (early, stalled, slow, small, active) = ns.run_in_client(|| {
+        rt().block_on(async {
+            use http_body_util::{BodyExt, Empty};
+            use hyper_util::rt::{TokioExecutor, TokioIo};
+            let tls = tls_connect(client_config(&pki, &[b"h2"]), "shop.example.com").await;
+            // Stream windows of 64 KiB, HTTP/2's initial size: an unread response fills its
+            // window long before its 512 KiB are sent.
+            let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .initial_stream_window_size(65_535)
+                .initial_connection_window_size(16 << 20)
+                .handshake(TokioIo::new(tls))
+                .await
+                .expect("h2 handshake");
+            tokio::spawn(conn);
+            let get = |path: &str| {
+                hyper::Request::builder()
+                    .uri(format!("https://shop.example.com{path}"))
+                    .body(Empty::<bytes::Bytes>::new())
+                    .expect("req")
+            };
+            let start = std::time::Instant::now();
+            // Never read while the window is closed.
+            let unread = send
+                .clone()
+                .send_request(get("/big"))
+                .await
+                .expect("the stalled request");
+            assert_eq!(unread.status(), 200);
+            // Reads 64 KiB, then pauses for 0.6 idle: the response waits often, never long.
+            let mut slow_send = send.clone();
+            let slow = tokio::spawn(async move {
+                let resp = slow_send.send_request(get("/big")).await?;
+                let mut body = resp.into_body();
+                let (mut got, mut since_pause) = (0, 0);
+                while let Some(frame) = body.frame().await {
+                    let n = frame?.data_ref().map_or(0, |d| d.len());
+                    got += n;
+                    since_pause += n;
+                    if since_pause >= 64 * 1024 {
+                        since_pause = 0;
+                        tokio::time::sleep(IDLE * 6 / 10).await;
+                    }
+                }
+                Ok::<_, hyper::Error>((got, start.elapsed()))
+            });
+            // Meanwhile, a small request every 0.3 idle on the same connection.
+            let mut small = Vec::new();
+            let mut early = None;
+            let mut s = send.clone();
+            while start.elapsed() < IDLE * 3 {
+                tokio::time::sleep(IDLE * 3 / 10).await;
+                let status = match s.send_request(get("/")).await {
+                    Ok(r) => r.status().as_u16(),
+                    Err(e) => panic!("a small request after {:?}: {e}", start.elapsed()),
+                };
+                small.push(status);
+                if early.is_none() && start.elapsed() >= IDLE / 2 {
+                    early = Some(d.counter("h2_stalled_streams"));
+                }
+            }
+            // Reading the stalled response now opens its window: a stream still alive
+            // would deliver all 512 KiB; a reset one ends with an error after what it got.
+            let stalled = tokio::time::timeout(IDLE * 5, unread.into_body().collect()).await;
+            let stalled = match stalled {
+                Err(_) => Err("still waiting".to_string()),
+                Ok(Ok(b)) => Ok(b.to_bytes().len()),
+                Ok(Err(e)) => Err(format!("{e:?}")),
+            };
+            let slow = slow.await.expect("slow reader task");
+            // The client's connection is still there.
+            let active = d.counter("active_connections");
+            (early, stalled, slow, small, active)
+        })
+    });
+    assert_eq!(early, Some(0), "a stream was reset before the idle timeout");
+    match &stalled {
+        Err(e) => {
+            eprintln!("the stalled stream ended with {e}");
+            assert!(e.contains("CANCEL"), "not a CANCEL reset: {e}");
+        }
+        Ok(len) => panic!("the stalled stream was never reset: read {len} bytes at the end"),
+    }
+    let (got, took) = slow.expect("the slow reader's response");
+    eprintln!("the slow reader got {got} bytes in {took:?}");
+    assert_eq!(got, BIG, "the slow reader's response");
+    assert!(took > IDLE * 3, "the slow reader was not slow: {took:?}");
+    assert!(
+        !small.is_empty() && small.iter().all(|&s| s == 200),
+        "small requests: {small:?}"
+    );
+    assert_eq!(active, 1, "the client's connection");
+    assert_eq!(d.counter("h2_stalled_streams"), 1);
+}

@@ -7,9 +7,11 @@
 //! then hyper's server; HTTP/2 through hyper's. A connection hyper serves as HTTP/2, or may
 //! (its first bytes are a part of HTTP/2's preface), is ended when its client goes quiet for
 //! `[limits] idle_timeout_ms` (`net::serve_until_idle`): hyper has no such timeout for HTTP/2,
-//! nor while it reads the bytes that choose the protocol.
+//! nor while it reads the bytes that choose the protocol. An HTTP/2 stream whose response
+//! waits as long for the client's flow-control window is reset (`stalls.rs`).
 
 pub mod certs;
+mod stalls;
 
 use std::{net::SocketAddr, pin::pin, sync::Arc, time::Duration};
 
@@ -29,6 +31,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 pub use certs::CertStore;
 use certs::{CertFiles, CertMap};
+use stalls::{GuardedStreams, WatchResponse};
 
 use crate::{
     config::TlsConfig,
@@ -38,24 +41,6 @@ use crate::{
     net::{ReadActivity, Shutdown, accept_loop, serve_connection, serve_until_idle},
     proxy::{Authority, ConnInfo, Proxy, TlsInfo},
 };
-
-/// hyper's executor for the HTTP/2 streams of a connection: each stream's future is boxed
-/// once before tokio spawns it. The proxy's request future is several KB (about 7 KB when
-/// this was measured, 4.2 KB since); spawned unboxed, it was copied seven times on its way
-/// into tokio's task cell (callgrind, `BENCHMARKS.md` run N). HTTP/1.1 connections spawn
-/// nothing per request, so they are unaffected.
-#[derive(Clone, Copy, Debug)]
-struct BoxedStreams;
-
-impl<F> hyper::rt::Executor<F> for BoxedStreams
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::spawn(Box::pin(fut));
-    }
-}
 
 /// The certificate a connection presented for the name in its SNI: it may serve the hosts
 /// whose certificate (by the current map, so a reload changes nothing for names it did not
@@ -223,10 +208,13 @@ where
 {
     let (io, seen) = ReadActivity::new(io);
     let proxy = path.proxy.clone();
-    let svc = service_fn(move |req| proxy.clone().handle(info.clone(), req));
-    let mut builder = auto::Builder::new(BoxedStreams);
-    let tls_cfg = &path.settings;
+    let svc = service_fn(move |req| WatchResponse::new(proxy.clone().handle(info.clone(), req)));
     let idle = Duration::from_millis(path.edge.settings().limits.idle_timeout_ms);
+    let mut builder = auto::Builder::new(GuardedStreams {
+        idle,
+        metrics: path.edge.metrics.clone(),
+    });
+    let tls_cfg = &path.settings;
     builder
         .http1()
         .timer(TokioTimer::new())

@@ -1,0 +1,412 @@
+//! HTTP/2 streams stalled by their client's flow control (RFC 9113 §5.2): a response that
+//! waits `[limits] idle_timeout_ms` for room in its stream's (or the connection's) window is
+//! reset with `RST_STREAM` `CANCEL`, which drops its backend connection; the connection and
+//! its other streams go on. nginx bounds the same wait with `send_timeout`.
+//!
+//! hyper's server has no such timeout: while a stream waits for window, hyper does not poll
+//! its response body, so neither the body nor anything it awaits can notice. What does run is
+//! the stream's task, which hyper hands to its executor. So:
+//! - [`Watched`] wraps each response body and, whenever hyper polls it, notes on the polling
+//!   thread whether it has just handed over data with more to come (hyper's next step is to
+//!   wait for window) or is waiting for its backend (not the client's doing);
+//! - [`GuardedStreams`], the connection's executor, spawns each stream's future inside a
+//!   [`StallGuard`], which reads that note after each poll of the stream. While the body waits
+//!   for window, it keeps one timer, armed for `idle` after the wait began, and ends the
+//!   stream's future when the wait reaches it: h2 then resets the stream.
+//!
+//! A body that makes progress restarts the wait (the timer is moved lazily, when it fires),
+//! so a slow but steady client is never cut, nor a slow backend. The note costs a
+//! thread-local write per body poll and a read per stream poll; a timer exists only for
+//! streams whose body had to wait for window.
+
+use std::{
+    cell::Cell,
+    convert::Infallible,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use hyper::{
+    Response,
+    body::{Body as HttpBody, Frame, SizeHint},
+};
+use tokio::time::{Instant, Sleep};
+
+use crate::{
+    metrics::Metrics,
+    proxy::{Body, BoxError},
+};
+
+/// What the response body last did in the current poll of a stream (`Note`), read by the
+/// stream's [`StallGuard`] after the poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Note {
+    /// The body was not polled.
+    None,
+    /// Polled: it produced nothing yet, or ended, or produced its last frame.
+    Polled,
+    /// It handed over data and more is to come: hyper waits for window before polling it
+    /// again.
+    Handed,
+}
+
+thread_local! {
+    static NOTE: Cell<Note> = const { Cell::new(Note::None) };
+}
+
+/// A response body that notes each poll for its stream's [`StallGuard`] (see the module
+/// docs). Polled elsewhere (HTTP/1.1), the note is never read: nothing changes.
+pub struct Watched {
+    body: Body,
+}
+
+impl Watched {
+    /// Wraps `body`.
+    pub fn new(body: Body) -> Watched {
+        Watched { body }
+    }
+}
+
+impl HttpBody for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let handed = matches!(&polled, Poll::Ready(Some(Ok(f))) if f.is_data())
+            && !self.body.is_end_stream();
+        NOTE.set(if handed { Note::Handed } else { Note::Polled });
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The proxy service's response future with its body wrapped in [`Watched`].
+    pub struct WatchResponse<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> WatchResponse<F> {
+    /// Wraps `inner`.
+    pub fn new(inner: F) -> WatchResponse<F> {
+        WatchResponse { inner }
+    }
+}
+
+impl<F> Future for WatchResponse<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Watched>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let r = ready!(self.project().inner.poll(cx));
+        Poll::Ready(r.map(|resp| resp.map(Watched::new)))
+    }
+}
+
+/// hyper's executor for the HTTP/2 streams of a connection: each stream's future is boxed
+/// once, inside a [`StallGuard`], before tokio spawns it. Boxed because the proxy's request
+/// future is several KB (about 7 KB when this was measured, 4.2 KB since); spawned unboxed,
+/// it was copied seven times on its way into tokio's task cell (callgrind, `BENCHMARKS.md`
+/// run N). HTTP/1.1 connections spawn nothing per request, so they are unaffected.
+#[derive(Clone)]
+pub struct GuardedStreams {
+    /// How long a response may wait for window (`[limits] idle_timeout_ms`).
+    pub idle: Duration,
+    /// Where `h2_stalled_streams` is counted.
+    pub metrics: Arc<Metrics>,
+}
+
+impl<F> hyper::rt::Executor<F> for GuardedStreams
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(Box::pin(StallGuard {
+            stream: fut,
+            idle: self.idle,
+            metrics: self.metrics.clone(),
+            waiting_since: None,
+            timer: None,
+        }));
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream's future, ended when its response has waited `idle` for window (module docs).
+    pub struct StallGuard<F> {
+        #[pin]
+        stream: F,
+        idle: Duration,
+        metrics: Arc<Metrics>,
+        // When the body last handed over data with more to come, if it has not been polled
+        // since.
+        waiting_since: Option<Instant>,
+        // Armed at the first wait; moved forward, when it fires, to the current wait's end.
+        timer: Option<Pin<Box<Sleep>>>,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for StallGuard<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        NOTE.set(Note::None);
+        let polled = this.stream.poll(cx);
+        let note = NOTE.replace(Note::None);
+        if polled.is_ready() {
+            return Poll::Ready(());
+        }
+        match note {
+            Note::None => {}
+            Note::Polled => *this.waiting_since = None,
+            Note::Handed => *this.waiting_since = Some(Instant::now()),
+        }
+        let Some(since) = *this.waiting_since else {
+            // Waiting for the backend (or for hyper): a timer armed earlier may still wake
+            // the task once; it then finds no wait and is left alone.
+            return Poll::Pending;
+        };
+        let deadline = since + *this.idle;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if Instant::now() >= deadline {
+                // Dropping the stream's future resets the stream (`CANCEL`) and drops its
+                // body, and with it the backend connection.
+                Metrics::inc(&this.metrics.h2_stalled_streams);
+                tracing::debug!(idle = ?this.idle, "HTTP/2 stream reset: its client kept its window closed");
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::{
+        sync::{
+            Mutex,
+            atomic::{AtomicBool, Ordering::Relaxed},
+        },
+        task::Waker,
+    };
+
+    /// A body of 10 data frames, each ready once the test allows it (`allowed`).
+    struct Frames {
+        left: usize,
+        allowed: usize,
+    }
+
+    impl HttpBody for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if self.left == 0 {
+                return Poll::Ready(None);
+            }
+            if self.allowed == 0 {
+                return Poll::Pending;
+            }
+            self.allowed -= 1;
+            self.left -= 1;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"data")))))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.left == 0
+        }
+    }
+
+    /// A stream's flow-control window, in frames, and the task waiting for it.
+    #[derive(Default)]
+    struct Window {
+        room: usize,
+        waker: Option<Waker>,
+    }
+
+    /// What hyper's HTTP/2 stream does with a body: polls it while the window has room, else
+    /// waits for a window update.
+    struct Stream {
+        body: Watched,
+        window: Arc<Mutex<Window>>,
+        ended: Arc<AtomicBool>,
+    }
+
+    impl Future for Stream {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            loop {
+                {
+                    let mut w = self.window.lock().expect("lock");
+                    if w.room == 0 {
+                        w.waker = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                    w.room -= 1;
+                }
+                if ready!(Pin::new(&mut self.body).poll_frame(cx)).is_none() {
+                    self.ended.store(true, Relaxed);
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+
+    struct Rig {
+        window: Arc<Mutex<Window>>,
+        ended: Arc<AtomicBool>,
+        metrics: Arc<Metrics>,
+        guard: tokio::task::JoinHandle<()>,
+    }
+
+    impl Rig {
+        /// A window update of one frame.
+        fn open(&self) {
+            let mut w = self.window.lock().expect("lock");
+            w.room += 1;
+            if let Some(waker) = w.waker.take() {
+                waker.wake();
+            }
+        }
+
+        fn stalled(&self) -> u64 {
+            self.metrics.h2_stalled_streams.load(Relaxed)
+        }
+    }
+
+    const IDLE: Duration = Duration::from_secs(10);
+
+    /// A guarded stream of a 10-frame body, `allowed` frames ready at once, with a window
+    /// of `room` frames.
+    fn rig(allowed: usize, room: usize) -> Rig {
+        let window = Arc::new(Mutex::new(Window { room, waker: None }));
+        let ended = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(Metrics::default());
+        let body: Body = Frames { left: 10, allowed }.boxed_unsync();
+        let stream = Stream {
+            body: Watched::new(body),
+            window: window.clone(),
+            ended: ended.clone(),
+        };
+        let guard = tokio::spawn(StallGuard {
+            stream,
+            idle: IDLE,
+            metrics: metrics.clone(),
+            waiting_since: None,
+            timer: None,
+        });
+        Rig {
+            window,
+            ended,
+            metrics,
+            guard,
+        }
+    }
+
+    /// A runtime on tokio's paused clock: it jumps to the next timer whenever every task
+    /// waits, so the durations below are exact.
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime")
+    }
+
+    /// Lets `d` pass on the paused clock, every task running as its timers fire.
+    async fn pass(d: Duration) {
+        tokio::time::sleep(d).await;
+        tokio::task::yield_now().await;
+    }
+
+    #[test]
+    fn a_response_kept_waiting_for_window_is_ended_after_idle() {
+        rt().block_on(async {
+            let r = rig(10, 3);
+            pass(IDLE - Duration::from_millis(1)).await;
+            assert!(!r.guard.is_finished(), "ended before idle");
+            pass(Duration::from_millis(2)).await;
+            assert!(r.guard.is_finished(), "still waiting after idle");
+            assert!(!r.ended.load(Relaxed));
+            assert_eq!(r.stalled(), 1);
+        });
+    }
+
+    #[test]
+    fn a_slow_but_steady_client_is_not_cut() {
+        rt().block_on(async {
+            let r = rig(10, 1);
+            // One frame's room every 0.9 idle, 9 idle periods in all: the timer armed at
+            // the first wait fires in the middle of a later one and is moved forward.
+            for _ in 0..10 {
+                pass(IDLE * 9 / 10).await;
+                r.open();
+                tokio::task::yield_now().await;
+            }
+            assert!(r.ended.load(Relaxed), "the body did not end");
+            assert!(r.guard.is_finished());
+            assert_eq!(r.stalled(), 0);
+        });
+    }
+
+    #[test]
+    fn a_wait_that_follows_progress_is_timed_from_its_own_start() {
+        rt().block_on(async {
+            let r = rig(10, 1);
+            pass(IDLE / 2).await;
+            r.open();
+            tokio::task::yield_now().await;
+            // The first timer fires at 1.0 idle, inside the second wait (from 0.5 idle):
+            // the stream must last until 1.5 idle.
+            pass(IDLE * 9 / 10).await;
+            assert!(!r.guard.is_finished(), "ended before its wait reached idle");
+            pass(IDLE / 5).await;
+            assert!(r.guard.is_finished());
+            assert_eq!(r.stalled(), 1);
+        });
+    }
+
+    #[test]
+    fn a_slow_backend_is_not_the_clients_doing() {
+        rt().block_on(async {
+            // Room to spare; the backend has nothing for 5 idle periods.
+            let r = rig(0, 100);
+            pass(IDLE * 5).await;
+            assert!(!r.guard.is_finished());
+            assert_eq!(r.stalled(), 0);
+            // Data sent before the backend went quiet: the wait is the backend's too.
+            let r = rig(2, 100);
+            pass(IDLE * 5).await;
+            assert!(!r.guard.is_finished());
+            assert_eq!(r.stalled(), 0);
+        });
+    }
+}
