@@ -212,13 +212,15 @@ pub struct BenchArgs {
     #[arg(long, value_name = "NS", requires = "napi_defer_hard_irqs",
           value_parser = clap::value_parser!(u64).range(1_000..=10_000_000))]
     pub gro_flush_timeout: Option<u64>,
-    /// The transmit queue of both veth ends, for every peer alike: `fifo` (the default) gives
-    /// each end the queue a NIC has (`pfifo_fast`, 1,000 frames); `none` leaves veth's
-    /// `noqueue`, as every run before 2026-12-02 did. Without a queue, veth drops a frame
-    /// when the receiving end's 256-frame ring is full: with 1 MiB responses that was up to a
-    /// tenth of the segments sent, each one retransmitted, and RTOs of 200 ms and more in the
-    /// tail latency (BENCHMARKS.md, run X). The report's `rtx/r` shows the edge's retransmits.
-    #[arg(long, value_enum, default_value_t = VethQueue::Fifo)]
+    /// The transmit queue of the veth ends, for every peer alike: `none` (the default) leaves
+    /// veth's `noqueue`, as every earlier run; `edge` gives the edge end the queue a NIC has
+    /// (`pfifo_fast`, 1,000 frames), `fifo` both ends. Without a queue, veth drops a frame
+    /// sent while the receiving end's 256-frame ring is full: with 1 MiB responses up to a
+    /// tenth of the edge's segments were sent again, and retransmission timeouts set the p99.
+    /// With one, nothing is dropped, but the load generator's CPU per response rose by half
+    /// and became the limit, so the throughput ratios are the client's (BENCHMARKS.md, run
+    /// X). The report's `rtx/r` and `seg/r` show the edge's retransmitted and sent segments.
+    #[arg(long, value_enum, default_value_t = VethQueue::None)]
     pub veth_queue: VethQueue,
 }
 
@@ -226,11 +228,13 @@ pub struct BenchArgs {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VethQueue {
-    /// `pfifo_fast` on both ends ([`Topology::queue`]).
-    #[default]
-    Fifo,
     /// veth's own `noqueue`: frames that find the peer's ring full are dropped.
+    #[default]
     None,
+    /// `pfifo_fast` on the edge end only ([`Topology::queue`]).
+    Edge,
+    /// `pfifo_fast` on both ends.
+    Fifo,
 }
 
 /// `--synack`: who answers port-80 SYNs for the fast-path peer.
@@ -477,11 +481,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     ));
                 }
                 notes.push(match args.veth_queue {
-                    VethQueue::Fifo => format!(
-                        "Transmit queues (`--veth-queue fifo`, the default): both veth ends of every peer get `{}` (1,000 frames), the queue a NIC has; veth stops it while the receiving end's ring is full, so a burst waits instead of being dropped. `rtx/r` under \"What actually happened\" is the edge's TCP retransmits per response.",
+                    VethQueue::None => "Transmit queues (`--veth-queue none`, the default): veth's own `noqueue`, as in every earlier run: a frame sent while the receiving end's 256-frame ring is full is dropped and TCP sends it again (`rtx/r`); with large responses, retransmission timeouts then set the p99 (BENCHMARKS.md, run X).".into(),
+                    q => format!(
+                        "Transmit queues (`--veth-queue {}`): the edge end{} of every peer's veth get{} `{}` (1,000 frames), the queue a NIC has; veth stops it while the receiving end's ring is full, so a burst waits instead of being dropped.",
+                        if q == VethQueue::Fifo { "fifo" } else { "edge" },
+                        if q == VethQueue::Fifo { " and the client end" } else { "" },
+                        if q == VethQueue::Fifo { "" } else { "s" },
                         topology::VETH_QDISC
                     ),
-                    VethQueue::None => "Transmit queues (`--veth-queue none`): veth's own `noqueue`, as in every run before 2026-12-02: a frame sent while the receiving end's 256-frame ring is full is dropped, and TCP retransmits it (`rtx/r`).".into(),
                 });
                 notes
             },
@@ -1044,8 +1051,8 @@ fn start_peer_in(
     if let Some((defer, timeout)) = args.coalescing() {
         topo.coalesce(defer, timeout)?;
     }
-    if args.veth_queue == VethQueue::Fifo {
-        topo.queue()?;
+    if args.veth_queue != VethQueue::None {
+        topo.queue(args.veth_queue == VethQueue::Fifo)?;
     }
     let mut live = LivePeer {
         kind,
@@ -1330,6 +1337,8 @@ struct Counters {
     /// TCP segments the edge namespace sent again (`Tcp: RetransSegs`): losses on the veth,
     /// or between the peer and its backend.
     edge_retrans_segs: Option<u64>,
+    /// TCP segments the edge namespace sent (`Tcp: OutSegs`), retransmissions excluded.
+    edge_out_segs: Option<u64>,
     fh: Option<serde_json::Value>,
 }
 
@@ -1351,6 +1360,7 @@ fn read_counters(topo: &Topology, force_https: &Path, fh_config: Option<&Path>) 
         client_active_opens: tcp(&client, "ActiveOpens"),
         edge_passive_opens: tcp(&edge, "PassiveOpens"),
         edge_retrans_segs: tcp(&edge, "RetransSegs"),
+        edge_out_segs: tcp(&edge, "OutSegs"),
         fh,
     }
 }
@@ -1771,6 +1781,7 @@ fn one_pass(
         conns_per_req: per_req(delta(before.client_active_opens, after.client_active_opens)),
         kernel_sockets_per_req: per_req(delta(before.edge_passive_opens, after.edge_passive_opens)),
         retrans_per_req: per_req(delta(before.edge_retrans_segs, after.edge_retrans_segs)),
+        segs_per_req: per_req(delta(before.edge_out_segs, after.edge_out_segs)),
         server_counted,
         server_counters: counter_deltas(&before.fh, &after.fh),
         fast_path_share,

@@ -139,6 +139,9 @@ pub struct Pass {
     pub kernel_sockets_per_req: Option<f64>,
     /// TCP segments the edge namespace retransmitted / requests.
     pub retrans_per_req: Option<f64>,
+    /// TCP segments the edge namespace sent (veth and loopback, retransmissions excluded) /
+    /// requests.
+    pub segs_per_req: Option<f64>,
     /// force-https only: requests its counters saw (redirects or proxied HTTPS requests).
     pub server_counted: Option<u64>,
     /// force-https only: every counter of `force-https stats` that moved during the pass.
@@ -179,6 +182,7 @@ pub struct PhaseSummary {
     pub conns_per_req: Option<f64>,
     pub kernel_sockets_per_req: Option<f64>,
     pub retrans_per_req: Option<f64>,
+    pub segs_per_req: Option<f64>,
     pub fast_path_share: Option<f64>,
     pub bytes_per_response: Option<f64>,
     /// Bytes the client read per second of the load generator's time, in MiB/s (1 MiB =
@@ -233,6 +237,7 @@ pub fn summarize(passes: &[Pass], spread_limit_pct: f64) -> Option<PhaseSummary>
         conns_per_req: opt_median(passes.iter().map(|p| p.conns_per_req)),
         kernel_sockets_per_req: opt_median(passes.iter().map(|p| p.kernel_sockets_per_req)),
         retrans_per_req: opt_median(passes.iter().map(|p| p.retrans_per_req)),
+        segs_per_req: opt_median(passes.iter().map(|p| p.segs_per_req)),
         fast_path_share: opt_median(passes.iter().map(|p| p.fast_path_share)),
         bytes_per_response: opt_median(passes.iter().map(|p| p.bytes_per_response)),
         mib_per_s: lat(&|p| mib_per_s(&p.load)),
@@ -784,7 +789,7 @@ fn timed_tables(o: &mut String, r: &Results, phases: &[Phase]) {
             s.net_rx_per_req[1]
         )
     });
-    o.push_str("## What actually happened\n\n`c/r`: new client TCP connections per response; `k/r`: sockets the edge kernel created per response (TCP passive opens); `B/r`: bytes the client read per response; `rtx/r`: TCP segments the edge retransmitted per response (left out when none); `fast`: share of the redirects answered by the XDP/AF_XDP fast path; `re-run`: passes thrown away because other processes ran during them.\n\n");
+    o.push_str("## What actually happened\n\n`c/r`: new client TCP connections per response; `k/r`: sockets the edge kernel created per response (TCP passive opens); `B/r`: bytes the client read per response; `seg/r`: TCP segments the edge namespace sent per response (to the client and, over loopback, to the backend; retransmissions excluded); `rtx/r`: TCP segments it sent again per response (left out when none); `fast`: share of the redirects answered by the XDP/AF_XDP fast path; `re-run`: passes thrown away because other processes ran during them.\n\n");
     table(o, &r.peers, phases, &|s| {
         let mut parts = Vec::new();
         if let Some(c) = s.conns_per_req {
@@ -795,6 +800,9 @@ fn timed_tables(o: &mut String, r: &Results, phases: &[Phase]) {
         }
         if let Some(b) = s.bytes_per_response {
             parts.push(format!("B/r {b:.0}"));
+        }
+        if let Some(x) = s.segs_per_req {
+            parts.push(format!("seg/r {x:.1}"));
         }
         if let Some(x) = s.retrans_per_req.filter(|&x| x > 0.0) {
             parts.push(format!("rtx/r {x:.2}"));

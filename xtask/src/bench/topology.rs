@@ -31,12 +31,13 @@
 //! spoofed source (`flood::FLOOD_SRC`, owned by no host): in a real flood their SYN-ACKs go
 //! to whoever owns the address, not back to the attacker's CPU.
 //!
-//! Both ends get a transmit queue (`--veth-queue fifo`, the default; [`Topology::queue`]):
-//! veth is made with none (`noqueue`), and a frame sent while the receiving end's ring is
-//! full is then dropped. The client end's ring (256 frames, for its XDP program) filled with
-//! 1 MiB responses: a tenth of the edge's segments were dropped and sent again, RTOs set
-//! the p99, and the fastest sender lost the most (BENCHMARKS.md, run X). A NIC has a queue
-//! and stops it while its ring is full; so does veth once it has one.
+//! veth is made without a transmit queue (`noqueue`): a frame sent while the receiving end's
+//! ring (256 frames, for its XDP program) is full is dropped. With 1 MiB responses that was
+//! up to a tenth of the edge's segments, and retransmission timeouts set the p99, the most
+//! for the fastest sender. `--veth-queue edge|fifo` gives the edge end (and the client end)
+//! the queue a NIC has ([`Topology::queue`]): veth stops it while the ring is full, and
+//! nothing is dropped, but the load generator then spends half as much again per response
+//! (BENCHMARKS.md, run X). The default stays `none`, as every earlier run.
 //!
 //! The client namespace gets `ip_local_port_range = 1024 65535` and `tcp_tw_reuse = 1` for the
 //! new-connection phases, and a hosts file (`/etc/netns/fhb-<pid>-cli/hosts`, which
@@ -57,7 +58,7 @@ pub const EDGE_V4: &str = "198.51.100.1";
 const EDGE_ADDR: &str = "198.51.100.1/24";
 const CLIENT_ADDR: &str = "198.51.100.2/24";
 
-/// The qdisc of `--veth-queue fifo` ([`Topology::queue`]).
+/// The qdisc of `--veth-queue edge` and `fifo` ([`Topology::queue`]).
 pub const VETH_QDISC: &str = "pfifo_fast";
 
 /// Whether `tc qdisc show dev IF` output names `kind` as the device's root qdisc.
@@ -243,15 +244,17 @@ impl Topology {
         Ok(())
     }
 
-    /// A transmit queue on both ends (`--veth-queue fifo`): `pfifo_fast`, the qdisc the kernel
+    /// A transmit queue on the edge end, and on the client end too when `client_too`
+    /// (`--veth-queue edge|fifo`): `pfifo_fast`, the qdisc the kernel
     /// gives a device that has a queue (`net.core.default_qdisc`), 1,000 frames long
     /// (txqueuelen). veth is made without one (`noqueue`). With no queue, a frame sent while
     /// the receiving end's ring (256 frames, the XDP pass program's) is full is dropped and TCP
     /// must retransmit it; with a queue, veth stops the queue while the ring is full, the frame
     /// waits, and TCP's own limits (TCP small queues) slow the sender, as a NIC's queue does.
     /// Read back to make sure.
-    pub fn queue(&self) -> Result<()> {
-        for (ns, dev) in [(&self.edge, &self.edge_if), (&self.client, &self.client_if)] {
+    pub fn queue(&self, client_too: bool) -> Result<()> {
+        let ends = [(&self.edge, &self.edge_if), (&self.client, &self.client_if)];
+        for (ns, dev) in &ends[..if client_too { 2 } else { 1 }] {
             in_ns(
                 ns,
                 &["tc", "qdisc", "replace", "dev", dev, "root", VETH_QDISC],
