@@ -8,10 +8,10 @@
 //! (its first bytes are a part of HTTP/2's preface), is ended when its client goes quiet for
 //! `[limits] idle_timeout_ms` (`net::serve_until_idle`): hyper has no such timeout for HTTP/2,
 //! nor while it reads the bytes that choose the protocol. An HTTP/2 stream whose response
-//! waits as long for the client's flow-control window is reset (`stalls.rs`).
+//! waits as long for the client's flow-control window is reset (`streams.rs`).
 
 pub mod certs;
-mod stalls;
+mod streams;
 
 use std::{net::SocketAddr, pin::pin, sync::Arc, time::Duration};
 
@@ -31,7 +31,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 pub use certs::CertStore;
 use certs::{CertFiles, CertMap};
-use stalls::{GuardedStreams, WatchResponse};
+use streams::{GuardedStreams, WatchResponse};
 
 use crate::{
     config::TlsConfig,

@@ -1,7 +1,16 @@
-//! HTTP/2 streams stalled by their client's flow control (RFC 9113 §5.2): a response that
-//! waits `[limits] idle_timeout_ms` for room in its stream's (or the connection's) window is
-//! reset with `RST_STREAM` `CANCEL`, which drops its backend connection; the connection and
-//! its other streams go on. nginx bounds the same wait with `send_timeout`.
+//! What the TLS path adds to hyper's HTTP/2 streams: a response body handed over a TLS
+//! record at a time, and a stream stalled by its client's flow control reset.
+//!
+//! **A record at a time.** h2 writes each DATA frame with its 9-byte header in one write,
+//! which rustls seals into records of at most 2^14 bytes of plaintext: a full 16,384-byte
+//! frame took a full record and a 9-byte one (two seals here, two opens at the client, and a
+//! short TCP segment). [`Watched`] hands data to hyper in pieces of [`DATA_PER_RECORD`]
+//! bytes, so that a frame and its header fill one record.
+//!
+//! **Stalled streams** (RFC 9113 §5.2): a response that waits `[limits] idle_timeout_ms`
+//! for room in its stream's (or the connection's) window is reset with `RST_STREAM`
+//! `CANCEL`, which drops its backend connection; the connection and its other streams go on.
+//! nginx bounds the same wait with `send_timeout`.
 //!
 //! hyper's server has no such timeout: while a stream waits for window, hyper does not poll
 //! its response body, so neither the body nor anything it awaits can notice. What does run is
@@ -57,16 +66,39 @@ thread_local! {
     static NOTE: Cell<Note> = const { Cell::new(Note::None) };
 }
 
+/// The most response data handed to hyper at a time, bytes: a TLS record's plaintext
+/// (2^14, RFC 8446 §5.1) less an HTTP/2 frame header (9 bytes, RFC 9113 §4.1). h2 writes
+/// each DATA frame with its header in one write, which rustls seals into records of at most
+/// 2^14 bytes: a full 16,384-byte frame took a full record and a 9-byte one. A frame of this
+/// size fits one record: half the records (and their seals, and the client's opens) of a
+/// large response.
+pub const DATA_PER_RECORD: usize = (1 << 14) - 9;
+
 /// A response body that notes each poll for its stream's [`StallGuard`] (see the module
-/// docs). Polled elsewhere (HTTP/1.1), the note is never read: nothing changes.
+/// docs), and hands its data over in pieces of at most [`DATA_PER_RECORD`] bytes (no copy:
+/// they share the frame's buffer). Polled elsewhere (HTTP/1.1 through hyper), the note is
+/// never read and the pieces are written together.
 pub struct Watched {
     body: Body,
+    /// What is left of a data frame larger than [`DATA_PER_RECORD`].
+    rest: Bytes,
 }
 
 impl Watched {
     /// Wraps `body`.
     pub fn new(body: Body) -> Watched {
-        Watched { body }
+        Watched {
+            body,
+            rest: Bytes::new(),
+        }
+    }
+
+    /// The next piece of `data` (all of it when small enough); the rest is kept.
+    fn piece(&mut self, mut data: Bytes) -> Bytes {
+        if data.len() > DATA_PER_RECORD {
+            self.rest = data.split_off(DATA_PER_RECORD);
+        }
+        data
     }
 }
 
@@ -78,19 +110,42 @@ impl HttpBody for Watched {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        let handed = matches!(&polled, Poll::Ready(Some(Ok(f))) if f.is_data())
-            && !self.body.is_end_stream();
+        let this = &mut *self;
+        let polled = if this.rest.is_empty() {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(Frame::data(this.piece(data))))),
+                    Err(frame) => Poll::Ready(Some(Ok(frame))),
+                },
+                other => other,
+            }
+        } else {
+            let rest = std::mem::take(&mut this.rest);
+            Poll::Ready(Some(Ok(Frame::data(this.piece(rest)))))
+        };
+        let handed =
+            matches!(&polled, Poll::Ready(Some(Ok(f))) if f.is_data()) && !this.is_end_stream();
         NOTE.set(if handed { Note::Handed } else { Note::Polled });
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let hint = self.body.size_hint();
+        let rest = self.rest.len() as u64;
+        if rest == 0 {
+            return hint;
+        }
+        // Upper after lower: each setter checks `lower <= upper`.
+        let mut with_rest = SizeHint::new();
+        with_rest.set_lower(hint.lower().saturating_add(rest));
+        if let Some(upper) = hint.upper() {
+            with_rest.set_upper(upper.saturating_add(rest));
+        }
+        with_rest
     }
 }
 
@@ -392,6 +447,63 @@ mod tests {
             assert!(r.guard.is_finished());
             assert_eq!(r.stalled(), 1);
         });
+    }
+
+    /// A body of the given data frames, each ready at once.
+    struct List(std::collections::VecDeque<Bytes>);
+
+    impl HttpBody for List {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(|d| Ok(Frame::data(d))))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    #[test]
+    fn data_is_handed_over_a_record_at_a_time() {
+        rt().block_on(async {
+            let big = Bytes::from(vec![7u8; 3 * DATA_PER_RECORD + 5]);
+            let small = Bytes::from_static(b"tail");
+            let total = (big.len() + small.len()) as u64;
+            let body: Body = List(vec![big.clone(), small.clone()].into()).boxed_unsync();
+            let mut w = Watched::new(body);
+            let mut sizes = Vec::new();
+            let mut got = Vec::new();
+            while let Some(f) = w.frame().await {
+                let d = f.expect("frame").into_data().expect("data");
+                sizes.push(d.len());
+                got.extend_from_slice(&d);
+            }
+            assert_eq!(
+                sizes,
+                [DATA_PER_RECORD, DATA_PER_RECORD, DATA_PER_RECORD, 5, 4]
+            );
+            assert_eq!(got.len() as u64, total);
+            assert_eq!(&got[..big.len()], &big[..]);
+            assert_eq!(&got[big.len()..], &small[..]);
+            assert!(w.is_end_stream());
+        });
+    }
+
+    #[test]
+    fn the_rest_of_a_frame_counts_in_the_size_hint() {
+        let body: Body = http_body_util::Full::new(Bytes::from(vec![0u8; 2 * DATA_PER_RECORD]))
+            .map_err(|e| match e {})
+            .boxed_unsync();
+        let mut w = Watched::new(body);
+        assert_eq!(w.size_hint().exact(), Some(2 * DATA_PER_RECORD as u64));
+        let mut cx = Context::from_waker(Waker::noop());
+        let first = Pin::new(&mut w).poll_frame(&mut cx);
+        assert!(matches!(first, Poll::Ready(Some(Ok(_)))));
+        assert_eq!(w.size_hint().exact(), Some(DATA_PER_RECORD as u64));
+        assert!(!w.is_end_stream());
     }
 
     #[test]
