@@ -208,7 +208,10 @@ where
 {
     let (io, seen) = ReadActivity::new(io);
     let proxy = path.proxy.clone();
-    let svc = service_fn(move |req| WatchResponse::new(proxy.clone().handle(info.clone(), req)));
+    // HTTP/2 data a TLS record at a time (`streams.rs`); HTTP/1.1 bodies as they come.
+    let pieces = !http1_only;
+    let svc =
+        service_fn(move |req| WatchResponse::new(proxy.clone().handle(info.clone(), req), pieces));
     let idle = Duration::from_millis(path.edge.settings().limits.idle_timeout_ms);
     let mut builder = auto::Builder::new(GuardedStreams {
         idle,

@@ -75,27 +75,33 @@ thread_local! {
 pub const DATA_PER_RECORD: usize = (1 << 14) - 9;
 
 /// A response body that notes each poll for its stream's [`StallGuard`] (see the module
-/// docs), and hands its data over in pieces of at most [`DATA_PER_RECORD`] bytes (no copy:
-/// they share the frame's buffer). Polled elsewhere (HTTP/1.1 through hyper), the note is
-/// never read and the pieces are written together.
+/// docs), and, with `pieces`, hands its data over in pieces of at most [`DATA_PER_RECORD`]
+/// bytes (no copy: they share the frame's buffer). Polled elsewhere (HTTP/1.1 through hyper),
+/// the note is never read.
 pub struct Watched {
     body: Body,
     /// What is left of a data frame larger than [`DATA_PER_RECORD`].
     rest: Bytes,
+    /// Whether to hand data over a record at a time: on connections that may be HTTP/2.
+    /// HTTP/1.1 through hyper gets the frames whole (a piece would be a chunk of its own in
+    /// a chunked body).
+    pieces: bool,
 }
 
 impl Watched {
-    /// Wraps `body`.
-    pub fn new(body: Body) -> Watched {
+    /// Wraps `body`; `pieces`: see the field.
+    pub fn new(body: Body, pieces: bool) -> Watched {
         Watched {
             body,
             rest: Bytes::new(),
+            pieces,
         }
     }
 
-    /// The next piece of `data` (all of it when small enough); the rest is kept.
+    /// The next piece of `data` (all of it when small enough, or without `pieces`); the rest
+    /// is kept.
     fn piece(&mut self, mut data: Bytes) -> Bytes {
-        if data.len() > DATA_PER_RECORD {
+        if self.pieces && data.len() > DATA_PER_RECORD {
             self.rest = data.split_off(DATA_PER_RECORD);
         }
         data
@@ -154,13 +160,14 @@ pin_project_lite::pin_project! {
     pub struct WatchResponse<F> {
         #[pin]
         inner: F,
+        pieces: bool,
     }
 }
 
 impl<F> WatchResponse<F> {
-    /// Wraps `inner`.
-    pub fn new(inner: F) -> WatchResponse<F> {
-        WatchResponse { inner }
+    /// Wraps `inner`; `pieces`: [`Watched::new`]'s.
+    pub fn new(inner: F, pieces: bool) -> WatchResponse<F> {
+        WatchResponse { inner, pieces }
     }
 }
 
@@ -171,8 +178,10 @@ where
     type Output = Result<Response<Watched>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let r = ready!(self.project().inner.poll(cx));
-        Poll::Ready(r.map(|resp| resp.map(Watched::new)))
+        let this = self.project();
+        let r = ready!(this.inner.poll(cx));
+        let pieces = *this.pieces;
+        Poll::Ready(r.map(|resp| resp.map(|body| Watched::new(body, pieces))))
     }
 }
 
@@ -367,7 +376,7 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let body: Body = Frames { left: 10, allowed }.boxed_unsync();
         let stream = Stream {
-            body: Watched::new(body),
+            body: Watched::new(body, true),
             window: window.clone(),
             ended: ended.clone(),
         };
@@ -473,7 +482,7 @@ mod tests {
             let small = Bytes::from_static(b"tail");
             let total = (big.len() + small.len()) as u64;
             let body: Body = List(vec![big.clone(), small.clone()].into()).boxed_unsync();
-            let mut w = Watched::new(body);
+            let mut w = Watched::new(body, true);
             let mut sizes = Vec::new();
             let mut got = Vec::new();
             while let Some(f) = w.frame().await {
@@ -493,11 +502,23 @@ mod tests {
     }
 
     #[test]
+    fn without_pieces_frames_are_handed_over_whole() {
+        rt().block_on(async {
+            let big = Bytes::from(vec![7u8; 3 * DATA_PER_RECORD + 5]);
+            let body: Body = List(vec![big.clone()].into()).boxed_unsync();
+            let mut w = Watched::new(body, false);
+            let d = w.frame().await.expect("a frame").expect("data");
+            assert_eq!(d.into_data().expect("data"), big);
+            assert!(w.frame().await.is_none());
+        });
+    }
+
+    #[test]
     fn the_rest_of_a_frame_counts_in_the_size_hint() {
         let body: Body = http_body_util::Full::new(Bytes::from(vec![0u8; 2 * DATA_PER_RECORD]))
             .map_err(|e| match e {})
             .boxed_unsync();
-        let mut w = Watched::new(body);
+        let mut w = Watched::new(body, true);
         assert_eq!(w.size_hint().exact(), Some(2 * DATA_PER_RECORD as u64));
         let mut cx = Context::from_waker(Waker::noop());
         let first = Pin::new(&mut w).poll_frame(&mut cx);
