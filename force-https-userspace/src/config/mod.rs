@@ -443,12 +443,18 @@ mod tests {
                 "idle_timeout_ms = 0",
                 "limits.idle_timeout_ms must be at least 1",
             ),
+            (
+                "idle_timeout_ms = 2147483648",
+                "limits.idle_timeout_ms must be at most 2147483647",
+            ),
         ] {
             let e = parse(&format!("[limits]\n{toml}\n")).unwrap_err();
             assert!(e.to_string().contains(want), "{toml}: {e}");
         }
         let c = parse("[limits]\nidle_timeout_ms = 1\nhead_timeout_ms = 1\n").unwrap();
         assert_eq!((c.limits.idle_timeout_ms, c.limits.head_timeout_ms), (1, 1));
+        let c = parse("[limits]\nidle_timeout_ms = 2147483647\n").unwrap();
+        assert_eq!(c.limits.idle_timeout_ms, 2_147_483_647);
     }
 
     /// The shipped example names every key with its default: it parses, and to the defaults.

@@ -181,7 +181,11 @@ fn redirect(at: &At<'_>, r: &RawRedirect) -> Result<(u16, Option<String>), Confi
     Ok((https_port, default_host))
 }
 
-/// `[limits]`: values that would make the daemon refuse everything.
+/// The longest `limits.idle_timeout_ms`: `i32::MAX` ms, what `TCP_USER_TIMEOUT` takes
+/// (tcp(7)).
+pub const MAX_IDLE_TIMEOUT_MS: u64 = i32::MAX as u64;
+
+/// `[limits]`: values that would make the daemon refuse everything, or fail to start.
 fn limits(at: &At<'_>, limits: &Limits) -> Result<(), ConfigError> {
     if limits.max_connections == 0 {
         return Err(at.err(None, "limits.max_connections must be at least 1".into()));
@@ -197,6 +201,17 @@ fn limits(at: &At<'_>, limits: &Limits) -> Result<(), ConfigError> {
         if ms == 0 {
             return Err(at.err(None, format!("limits.{name} must be at least 1")));
         }
+    }
+    // The listeners' TCP_USER_TIMEOUT is this, and the kernel takes a C `int` of ms: above
+    // it the daemon could not start (EINVAL), though the file was accepted.
+    if limits.idle_timeout_ms > MAX_IDLE_TIMEOUT_MS {
+        return Err(at.err(
+            None,
+            format!(
+                "limits.idle_timeout_ms must be at most {MAX_IDLE_TIMEOUT_MS} (24.8 days, the \
+                 kernel's limit for TCP_USER_TIMEOUT)"
+            ),
+        ));
     }
     Ok(())
 }
