@@ -400,6 +400,17 @@ where
     }
 }
 
+/// A runtime on tokio's paused clock, for unit tests: it jumps to the next timer whenever
+/// every task waits, so the durations tests measure are exact.
+#[cfg(test)]
+pub(crate) fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,15 +436,7 @@ mod tests {
         c.get_mut().graceful += 1;
     }
 
-    /// A runtime on tokio's paused clock: it jumps to the next timer whenever every task
-    /// waits, so the durations below are exact.
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .expect("runtime")
-    }
+    use crate::net::paused_runtime as rt;
 
     const IDLE: Duration = Duration::from_millis(80);
 

@@ -453,6 +453,18 @@ async fn tls_connect(
         .expect("TLS handshake")
 }
 
+/// `fh-backend` arguments: the small body everywhere, and `bytes` bytes at `/big`.
+fn big_backend_args(bytes: &str) -> [&str; 6] {
+    [
+        "--fixed-bytes",
+        "128",
+        "--big-path",
+        "/big",
+        "--big-bytes",
+        bytes,
+    ]
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1267,15 +1279,7 @@ fn clients_that_stop_reading_are_let_go() {
     }
     let ns = Netns::new();
     let pki = Pki::new();
-    let big = [
-        "--fixed-bytes",
-        "128",
-        "--big-path",
-        "/big",
-        "--big-bytes",
-        "268435456",
-    ];
-    let be = Backend::start_with(&ns, "shop", 0, &big);
+    let be = Backend::start_with(&ns, "shop", 0, &big_backend_args(&(256 << 20).to_string()));
     let top = "[limits]\nidle_timeout_ms = 1000\n";
     let d = Daemon::start(&ns, &config(&pki, &be.url(), &be.url(), "", top));
     let held = ns.run_in_client(|| {
@@ -1344,16 +1348,7 @@ fn h2_streams_stalled_by_their_client_are_reset() {
     const BIG: usize = 512 * 1024;
     let ns = Netns::new();
     let pki = Pki::new();
-    let big_bytes = BIG.to_string();
-    let big = [
-        "--fixed-bytes",
-        "128",
-        "--big-path",
-        "/big",
-        "--big-bytes",
-        big_bytes.as_str(),
-    ];
-    let be = Backend::start_with(&ns, "shop", 0, &big);
+    let be = Backend::start_with(&ns, "shop", 0, &big_backend_args(&BIG.to_string()));
     let top = format!("[limits]\nidle_timeout_ms = {}\n", IDLE.as_millis());
     let d = Daemon::start(&ns, &config(&pki, &be.url(), &be.url(), "", &top));
     let (early, stalled, slow, small, active) = ns.run_in_client(|| {

@@ -395,15 +395,7 @@ mod tests {
         }
     }
 
-    /// A runtime on tokio's paused clock: it jumps to the next timer whenever every task
-    /// waits, so the durations below are exact.
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .expect("runtime")
-    }
+    use crate::net::paused_runtime as rt;
 
     /// Lets `d` pass on the paused clock, every task running as its timers fire.
     async fn pass(d: Duration) {
