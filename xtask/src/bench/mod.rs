@@ -482,11 +482,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 }
                 notes.push(match args.veth_queue {
                     VethQueue::None => "Transmit queues (`--veth-queue none`, the default): veth's own `noqueue`, as in every earlier run: a frame sent while the receiving end's 256-frame ring is full is dropped and TCP sends it again (`rtx/r`); with large responses, retransmission timeouts then set the p99 (BENCHMARKS.md, run X).".into(),
-                    q => format!(
-                        "Transmit queues (`--veth-queue {}`): the edge end{} of every peer's veth get{} `{}` (1,000 frames), the queue a NIC has; veth stops it while the receiving end's ring is full, so a burst waits instead of being dropped.",
-                        if q == VethQueue::Fifo { "fifo" } else { "edge" },
-                        if q == VethQueue::Fifo { " and the client end" } else { "" },
-                        if q == VethQueue::Fifo { "" } else { "s" },
+                    VethQueue::Edge => format!(
+                        "Transmit queues (`--veth-queue edge`): the edge end of every peer's veth gets `{}` (1,000 frames), the queue a NIC has; veth stops it while the receiving end's ring is full, so a burst waits instead of being dropped.",
+                        topology::VETH_QDISC
+                    ),
+                    VethQueue::Fifo => format!(
+                        "Transmit queues (`--veth-queue fifo`): both ends of every peer's veth get `{}` (1,000 frames), the queue a NIC has; veth stops it while the receiving end's ring is full, so a burst waits instead of being dropped.",
                         topology::VETH_QDISC
                     ),
                 });

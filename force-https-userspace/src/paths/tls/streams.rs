@@ -281,10 +281,27 @@ mod tests {
         task::Waker,
     };
 
-    /// A body of 10 data frames, each ready once the test allows it (`allowed`).
+    /// A body of the given data frames: the first `ready` are ready at once, the rest never.
     struct Frames {
-        left: usize,
-        allowed: usize,
+        frames: std::collections::VecDeque<Bytes>,
+        ready: usize,
+    }
+
+    impl Frames {
+        /// `n` frames of 4 bytes, `ready` of them ready.
+        fn small(n: usize, ready: usize) -> Frames {
+            let frames = (0..n).map(|_| Bytes::from_static(b"data")).collect();
+            Frames { frames, ready }
+        }
+
+        /// `frames`, all ready.
+        fn of(frames: Vec<Bytes>) -> Frames {
+            let ready = frames.len();
+            Frames {
+                frames: frames.into(),
+                ready,
+            }
+        }
     }
 
     impl HttpBody for Frames {
@@ -294,23 +311,21 @@ mod tests {
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            if self.left == 0 {
+            if self.frames.is_empty() {
                 return Poll::Ready(None);
             }
-            if self.allowed == 0 {
+            if self.ready == 0 {
                 return Poll::Pending;
             }
-            self.allowed -= 1;
-            self.left -= 1;
-            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"data")))))
+            self.ready -= 1;
+            Poll::Ready(self.frames.pop_front().map(|d| Ok(Frame::data(d))))
         }
         fn is_end_stream(&self) -> bool {
-            self.left == 0
+            self.frames.is_empty()
         }
     }
 
     /// A stream's flow-control window, in frames, and the task waiting for it.
-    #[derive(Default)]
     struct Window {
         room: usize,
         waker: Option<Waker>,
@@ -374,7 +389,7 @@ mod tests {
         let window = Arc::new(Mutex::new(Window { room, waker: None }));
         let ended = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(Metrics::default());
-        let body: Body = Frames { left: 10, allowed }.boxed_unsync();
+        let body: Body = Frames::small(10, allowed).boxed_unsync();
         let stream = Stream {
             body: Watched::new(body, true),
             window: window.clone(),
@@ -450,30 +465,13 @@ mod tests {
         });
     }
 
-    /// A body of the given data frames, each ready at once.
-    struct List(std::collections::VecDeque<Bytes>);
-
-    impl HttpBody for List {
-        type Data = Bytes;
-        type Error = BoxError;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.0.pop_front().map(|d| Ok(Frame::data(d))))
-        }
-        fn is_end_stream(&self) -> bool {
-            self.0.is_empty()
-        }
-    }
-
     #[test]
     fn data_is_handed_over_a_record_at_a_time() {
         rt().block_on(async {
             let big = Bytes::from(vec![7u8; 3 * DATA_PER_RECORD + 5]);
             let small = Bytes::from_static(b"tail");
             let total = (big.len() + small.len()) as u64;
-            let body: Body = List(vec![big.clone(), small.clone()].into()).boxed_unsync();
+            let body: Body = Frames::of(vec![big.clone(), small.clone()]).boxed_unsync();
             let mut w = Watched::new(body, true);
             let mut sizes = Vec::new();
             let mut got = Vec::new();
@@ -497,7 +495,7 @@ mod tests {
     fn without_pieces_frames_are_handed_over_whole() {
         rt().block_on(async {
             let big = Bytes::from(vec![7u8; 3 * DATA_PER_RECORD + 5]);
-            let body: Body = List(vec![big.clone()].into()).boxed_unsync();
+            let body: Body = Frames::of(vec![big.clone()]).boxed_unsync();
             let mut w = Watched::new(body, false);
             let d = w.frame().await.expect("a frame").expect("data");
             assert_eq!(d.into_data().expect("data"), big);
