@@ -140,10 +140,36 @@ impl Phase {
         matches!(self, Phase::RedirectNewConn | Phase::RedirectKeepalive)
     }
 
+    /// Whether the phase can run at a fixed rate (`--rate`): every phase but the two that open
+    /// a connection per request, which h2load cannot do (it keeps its connections).
+    pub fn takes_rate(self) -> bool {
+        !matches!(self, Phase::RedirectNewConn | Phase::HttpsNewConn)
+    }
+
+    /// Whether the load generator is h2load: the HTTP/2 phases, and every phase at a fixed
+    /// rate (else wrk).
+    pub fn uses_h2load(self, rate: Option<u32>) -> bool {
+        self.is_h2() || (rate.is_some() && self.takes_rate())
+    }
+
     /// The load generator's command line (without the namespace and CPU pinning).
-    /// `log` is h2load's per-request log file.
-    pub fn command_line(self, duration_s: u64, log: &Path, in_flight: u32) -> Vec<String> {
-        let (h2_connections, h2_streams) = h2_split(in_flight);
+    /// `log` is h2load's per-request log file. `rate` (`--rate`): requests per second in all,
+    /// spread evenly over the connections with h2load's `--rps` (per connection), HTTP/1.1
+    /// phases then with `h2load --h1 -m1` instead of wrk; ignored for the phases that do not
+    /// [take a rate](Self::takes_rate).
+    pub fn command_line(
+        self,
+        duration_s: u64,
+        log: &Path,
+        in_flight: u32,
+        rate: Option<u32>,
+    ) -> Vec<String> {
+        let rate = rate.filter(|_| self.takes_rate());
+        let (connections, streams) = if self.is_h2() {
+            h2_split(in_flight)
+        } else {
+            (in_flight, 1)
+        };
         let wrk = |url: String, close: bool| {
             let mut v: Vec<String> = [
                 "wrk",
@@ -165,31 +191,50 @@ impl Phase {
             v
         };
         let h2load = |url: String| {
-            vec![
+            let mut v: Vec<String> = vec![
                 "h2load".into(),
                 "-t1".into(),
-                format!("-c{h2_connections}"),
-                format!("-m{h2_streams}"),
+                format!("-c{connections}"),
+                format!("-m{streams}"),
+            ];
+            if !self.is_h2() {
+                v.push("--h1".into());
+            }
+            if let Some(rate) = rate {
+                v.push(format!("--rps={}", per_connection_rate(rate, connections)));
+            }
+            v.extend([
                 "-D".into(),
                 duration_s.to_string(),
                 format!("--log-file={}", log.display()),
                 url,
-            ]
+            ]);
+            v
         };
         let http = format!("http://{HOST}/");
         let https = format!("https://{HOST}/");
-        let big = format!("https://{HOST}{BIG_PATH}");
-        match self {
-            Phase::RedirectNewConn => wrk(http, true),
-            Phase::RedirectKeepalive => wrk(http, false),
-            Phase::HttpsH1 => wrk(https, false),
-            Phase::HttpsNewConn => wrk(https, true),
-            Phase::HttpsH2 => h2load(https),
-            Phase::HttpProxiedKeepalive => wrk(format!("http://{PLAIN_HOST}/"), false),
-            Phase::HttpsH1Big => wrk(big.clone(), false),
-            Phase::HttpsH2Big => h2load(big),
+        let (url, close) = match self {
+            Phase::RedirectNewConn => (http, true),
+            Phase::RedirectKeepalive => (http, false),
+            Phase::HttpsH1 | Phase::HttpsH2 => (https, false),
+            Phase::HttpsNewConn => (https, true),
+            Phase::HttpProxiedKeepalive => (format!("http://{PLAIN_HOST}/"), false),
+            Phase::HttpsH1Big | Phase::HttpsH2Big => (format!("https://{HOST}{BIG_PATH}"), false),
+        };
+        if self.uses_h2load(rate) {
+            h2load(url)
+        } else {
+            wrk(url, close)
         }
     }
+}
+
+/// h2load's `--rps` (requests a second per connection) for `rate` in all over `connections`,
+/// to a thousandth.
+pub fn per_connection_rate(rate: u32, connections: u32) -> String {
+    let per = f64::from(rate) / f64::from(connections.max(1));
+    let s = format!("{per:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// What one load run reported.
@@ -317,8 +362,9 @@ pub fn parse_wrk(out: &str) -> Result<LoadOutput> {
     Ok(r)
 }
 
-/// Parses h2load's summary; `Err` when it did not speak h2.
-pub fn parse_h2load(out: &str) -> Result<LoadOutput> {
+/// Parses h2load's summary; `Err` when it did not negotiate `protocol` (`h2`, or `http/1.1`
+/// with `--h1`).
+pub fn parse_h2load(out: &str, protocol_wanted: &str) -> Result<LoadOutput> {
     let mut r = LoadOutput::default();
     let mut saw_requests = false;
     let mut protocol = None;
@@ -371,9 +417,8 @@ pub fn parse_h2load(out: &str) -> Result<LoadOutput> {
     if !saw_requests {
         bail!("no `requests:` line in h2load's output");
     }
-    match protocol.as_deref() {
-        Some("h2") => {}
-        other => bail!("h2load did not negotiate h2 (application protocol {other:?})"),
+    if protocol.as_deref() != Some(protocol_wanted) {
+        bail!("h2load did not negotiate {protocol_wanted} (application protocol {protocol:?})");
     }
     Ok(r)
 }
@@ -441,6 +486,8 @@ pub struct LoadGen<'a> {
     pub no_resume: Option<&'a Path>,
     /// Requests in flight (`--in-flight`).
     pub in_flight: u32,
+    /// `--rate`: requests per second in all, or `None` for as many as the peer serves.
+    pub rate: Option<u32>,
 }
 
 /// Waits for a load generator started from `line`, killing it (and reaping it) when it runs
@@ -476,7 +523,7 @@ impl LoadGen<'_> {
         let scratch = self.scratch;
         let log = scratch.join("h2load-requests.log");
         let _ = std::fs::remove_file(&log);
-        let line = phase.command_line(duration_s, &log, self.in_flight);
+        let line = phase.command_line(duration_s, &log, self.in_flight, self.rate);
         let mut c = netns::exec(self.client_ns, "taskset");
         c.args(["-c", &CLIENT_CPU.to_string()]).args(&line);
         if phase == Phase::HttpsNewConn
@@ -507,8 +554,9 @@ impl LoadGen<'_> {
         if !status.success() {
             bail!("`{}` failed ({status}):\n{}", line.join(" "), text.trim());
         }
-        let parsed = if phase.is_h2() {
-            let mut r = parse_h2load(&text)?;
+        let parsed = if phase.uses_h2load(self.rate) {
+            let protocol = if phase.is_h2() { "h2" } else { "http/1.1" };
+            let mut r = parse_h2load(&text, protocol)?;
             let log_text = std::fs::read_to_string(&log).unwrap_or_default();
             (r.p50_us, r.p99_us) = h2load_log_percentiles(&log_text);
             let _ = std::fs::remove_file(&log);
@@ -526,7 +574,12 @@ impl LoadGen<'_> {
 
     /// The exact shell line of a phase, as shown in the report.
     pub fn shown_command(&self, phase: Phase, duration_s: u64) -> String {
-        let line = phase.command_line(duration_s, Path::new("REQUESTS.log"), self.in_flight);
+        let line = phase.command_line(
+            duration_s,
+            Path::new("REQUESTS.log"),
+            self.in_flight,
+            self.rate,
+        );
         let mut c = Command::new("taskset");
         c.args(["-c", &CLIENT_CPU.to_string()]).args(&line);
         if phase == Phase::HttpsNewConn && self.no_resume.is_some() {
@@ -593,7 +646,7 @@ time for request:      123us     12.34ms      1.23ms       456us    78.90%
 
     #[test]
     fn h2load_output() {
-        let r = parse_h2load(H2LOAD).unwrap();
+        let r = parse_h2load(H2LOAD, "h2").unwrap();
         assert_eq!(r.requests, 456700);
         assert!((r.seconds - 10.0).abs() < 1e-9);
         assert!((r.rps - 45678.9).abs() < 1e-9);
@@ -601,8 +654,10 @@ time for request:      123us     12.34ms      1.23ms       456us    78.90%
         assert_eq!(r.bad_status, 89);
         assert_eq!(r.bytes, Some(59538432));
         let h1 = H2LOAD.replace("Application protocol: h2", "Application protocol: http/1.1");
-        assert!(parse_h2load(&h1).is_err());
-        assert!(parse_h2load("connect failed").is_err());
+        assert!(parse_h2load(&h1, "h2").is_err());
+        assert_eq!(parse_h2load(&h1, "http/1.1").unwrap().requests, 456700);
+        assert!(parse_h2load(H2LOAD, "http/1.1").is_err());
+        assert!(parse_h2load("connect failed", "h2").is_err());
     }
 
     #[test]
@@ -628,6 +683,7 @@ time for request:      123us     12.34ms      1.23ms       456us    78.90%
             scratch: &dir,
             no_resume: Some(Path::new("/x/wrk-no-resume.so")),
             in_flight: IN_FLIGHT,
+            rate: None,
         };
         assert!(
             g.shown_command(Phase::HttpsNewConn, 10)
@@ -655,25 +711,63 @@ time for request:      123us     12.34ms      1.23ms       456us    78.90%
         let p = Path::new("/t/l.log");
         assert_eq!(
             Phase::RedirectNewConn
-                .command_line(5, p, IN_FLIGHT)
+                .command_line(5, p, IN_FLIGHT, None)
                 .join(" "),
             "wrk -t1 -c64 -d5s --latency --timeout 5s -H Connection: close http://bench.example/"
         );
         assert_eq!(
-            Phase::HttpsH1.command_line(5, p, IN_FLIGHT).join(" "),
+            Phase::HttpsH1.command_line(5, p, IN_FLIGHT, None).join(" "),
             "wrk -t1 -c64 -d5s --latency --timeout 5s https://bench.example/"
         );
         assert_eq!(
-            Phase::HttpsH2.command_line(5, p, IN_FLIGHT).join(" "),
+            Phase::HttpsH2.command_line(5, p, IN_FLIGHT, None).join(" "),
             "h2load -t1 -c16 -m4 -D 5 --log-file=/t/l.log https://bench.example/"
         );
         assert_eq!(h2_split(IN_FLIGHT), (16, H2_STREAMS));
         assert_eq!(h2_split(512), (64, 8));
         assert_eq!(
-            Phase::HttpsH2.command_line(5, p, 512).join(" "),
+            Phase::HttpsH2.command_line(5, p, 512, None).join(" "),
             "h2load -t1 -c64 -m8 -D 5 --log-file=/t/l.log https://bench.example/"
         );
         assert!(Phase::RedirectKeepalive.is_redirect() && !Phase::HttpsNewConn.is_redirect());
+    }
+
+    #[test]
+    fn fixed_rate_commands() {
+        let p = Path::new("/t/l.log");
+        let at = |ph: Phase, in_flight: u32| ph.command_line(5, p, in_flight, Some(400)).join(" ");
+        assert_eq!(
+            at(Phase::HttpsH1Big, IN_FLIGHT),
+            "h2load -t1 -c64 -m1 --h1 --rps=6.25 -D 5 --log-file=/t/l.log https://bench.example/big"
+        );
+        assert_eq!(
+            at(Phase::HttpsH2Big, IN_FLIGHT),
+            "h2load -t1 -c16 -m4 --rps=25 -D 5 --log-file=/t/l.log https://bench.example/big"
+        );
+        assert_eq!(
+            at(Phase::HttpProxiedKeepalive, 3),
+            "h2load -t1 -c3 -m1 --h1 --rps=133.333 -D 5 --log-file=/t/l.log http://plain.bench.example/"
+        );
+        assert_eq!(
+            at(Phase::RedirectKeepalive, IN_FLIGHT),
+            "h2load -t1 -c64 -m1 --h1 --rps=6.25 -D 5 --log-file=/t/l.log http://bench.example/"
+        );
+        // The phases that open a connection per request keep wrk, without a rate.
+        for ph in [Phase::RedirectNewConn, Phase::HttpsNewConn] {
+            assert!(!ph.takes_rate() && !ph.uses_h2load(Some(400)));
+            assert_eq!(
+                ph.command_line(5, p, IN_FLIGHT, Some(400)),
+                ph.command_line(5, p, IN_FLIGHT, None)
+            );
+        }
+        for ph in Phase::ALL {
+            assert_eq!(ph.uses_h2load(Some(1)), ph.takes_rate(), "{ph:?}");
+            assert_eq!(ph.uses_h2load(None), ph.is_h2(), "{ph:?}");
+        }
+        assert_eq!(per_connection_rate(400, 64), "6.25");
+        assert_eq!(per_connection_rate(400, 16), "25");
+        assert_eq!(per_connection_rate(1, 3), "0.333");
+        assert_eq!(per_connection_rate(5, 0), "5");
     }
 
     #[test]
@@ -681,27 +775,31 @@ time for request:      123us     12.34ms      1.23ms       456us    78.90%
         let p = Path::new("/t/l.log");
         assert_eq!(
             Phase::HttpProxiedKeepalive
-                .command_line(5, p, IN_FLIGHT)
+                .command_line(5, p, IN_FLIGHT, None)
                 .join(" "),
             "wrk -t1 -c64 -d5s --latency --timeout 5s http://plain.bench.example/"
         );
         assert_eq!(
-            Phase::HttpsH1Big.command_line(5, p, IN_FLIGHT).join(" "),
+            Phase::HttpsH1Big
+                .command_line(5, p, IN_FLIGHT, None)
+                .join(" "),
             "wrk -t1 -c64 -d5s --latency --timeout 5s https://bench.example/big"
         );
         assert_eq!(
-            Phase::HttpsH2Big.command_line(5, p, IN_FLIGHT).join(" "),
+            Phase::HttpsH2Big
+                .command_line(5, p, IN_FLIGHT, None)
+                .join(" "),
             "h2load -t1 -c16 -m4 -D 5 --log-file=/t/l.log https://bench.example/big"
         );
         assert_eq!(
-            Phase::HttpsH2Big.command_line(5, p, 1024).join(" "),
+            Phase::HttpsH2Big.command_line(5, p, 1024, None).join(" "),
             "h2load -t1 -c128 -m8 -D 5 --log-file=/t/l.log https://bench.example/big"
         );
         for ph in Phase::ALL {
             assert!(!ph.is_redirect() || !ph.is_plain_proxied(), "{ph:?}");
             assert_eq!(
                 ph.is_h2(),
-                ph.command_line(5, p, IN_FLIGHT)[0] == "h2load",
+                ph.command_line(5, p, IN_FLIGHT, None)[0] == "h2load",
                 "{ph:?}"
             );
             assert_eq!(ph.is_big(), ph.name().ends_with("-1mib"), "{ph:?}");

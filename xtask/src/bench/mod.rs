@@ -222,6 +222,18 @@ pub struct BenchArgs {
     /// X). The report's `rtx/r` and `seg/r` show the edge's retransmitted and sent segments.
     #[arg(long, value_enum, default_value_t = VethQueue::None)]
     pub veth_queue: VethQueue,
+    /// A fixed load: every phase's load generator sends N requests a second in all, whatever
+    /// the peer serves, so that the peers' latency (p50/p99) and CPU per request compare at
+    /// the same load (issue 15's tail target) instead of each at its own top rate. h2load
+    /// spreads the rate over its connections (`--rps`, per connection); the HTTP/1.1 phases
+    /// then run `h2load --h1 -m1` instead of wrk, with as many connections as `--in-flight`.
+    /// Pick N under every peer's top rate (about two thirds of the slowest): a pass that
+    /// serves under 95% of it is flagged, its latency then leaves out the time requests waited
+    /// to be sent. Without `--phases`: every phase but the two that open a connection per
+    /// request, which h2load cannot run (they are refused).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000),
+          conflicts_with_all = ["instructions", "syn_flood", "only_scale"])]
+    pub rate: Option<u32>,
 }
 
 /// `--veth-queue`.
@@ -303,6 +315,8 @@ impl BenchArgs {
     fn phases(&self) -> Vec<Phase> {
         if self.phases.is_empty() && self.instructions.is_some() {
             instructions::PHASES.to_vec()
+        } else if self.phases.is_empty() && self.rate.is_some() {
+            Phase::ALL.into_iter().filter(|p| p.takes_rate()).collect()
         } else if self.phases.is_empty() {
             Phase::ALL.to_vec()
         } else {
@@ -313,6 +327,37 @@ impl BenchArgs {
                 .collect()
         }
     }
+}
+
+/// `--rate`: refuses a phase that cannot run at a fixed rate, and a rate under h2load's
+/// smallest per-connection rate (a thousandth of a request a second) at some point.
+fn check_rate(rate: u32, phases: &[Phase], points: &[u32]) -> Result<()> {
+    if let Some(p) = phases.iter().find(|p| !p.takes_rate()) {
+        bail!(
+            "--rate: phase {} opens a connection per request, which h2load (the fixed-rate load \
+             generator) cannot do; leave it out of --phases",
+            p.name()
+        );
+    }
+    for &in_flight in points {
+        for &phase in phases {
+            let connections = if phase.is_h2() {
+                load::h2_split(in_flight).0
+            } else {
+                in_flight
+            };
+            if f64::from(rate) / f64::from(connections) < 0.001 {
+                bail!(
+                    "--rate {rate}: {} connections of phase {} at {in_flight} in flight would \
+                     each send under 0.001 requests a second, h2load's smallest rate; raise \
+                     --rate or lower --in-flight",
+                    connections,
+                    phase.name()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn dedup<T: PartialEq + Copy>(v: &[T]) -> Vec<T> {
@@ -385,6 +430,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.instructions.is_some() {
         instructions::check_selection(&peers, &phases)?;
     }
+    if let Some(rate) = args.rate {
+        check_rate(rate, &phases, &points)?;
+    }
 
     setup::run()?;
     check_interrupted()?;
@@ -456,6 +504,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             in_flight: points.first().copied().unwrap_or(args.in_flight),
             rounds: args.rounds,
             paired: args.paired,
+            rate: args.rate,
             sweep: if points.len() > 1 {
                 points.clone()
             } else {
@@ -478,6 +527,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     notes.push(format!(
                         "Interrupt coalescing (`--napi-defer-hard-irqs {defer} --gro-flush-timeout {timeout}`), on both veth ends for every peer: napi_defer_hard_irqs = {defer}, gro_flush_timeout = {timeout} ns. A veth that was busy is polled again from a timer after {:.0} µs instead of being woken by the next frame sent to it.",
                         timeout as f64 / 1000.0
+                    ));
+                }
+                if let Some(rate) = args.rate {
+                    notes.push(format!(
+                        "Fixed rate (`--rate {rate}`): every phase's load generator sends {rate} requests a second in all, whatever the peer, so latency and CPU per request compare at the same load; h2load spreads it over its connections (`--rps`, per connection), and the HTTP/1.1 phases run `h2load --h1 -m1` with {} connections instead of wrk. Latency is h2load's per-request duration from its log, from the request's start: a pass under 95% of the rate is flagged, as its latency then leaves out the time requests waited to be sent. The rate ratios are then ~1 by design: compare CPU per request and p99.",
+                        points.first().copied().unwrap_or(args.in_flight)
                     ));
                 }
                 notes.push(match args.veth_queue {
@@ -659,6 +714,10 @@ fn bench_round(
                 }
             }
             for ph in &r.phases {
+                results
+                    .meta
+                    .warnings
+                    .extend(ph.rate_shortfall(env.args.rate, &name));
                 if let Some(s) = &ph.summary {
                     if s.not_quiet {
                         results.meta.warnings.push(format!(
@@ -974,6 +1033,7 @@ fn peer_run<'a>(
             scratch: dir,
             no_resume: env.no_resume.as_deref(),
             in_flight,
+            rate: env.args.rate,
         },
         out_dir: &env.out_dir,
     }
@@ -1611,6 +1671,10 @@ fn bench_paired(
             }
             for ((_, r), mut pr) in live.iter_mut().zip(prs) {
                 pr.summary = report::summarize(&pr.passes, SPREAD_LIMIT_PCT);
+                results
+                    .meta
+                    .warnings
+                    .extend(pr.rate_shortfall(args.rate, &name(r.peer)));
                 if pr.summary.as_ref().is_some_and(|s| s.not_quiet) {
                     results.meta.warnings.push(format!(
                         "{} / {}: the machine was not quiet (< {:.0}% per CPU) before some slice",
@@ -1851,6 +1915,8 @@ mod tests {
             load: load::LoadOutput {
                 requests: 1000,
                 rps,
+                // A p99 that follows the rate, so that its ratios are the rate's.
+                p99_us: Some(rps * 10.0),
                 ..load::LoadOutput::default()
             },
             edge_us_per_req: 1e6 / rps,
@@ -2002,10 +2068,15 @@ mod tests {
             md.contains("## force-https against each peer, slice by slice"),
             "{md}"
         );
+        // The p99 ratio comes last (here it follows the rate), and is left out when a pass
+        // has no p99.
         assert!(
-            md.contains("| force-https / https-h1 | haproxy | 0.94 [0.91–0.98] (0.90–0.99) |"),
+            md.contains("| force-https / https-h1 | haproxy | 0.94 [0.91–0.98] (0.90–0.99) | 1.06 [1.02–1.10] (1.01–1.11) | 0.94 [0.91–0.98] (0.90–0.99) |"),
             "{md}"
         );
+        results.peers[0].phases[0].passes[4].load.p99_us = None;
+        let md = report::markdown(&results, &[Phase::HttpsH1]);
+        assert!(md.contains("(1.01–1.11) | – |"), "{md}");
         // Paired slices conflict with the other ways of repeating passes.
         for other in [&["--passes", "3"][..], &["--rounds", "3"]] {
             let mut argv = vec!["x", "--paired", "20"];
@@ -2023,6 +2094,58 @@ mod tests {
             (t.b.paired, t.b.in_flights()),
             (Some(20), vec![64, 512, 1024])
         );
+    }
+
+    #[test]
+    fn fixed_rate() {
+        // Without --phases, --rate runs every phase h2load can run at a fixed rate.
+        let t = T::try_parse_from(["x", "--rate", "400"]).unwrap();
+        assert_eq!(t.b.rate, Some(400));
+        let phases = t.b.phases();
+        assert!(
+            !phases.contains(&Phase::RedirectNewConn) && !phases.contains(&Phase::HttpsNewConn)
+        );
+        assert_eq!(phases.len(), Phase::ALL.len() - 2);
+        assert!(check_rate(400, &phases, &[64, 1024]).is_ok());
+        // A phase that opens a connection per request is refused, with its name.
+        let e = check_rate(400, &[Phase::HttpsH1, Phase::HttpsNewConn], &[64]).unwrap_err();
+        assert!(e.to_string().contains("https-new-conn"), "{e}");
+        // h2load's smallest per-connection rate is a thousandth of a request a second.
+        assert!(check_rate(1, &[Phase::HttpsH2], &[64]).is_ok());
+        let e = check_rate(1, &[Phase::HttpsH1], &[2048]).unwrap_err();
+        assert!(e.to_string().contains("2048 connections"), "{e}");
+        for bad in [
+            &["--rate", "0"][..],
+            &["--rate", "x"],
+            &["--rate", "5", "--syn-flood"],
+        ] {
+            let mut argv = vec!["x"];
+            argv.extend_from_slice(bad);
+            assert!(T::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+        // A pass under 95% of the rate is flagged.
+        let mut pr = PhaseResult {
+            phase: Phase::HttpsH1Big,
+            command: String::new(),
+            passes: Vec::new(),
+            discarded: Vec::new(),
+            summary: None,
+            error: None,
+        };
+        for rps in [399.0, 380.0, 300.0] {
+            pr.passes.push(Pass {
+                load: load::LoadOutput {
+                    rps,
+                    ..load::LoadOutput::default()
+                },
+                ..Pass::default()
+            });
+        }
+        assert_eq!(pr.rate_shortfall(None, "nginx"), None);
+        let w = pr.rate_shortfall(Some(400), "nginx").unwrap();
+        assert!(w.starts_with("nginx / https-h1-1mib: 1 of 3 passes served under 95% of --rate 400 (lowest 300 requests/s)"), "{w}");
+        pr.passes.truncate(2);
+        assert_eq!(pr.rate_shortfall(Some(400), "nginx"), None);
     }
 
     #[test]

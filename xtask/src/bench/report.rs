@@ -49,6 +49,8 @@ pub struct Meta {
     pub rounds: Option<u64>,
     /// `--paired`: the passes are slices (pass i of every peer is slice i + 1, seconds apart).
     pub paired: Option<u64>,
+    /// `--rate`: requests per second every phase was driven at (`None`: as fast as served).
+    pub rate: Option<u32>,
     pub method: Vec<String>,
     pub warnings: Vec<String>,
     pub interrupted: bool,
@@ -109,6 +111,31 @@ pub struct PhaseResult {
     pub discarded: Vec<Pass>,
     pub summary: Option<PhaseSummary>,
     pub error: Option<String>,
+}
+
+/// The share of `--rate` a pass must serve for its latency to count as at that rate.
+pub const RATE_HELD: f64 = 0.95;
+
+impl PhaseResult {
+    /// With `--rate`: a warning when some passes served under [`RATE_HELD`] of it (the peer
+    /// could not keep up, so their latency leaves out the wait before sending).
+    pub fn rate_shortfall(&self, rate: Option<u32>, peer: &str) -> Option<String> {
+        let rate = f64::from(rate.filter(|_| self.phase.takes_rate())?);
+        let short: Vec<f64> = self
+            .passes
+            .iter()
+            .map(|p| p.load.rps)
+            .filter(|&rps| rps < RATE_HELD * rate)
+            .collect();
+        let lowest = short.iter().copied().reduce(f64::min)?;
+        Some(format!(
+            "{peer} / {}: {} of {} passes served under {:.0}% of --rate {rate} (lowest {lowest:.0} requests/s): over this peer's top rate, so their latency is not at that load",
+            self.phase.name(),
+            short.len(),
+            self.passes.len(),
+            RATE_HELD * 100.0
+        ))
+    }
 }
 
 /// The quiet-machine check before a pass.
@@ -366,6 +393,10 @@ pub struct PairedRatio {
     /// 95% confidence intervals for the medians of `rps` and `cpu` (`None` under 6 rounds).
     pub rps_ci: Option<(f64, f64)>,
     pub cpu_ci: Option<(f64, f64)>,
+    /// force-https's p99 latency over the other's, per round (`None` when a pass has none),
+    /// with its interval: issue 15's tail target, met at 95% when the interval is under 1.
+    pub p99: Option<Spread>,
+    pub p99_ci: Option<(f64, f64)>,
 }
 
 /// The per-round ratios of every force-https peer to every other peer at the same requests
@@ -393,9 +424,15 @@ pub fn paired_ratios(peers: &[PeerResult], phases: &[Phase]) -> Vec<PairedRatio>
                     .map(|(x, y)| x.load.rps / y.load.rps)
                     .collect();
                 let cpu: Vec<f64> = pairs
+                    .clone()
                     .map(|(x, y)| x.edge_us_per_req / y.edge_us_per_req)
                     .collect();
+                let p99: Option<Vec<f64>> = pairs
+                    .map(|(x, y)| Some(x.load.p99_us? / y.load.p99_us?))
+                    .collect();
                 let (rps_ci, cpu_ci) = (median_ci95(&rps), median_ci95(&cpu));
+                let p99_ci = p99.as_deref().and_then(median_ci95);
+                let p99 = p99.as_deref().and_then(spread);
                 let (Some(rps), Some(cpu)) = (spread(&rps), spread(&cpu)) else {
                     continue;
                 };
@@ -411,6 +448,8 @@ pub fn paired_ratios(peers: &[PeerResult], phases: &[Phase]) -> Vec<PairedRatio>
                     cpu,
                     rps_ci,
                     cpu_ci,
+                    p99,
+                    p99_ci,
                 });
             }
         }
@@ -723,17 +762,17 @@ fn timed_tables(o: &mut String, r: &Results, phases: &[Phase]) {
     let pairs = paired_ratios(&r.peers, phases);
     let heading = match (r.meta.rounds, r.meta.paired) {
         (_, Some(_)) => Some(
-            "## force-https against each peer, slice by slice\n\nEvery peer ran at once (each idle but when under load) and got one pass per slice, back to back, so a slice's ratio compares passes seconds apart: force-https's requests/s and edge CPU per request over the other peer's, per slice. Each cell: the median of the slices, `[` its 95% confidence interval `]` (sign test; a target is met at 95% when the whole interval is on its side), then the range of single slices.",
+            "## force-https against each peer, slice by slice\n\nEvery peer ran at once (each idle but when under load) and got one pass per slice, back to back, so a slice's ratio compares passes seconds apart: force-https's requests/s, edge CPU per request and p99 latency over the other peer's, per slice. Each cell: the median of the slices, `[` its 95% confidence interval `]` (sign test; a target is met at 95% when the whole interval is on its side), then the range of single slices.",
         ),
         (Some(_), None) => Some(
-            "## force-https against each peer, round by round\n\nIn a round every peer ran back to back, so the ratio within a round is the comparison a drifting machine disturbs least: force-https's requests/s and edge CPU per request over the other peer's, per round; the median of the rounds, `[` its 95% confidence interval `]` from 6 rounds on, then their range.",
+            "## force-https against each peer, round by round\n\nIn a round every peer ran back to back, so the ratio within a round is the comparison a drifting machine disturbs least: force-https's requests/s, edge CPU per request and p99 latency over the other peer's, per round; the median of the rounds, `[` its 95% confidence interval `]` from 6 rounds on, then their range.",
         ),
         (None, None) => None,
     };
     if let Some(heading) = heading.filter(|_| !pairs.is_empty()) {
         o.push_str(heading);
         o.push_str(
-            "\n\n| phase | against | requests/s ratio | edge CPU ratio |\n|---|---|---:|---:|\n",
+            "\n\n| phase | against | requests/s ratio | edge CPU ratio | p99 ratio |\n|---|---|---:|---:|---:|\n",
         );
         let cell = |s: &Spread, ci: Option<(f64, f64)>| {
             let ci = ci.map_or(String::new(), |(a, b)| format!(" [{a:.2}–{b:.2}]"));
@@ -742,11 +781,12 @@ fn timed_tables(o: &mut String, r: &Results, phases: &[Phase]) {
         for p in &pairs {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 p.label,
                 p.other,
                 cell(&p.rps, p.rps_ci),
-                cell(&p.cpu, p.cpu_ci)
+                cell(&p.cpu, p.cpu_ci),
+                p.p99.as_ref().map_or("–".into(), |s| cell(s, p.p99_ci))
             );
         }
         o.push('\n');
