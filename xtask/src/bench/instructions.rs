@@ -184,8 +184,8 @@ fn control(pids: &[u32], args: &[&str]) -> Result<()> {
 }
 
 /// Dumps the counters of `pids` and returns the sum of the new dump files' totals, once each
-/// has written its file.
-fn dump(pids: &[u32], dir: &Path) -> Result<u64> {
+/// has written its file, and the files' names.
+fn dump(pids: &[u32], dir: &Path) -> Result<(u64, Vec<String>)> {
     let before = dumps(dir);
     control(pids, &["--dump"])?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -198,7 +198,7 @@ fn dump(pids: &[u32], dir: &Path) -> Result<u64> {
                 .map(|n| dump_total(&std::fs::read_to_string(dir.join(n)).unwrap_or_default()))
                 .collect();
             if let Some(t) = totals {
-                return Ok(t.iter().sum());
+                return Ok((t.iter().sum(), new));
             }
         }
         if Instant::now() > deadline {
@@ -238,9 +238,24 @@ fn load(client_ns: &str, phase: Phase, n: u64) -> Result<()> {
     Ok(())
 }
 
+/// Where a phase's profile is kept: the dump of its 2N-request run, per function, for
+/// `callgrind_annotate` (a peer of several processes gets one file each: `.1`, `.2`, …).
+pub fn profile_name(peer: &str, phase: Phase) -> String {
+    format!("callgrind.{peer}.{}", phase.name())
+}
+
 /// Counts every phase of `phases` that can be counted, on the peer whose process is `root`
-/// (valgrind's), writing dumps into `dir`.
-pub fn measure(client_ns: &str, root: u32, dir: &Path, phases: &[Phase], n: u64) -> Vec<Count> {
+/// (valgrind's), writing dumps into `dir`; the dump of each phase's 2N-request run is copied
+/// into `keep` as [`profile_name`] (`peer` is the peer's name).
+pub fn measure(
+    client_ns: &str,
+    root: u32,
+    dir: &Path,
+    phases: &[Phase],
+    n: u64,
+    keep: &Path,
+    peer: &str,
+) -> Vec<Count> {
     phases
         .iter()
         .map(|&phase| {
@@ -259,9 +274,18 @@ pub fn measure(client_ns: &str, root: u32, dir: &Path, phases: &[Phase], n: u64)
                 let pids = callgrind_pids(root)?;
                 control(&pids, &["--zero"])?;
                 load(client_ns, phase, n)?;
-                let a = dump(&pids, dir)?;
+                let (a, _) = dump(&pids, dir)?;
                 load(client_ns, phase, 2 * n)?;
-                let b = dump(&pids, dir)?;
+                let (b, files) = dump(&pids, dir)?;
+                for (i, f) in files.iter().enumerate() {
+                    let mut to = profile_name(peer, phase);
+                    if files.len() > 1 {
+                        to.push_str(&format!(".{}", i + 1));
+                    }
+                    if let Err(e) = std::fs::copy(dir.join(f), keep.join(&to)) {
+                        eprintln!("xtask: bench: cannot keep the profile {to}: {e}");
+                    }
+                }
                 if b <= a {
                     bail!(
                         "callgrind counted no more work for {} requests than for {n} \

@@ -174,6 +174,8 @@ pub struct BenchArgs {
     /// run Q). The report gets an "Instructions per request" table; the scale measurements
     /// are left out. At least 1,000: with a shorter warm-up HAProxy was still filling its
     /// pools, and its HTTP/2 count came out 20% low at N = 500 (4,000 is what run Q used).
+    /// Each phase's profile (the 2N run's dump) is kept as `raw/callgrind.<peer>.<phase>`,
+    /// for `callgrind_annotate`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1_000..=1_000_000),
           conflicts_with_all = ["sweep", "rounds", "syn_flood", "only_scale"])]
     pub instructions: Option<u64>,
@@ -1245,7 +1247,15 @@ fn measure_peer(live: &mut LivePeer, env: &Env, in_flight: u32, r: &mut PeerResu
     let (kind, args, phases) = (*kind, &env.args, &env.phases);
     let run = peer_run(kind, env, topo, dir, config, in_flight);
     if let Some(n) = args.instructions {
-        r.instructions = instructions::measure(&topo.client, *pid, dir, phases, n);
+        r.instructions = instructions::measure(
+            &topo.client,
+            *pid,
+            dir,
+            phases,
+            n,
+            &env.out_dir.join("raw"),
+            kind.name(),
+        );
         for c in &r.instructions {
             if let (Some(e), Some(p)) = (&c.error, c.phase) {
                 eprintln!("xtask: bench: {} / {}: {e}", kind.name(), p.name());
