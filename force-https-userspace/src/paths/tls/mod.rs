@@ -210,8 +210,12 @@ where
     let proxy = path.proxy.clone();
     // HTTP/2 data a TLS record at a time (`streams.rs`); HTTP/1.1 bodies as they come.
     let pieces = !http1_only;
-    let svc =
-        service_fn(move |req| WatchResponse::new(proxy.clone().handle(info.clone(), req), pieces));
+    // The request's future is boxed where it is made: it is several KB, and hyper's HTTP/2
+    // server moves each stream's future three times before tokio's task cell holds it (into
+    // its stream state, to the executor, into the cell), a copy of the whole size each.
+    let svc = service_fn(move |req| {
+        WatchResponse::new(Box::pin(proxy.clone().handle(info.clone(), req)), pieces)
+    });
     let idle = Duration::from_millis(path.edge.settings().limits.idle_timeout_ms);
     let mut builder = auto::Builder::new(GuardedStreams {
         idle,

@@ -185,11 +185,12 @@ where
     }
 }
 
-/// hyper's executor for the HTTP/2 streams of a connection: each stream's future is boxed
-/// once, inside a [`StallGuard`], before tokio spawns it. Boxed because the proxy's request
-/// future is several KB (about 7 KB when this was measured, 4.2 KB since); spawned unboxed,
-/// it was copied seven times on its way into tokio's task cell (callgrind, `BENCHMARKS.md`
-/// run N). HTTP/1.1 connections spawn nothing per request, so they are unaffected.
+/// hyper's executor for the HTTP/2 streams of a connection: tokio spawns each stream's future
+/// inside a [`StallGuard`]. The proxy's request future (several KB: about 7 KB when first
+/// measured, 4.2 KB since) reaches it already boxed (`paths/tls/mod.rs`), so what is moved
+/// here is a few hundred bytes; spawned unboxed, it was copied seven times on its way into
+/// tokio's task cell (callgrind, `BENCHMARKS.md` runs N and Y). HTTP/1.1 connections spawn
+/// nothing per request.
 #[derive(Clone)]
 pub struct GuardedStreams {
     /// How long a response may wait for window (`[limits] idle_timeout_ms`).
@@ -203,13 +204,13 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
-        tokio::spawn(Box::pin(StallGuard {
+        tokio::spawn(StallGuard {
             stream: fut,
             idle: self.idle,
             metrics: self.metrics.clone(),
             waiting_since: None,
             timer: None,
-        }));
+        });
     }
 }
 
