@@ -213,6 +213,8 @@ where
     // The request's future is boxed where it is made: it is several KB, and hyper's HTTP/2
     // server moves each stream's future three times before tokio's task cell holds it (into
     // its stream state, to the executor, into the cell), a copy of the whole size each.
+    // HTTP/1.1 pays the allocation too (one service type serves both): no change in its
+    // instructions per request (callgrind, BENCHMARKS.md run Y).
     let svc = service_fn(move |req| {
         WatchResponse::new(Box::pin(proxy.clone().handle(info.clone(), req)), pieces)
     });
