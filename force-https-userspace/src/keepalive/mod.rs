@@ -135,6 +135,11 @@ where
     let mut in_flight: Pin<Box<Option<Fut>>> = Box::pin(None);
     let mut fields = wire::FieldOffsets::new();
     let mut served = 0u64;
+    // The head's time limit: one timer per connection, made at the first wait and moved
+    // lazily, when it fires before the current wait's deadline (each wait's deadline is later
+    // than the one before). A timer per wait, as `timeout_at` makes, entered tokio's timer
+    // wheel and left it again for every request.
+    let mut head_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         // The next head: parsed from what is buffered, else read, within `idle`.
         let mut deadline = None;
@@ -160,19 +165,27 @@ where
             if buf.capacity() - buf.len() < READ_BUF / 4 {
                 buf.reserve(READ_BUF);
             }
+            let timer =
+                head_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
             tokio::select! {
                 biased;
-                r = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)) => match r {
-                    // The head timed out: closed without an answer (as by hyper's server).
-                    Err(_) => return Ok(Ended::Closed),
+                r = io.read_buf(&mut buf) => match r {
                     // The client closed: so does the edge.
-                    Ok(Ok(0)) => {
+                    Ok(0) => {
                         let _ = io.shutdown().await;
                         return Ok(Ended::Closed);
                     }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(e),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
                 },
+                () = timer.as_mut() => {
+                    // The head timed out: closed without an answer (as by hyper's server).
+                    if Instant::now() >= deadline {
+                        return Ok(Ended::Closed);
+                    }
+                    // Set by an earlier wait: moved to this one's deadline.
+                    timer.as_mut().reset(deadline);
+                }
                 c = shutdown.changed(), if !draining => {
                     draining = c.is_err() || *shutdown.borrow();
                 }
@@ -736,6 +749,44 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&got),
             "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello"
+        );
+    }
+
+    /// The head's limit counts from each wait's start, not from the connection's first:
+    /// the one timer, set by the first wait, is moved when it fires early.
+    #[tokio::test(start_paused = true)]
+    async fn each_head_gets_the_whole_idle_time() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let start = Instant::now();
+        tokio::spawn(async move {
+            let service = |req: Request<()>| async move { respond(req) };
+            let idle = Duration::from_secs(1);
+            let read = BytesMut::new();
+            serve(server, read, 16384, idle, STYLES[0], shutdown, service).await
+        });
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            // 0.9 s into each wait: a timer kept from the first wait (due at 1.0 s) would
+            // have closed the connection before the second request.
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            client.write_all(get("/len").as_bytes()).await.unwrap();
+            let mut chunk = [0u8; 4096];
+            let n = client.read(&mut chunk).await.unwrap();
+            got.extend_from_slice(&chunk[..n]);
+        }
+        let answered = String::from_utf8_lossy(&got)
+            .matches("HTTP/1.1 200")
+            .count();
+        assert_eq!(answered, 2, "{}", String::from_utf8_lossy(&got));
+        // No third head: closed a whole idle time after the second answer (at 1.8 s).
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        let closed = start.elapsed();
+        assert!(
+            closed >= Duration::from_millis(2800) && closed < Duration::from_millis(2850),
+            "closed after {closed:?}"
         );
     }
 
