@@ -41,7 +41,10 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{net::Shutdown, proxy::Body};
+use crate::{
+    net::{Deadline, Shutdown},
+    proxy::Body,
+};
 use wire::{BodyEncoding, BodyLength, Names, Parsed};
 
 /// Data frames up to this size are copied behind the head (or the previous frame) and sent
@@ -135,11 +138,8 @@ where
     let mut in_flight: Pin<Box<Option<Fut>>> = Box::pin(None);
     let mut fields = wire::FieldOffsets::new();
     let mut served = 0u64;
-    // The head's time limit: one timer per connection, made at the first wait and moved
-    // lazily, when it fires before the current wait's deadline (each wait's deadline is later
-    // than the one before). A timer per wait, as `timeout_at` makes, entered tokio's timer
-    // wheel and left it again for every request.
-    let mut head_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // The head's time limit: one timer per connection (`net::Deadline`), not one per wait.
+    let mut head_timer = Deadline::new();
     loop {
         // The next head: parsed from what is buffered, else read, within `idle`.
         let mut deadline = None;
@@ -165,8 +165,6 @@ where
             if buf.capacity() - buf.len() < READ_BUF / 4 {
                 buf.reserve(READ_BUF);
             }
-            let timer =
-                head_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
             tokio::select! {
                 biased;
                 r = io.read_buf(&mut buf) => match r {
@@ -178,14 +176,8 @@ where
                     Ok(_) => {}
                     Err(e) => return Err(e),
                 },
-                () = timer.as_mut() => {
-                    // The head timed out: closed without an answer (as by hyper's server).
-                    if Instant::now() >= deadline {
-                        return Ok(Ended::Closed);
-                    }
-                    // Set by an earlier wait: moved to this one's deadline.
-                    timer.as_mut().reset(deadline);
-                }
+                // The head timed out: closed without an answer (as by hyper's server).
+                () = head_timer.until(deadline) => return Ok(Ended::Closed),
                 c = shutdown.changed(), if !draining => {
                     draining = c.is_err() || *shutdown.borrow();
                 }
@@ -752,8 +744,8 @@ mod tests {
         );
     }
 
-    /// The head's limit counts from each wait's start, not from the connection's first:
-    /// the one timer, set by the first wait, is moved when it fires early.
+    /// The head's limit counts from each wait's start, not from the connection's first: the
+    /// one timer, set by the first wait, is moved when it fires early (`net::Deadline`).
     #[tokio::test(start_paused = true)]
     async fn each_head_gets_the_whole_idle_time() {
         let (mut client, server) = tokio::io::duplex(1 << 16);

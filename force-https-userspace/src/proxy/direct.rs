@@ -28,14 +28,14 @@ use hyper::{
     body::{Body, Frame, SizeHint},
     http::uri::Authority,
 };
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio::{io::AsyncWriteExt, net::TcpStream, time::Instant};
 
 use super::{
     BoxError,
     h1::{self, Chunk, Chunked, Framing},
     pool::{Inner, PoolSettings, Reusable, SendError},
 };
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, net::Deadline};
 
 /// The first read of a response, bytes; reads grow to `[proxy]`'s read-ahead when they fill.
 /// A connection keeps a read buffer this large between requests, not a larger one.
@@ -56,6 +56,8 @@ pub struct Conn {
     head: Vec<u8>,
     /// What was read past the last response; empty between requests.
     read: BytesMut,
+    /// The response timeout's timer, kept from request to request.
+    timer: Deadline,
 }
 
 impl Reusable for Conn {
@@ -83,12 +85,15 @@ impl Direct {
 
     /// Writes the head of a bodyless `method` request, as `head` appends it to a buffer
     /// (`h1::encode_request`), to `backend` on an idle connection, or a new one, and reads the
-    /// response head. An idle connection that fails while the request is written was closed
-    /// by the backend meanwhile: the request goes on another one (the backend cannot have
-    /// acted on a head it did not get whole).
+    /// response head, by `deadline` (`[proxy] response_timeout_ms` after the request began).
+    /// An idle connection that fails while the request is written was closed by the backend
+    /// meanwhile: the request goes on another one (the backend cannot have acted on a head it
+    /// did not get whole), by the same deadline. The wait for the head is timed by a timer
+    /// the connection keeps ([`Deadline`]), not one per request.
     ///
     /// # Errors
-    /// See [`SendError`]: `Closed` when the connection closed before any response byte.
+    /// See [`SendError`]: `Closed` when the connection closed before any response byte,
+    /// `ResponseTimeout` at the deadline (the connection is then closed).
     // Not an `async fn`: the borrowed arguments are held once (rust-lang/rust#62958).
     #[allow(clippy::manual_async_fn)]
     pub fn send<'a>(
@@ -96,37 +101,61 @@ impl Direct {
         backend: &'a Authority,
         method: &'a Method,
         head: &'a (dyn Fn(&mut Vec<u8>) + Sync),
+        deadline: Instant,
     ) -> impl Future<Output = Result<Response<DirectBody>, SendError>> + 'a {
         async move {
             self.inner.start_reaper();
             loop {
                 let (mut conn, reused) = match self.inner.checkout(backend) {
                     Some(c) => (c, true),
-                    None => (
-                        Conn {
-                            stream: self.inner.connect_tcp(backend).await?,
+                    None => {
+                        let connect = self.inner.connect_tcp(backend);
+                        let Ok(stream) = tokio::time::timeout_at(deadline, connect).await else {
+                            return Err(SendError::ResponseTimeout);
+                        };
+                        let conn = Conn {
+                            stream: stream?,
                             head: Vec::with_capacity(HEAD_CAPACITY),
                             read: BytesMut::new(),
-                        },
-                        false,
-                    ),
+                            timer: Deadline::new(),
+                        };
+                        (conn, false)
+                    }
                 };
                 conn.head.clear();
                 head(&mut conn.head);
-                if let Err(e) = conn.stream.write_all(&conn.head).await {
-                    if reused {
-                        continue;
+                let max = self.inner.settings.max_buf_size.max(FIRST_READ);
+                let mut buf = std::mem::take(&mut conn.read);
+                let head_request = *method == Method::HEAD;
+                let Conn {
+                    stream,
+                    head: request_head,
+                    timer,
+                    ..
+                } = &mut conn;
+                let exchange = async {
+                    if let Err(e) = stream.write_all(request_head).await {
+                        return Err(Step::Write(e));
                     }
-                    return Err(SendError::Io(e));
-                }
+                    read_head(stream, &mut buf, head_request, max)
+                        .await
+                        .map_err(Step::Read)
+                };
+                let step = tokio::select! {
+                    biased;
+                    step = exchange => step,
+                    () = timer.until(deadline) => return Err(SendError::ResponseTimeout),
+                };
+                let h = match step {
+                    Ok(h) => h,
+                    Err(Step::Write(_)) if reused => continue,
+                    Err(Step::Write(e)) => return Err(SendError::Io(e)),
+                    Err(Step::Read(e)) => return Err(e),
+                };
                 if conn.head.capacity() > HEAD_KEEP {
                     // An idle connection does not keep a large head's room.
                     conn.head = Vec::with_capacity(HEAD_CAPACITY);
                 }
-                let max = self.inner.settings.max_buf_size.max(FIRST_READ);
-                let mut buf = std::mem::take(&mut conn.read);
-                let head_request = *method == Method::HEAD;
-                let h = read_head(&mut conn.stream, &mut buf, head_request, max).await?;
                 return Ok(self.response(backend, h, conn, buf, max));
             }
         }
@@ -170,6 +199,14 @@ impl Direct {
         }
         resp
     }
+}
+
+/// Where a request's exchange on a connection failed.
+enum Step {
+    /// Writing the head: on a reused connection, the backend had closed it.
+    Write(io::Error),
+    /// Reading the response head.
+    Read(SendError),
 }
 
 /// Reads until a final response head is parsed (`1xx` heads other than `101` are read and
@@ -442,7 +479,76 @@ mod tests {
         d: &'a Direct,
         a: &'a Authority,
     ) -> impl Future<Output = Result<Response<DirectBody>, SendError>> + 'a {
-        d.send(a, &Method::GET, &|out| head(&Method::GET, out))
+        get_by(d, a, Instant::now() + Duration::from_secs(10))
+    }
+
+    fn get_by<'a>(
+        d: &'a Direct,
+        a: &'a Authority,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Response<DirectBody>, SendError>> + 'a {
+        d.send(a, &Method::GET, &|out| head(&Method::GET, out), deadline)
+    }
+
+    /// A backend that answers each request head `delay` after it came; counts its
+    /// connections.
+    async fn slow_backend(delay: Duration) -> (Authority, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, SeqCst);
+                tokio::spawn(async move {
+                    let mut b = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut b).await {
+                        // One head per read: the client sends one at a time.
+                        if n == 0 {
+                            return;
+                        }
+                        tokio::time::sleep(delay).await;
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (authority, accepted)
+    }
+
+    #[test]
+    fn the_response_timeout_counts_from_each_request() {
+        rt().block_on(async {
+            let delay = Duration::from_millis(300);
+            let (a, accepted) = slow_backend(delay).await;
+            let d = direct();
+            let t0 = Instant::now();
+            let r = get_by(&d, &a, t0 + Duration::from_secs(1)).await.unwrap();
+            assert_eq!(collect(r.into_body()).await.unwrap().0, b"ok");
+            // The connection's timer is still set for t0 + 1 s; the next request, begun at
+            // 0.9 s, has until 1.9 s, and its answer comes at 1.2 s: the old deadline
+            // passing meanwhile does not end it.
+            tokio::time::sleep_until(t0 + Duration::from_millis(900)).await;
+            let r = get_by(&d, &a, Instant::now() + Duration::from_secs(1)).await;
+            assert_eq!(collect(r.unwrap().into_body()).await.unwrap().0, b"ok");
+            assert_eq!(accepted.load(SeqCst), 1, "one connection, reused");
+            // A deadline shorter than the backend's delay: `ResponseTimeout` at the deadline,
+            // and that connection is not used again.
+            let t = Instant::now();
+            let r = get_by(&d, &a, t + Duration::from_millis(100)).await;
+            assert!(matches!(r, Err(SendError::ResponseTimeout)));
+            let waited = t.elapsed();
+            assert!(
+                waited >= Duration::from_millis(100) && waited < delay,
+                "timed out after {waited:?}"
+            );
+            let r = get(&d, &a).await.unwrap();
+            assert_eq!(collect(r.into_body()).await.unwrap().0, b"ok");
+            assert_eq!(accepted.load(SeqCst), 2);
+        });
     }
 
     #[test]
@@ -519,8 +625,9 @@ mod tests {
                 backend(b"HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n", false).await;
             let d = direct();
             for _ in 0..2 {
+                let deadline = Instant::now() + Duration::from_secs(10);
                 let r = d
-                    .send(&a, &Method::HEAD, &|out| head(&Method::HEAD, out))
+                    .send(&a, &Method::HEAD, &|out| head(&Method::HEAD, out), deadline)
                     .await
                     .unwrap();
                 assert_eq!(r.headers()["content-length"], "500");

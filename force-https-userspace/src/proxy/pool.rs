@@ -60,6 +60,9 @@ pub enum SendError {
     Closed,
     /// The direct path's backend sent a malformed response head.
     Wire(super::h1::WireError),
+    /// The direct path's backend gave no response head by the request's deadline (`[proxy]
+    /// response_timeout_ms`): a 504.
+    ResponseTimeout,
 }
 
 impl SendError {
@@ -86,6 +89,7 @@ impl fmt::Display for SendError {
             SendError::Closed => {
                 f.write_str("the HTTP exchange failed: connection closed before the response")
             }
+            SendError::ResponseTimeout => f.write_str("no response in time"),
         }
     }
 }
@@ -94,7 +98,7 @@ impl StdError for SendError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             SendError::Connect(e) => Some(e),
-            SendError::ConnectTimeout(_) | SendError::Closed => None,
+            SendError::ConnectTimeout(_) | SendError::Closed | SendError::ResponseTimeout => None,
             SendError::Http(e) => Some(e),
             SendError::Io(e) => Some(e),
             SendError::Wire(e) => Some(e),

@@ -316,23 +316,23 @@ impl Upstream {
             let direct_head = request::DirectHead::new(&mut parts, conn, host, te_trailers);
             let head = |out: &mut Vec<u8>| direct_head.encode(out);
             let (to, method) = (&backend.uri_authority, direct_head.method());
-            let send = async {
-                match self.direct.send(to, method, &head).await {
-                    Err(e) if e.is_closed_before_response() && is_idempotent(method) => {
-                        retrying(m, backend, host, &e);
-                        self.direct.send(to, method, &head).await
-                    }
-                    r => r,
+            // Both tries by one deadline, timed by the connections' own timers.
+            let deadline = tokio::time::Instant::now() + self.response_timeout;
+            let sent = match self.direct.send(to, method, &head, deadline).await {
+                Err(e) if e.is_closed_before_response() && is_idempotent(method) => {
+                    retrying(m, backend, host, &e);
+                    self.direct.send(to, method, &head, deadline).await
                 }
+                r => r,
             };
-            match tokio::time::timeout(self.response_timeout, send).await {
-                Ok(Ok(bresp)) => {
+            match sent {
+                Ok(bresp) => {
                     let (mut parts, body) = bresp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     Response::from_parts(parts, body.boxed_unsync())
                 }
-                Ok(Err(e)) => unreachable(m, backend, host, Some(e)),
-                Err(_) => unreachable(m, backend, host, None),
+                Err(SendError::ResponseTimeout) => unreachable(m, backend, host, None),
+                Err(e) => unreachable(m, backend, host, Some(e)),
             }
         }
     }
