@@ -427,6 +427,15 @@ mod tests {
     /// A backend that answers each request head it reads with `answer`, and closes after
     /// the first when `close`; counts its connections.
     async fn backend(answer: &'static [u8], close: bool) -> (Authority, Arc<AtomicUsize>) {
+        backend_after(answer, close, Duration::ZERO).await
+    }
+
+    /// [`backend`], answering each head `delay` after it came.
+    async fn backend_after(
+        answer: &'static [u8],
+        close: bool,
+        delay: Duration,
+    ) -> (Authority, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -445,6 +454,9 @@ mod tests {
                         got.extend_from_slice(&b[..n]);
                         while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
                             got.drain(..end + 4);
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
                             if s.write_all(answer).await.is_err() {
                                 return;
                             }
@@ -490,40 +502,12 @@ mod tests {
         d.send(a, &Method::GET, &|out| head(&Method::GET, out), deadline)
     }
 
-    /// A backend that answers each request head `delay` after it came; counts its
-    /// connections.
-    async fn slow_backend(delay: Duration) -> (Authority, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                count.fetch_add(1, SeqCst);
-                tokio::spawn(async move {
-                    let mut b = [0u8; 4096];
-                    while let Ok(n) = s.read(&mut b).await {
-                        // One head per read: the client sends one at a time.
-                        if n == 0 {
-                            return;
-                        }
-                        tokio::time::sleep(delay).await;
-                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if s.write_all(ok).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (authority, accepted)
-    }
-
     #[test]
     fn the_response_timeout_counts_from_each_request() {
         rt().block_on(async {
             let delay = Duration::from_millis(300);
-            let (a, accepted) = slow_backend(delay).await;
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            let (a, accepted) = backend_after(ok, false, delay).await;
             let d = direct();
             let t0 = Instant::now();
             let r = get_by(&d, &a, t0 + Duration::from_secs(1)).await.unwrap();
