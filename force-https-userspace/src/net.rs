@@ -400,6 +400,15 @@ where
     }
 }
 
+/// The instant `d` from now, for a timeout taken from the configuration: a duration past
+/// what the clock can hold is about 30 years, as `tokio::time::timeout` treats it, instead of
+/// the panic of `Instant + Duration`.
+pub fn deadline_after(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
 /// One timer reused for a series of deadlines (a connection's request heads, a backend
 /// connection's responses), each no earlier than the one before as a rule. It is made at the
 /// first wait and moved only when it fires before the deadline waited for (or is set later
@@ -471,6 +480,23 @@ mod tests {
     }
 
     use crate::net::paused_runtime as rt;
+
+    #[test]
+    fn a_deadline_too_far_to_add_is_decades_away() {
+        rt().block_on(async {
+            let now = tokio::time::Instant::now();
+            let far = deadline_after(Duration::MAX);
+            assert!(far - now >= Duration::from_secs(86_400 * 365 * 30));
+            assert_eq!(
+                deadline_after(Duration::from_secs(5)) - now,
+                Duration::from_secs(5)
+            );
+            // A timer for it waits, as for any other.
+            let waited =
+                tokio::time::timeout(Duration::from_secs(1), Deadline::new().until(far)).await;
+            assert!(waited.is_err());
+        });
+    }
 
     #[test]
     fn a_deadline_timer_serves_later_and_earlier_deadlines() {

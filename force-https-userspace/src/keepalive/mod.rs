@@ -36,13 +36,10 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use hyper::{Method, Request, Response, body::Body as _};
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    time::Instant,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{
-    net::{Deadline, Shutdown},
+    net::{self, Deadline, Shutdown},
     proxy::Body,
 };
 use wire::{BodyEncoding, BodyLength, Names, Parsed};
@@ -161,7 +158,7 @@ where
                 let _ = io.shutdown().await;
                 return Ok(Ended::Closed);
             }
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + idle);
+            let deadline = *deadline.get_or_insert_with(|| net::deadline_after(idle));
             if buf.capacity() - buf.len() < READ_BUF / 4 {
                 buf.reserve(READ_BUF);
             }
@@ -398,7 +395,10 @@ mod tests {
         service::service_fn,
     };
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt, DuplexStream},
+        time::Instant,
+    };
 
     use super::*;
     use crate::{config::Limits, proxy::BoxError};

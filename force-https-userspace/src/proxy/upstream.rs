@@ -46,6 +46,7 @@ use super::{
 use crate::{
     config::{Backend, ProxyConfig},
     metrics::Metrics,
+    net,
 };
 
 /// The most a backend connection buffers ahead of the client, bytes; also the largest
@@ -317,7 +318,7 @@ impl Upstream {
             let head = |out: &mut Vec<u8>| direct_head.encode(out);
             let (to, method) = (&backend.uri_authority, direct_head.method());
             // Both tries by one deadline, timed by the connections' own timers.
-            let deadline = tokio::time::Instant::now() + self.response_timeout;
+            let deadline = net::deadline_after(self.response_timeout);
             let sent = match self.direct.send(to, method, &head, deadline).await {
                 Err(e) if e.is_closed_before_response() && is_idempotent(method) => {
                     retrying(m, backend, host, &e);
