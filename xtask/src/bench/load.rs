@@ -152,6 +152,16 @@ impl Phase {
         self.is_h2() || (rate.is_some() && self.takes_rate())
     }
 
+    /// h2load's connections and streams per connection for `in_flight` requests: the HTTP/2
+    /// phases' [`h2_split`], one stream per connection for HTTP/1.1 (`--h1`).
+    pub fn h2load_split(self, in_flight: u32) -> (u32, u32) {
+        if self.is_h2() {
+            h2_split(in_flight)
+        } else {
+            (in_flight, 1)
+        }
+    }
+
     /// The load generator's command line (without the namespace and CPU pinning).
     /// `log` is h2load's per-request log file. `rate` (`--rate`): requests per second in all,
     /// spread evenly over the connections with h2load's `--rps` (per connection), HTTP/1.1
@@ -165,11 +175,7 @@ impl Phase {
         rate: Option<u32>,
     ) -> Vec<String> {
         let rate = rate.filter(|_| self.takes_rate());
-        let (connections, streams) = if self.is_h2() {
-            h2_split(in_flight)
-        } else {
-            (in_flight, 1)
-        };
+        let (connections, streams) = self.h2load_split(in_flight);
         let wrk = |url: String, close: bool| {
             let mut v: Vec<String> = [
                 "wrk",

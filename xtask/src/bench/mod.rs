@@ -343,11 +343,7 @@ fn check_rate(rate: u32, phases: &[Phase], points: &[u32]) -> Result<()> {
     }
     for &in_flight in points {
         for &phase in phases {
-            let connections = if phase.is_h2() {
-                load::h2_split(in_flight).0
-            } else {
-                in_flight
-            };
+            let (connections, _) = phase.h2load_split(in_flight);
             if f64::from(rate) / f64::from(connections) < 0.001 {
                 bail!(
                     "--rate {rate}: {} connections of phase {} at {in_flight} in flight would \
