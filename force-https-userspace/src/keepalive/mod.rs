@@ -27,6 +27,7 @@ pub mod wire;
 pub use replay::Replay;
 
 use std::{
+    convert::Infallible,
     future::Future,
     io::{self, IoSlice},
     pin::Pin,
@@ -126,7 +127,7 @@ pub async fn serve<S, F, Fut>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: Fn(Request<()>) -> Fut,
-    Fut: Future<Output = Response<Body>>,
+    Fut: Future<Output = Result<Response<Body>, Infallible>>,
 {
     let mut draining = *shutdown.borrow();
     let mut out = Vec::new();
@@ -194,7 +195,10 @@ where
             });
             tokio::select! {
                 biased;
-                r = answer => break r,
+                r = answer => {
+                    let Ok(r) = r;
+                    break r;
+                }
                 r = io.read_buf(&mut buf), if watch => match r {
                     Ok(0) => return Ok(Ended::Closed),
                     Ok(_) => watch = false,
@@ -599,7 +603,7 @@ mod tests {
             let idle = Duration::from_millis(l.idle_timeout_ms);
             let service = |req: Request<()>| {
                 counted.fetch_add(1, Ordering::Relaxed);
-                async move { respond(req) }
+                async move { Ok::<_, Infallible>(respond(req)) }
             };
             let buf = BytesMut::new();
             let ended = serve(
@@ -728,7 +732,7 @@ mod tests {
         tx.send(true).unwrap();
         let task = tokio::spawn(async move {
             let read = BytesMut::from(get("/nolen").as_bytes());
-            let service = |req: Request<()>| async move { respond(req) };
+            let service = |req: Request<()>| async move { Ok::<_, Infallible>(respond(req)) };
             let idle = Duration::from_secs(5);
             matches!(
                 serve(server, read, 16384, idle, STYLES[0], shutdown, service).await,
@@ -752,7 +756,7 @@ mod tests {
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
         let start = Instant::now();
         tokio::spawn(async move {
-            let service = |req: Request<()>| async move { respond(req) };
+            let service = |req: Request<()>| async move { Ok::<_, Infallible>(respond(req)) };
             let idle = Duration::from_secs(1);
             let read = BytesMut::new();
             serve(server, read, 16384, idle, STYLES[0], shutdown, service).await
@@ -787,7 +791,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
-            let service = |req: Request<()>| async move { respond(req) };
+            let service = |req: Request<()>| async move { Ok::<_, Infallible>(respond(req)) };
             let idle = Duration::from_millis(200);
             let read = BytesMut::from(&b"GET /len HTTP/1.1\r\nHo"[..]);
             matches!(
@@ -823,7 +827,7 @@ mod tests {
                 async move {
                     std::future::pending::<()>().await;
                     drop(guard);
-                    Response::new(full(""))
+                    Ok::<_, Infallible>(Response::new(full("")))
                 }
             };
             let idle = Duration::from_secs(30);
@@ -851,7 +855,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let (tx, shutdown) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
-            let service = |req: Request<()>| async move { respond(req) };
+            let service = |req: Request<()>| async move { Ok::<_, Infallible>(respond(req)) };
             let read = BytesMut::from(&b"GET /len HTTP/1.1\r\nHo"[..]);
             let idle = Duration::from_secs(30);
             let ended = serve(server, read, 16384, idle, STYLES[0], shutdown, service);

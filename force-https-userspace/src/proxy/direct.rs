@@ -109,8 +109,11 @@ impl Direct {
                 let (mut conn, reused) = match self.inner.checkout(backend) {
                     Some(c) => (c, true),
                     None => {
+                        // Boxed: a new connection is the rare case, and its future (the
+                        // connect and its timer) would otherwise be part of every request's.
                         let connect = self.inner.connect_tcp(backend);
-                        let Ok(stream) = tokio::time::timeout_at(deadline, connect).await else {
+                        let connect = Box::pin(tokio::time::timeout_at(deadline, connect));
+                        let Ok(stream) = connect.await else {
                             return Err(SendError::ResponseTimeout);
                         };
                         let conn = Conn {

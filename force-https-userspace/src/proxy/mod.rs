@@ -262,24 +262,10 @@ impl Proxy {
         }
     }
 
-    /// [`Proxy::handle`] for the keep-alive loop (`crate::keepalive`): a request without a body,
-    /// and the response itself (the service never fails).
-    pub fn respond(
-        self: Arc<Self>,
-        conn: ConnInfo,
-        req: Request<()>,
-    ) -> impl Future<Output = Response<Body>> {
-        let answer = self.handle(conn, req);
-        async move {
-            match answer.await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            }
-        }
-    }
-
     /// Serves one request through every phase: one of hyper's servers (`Incoming`), or the
-    /// keep-alive loop (`()`, no body).
+    /// keep-alive loop (`()`, no body). It never fails: the `Result` is the shape both
+    /// servers take, so that neither wraps the future (a wrapping `async` block held it twice,
+    /// 5.5 KB instead of 2.7 KB, copied at each move).
     // Not an `async fn`: see the comment on the block.
     #[allow(clippy::manual_async_fn)]
     pub fn handle<B: Into<RequestBody>>(
@@ -316,10 +302,14 @@ impl Proxy {
             let (resp, entry, origin) = match early {
                 Ok((resp, entry)) => (resp, entry, Origin::Local),
                 Err((host, entry)) => {
-                    let uri = req.uri().clone();
-                    let method = req.method().clone();
-                    let accept_encoding =
-                        req.headers().get(hyper::header::ACCEPT_ENCODING).cloned();
+                    // Set before the request goes, not after: the future would hold these
+                    // fields twice (152 bytes).
+                    let (host, ..) = requested.insert((
+                        host,
+                        req.uri().clone(),
+                        req.method().clone(),
+                        req.headers().get(hyper::header::ACCEPT_ENCODING).cloned(),
+                    ));
                     if filters::https_rewrites::applies(conn.scheme, entry.as_ref()) {
                         filters::https_rewrites::restrict_accept_encoding(req.headers_mut());
                     }
@@ -331,7 +321,7 @@ impl Proxy {
                         Some(b) => {
                             let resp = self
                                 .upstream
-                                .forward(&self.edge.metrics, &conn, b, &host, req)
+                                .forward(&self.edge.metrics, &conn, b, host, &mut req)
                                 .await;
                             let origin = if resp.extensions().get::<local::Marker>().is_some() {
                                 Origin::Local
@@ -342,7 +332,6 @@ impl Proxy {
                         }
                         None => (local::error(404), Origin::Local),
                     };
-                    requested = Some((host, uri, method, accept_encoding));
                     (resp, entry, origin)
                 }
             };

@@ -354,46 +354,50 @@ pub fn set_upstream_fields(
 /// A request without a body as the direct path sends it: the client's forwarding fields
 /// removed ([`strip_forwarding`]), then [`DirectHead::encode`] writes the head for each try.
 pub struct DirectHead<'a> {
-    parts: &'a hyper::http::request::Parts,
+    method: &'a hyper::Method,
+    uri: &'a hyper::Uri,
+    headers: &'a HeaderMap,
     conn: &'a ConnInfo,
     host: &'a [u8],
     te_trailers: bool,
 }
 
 impl<'a> DirectHead<'a> {
-    /// Prepares `parts` (the client's request, hop-by-hop fields removed) for `conn`'s request
-    /// to `host` (the normalized host); `te_trailers`: the client accepts trailers.
-    pub fn new(
-        parts: &'a mut hyper::http::request::Parts,
+    /// Prepares `req` (the client's request, hop-by-hop fields removed; borrowed, not taken,
+    /// so that the request's future does not hold it twice) for `conn`'s request to `host`
+    /// (the normalized host); `te_trailers`: the client accepts trailers.
+    pub fn new<B>(
+        req: &'a mut Request<B>,
         conn: &'a ConnInfo,
         host: &'a str,
         te_trailers: bool,
     ) -> DirectHead<'a> {
-        strip_forwarding(&mut parts.headers);
-        let parts: &'a hyper::http::request::Parts = parts;
+        strip_forwarding(req.headers_mut());
+        let req: &'a Request<B> = req;
         DirectHead {
-            parts,
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
             conn,
-            host: upstream_host(&parts.headers, &parts.uri, conn, host),
+            host: upstream_host(req.headers(), req.uri(), conn, host),
             te_trailers,
         }
     }
 
     /// The request's method.
     pub fn method(&self) -> &'a hyper::Method {
-        &self.parts.method
+        self.method
     }
 
     /// Appends the head to `out` (`h1::encode_request`): the origin-form target (RFC 9112
     /// §3.2.1), `Host` ([`upstream_host`]) first, the client's fields, [`upstream_fields`].
     pub fn encode(&self, out: &mut Vec<u8>) {
         let added = upstream_fields(self.conn, self.host, self.te_trailers);
-        let p = self.parts;
         super::h1::encode_request(
-            &p.method,
-            path_and_query(&p.uri),
+            self.method,
+            path_and_query(self.uri),
             self.host,
-            &p.headers,
+            self.headers,
             added,
             out,
         );
@@ -699,11 +703,11 @@ mod tests {
                         .header("accept", "text/html")
                         .body(())
                         .unwrap();
-                    let (mut parts, ()) = req.into_parts();
-                    let mut map = parts.headers.clone();
+                    let mut req = req;
+                    let mut map = req.headers().clone();
 
                     let mut head = Vec::new();
-                    DirectHead::new(&mut parts, conn, "shop.example", te).encode(&mut head);
+                    DirectHead::new(&mut req, conn, "shop.example", te).encode(&mut head);
                     let head = String::from_utf8(head).unwrap();
                     let mut lines: Vec<&str> = head.split("\r\n").collect();
                     assert_eq!(lines[0], "GET /p?q HTTP/1.1");
@@ -711,7 +715,7 @@ mod tests {
                     lines.retain(|l| !l.is_empty() && !l.starts_with("GET "));
                     lines.sort();
 
-                    let value = upstream_host_value(&map, &parts.uri, conn, "shop.example");
+                    let value = upstream_host_value(&map, req.uri(), conn, "shop.example");
                     set_upstream_fields(&mut map, conn, &value, te);
                     let mut fields: Vec<String> = map
                         .iter()
@@ -727,11 +731,11 @@ mod tests {
             }
         }
         // The values themselves, on the direct path.
-        let mut parts = Request::builder().uri("/").body(()).unwrap().into_parts().0;
+        let mut req = Request::builder().uri("/").body(()).unwrap();
         let forged = HeaderValue::from_bytes(b"a\"b\\c\xe9").unwrap();
-        parts.headers.insert(header::HOST, forged);
+        req.headers_mut().insert(header::HOST, forged);
         let mut head = Vec::new();
-        DirectHead::new(&mut parts, &conns[1], "abc", false).encode(&mut head);
+        DirectHead::new(&mut req, &conns[1], "abc", false).encode(&mut head);
         let head = String::from_utf8_lossy(&head);
         assert!(
             head.contains("\r\nx-forwarded-port: 80\r\nx-forwarded-for: 2001:db8::7\r\n"),
@@ -741,14 +745,12 @@ mod tests {
             head.contains("\r\nforwarded: for=\"[2001:db8::7]\";host=\"abc\";proto=http\r\n"),
             "{head}"
         );
-        let mut parts = Request::builder()
+        let mut req = Request::builder()
             .uri("https://shop.example:8443/x")
             .body(())
-            .unwrap()
-            .into_parts()
-            .0;
+            .unwrap();
         let mut head = Vec::new();
-        DirectHead::new(&mut parts, &conns[3], "shop.example", true).encode(&mut head);
+        DirectHead::new(&mut req, &conns[3], "shop.example", true).encode(&mut head);
         assert_eq!(
             String::from_utf8(head).unwrap(),
             "GET /x HTTP/1.1\r\nhost: shop.example:8443\r\nx-forwarded-port: 443\r\n\

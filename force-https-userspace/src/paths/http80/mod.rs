@@ -377,7 +377,7 @@ async fn serve_proxied(
     let limits = &settings.limits;
     let info = ConnInfo::http(peer, local_port).with_head_limit(limits.max_head_bytes);
     let idle = Duration::from_millis(limits.idle_timeout_ms);
-    let service = |req| proxy.clone().respond(info.clone(), req);
+    let service = |req| proxy.clone().handle(info.clone(), req);
     // As `hyper1_builder` writes.
     let style = Style {
         names: Names::TitleCase,

@@ -167,7 +167,7 @@ async fn connection(
     };
     let idle = Duration::from_millis(path.edge.settings().limits.idle_timeout_ms);
     let max_head = path.settings.max_header_bytes;
-    let service = |req| path.proxy.clone().respond(info.clone(), req);
+    let service = |req| path.proxy.clone().handle(info.clone(), req);
     let read = BytesMut::new();
     let sd = shutdown.clone();
     match keepalive::serve(tls, read, max_head, idle, style, sd, service).await? {
