@@ -219,8 +219,10 @@ where
         WatchResponse::new(Box::pin(proxy.clone().handle(info.clone(), req)), pieces)
     });
     let idle = Duration::from_millis(path.edge.settings().limits.idle_timeout_ms);
-    let streams = GuardedStreams::new(idle, path.edge.metrics.clone());
-    let mut builder = auto::Builder::new(streams.clone());
+    let mut builder = auto::Builder::new(GuardedStreams {
+        idle,
+        metrics: path.edge.metrics.clone(),
+    });
     let tls_cfg = &path.settings;
     builder
         .http1()
@@ -241,17 +243,15 @@ where
     if http1_only {
         builder = builder.http1_only();
     }
-    // The HTTP/2 streams run in this task (`streams.rs`).
-    let conn = streams.run(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
-    let conn = pin!(conn);
+    let conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
     let m = &path.edge.metrics;
     let served = if http1_only {
-        serve_connection(conn, shutdown, |c| c.conn().graceful_shutdown()).await
+        serve_connection(conn, shutdown, |c| c.graceful_shutdown()).await
     } else {
         serve_until_idle(
             conn,
             shutdown,
-            |c| c.conn().graceful_shutdown(),
+            |c| c.graceful_shutdown(),
             &seen,
             idle,
             || Metrics::inc(&m.tls_idle_shutdowns),

@@ -14,13 +14,12 @@
 //!
 //! hyper's server has no such timeout: while a stream waits for window, hyper does not poll
 //! its response body, so neither the body nor anything it awaits can notice. What does run is
-//! the stream's future, which hyper hands to its executor. So:
+//! the stream's task, which hyper hands to its executor. So:
 //! - [`Watched`] wraps each response body and, whenever hyper polls it, notes on the polling
 //!   thread whether it has just handed over data with more to come (hyper's next step is to
 //!   wait for window) or is waiting for its backend (not the client's doing);
-//! - [`GuardedStreams`], the connection's executor, runs each stream's future (in the
-//!   connection's task: [`WithStreams`]) inside a [`StallGuard`], which reads that note after
-//!   each poll of the stream. While the body waits
+//! - [`GuardedStreams`], the connection's executor, spawns each stream's future inside a
+//!   [`StallGuard`], which reads that note after each poll of the stream. While the body waits
 //!   for window, it keeps one timer, armed for `idle` after the wait began, and ends the
 //!   stream's future when the wait reaches it: h2 then resets the stream.
 //!
@@ -33,13 +32,12 @@ use std::{
     cell::Cell,
     convert::Infallible,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
 };
 
 use bytes::Bytes;
-use futures_util::{StreamExt, stream::FuturesUnordered};
 use hyper::{
     Response,
     body::{Body as HttpBody, Frame, SizeHint},
@@ -187,47 +185,18 @@ where
     }
 }
 
-/// A stream's future as its connection keeps it: boxed, since hyper hands over two kinds
-/// (a request's stream, and the tunnel of an upgraded one).
-type StreamTask = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// hyper's executor for the HTTP/2 streams of a connection: each stream's future, inside a
-/// [`StallGuard`], is run by the connection's own task ([`WithStreams`]) instead of a task
-/// of its own. A task per stream cost an aligned allocation (tokio's task cell), a pass
-/// through the scheduler each time the stream woke, and another poll of the connection's
-/// task to write what the stream queued: about 1,000 instructions a request (callgrind,
-/// `BENCHMARKS.md` run Z). The proxy's request future reaches it already boxed
-/// (`paths/tls/mod.rs`). HTTP/1.1 connections hand over nothing.
+/// hyper's executor for the HTTP/2 streams of a connection: tokio spawns each stream's future
+/// inside a [`StallGuard`]. The proxy's request future (several KB: about 7 KB when first
+/// measured, 4.2 KB since) reaches it already boxed (`paths/tls/mod.rs`), so what is moved
+/// here is a few hundred bytes; spawned unboxed, it was copied seven times on its way into
+/// tokio's task cell (callgrind, `BENCHMARKS.md` runs N and Y). HTTP/1.1 connections spawn
+/// nothing per request.
 #[derive(Clone)]
 pub struct GuardedStreams {
     /// How long a response may wait for window (`[limits] idle_timeout_ms`).
-    idle: Duration,
+    pub idle: Duration,
     /// Where `h2_stalled_streams` is counted.
-    metrics: Arc<Metrics>,
-    /// Streams handed over since the connection's task last took them. Taken before the
-    /// streams are polled, never held while they are: a stream may hand over another (an
-    /// upgrade's tunnel).
-    incoming: Arc<Mutex<Vec<StreamTask>>>,
-}
-
-impl GuardedStreams {
-    /// An executor for one connection's streams, which `idle` bounds as above.
-    pub fn new(idle: Duration, metrics: Arc<Metrics>) -> GuardedStreams {
-        GuardedStreams {
-            idle,
-            metrics,
-            incoming: Arc::default(),
-        }
-    }
-
-    /// `conn` (the connection this executor serves) with its streams run beside it.
-    pub fn run<C>(&self, conn: C) -> WithStreams<C> {
-        WithStreams {
-            conn,
-            incoming: self.incoming.clone(),
-            running: FuturesUnordered::new(),
-        }
-    }
+    pub metrics: Arc<Metrics>,
 }
 
 impl<F> hyper::rt::Executor<F> for GuardedStreams
@@ -235,80 +204,13 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
-        let task: StreamTask = Box::pin(StallGuard {
+        tokio::spawn(StallGuard {
             stream: fut,
             idle: self.idle,
             metrics: self.metrics.clone(),
             waiting_since: None,
             timer: None,
         });
-        lock(&self.incoming).push(task);
-    }
-}
-
-/// The lock of the streams handed over. Poisoned only by a panic while a `Vec` was pushed
-/// to or drained, which leaves it whole: its contents are used as they are.
-fn lock(incoming: &Mutex<Vec<StreamTask>>) -> std::sync::MutexGuard<'_, Vec<StreamTask>> {
-    incoming.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Rounds of a connection's poll that find more to do before it lets the runtime's other
-/// tasks go first (its task is then woken at once).
-const ROUNDS: usize = 4;
-
-pin_project_lite::pin_project! {
-    /// A connection's future (hyper's) and its streams' ([`GuardedStreams`]), run by one
-    /// task. It ends when the connection does: hyper's HTTP/2 connection ends once all its
-    /// streams have closed, and a stream's future left then (its connection failed) is
-    /// dropped, as its write would have failed.
-    pub struct WithStreams<C> {
-        #[pin]
-        conn: C,
-        incoming: Arc<Mutex<Vec<StreamTask>>>,
-        running: FuturesUnordered<StreamTask>,
-    }
-}
-
-impl<C> WithStreams<C> {
-    /// The connection's future (to begin a graceful shutdown).
-    pub fn conn(self: Pin<&mut Self>) -> Pin<&mut C> {
-        self.project().conn
-    }
-}
-
-impl<C: Future> Future for WithStreams<C> {
-    type Output = C::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
-        let mut this = self.project();
-        for round in 0..ROUNDS {
-            // The streams first: those woken (a backend answered) finish their responses,
-            // and those handed over since the last round start.
-            for task in lock(this.incoming).drain(..) {
-                this.running.push(task);
-            }
-            let mut ended = false;
-            while let Poll::Ready(Some(())) = this.running.poll_next_unpin(cx) {
-                ended = true;
-            }
-            // After the first round only new streams ran: unless one of them ended (a local
-            // answer), they queued nothing for the connection to write.
-            if round > 0 && !ended {
-                return Poll::Pending;
-            }
-            // Then the connection: it writes what the streams queued, all in one flush, and
-            // reads the client's new streams.
-            if let Poll::Ready(r) = this.conn.as_mut().poll(cx) {
-                return Poll::Ready(r);
-            }
-            // New streams (from the connection, or an upgrade's tunnel from a stream) start
-            // in this poll: their requests go to the backend now, not at the next wake-up.
-            if lock(this.incoming).is_empty() {
-                return Poll::Pending;
-            }
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
     }
 }
 
@@ -375,7 +277,7 @@ mod tests {
     use std::{
         sync::{
             Mutex,
-            atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
+            atomic::{AtomicBool, Ordering::Relaxed},
         },
         task::Waker,
     };
@@ -629,99 +531,6 @@ mod tests {
             pass(IDLE * 5).await;
             assert!(!r.guard.is_finished());
             assert_eq!(r.stalled(), 0);
-        });
-    }
-
-    /// A connection that hands `n` streams to `exec` at its first poll, one of which hands
-    /// over one more (as an upgrade's tunnel is), and ends once all `n + 1` have. It asks for
-    /// no wake-up: it ends only if it is polled again after the last stream ends.
-    struct Handing {
-        exec: GuardedStreams,
-        n: usize,
-        started: bool,
-        done: Arc<AtomicUsize>,
-    }
-
-    impl Future for Handing {
-        type Output = Result<(), ()>;
-        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
-            if !self.started {
-                self.started = true;
-                for i in 0..self.n {
-                    let (done, exec) = (self.done.clone(), self.exec.clone());
-                    hyper::rt::Executor::execute(&self.exec, async move {
-                        // No task of its own: the connection's task runs it.
-                        let tasks = tokio::runtime::Handle::current().metrics();
-                        assert_eq!(tasks.num_alive_tasks(), 0);
-                        tokio::task::yield_now().await;
-                        if i == 0 {
-                            let d = done.clone();
-                            hyper::rt::Executor::execute(&exec, async move {
-                                d.fetch_add(1, Relaxed);
-                            });
-                        }
-                        done.fetch_add(1, Relaxed);
-                    });
-                }
-            }
-            if self.done.load(Relaxed) == self.n + 1 {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Pending
-            }
-        }
-    }
-
-    #[test]
-    fn streams_run_in_their_connections_task() {
-        rt().block_on(async {
-            let exec = GuardedStreams::new(IDLE, Arc::new(Metrics::default()));
-            let done = Arc::new(AtomicUsize::new(0));
-            let conn = Handing {
-                exec: exec.clone(),
-                n: 3,
-                started: false,
-                done: done.clone(),
-            };
-            // The paused clock moves on as soon as nothing can run: a connection not polled
-            // after its streams ended would time out here.
-            let served = tokio::time::timeout(IDLE, exec.run(conn)).await;
-            assert_eq!(served, Ok(Ok(())));
-            assert_eq!(done.load(Relaxed), 4);
-        });
-    }
-
-    /// Sets its flag when dropped.
-    struct Dropped(Arc<AtomicBool>);
-
-    impl Drop for Dropped {
-        fn drop(&mut self) {
-            self.0.store(true, Relaxed);
-        }
-    }
-
-    #[test]
-    fn a_stream_left_when_its_connection_ends_is_dropped() {
-        rt().block_on(async {
-            let exec = GuardedStreams::new(IDLE, Arc::new(Metrics::default()));
-            let dropped = Arc::new(AtomicBool::new(false));
-            let (flag, handing) = (dropped.clone(), exec.clone());
-            let mut polls = 0;
-            let conn = std::future::poll_fn(move |_| {
-                polls += 1;
-                if polls == 1 {
-                    let guard = Dropped(flag.clone());
-                    hyper::rt::Executor::execute(&handing, async move {
-                        std::future::pending::<()>().await;
-                        drop(guard);
-                    });
-                    return Poll::Pending;
-                }
-                Poll::Ready(Ok::<(), ()>(()))
-            });
-            let served = tokio::time::timeout(IDLE, exec.run(conn)).await;
-            assert_eq!(served, Ok(Ok(())));
-            assert!(dropped.load(Relaxed));
         });
     }
 }
