@@ -693,7 +693,7 @@ mod tests {
         for conn in &conns {
             for te in [false, true] {
                 for host in ["shop.example", "shop.example:8080", "a\"b\\c"] {
-                    let req = Request::builder()
+                    let mut req = Request::builder()
                         .uri("/p?q")
                         .header("accept", "*/*")
                         .header(header::HOST, host)
@@ -703,7 +703,6 @@ mod tests {
                         .header("accept", "text/html")
                         .body(())
                         .unwrap();
-                    let mut req = req;
                     let mut map = req.headers().clone();
 
                     let mut head = Vec::new();
