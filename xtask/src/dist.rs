@@ -31,8 +31,12 @@ use crate::cmd;
 #[derive(Debug, Default, clap::Args)]
 pub struct DistArgs {
     /// Package the debug binary (`target/debug`, stripped) instead of building a release.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pgo")]
     pub dev: bool,
+    /// Package the release daemon built with profile-guided optimization (`cargo xtask pgo`,
+    /// root, about 15 minutes): the build `cargo xtask bench --pgo` measures.
+    #[arg(long)]
+    pub pgo: bool,
 }
 
 /// Installs cargo-deb when `cargo deb --version` fails (idempotent).
@@ -63,7 +67,24 @@ pub fn run(args: &DistArgs) -> Result<PathBuf> {
     ensure_cargo_deb()?;
     let target = cmd::target_dir()?;
     let profile_dir = if args.dev { "debug" } else { "release" };
-    if args.dev {
+    // `cargo xtask pgo` builds for the host target into a target directory of its own: cargo
+    // deb then finds the binary there (`CARGO_TARGET_DIR`, `--target`).
+    let pgo = if args.pgo {
+        let bin = crate::pgo::run()?;
+        let host = bin
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::file_name)
+            .and_then(|h| h.to_str())
+            .map(str::to_string)
+            .with_context(|| format!("no target triple in {}", bin.display()))?;
+        Some((bin, host))
+    } else {
+        None
+    };
+    if let Some((bin, _)) = &pgo {
+        println!("xtask: packaging the PGO build {}", bin.display());
+    } else if args.dev {
         println!("xtask: packaging the debug binary (cargo xtask dist without --dev: release)");
         // The same build as `cargo xtask test`'s (a no-op after it): building the one package
         // alone could unify features differently and rebuild the binary.
@@ -78,7 +99,10 @@ pub fn run(args: &DistArgs) -> Result<PathBuf> {
             "force-https",
         ]))?;
     }
-    let bin = target.join(profile_dir).join("force-https");
+    let bin = match &pgo {
+        Some((bin, _)) => bin.clone(),
+        None => target.join(profile_dir).join("force-https"),
+    };
     let dist = target.join("dist");
     generate(&bin, &dist)?;
     let mut c = cmd::cargo_cmd();
@@ -90,6 +114,10 @@ pub fn run(args: &DistArgs) -> Result<PathBuf> {
         "--output",
     ])
     .arg(&dist);
+    if let Some((_, host)) = &pgo {
+        c.env("CARGO_TARGET_DIR", crate::pgo::Layout::new(&target).use_dir)
+            .args(["--target", host]);
+    }
     if args.dev {
         // A stripped debug binary and fast compression: a small, quick package for the test.
         c.args(["--profile", "dev", "--strip", "--fast"]);
@@ -207,7 +235,10 @@ pub fn test_package() -> Result<()> {
         "a force-https package is already installed on this machine; the package test would \
          replace it (dpkg --purge force-https first)"
     );
-    let deb = run(&DistArgs { dev: true })?;
+    let deb = run(&DistArgs {
+        dev: true,
+        ..DistArgs::default()
+    })?;
     let _guard = PurgeGuard;
     let deb = deb.to_str().context("non-UTF-8 package path")?;
     let out = dpkg(&["-i", deb]).context("dpkg -i failed")?;

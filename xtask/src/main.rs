@@ -8,6 +8,8 @@
 //! - `fuzz` runs every cargo-fuzz target of `fuzz/` for a bounded time, seeded from the
 //!   committed corpus, and fails on any crash;
 //! - `dist` builds the Debian package (cargo-deb) into `target/dist/`;
+//! - `pgo` builds the release daemon with profile-guided optimization (trained by a short
+//!   bench of its instrumented build) into `target/pgo/use/`;
 //! - `bench` compares force-https (with and without the XDP fast path) with nginx, HAProxy and
 //!   Caddy on the same machine and writes `target/bench/<timestamp>/{results.json,report.md}`.
 
@@ -19,6 +21,7 @@ mod fuzz;
 mod interrupt;
 mod layout;
 mod netns;
+mod pgo;
 mod setup;
 mod test;
 mod xdp_pass;
@@ -62,6 +65,9 @@ enum Command {
     PackageTest,
     /// Benchmarks against nginx, HAProxy and Caddy in network namespaces (root).
     Bench(bench::BenchArgs),
+    /// Builds the release daemon with profile-guided optimization into target/pgo/use/: an
+    /// instrumented build, trained by a short `bench` of it, then rebuilt with the profile (root).
+    Pgo,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +79,7 @@ fn main() -> ExitCode {
         Command::Demo { fleet } => demo::run(fleet),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Pgo => pgo::run().map(|_| ()),
         Command::Dist(args) => dist::run(&args).map(|_| ()),
         Command::PackageTest => dist::test_package(),
     };

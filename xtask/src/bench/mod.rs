@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::{cmd, netns, setup};
 use load::{BIG_BODY_BYTES, BIG_PATH, HOST, IN_FLIGHT, LoadGen, PLAIN_HOST, Phase};
@@ -236,6 +236,17 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000),
           conflicts_with_all = ["instructions", "syn_flood", "only_scale"])]
     pub rate: Option<u32>,
+    /// Benchmark force-https built with profile-guided optimization (`cargo xtask pgo`: an
+    /// instrumented build, a short bench of it for training, then the optimized build; about
+    /// 15 minutes on two cores) instead of the plain release build. `cargo xtask dist --pgo`
+    /// packages the same build.
+    #[arg(long, conflicts_with = "force_https_bin")]
+    pub pgo: bool,
+    /// Benchmark this force-https binary instead of building the release one (an installed
+    /// package's `/usr/bin/force-https`, another commit's build; `cargo xtask pgo` trains its
+    /// instrumented build this way). fh-backend is still built from the workspace.
+    #[arg(long, value_name = "PATH")]
+    pub force_https_bin: Option<PathBuf>,
 }
 
 /// `--veth-queue`.
@@ -314,7 +325,7 @@ impl BenchArgs {
         }
     }
 
-    fn phases(&self) -> Vec<Phase> {
+    pub(crate) fn phases(&self) -> Vec<Phase> {
         if self.phases.is_empty() && self.instructions.is_some() {
             instructions::PHASES.to_vec()
         } else if self.phases.is_empty() && self.rate.is_some() {
@@ -442,23 +453,36 @@ pub fn run(args: BenchArgs) -> Result<()> {
     install::ensure(&packages)?;
     check_interrupted()?;
 
-    cmd::run(cmd::cargo_cmd().args([
-        "build",
-        "--release",
-        "-p",
-        "force-https-userspace",
-        "--bin",
-        "force-https",
-        "-p",
-        "force-https-tests",
-        "--bin",
-        "fh-backend",
-    ]))
-    .context("building the release binaries failed")?;
-    check_interrupted()?;
     let target = cmd::target_dir()?;
+    let pgo_bin = if args.pgo {
+        Some(crate::pgo::run().context("the PGO build failed")?)
+    } else {
+        None
+    };
+    check_interrupted()?;
+    let mut build = cmd::cargo_cmd();
+    build.args(["build", "--release"]);
+    if args.force_https_bin.is_none() && pgo_bin.is_none() {
+        build.args(["-p", "force-https-userspace", "--bin", "force-https"]);
+    }
+    build.args(["-p", "force-https-tests", "--bin", "fh-backend"]);
+    cmd::run(&mut build).context("building the release binaries failed")?;
+    check_interrupted()?;
+    let force_https = match (&args.force_https_bin, pgo_bin) {
+        (Some(b), _) => {
+            ensure!(
+                b.is_file(),
+                "--force-https-bin {}: no such file",
+                b.display()
+            );
+            std::fs::canonicalize(b)
+                .with_context(|| format!("--force-https-bin {}", b.display()))?
+        }
+        (None, Some(b)) => b,
+        (None, None) => target.join("release").join("force-https"),
+    };
     let bins = ReleaseBins {
-        force_https: target.join("release").join("force-https"),
+        force_https,
         fh_backend: target.join("release").join("fh-backend"),
     };
 
@@ -510,6 +534,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
             },
             method: {
                 let mut notes = method_notes(nofile, max_connections, &points);
+                if args.pgo {
+                    notes.push(format!(
+                        "force-https build: profile-guided optimization (`--pgo`, `cargo xtask pgo`): the release build instrumented, trained by one {}-second pass of each of {} (force-https alone), rebuilt with the merged profile: {}",
+                        crate::pgo::TRAINING_SECONDS,
+                        crate::pgo::TRAINING_PHASES.replace(',', ", "),
+                        bins.force_https.display()
+                    ));
+                } else if args.force_https_bin.is_some() {
+                    notes.push(format!(
+                        "force-https build: {} (`--force-https-bin`), not the workspace's release build",
+                        bins.force_https.display()
+                    ));
+                }
                 if let Some(n) = args.rounds {
                     notes.push(format!(
                         "Rounds: {n} interleaved rounds; in each, every peer is started afresh and runs every phase once (one pass after its warm-up, no extra passes), peer after peer, so that a slow stretch of the machine falls on every peer alike. Medians and spreads are over the rounds."
