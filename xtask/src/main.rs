@@ -64,7 +64,7 @@ enum Command {
     /// Builds the package from the debug binary and tests install, remove and purge (root).
     PackageTest,
     /// Benchmarks against nginx, HAProxy and Caddy in network namespaces (root).
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Builds the release daemon with profile-guided optimization into target/pgo/use/: an
     /// instrumented build, trained by a short `bench` of it, then rebuilt with the profile (root).
     Pgo,
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         Command::Test { cargo_test_args } => test::run(&cargo_test_args),
         Command::Demo { fleet } => demo::run(fleet),
         Command::Fuzz(args) => fuzz::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
         Command::Pgo => pgo::run().map(|_| ()),
         Command::Dist(args) => dist::run(&args).map(|_| ()),
         Command::PackageTest => dist::test_package(),

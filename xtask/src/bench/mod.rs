@@ -247,6 +247,15 @@ pub struct BenchArgs {
     /// instrumented build this way). fh-backend is still built from the workspace.
     #[arg(long, value_name = "PATH")]
     pub force_https_bin: Option<PathBuf>,
+    /// Also run this other force-https build as the peer `baseline` (added to `--peers` when
+    /// missing), on sockets with force-https's config. With `--paired`, force-https ÷ baseline
+    /// then compares the two builds slice by slice, seconds apart, which separate runs cannot
+    /// do on a shared machine (BENCHMARKS.md run AB: one build's ratio to HAProxy was 1.17 in
+    /// a run and 1.09 in the next). For example `--pgo --baseline-bin
+    /// target/release/force-https` (build that one first: `cargo build --release`).
+    #[arg(long, value_name = "PATH",
+          conflicts_with_all = ["instructions", "syn_flood", "only_scale"])]
+    pub baseline_bin: Option<PathBuf>,
 }
 
 /// `--veth-queue`.
@@ -305,14 +314,39 @@ impl BenchArgs {
         self.napi_defer_hard_irqs.zip(self.gro_flush_timeout)
     }
 
+    /// The peers to run: `--peers` (without repeats), else the default set; `baseline` added
+    /// last with `--baseline-bin` when not listed.
     fn peers(&self) -> Vec<PeerKind> {
-        if self.peers.is_empty() && self.instructions.is_some() {
+        let mut v = if self.peers.is_empty() && self.instructions.is_some() {
             instructions::PEERS.to_vec()
         } else if self.peers.is_empty() {
             PeerKind::ALL.to_vec()
         } else {
             dedup(&self.peers)
+        };
+        if self.baseline_bin.is_some() && !v.contains(&PeerKind::Baseline) {
+            v.push(PeerKind::Baseline);
         }
+        v
+    }
+
+    /// Checked before anything is installed or built. Errors: the `baseline` peer without
+    /// `--baseline-bin`; a `--baseline-bin` or `--force-https-bin` that is not a file.
+    fn check_binaries(&self) -> Result<()> {
+        if self.baseline_bin.is_none() && self.peers.contains(&PeerKind::Baseline) {
+            bail!(
+                "the peer `baseline` is another force-https build: name it with --baseline-bin PATH"
+            );
+        }
+        for (flag, b) in [
+            ("--force-https-bin", &self.force_https_bin),
+            ("--baseline-bin", &self.baseline_bin),
+        ] {
+            if let Some(b) = b {
+                ensure!(b.is_file(), "{flag} {}: no such file", b.display());
+            }
+        }
+        Ok(())
     }
 
     /// The requests-in-flight values to run: the `--sweep` values (without repeats), else
@@ -408,6 +442,26 @@ struct Env {
 struct ReleaseBins {
     force_https: PathBuf,
     fh_backend: PathBuf,
+    /// `--baseline-bin`, the peer `baseline`'s daemon.
+    baseline: Option<PathBuf>,
+}
+
+impl ReleaseBins {
+    /// The daemon `kind` runs (force-https's for the peers that are not force-https: their
+    /// counters are not read).
+    fn force_https_of(&self, kind: PeerKind) -> &Path {
+        match (kind, &self.baseline) {
+            (PeerKind::Baseline, Some(b)) => b,
+            _ => &self.force_https,
+        }
+    }
+}
+
+/// An existing file given on the command line (`flag`), made absolute (the daemon is started
+/// in another directory and namespace).
+fn given_binary(flag: &str, b: &Path) -> Result<PathBuf> {
+    ensure!(b.is_file(), "{flag} {}: no such file", b.display());
+    std::fs::canonicalize(b).with_context(|| format!("{flag} {}", b.display()))
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -425,6 +479,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             snap.cpus.len()
         );
     }
+    args.check_binaries()?;
     install_signal_handlers();
     let nofile = raise_nofile()?;
     let max_connections = peers::max_connections(nofile);
@@ -468,22 +523,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     build.args(["-p", "force-https-tests", "--bin", "fh-backend"]);
     cmd::run(&mut build).context("building the release binaries failed")?;
     check_interrupted()?;
-    let force_https = match (&args.force_https_bin, pgo_bin) {
-        (Some(b), _) => {
-            ensure!(
-                b.is_file(),
-                "--force-https-bin {}: no such file",
-                b.display()
-            );
-            std::fs::canonicalize(b)
-                .with_context(|| format!("--force-https-bin {}", b.display()))?
-        }
-        (None, Some(b)) => b,
+    let force_https = match (&args.force_https_bin, &pgo_bin) {
+        (Some(b), _) => given_binary("--force-https-bin", b)?,
+        (None, Some(b)) => b.clone(),
         (None, None) => target.join("release").join("force-https"),
     };
     let bins = ReleaseBins {
         force_https,
         fh_backend: target.join("release").join("fh-backend"),
+        baseline: match &args.baseline_bin {
+            Some(b) => Some(given_binary("--baseline-bin", b)?),
+            None => None,
+        },
     };
 
     // xtask itself (polling, counters) stays off the edge CPU from here on.
@@ -545,6 +596,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     notes.push(format!(
                         "force-https build: {} (`--force-https-bin`), not the workspace's release build",
                         bins.force_https.display()
+                    ));
+                }
+                if let Some(b) = &bins.baseline {
+                    notes.push(format!(
+                        "baseline: another force-https build, {} (`--baseline-bin`), on sockets with force-https's config; force-https ÷ baseline compares the two builds",
+                        b.display()
                     ));
                 }
                 if let Some(n) = args.rounds {
@@ -904,7 +961,9 @@ fn versions(peers: &[PeerKind], bins: &ReleaseBins) -> Vec<(String, String)> {
     let mut v = Vec::new();
     let mut seen_fh = false;
     for p in peers {
-        if p.is_force_https() {
+        if *p == PeerKind::Baseline {
+            v.push((p.name().to_string(), p.version(bins.force_https_of(*p))));
+        } else if p.is_force_https() {
             if seen_fh {
                 continue;
             }
@@ -1061,7 +1120,7 @@ fn peer_run<'a>(
         kind,
         args: &env.args,
         topo,
-        force_https: &env.bins.force_https,
+        force_https: env.bins.force_https_of(kind),
         fh_config: kind.is_force_https().then_some(config),
         load_gen: LoadGen {
             client_ns: &topo.client,
@@ -1193,7 +1252,7 @@ fn start_peer_in(
 
         let ctx = PeerCtx {
             files,
-            force_https: &bins.force_https,
+            force_https: bins.force_https_of(kind),
             dir,
             edge_ns: &topo.edge,
             edge_if: &topo.edge_if,
@@ -2189,6 +2248,67 @@ mod tests {
         assert!(w.starts_with("nginx / https-h1-1mib: 1 of 3 passes served under 95% of --rate 400 (lowest 300 requests/s)"), "{w}");
         pr.passes.truncate(2);
         assert_eq!(pr.rate_shortfall(Some(400), "nginx"), None);
+    }
+
+    #[test]
+    fn baseline_is_another_build_named_on_the_command_line() {
+        // --baseline-bin adds the peer, last, once.
+        let t = T::try_parse_from([
+            "x",
+            "--peers",
+            "force-https,haproxy",
+            "--baseline-bin",
+            "/b/force-https",
+        ])
+        .unwrap();
+        assert_eq!(
+            t.b.peers(),
+            [PeerKind::ForceHttps, PeerKind::Haproxy, PeerKind::Baseline]
+        );
+        t.b.check_binaries().unwrap_err(); // /b/force-https does not exist
+        let t = T::try_parse_from([
+            "x",
+            "--peers",
+            "baseline,force-https",
+            "--baseline-bin",
+            "/b/force-https",
+        ])
+        .unwrap();
+        assert_eq!(t.b.peers(), [PeerKind::Baseline, PeerKind::ForceHttps]);
+        // Not in the default peers.
+        let t = T::try_parse_from(["x"]).unwrap();
+        assert!(!t.b.peers().contains(&PeerKind::Baseline));
+        // The peer without its binary: a clear error.
+        let t = T::try_parse_from(["x", "--peers", "force-https,baseline"]).unwrap();
+        let e = t.b.check_binaries().unwrap_err().to_string();
+        assert!(e.contains("--baseline-bin PATH"), "{e}");
+        // A binary that is not there: named before anything is built.
+        let t = T::try_parse_from(["x", "--baseline-bin", "/nonexistent/force-https"]).unwrap();
+        let e = t.b.check_binaries().unwrap_err().to_string();
+        assert_eq!(e, "--baseline-bin /nonexistent/force-https: no such file");
+        let here = std::env::current_exe().unwrap();
+        let t =
+            T::try_parse_from(["x".as_ref(), "--baseline-bin".as_ref(), here.as_os_str()]).unwrap();
+        t.b.check_binaries().unwrap();
+        // Counted and flood runs have no place for it.
+        for other in [&["--instructions", "100"][..], &["--syn-flood"][..]] {
+            let mut argv = vec!["x", "--baseline-bin", "/b"];
+            argv.extend_from_slice(other);
+            assert!(T::try_parse_from(argv).is_err(), "{other:?}");
+        }
+        // Each peer runs its own daemon.
+        let bins = ReleaseBins {
+            force_https: "/a".into(),
+            fh_backend: "/f".into(),
+            baseline: Some("/b".into()),
+        };
+        assert_eq!(bins.force_https_of(PeerKind::ForceHttps), Path::new("/a"));
+        assert_eq!(
+            bins.force_https_of(PeerKind::ForceHttpsXdp),
+            Path::new("/a")
+        );
+        assert_eq!(bins.force_https_of(PeerKind::Baseline), Path::new("/b"));
+        assert_eq!(bins.force_https_of(PeerKind::Nginx), Path::new("/a"));
     }
 
     #[test]

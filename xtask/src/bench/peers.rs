@@ -80,6 +80,10 @@ pub enum PeerKind {
     Nginx,
     Haproxy,
     Caddy,
+    /// Another force-https build (`--baseline-bin`), on sockets with force-https's config: with
+    /// `--paired`, the ratios force-https ÷ baseline compare two builds slice by slice (a code
+    /// change, `cargo xtask pgo`'s build against the plain one). Never in the default peers.
+    Baseline,
 }
 
 impl PeerKind {
@@ -98,27 +102,33 @@ impl PeerKind {
             PeerKind::Nginx => "nginx",
             PeerKind::Haproxy => "haproxy",
             PeerKind::Caddy => "caddy",
+            PeerKind::Baseline => "baseline",
         }
     }
 
     /// The Debian package providing the peer (none for force-https, which is built here).
     pub fn package(self) -> Option<&'static str> {
         match self {
-            PeerKind::ForceHttpsXdp | PeerKind::ForceHttps => None,
+            PeerKind::ForceHttpsXdp | PeerKind::ForceHttps | PeerKind::Baseline => None,
             PeerKind::Nginx => Some("nginx"),
             PeerKind::Haproxy => Some("haproxy"),
             PeerKind::Caddy => Some("caddy"),
         }
     }
 
+    /// Whether the peer is a force-https daemon (the baseline build too): its config, its
+    /// check, its counters (`force-https stats`).
     pub fn is_force_https(self) -> bool {
-        matches!(self, PeerKind::ForceHttpsXdp | PeerKind::ForceHttps)
+        matches!(
+            self,
+            PeerKind::ForceHttpsXdp | PeerKind::ForceHttps | PeerKind::Baseline
+        )
     }
 
     /// `(command, args)` whose first output line names the version.
     fn version_command(self, force_https: &Path) -> (PathBuf, Vec<&'static str>) {
         match self {
-            PeerKind::ForceHttpsXdp | PeerKind::ForceHttps => {
+            PeerKind::ForceHttpsXdp | PeerKind::ForceHttps | PeerKind::Baseline => {
                 (force_https.to_path_buf(), vec!["--version"])
             }
             PeerKind::Nginx => ("nginx".into(), vec!["-v"]),
@@ -195,7 +205,7 @@ pub fn config(kind: PeerKind, ctx: &PeerCtx) -> (String, String) {
     let key = ctx.files.key.display();
     let pool = ctx.backend_pool;
     match kind {
-        PeerKind::ForceHttpsXdp | PeerKind::ForceHttps => {
+        PeerKind::ForceHttpsXdp | PeerKind::ForceHttps | PeerKind::Baseline => {
             let xdp = if kind == PeerKind::ForceHttpsXdp {
                 // The client end of the veth runs a pass program (`Topology::create`), so frames
                 // sent with XDP_TX in driver mode reach it: `xdp_tx = true`.
@@ -468,7 +478,7 @@ pub fn command(kind: PeerKind, ctx: &PeerCtx, config: &Path) -> Command {
         c.args(super::instructions::valgrind_prefix(ctx.dir));
     }
     match kind {
-        PeerKind::ForceHttpsXdp | PeerKind::ForceHttps => {
+        PeerKind::ForceHttpsXdp | PeerKind::ForceHttps | PeerKind::Baseline => {
             c.env("RUST_LOG", "info")
                 .arg(ctx.force_https)
                 .arg("run")
@@ -501,7 +511,7 @@ pub fn command(kind: PeerKind, ctx: &PeerCtx, config: &Path) -> Command {
 /// Runs the peer's own config check, when it has one (before starting it).
 pub fn check_config(kind: PeerKind, ctx: &PeerCtx, config: &Path) -> Result<()> {
     let mut c = match kind {
-        PeerKind::ForceHttpsXdp | PeerKind::ForceHttps => {
+        PeerKind::ForceHttpsXdp | PeerKind::ForceHttps | PeerKind::Baseline => {
             let mut c = Command::new(ctx.force_https);
             c.arg("check").arg("--config").arg(config);
             c
@@ -556,7 +566,7 @@ pub fn check_config(kind: PeerKind, ctx: &PeerCtx, config: &Path) -> Result<()> 
 /// The scratch directories a peer's config refers to.
 pub fn prepare_dirs(kind: PeerKind, dir: &Path) -> Result<()> {
     let subdirs: &[&str] = match kind {
-        PeerKind::ForceHttpsXdp | PeerKind::ForceHttps => &["state"],
+        PeerKind::ForceHttpsXdp | PeerKind::ForceHttps | PeerKind::Baseline => &["state"],
         PeerKind::Nginx => &["nginx-tmp", "logs"],
         PeerKind::Haproxy => &[],
         PeerKind::Caddy => &["caddy-data", "caddy-config"],
@@ -857,6 +867,16 @@ mod tests {
         assert!(xdp.contains("[xdp]\ninterface = \"fb1e\"\nmode = \"native\""));
         let (_, plain) = config(PeerKind::ForceHttps, &ctx);
         assert!(!plain.contains("[xdp]"));
+        // The baseline build runs force-https's own config: only the binary differs.
+        let (_, baseline) = config(PeerKind::Baseline, &ctx);
+        assert_eq!(
+            baseline.split_once('\n').unwrap().1,
+            plain.split_once('\n').unwrap().1,
+            "all but the comment that names the peer"
+        );
+        assert!(PeerKind::Baseline.is_force_https());
+        assert_eq!(PeerKind::Baseline.package(), None);
+        assert!(!PeerKind::ALL.contains(&PeerKind::Baseline));
         for s in [
             "force_https = true",
             "name = \"plain\"\ndomains = [\"plain.bench.example\"]\nbackend = \"http://127.0.0.1:8080\"\nforce_https = false\n",
